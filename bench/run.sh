@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "bench: no benchmarks built yet"

@@ -1,0 +1,179 @@
+#include "db.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const char master_schema[] =
+    "CREATE TABLE IF NOT EXISTS orders(merchant_id TEXT NOT NULL, order_id TEXT NOT NULL,"
+    " amount_cents INTEGER NOT NULL, event_time_ms INTEGER NOT NULL, partition INTEGER NOT NULL,"
+    " offset INTEGER NOT NULL, raw BLOB, PRIMARY KEY(merchant_id, order_id)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS ingest_offsets(partition INTEGER PRIMARY KEY,"
+    " next_offset INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS rejects(id INTEGER PRIMARY KEY, source TEXT NOT NULL,"
+    " partition INTEGER, offset INTEGER, line INTEGER, reason TEXT NOT NULL, payload BLOB,"
+    " at_ms INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS imports(file_hash TEXT PRIMARY KEY, path TEXT NOT NULL,"
+    " lines INTEGER, orders INTEGER, rejects INTEGER, at_ms INTEGER NOT NULL);";
+
+static const char batch_schema[] =
+    "CREATE TABLE IF NOT EXISTS versions(id INTEGER PRIMARY KEY, state TEXT NOT NULL"
+    " CHECK(state IN ('pending','published','failed')), cut_epoch INTEGER NOT NULL,"
+    " started_ms INTEGER NOT NULL, finished_ms INTEGER, orders INTEGER, merchants INTEGER,"
+    " ingested INTEGER, rejects INTEGER, duplicates INTEGER, checks TEXT);"
+    "CREATE TABLE IF NOT EXISTS cut_offsets(version INTEGER NOT NULL, partition INTEGER NOT NULL,"
+    " offset INTEGER NOT NULL, PRIMARY KEY(version, partition)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS merchant_totals(version INTEGER NOT NULL,"
+    " merchant_id TEXT NOT NULL, order_count INTEGER NOT NULL, revenue_cents INTEGER NOT NULL,"
+    " PRIMARY KEY(version, merchant_id)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS hourly(version INTEGER NOT NULL, merchant_id TEXT NOT NULL,"
+    " hour_ms INTEGER NOT NULL, order_count INTEGER NOT NULL, revenue_cents INTEGER NOT NULL,"
+    " PRIMARY KEY(version, merchant_id, hour_ms)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS minutely(version INTEGER NOT NULL, merchant_id TEXT NOT NULL,"
+    " minute_ms INTEGER NOT NULL, order_count INTEGER NOT NULL, revenue_cents INTEGER NOT NULL,"
+    " PRIMARY KEY(version, merchant_id, minute_ms)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS minutely_by_minute ON minutely(version, minute_ms);";
+
+static const char speed_schema[] =
+    "CREATE TABLE IF NOT EXISTS deltas(merchant_id TEXT NOT NULL, minute_ms INTEGER NOT NULL,"
+    " epoch INTEGER NOT NULL, order_count INTEGER NOT NULL, revenue_cents INTEGER NOT NULL,"
+    " PRIMARY KEY(merchant_id, minute_ms, epoch)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS deltas_by_minute ON deltas(minute_ms);"
+    "CREATE TABLE IF NOT EXISTS offsets(partition INTEGER PRIMARY KEY,"
+    " next_offset INTEGER NOT NULL, max_event_ms INTEGER, high_watermark INTEGER,"
+    " updated_ms INTEGER);"
+    "CREATE TABLE IF NOT EXISTS boundaries(epoch INTEGER NOT NULL, partition INTEGER NOT NULL,"
+    " offset INTEGER NOT NULL, PRIMARY KEY(epoch, partition)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS seen(merchant_id TEXT NOT NULL, order_id TEXT NOT NULL,"
+    " epoch INTEGER NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,"
+    " PRIMARY KEY(merchant_id, order_id)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS seen_by_epoch ON seen(epoch);"
+    "CREATE TABLE IF NOT EXISTS rejects(id INTEGER PRIMARY KEY, partition INTEGER,"
+    " offset INTEGER, reason TEXT NOT NULL, payload BLOB, at_ms INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS late(id INTEGER PRIMARY KEY, partition INTEGER NOT NULL,"
+    " offset INTEGER NOT NULL, merchant_id TEXT NOT NULL, order_id TEXT NOT NULL,"
+    " event_ms INTEGER NOT NULL, minute_ms INTEGER NOT NULL, watermark_ms INTEGER NOT NULL,"
+    " late_ms INTEGER NOT NULL, at_ms INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value);";
+
+static const char *const names[] = {"master.db", "batch.db", "speed.db"};
+static const char *const schemas[] = {master_schema, batch_schema, speed_schema};
+
+const char *db_file_name(enum db_file f)
+{
+    return names[f];
+}
+
+void db_path(const char *data_dir, enum db_file f, char *out, size_t size)
+{
+    snprintf(out, size, "%s/%s", data_dir, names[f]);
+}
+
+int db_exec(sqlite3 *db, const char *sql, struct lerr *e)
+{
+    char *msg = NULL;
+
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        lerr_set(e, "cannot run '%.60s': %s", sql, msg ? msg : sqlite3_errmsg(db));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+int db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out, struct lerr *e)
+{
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL) != SQLITE_OK)
+        return lerr_set(e, "cannot prepare '%.60s': %s", sql, sqlite3_errmsg(db));
+    return 0;
+}
+
+int db_step_int(sqlite3_stmt *st, int64_t *out, struct lerr *e)
+{
+    int rc = sqlite3_step(st);
+
+    if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+        *out = sqlite3_column_int64(st, 0);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        lerr_set(e, "cannot run '%.60s': %s", sqlite3_sql(st),
+                 sqlite3_errmsg(sqlite3_db_handle(st)));
+        sqlite3_reset(st);
+        return -1;
+    }
+    sqlite3_reset(st);
+    return 0;
+}
+
+int db_step_done(sqlite3_stmt *st, struct lerr *e)
+{
+    int rc = sqlite3_step(st);
+
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        return lerr_set(e, "cannot run '%.60s': %s", sqlite3_sql(st),
+                        sqlite3_errmsg(sqlite3_db_handle(st)));
+    return 0;
+}
+
+int db_ensure_dir(const char *data_dir, struct lerr *e)
+{
+    char path[PATH_MAX];
+    size_t n = strlen(data_dir);
+
+    if (n == 0 || n >= sizeof(path))
+        return lerr_set(e, "bad data directory '%s'", data_dir);
+    memcpy(path, data_dir, n + 1);
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0755) != 0 && errno != EEXIST)
+            return lerr_set(e, "cannot create data directory '%s': %s", path, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        return lerr_set(e, "cannot create data directory '%s': %s", path, strerror(errno));
+    return 0;
+}
+
+static int open_db(const char *data_dir, enum db_file f, int flags, sqlite3 **out,
+                   struct lerr *e)
+{
+    char path[PATH_MAX];
+    sqlite3 *db = NULL;
+    int rc = -1;
+
+    db_path(data_dir, f, path, sizeof(path));
+    if (sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        lerr_set(e, "cannot open '%s': %s", path, db ? sqlite3_errmsg(db) : "out of memory");
+        goto out;
+    }
+    sqlite3_busy_timeout(db, 5000);
+    if (flags & SQLITE_OPEN_READONLY) {
+        if (db_exec(db, "PRAGMA query_only=1", e) != 0)
+            goto out;
+    } else if (db_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL", e) != 0 ||
+               db_exec(db, schemas[f], e) != 0) {
+        goto out;
+    }
+    *out = db;
+    db = NULL; /* the caller owns it now */
+    rc = 0;
+out:
+    sqlite3_close(db); /* a harmless no-op on NULL */
+    return rc;
+}
+
+int db_open_rw(const char *data_dir, enum db_file f, sqlite3 **out, struct lerr *e)
+{
+    return open_db(data_dir, f, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, out, e);
+}
+
+int db_open_ro(const char *data_dir, enum db_file f, sqlite3 **out, struct lerr *e)
+{
+    return open_db(data_dir, f, SQLITE_OPEN_READONLY, out, e);
+}

@@ -1,0 +1,84 @@
+/* db.h - SQLite helpers and the schemas of the three files of a data directory.
+ *
+ * One writer per file (DESIGN.md section 4): master.db and batch.db are written by
+ * lambda-batch, speed.db by lambda-speed; lambda-serve only reads. db_open_rw() sets WAL,
+ * synchronous=NORMAL and a busy timeout, and applies the file's schema (idempotent); readers
+ * use db_open_ro(). The schema text below is the contract between the layers: a column is
+ * added here, once, or nowhere.
+ *
+ * master.db
+ *   orders(merchant_id, order_id, amount_cents, event_time_ms, partition, offset, raw)
+ *       primary key (merchant_id, order_id): the first copy in log order, once, ever.
+ *       An imported order has partition -1 and offset = its line number.
+ *   ingest_offsets(partition, next_offset)  written in the same transaction as the rows.
+ *   rejects(id, source, partition, offset, line, reason, payload, at_ms)
+ *       source 'kafka' (partition, offset) or a file path (line); payload: first 1 KiB.
+ *   counters(name, value)     duplicates, key_mismatch, deleted_offsets, ...
+ *   imports(file_hash, path, lines, orders, rejects, at_ms)   one row per imported file.
+ *
+ * batch.db
+ *   versions(id, state, cut_epoch, started_ms, finished_ms, orders, merchants, ingested,
+ *            rejects, duplicates, checks)
+ *       state: 'pending' (the cut binds: a failed run's successor reuses it), 'published',
+ *       'failed'. The newest 'published' row is the version serving reads.
+ *   cut_offsets(version, partition, offset)   the cut: master holds offsets < offset.
+ *   merchant_totals(version, merchant_id, order_count, revenue_cents)
+ *   hourly(version, merchant_id, hour_ms, order_count, revenue_cents)       all history
+ *   minutely(version, merchant_id, minute_ms, order_count, revenue_cents)   last N hours
+ *
+ * speed.db
+ *   deltas(merchant_id, minute_ms, epoch, order_count, revenue_cents)
+ *   offsets(partition, next_offset, max_event_ms, high_watermark, updated_ms)
+ *   boundaries(epoch, partition, offset): the position at which epoch's first interval began.
+ *   seen(merchant_id, order_id, epoch, partition, offset): ids counted since the cut.
+ *   rejects(id, partition, offset, reason, payload, at_ms)
+ *   late(id, partition, offset, merchant_id, order_id, event_ms, minute_ms, watermark_ms,
+ *        late_ms, at_ms)
+ *   counters(name, value)  consumed, applied, duplicates, late, key_mismatch,
+ *                          rejects_<reason>, checkpoints, checkpoint_us (last)
+ *   meta(key, value)       checkpoint_ms (wall time of the last commit), epoch, epoch_ms,
+ *                          watermark_ms, allowed_lateness_ms
+ */
+#ifndef LAMBDA_DB_H
+#define LAMBDA_DB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+#include "lerr.h"
+
+enum db_file { DB_MASTER, DB_BATCH, DB_SPEED };
+
+/* "master.db", "batch.db", "speed.db". */
+const char *db_file_name(enum db_file f);
+
+/* Writes data_dir/<file> into out (PATH_MAX bytes). */
+void db_path(const char *data_dir, enum db_file f, char *out, size_t size);
+
+/* Opens (creating) a file for writing: WAL, synchronous=NORMAL, busy timeout, schema applied.
+ * On error returns -1, *out is untouched and nothing stays open. */
+int db_open_rw(const char *data_dir, enum db_file f, sqlite3 **out, struct lerr *e);
+
+/* Opens an existing file read-only (query_only, busy timeout). -1 when it is missing or
+ * unreadable; nothing stays open then. */
+int db_open_ro(const char *data_dir, enum db_file f, sqlite3 **out, struct lerr *e);
+
+/* Runs SQL without results (several statements allowed). */
+int db_exec(sqlite3 *db, const char *sql, struct lerr *e);
+
+/* Prepares one statement; meant to be called once per statement and the result reused. */
+int db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out, struct lerr *e);
+
+/* Runs a statement that returns at most one integer (first column of the first row) and
+ * resets it; *out keeps its value when there is no row or it is NULL. */
+int db_step_int(sqlite3_stmt *st, int64_t *out, struct lerr *e);
+
+/* Steps a statement to completion (no rows expected) and resets it. */
+int db_step_done(sqlite3_stmt *st, struct lerr *e);
+
+/* Creates the data directory (and parents) if it does not exist. */
+int db_ensure_dir(const char *data_dir, struct lerr *e);
+
+#endif

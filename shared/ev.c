@@ -1,0 +1,155 @@
+#include "ev.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "tm.h"
+
+static const char *const reason_names[EV_REASON_COUNT] = {
+    "ok",           "bad_json",        "not_object",   "missing_field", "bad_type",
+    "out_of_range", "bad_merchant_id", "bad_order_id", "bad_time",      "future_time",
+};
+
+const char *ev_reason_name(enum ev_reason r)
+{
+    return (unsigned)r < EV_REASON_COUNT ? reason_names[r] : "unknown";
+}
+
+bool ev_merchant_id_valid(const char *s, size_t len)
+{
+    if (len < 1 || len > EV_ID_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '.' || c == ':' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+static bool order_id_valid(const char *s, size_t len)
+{
+    if (len < 1 || len > EV_ID_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+            return false;
+    return true;
+}
+
+/* A decimal integer with an optional leading '-', nothing else; -1 when it is not one. */
+static int parse_int(const char *s, long long *out)
+{
+    char *end;
+
+    if (!*s || !(*s == '-' || (*s >= '0' && *s <= '9')))
+        return -1;
+    errno = 0;
+    *out = strtoll(s, &end, 10);
+    return *end || errno == ERANGE ? -1 : 0;
+}
+
+static enum ev_reason check_time(int64_t event_ms, int64_t ref_ts_ms, const struct ev_rules *r)
+{
+    if (event_ms < 0 || event_ms > TM_MAX_MS)
+        return EV_BAD_TIME;
+    if (ref_ts_ms >= 0 && event_ms > ref_ts_ms + r->max_future_skew_ms)
+        return EV_FUTURE_TIME;
+    return EV_OK;
+}
+
+static enum ev_reason set_ids(const char *mid, size_t mlen, const char *oid, size_t olen,
+                              struct ev_order *out)
+{
+    if (!ev_merchant_id_valid(mid, mlen))
+        return EV_BAD_MERCHANT_ID;
+    if (!order_id_valid(oid, olen))
+        return EV_BAD_ORDER_ID;
+    memcpy(out->merchant_id, mid, mlen);
+    out->merchant_id[mlen] = '\0';
+    memcpy(out->order_id, oid, olen);
+    out->order_id[olen] = '\0';
+    return EV_OK;
+}
+
+static enum ev_reason classify(const struct ev_rules *r, json_t *root, int64_t msg_ts_ms,
+                               struct ev_order *out)
+{
+    json_t *oid = json_object_get(root, "order_id"), *mid = json_object_get(root, "merchant_id");
+    json_t *amt = json_object_get(root, "amount_cents"), *et = json_object_get(root, "event_time");
+    enum ev_reason rc;
+    int64_t event_ms;
+
+    if (!oid || !mid || !amt || !et)
+        return EV_MISSING_FIELD;
+    if (!json_is_string(oid) || !json_is_string(mid) || !json_is_integer(amt) ||
+        !(json_is_string(et) || json_is_integer(et)))
+        return EV_BAD_TYPE;
+    rc = set_ids(json_string_value(mid), json_string_length(mid), json_string_value(oid),
+                 json_string_length(oid), out);
+    if (rc != EV_OK)
+        return rc;
+    out->amount_cents = json_integer_value(amt);
+    if (out->amount_cents < 0 || out->amount_cents > EV_AMOUNT_MAX)
+        return EV_OUT_OF_RANGE;
+    if (json_is_integer(et))
+        event_ms = json_integer_value(et);
+    else if (tm_parse_rfc3339(json_string_value(et), json_string_length(et), &event_ms) != 0)
+        return EV_BAD_TIME;
+    out->event_ms = event_ms;
+    return check_time(event_ms, msg_ts_ms, r);
+}
+
+enum ev_reason ev_parse(const struct ev_rules *r, const char *key, size_t key_len,
+                        const char *buf, size_t len, int64_t msg_ts_ms, struct ev_order *out)
+{
+    json_error_t jerr;
+    json_t *root;
+    enum ev_reason rc;
+
+    if (!buf || len == 0)
+        return EV_BAD_JSON;
+    /* Duplicate keys are rejected: "amount_cents" twice has no single meaning. */
+    root = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (!root)
+        return json_error_code(&jerr) == json_error_numeric_overflow ? EV_OUT_OF_RANGE
+                                                                     : EV_BAD_JSON;
+    if (!json_is_object(root))
+        rc = EV_NOT_OBJECT;
+    else
+        rc = classify(r, root, msg_ts_ms, out);
+    json_decref(root);
+    if (rc == EV_OK)
+        out->is_key_mismatch =
+            key && (key_len != strlen(out->merchant_id) || memcmp(key, out->merchant_id, key_len));
+    return rc;
+}
+
+enum ev_reason ev_parse_fields(const struct ev_rules *r, const char *order_id,
+                               const char *merchant_id, const char *amount, const char *event_time,
+                               int64_t ref_ts_ms, struct ev_order *out)
+{
+    long long v;
+    int64_t event_ms;
+    enum ev_reason rc;
+
+    rc = set_ids(merchant_id, strlen(merchant_id), order_id, strlen(order_id), out);
+    if (rc != EV_OK)
+        return rc;
+    if (parse_int(amount, &v) != 0)
+        return EV_BAD_TYPE;
+    if (v < 0 || v > EV_AMOUNT_MAX)
+        return EV_OUT_OF_RANGE;
+    out->amount_cents = v;
+    if (parse_int(event_time, &v) == 0)
+        event_ms = v;
+    else if (tm_parse_rfc3339(event_time, strlen(event_time), &event_ms) != 0)
+        return EV_BAD_TIME;
+    out->event_ms = event_ms;
+    out->is_key_mismatch = false;
+    return check_time(event_ms, ref_ts_ms, r);
+}
