@@ -9,7 +9,8 @@ static const struct cfg_key keys[] = {
     {"port", CFG_INT, "8080", "TCP port (0: any free port, logged as listening port=N)"},
     {"bind", CFG_STR, "127.0.0.1", "address to listen on"},
     {"threads", CFG_INT, "2", "worker threads"},
-    {"allowed_lateness", CFG_MS, "10m", "a minute is final once the watermark passes its end + this"},
+    {"allowed_lateness", CFG_MS, "10m",
+     "a minute is final once the watermark passes its end + this"},
     {NULL, 0, NULL, NULL},
 };
 

@@ -62,7 +62,8 @@ static int set_key(struct cfg *c, const char *name, size_t len, const char *v, c
 
     if (len > 6 && strncmp(name, "kafka.", 6) == 0) {
         for (i = 0; i < c->nkafka; i++)
-            if (strlen(c->kafka_name[i]) == len - 6 && !strncmp(c->kafka_name[i], name + 6, len - 6))
+            if (strlen(c->kafka_name[i]) == len - 6 &&
+                !strncmp(c->kafka_name[i], name + 6, len - 6))
                 break;
         if (i == CFG_MAX_KAFKA)
             return lerr_set(e, "too many kafka.* keys (at most %d)", CFG_MAX_KAFKA);

@@ -36,7 +36,7 @@ struct cfg_key {
 struct cfg {
     const struct cfg_key *keys; /* borrowed: a static table ending in {NULL} */
     int nkeys;
-    char *val[CFG_MAX_KEYS]; /* owned copies; NULL when unset */
+    char *val[CFG_MAX_KEYS];                                    /* owned copies; NULL when unset */
     char *kafka_name[CFG_MAX_KAFKA], *kafka_val[CFG_MAX_KAFKA]; /* without the "kafka." */
     int nkafka;
     const char *args[CFG_MAX_ARGS]; /* borrowed from argv */
@@ -52,7 +52,8 @@ struct cfg {
         {"group", CFG_STR, "lambda", "Kafka consumer group id (positions live in SQLite)"},        \
         {"epoch_ms", CFG_MS, "60000", "length of a speed-layer epoch"},                            \
         {"window_ms", CFG_MS, "60000", "width of a time window (minute buckets)"},                 \
-        {"max_future_skew", CFG_MS, "5m", "reject events this far ahead of the message timestamp"}, \
+        {"max_future_skew", CFG_MS, "5m",                                                          \
+         "reject events this far ahead of the message timestamp"},                                 \
         {"kafka_timeout", CFG_MS, "10s", "how long a Kafka metadata or offset request may take"},  \
         {"log_level", CFG_STR, "info", "debug, info, warn or error"},                              \
     {                                                                                              \

@@ -140,8 +140,7 @@ int db_ensure_dir(const char *data_dir, struct lerr *e)
     return 0;
 }
 
-static int open_db(const char *data_dir, enum db_file f, int flags, sqlite3 **out,
-                   struct lerr *e)
+static int open_db(const char *data_dir, enum db_file f, int flags, sqlite3 **out, struct lerr *e)
 {
     char path[PATH_MAX];
     sqlite3 *db = NULL;

@@ -104,8 +104,8 @@ static enum ev_reason classify(const struct ev_rules *r, json_t *root, int64_t m
     return check_time(event_ms, msg_ts_ms, r);
 }
 
-enum ev_reason ev_parse(const struct ev_rules *r, const char *key, size_t key_len,
-                        const char *buf, size_t len, int64_t msg_ts_ms, struct ev_order *out)
+enum ev_reason ev_parse(const struct ev_rules *r, const char *key, size_t key_len, const char *buf,
+                        size_t len, int64_t msg_ts_ms, struct ev_order *out)
 {
     json_error_t jerr;
     json_t *root;

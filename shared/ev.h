@@ -45,8 +45,8 @@ struct ev_order {
 
 /* Parses one Kafka message payload. key may be NULL (no key: no mismatch is reported);
  * msg_ts_ms < 0 means the message has no timestamp and skips the future-time rule. */
-enum ev_reason ev_parse(const struct ev_rules *r, const char *key, size_t key_len,
-                        const char *buf, size_t len, int64_t msg_ts_ms, struct ev_order *out);
+enum ev_reason ev_parse(const struct ev_rules *r, const char *key, size_t key_len, const char *buf,
+                        size_t len, int64_t msg_ts_ms, struct ev_order *out);
 
 /* Validates an order given as text fields (a CSV line of an import). amount and time are the
  * field texts: amount a decimal integer, time RFC 3339 or decimal epoch ms. */

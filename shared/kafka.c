@@ -60,8 +60,8 @@ out:
     return rc;
 }
 
-int kafka_watermarks(rd_kafka_t *rk, const char *topic, int partition, int timeout_ms,
-                     int64_t *low, int64_t *high, struct lerr *e)
+int kafka_watermarks(rd_kafka_t *rk, const char *topic, int partition, int timeout_ms, int64_t *low,
+                     int64_t *high, struct lerr *e)
 {
     rd_kafka_resp_err_t err =
         rd_kafka_query_watermark_offsets(rk, topic, partition, low, high, timeout_ms);

@@ -26,7 +26,7 @@ int kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms, int
                           struct lerr *e);
 
 /* Low and high watermark offsets of one partition. */
-int kafka_watermarks(rd_kafka_t *rk, const char *topic, int partition, int timeout_ms,
-                     int64_t *low, int64_t *high, struct lerr *e);
+int kafka_watermarks(rd_kafka_t *rk, const char *topic, int partition, int timeout_ms, int64_t *low,
+                     int64_t *high, struct lerr *e);
 
 #endif

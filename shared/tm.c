@@ -82,8 +82,8 @@ int tm_parse_rfc3339(const char *s, size_t len, int64_t *out)
     size_t i = 19;
     int64_t off_min = 0, t;
 
-    if (len < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') ||
-        s[13] != ':' || s[16] != ':')
+    if (len < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' ||
+        s[16] != ':')
         return -1;
     y = digits(s, 4), mo = digits(s + 5, 2), d = digits(s + 8, 2);
     h = digits(s + 11, 2), mi = digits(s + 14, 2), sec = digits(s + 17, 2);
@@ -142,8 +142,8 @@ int tm_parse_duration(const char *s, int64_t *out_ms)
     static const struct {
         const char *unit;
         int64_t ms;
-    } units[] = {{"", 1}, {"ms", 1}, {"s", 1000}, {"m", TM_MINUTE_MS}, {"h", TM_HOUR_MS},
-                 {"d", TM_DAY_MS}};
+    } units[] = {{"", 1},           {"ms", 1},       {"s", 1000}, {"m", TM_MINUTE_MS},
+                 {"h", TM_HOUR_MS}, {"d", TM_DAY_MS}};
     char *end;
     long long v;
 

@@ -9,8 +9,10 @@ static const struct cfg_key keys[] = {
     {"checkpoint_ms", CFG_MS, "200", "interval between checkpoints"},
     {"watermark_delay", CFG_MS, "5s", "partition watermark = max event time - this"},
     {"idle_timeout", CFG_MS, "30s", "a partition silent this long leaves the watermark"},
-    {"allowed_lateness", CFG_MS, "10m", "a minute is final once the watermark passes its end + this"},
-    {"start", CFG_STR, "earliest", "first start without a batch cut: earliest, latest or an RFC 3339 time"},
+    {"allowed_lateness", CFG_MS, "10m",
+     "a minute is final once the watermark passes its end + this"},
+    {"start", CFG_STR, "earliest",
+     "first start without a batch cut: earliest, latest or an RFC 3339 time"},
     {NULL, 0, NULL, NULL},
 };
 

@@ -1,0 +1,364 @@
+#include "itlib.h"
+
+#include <criterion/criterion.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ev.h"
+
+extern char **environ;
+
+int64_t it_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool it_wait_until(bool (*cond)(void *), void *arg, int64_t timeout_ms)
+{
+    int64_t end = it_now_ms() + timeout_ms;
+
+    do {
+        if (cond(arg))
+            return true;
+        nanosleep(&(struct timespec){.tv_nsec = 20 * 1000 * 1000}, NULL);
+    } while (it_now_ms() < end);
+    return cond(arg);
+}
+
+void it_tmpdir(const char *tag, char out[512])
+{
+    const char *base = getenv("TMPDIR");
+
+    snprintf(out, 512, "%s/lambda-%s-XXXXXX", base && *base ? base : "/tmp", tag);
+    cr_assert_not_null(mkdtemp(out), "mkdtemp %s: %s", out, strerror(errno));
+}
+
+void it_bin(const char *name, char out[512])
+{
+    const char *dir = getenv("LAMBDA_BIN");
+
+    if (strchr(name, '/'))
+        snprintf(out, 512, "%s", name);
+    else
+        snprintf(out, 512, "%s/%s", dir && *dir ? dir : "bin", name);
+}
+
+void it_spawn(struct it_proc *p, const char *dir, const char *tag, char *const argv[],
+              char *const env[])
+{
+    char path[512];
+    pid_t pid;
+
+    memset(p, 0, sizeof(*p));
+    snprintf(p->out, sizeof(p->out), "%s/%s.out", dir, tag);
+    snprintf(p->err, sizeof(p->err), "%s/%s.err", dir, tag);
+    it_bin(argv[0], path);
+    pid = fork();
+    cr_assert(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        int o = open(p->out, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        int e = open(p->err, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (o < 0 || e < 0)
+            _exit(126);
+        dup2(o, STDOUT_FILENO);
+        dup2(e, STDERR_FILENO);
+        setpgid(0, 0);
+        for (size_t i = 0; env && env[i]; i++)
+            putenv(env[i]);
+        execv(path, argv);
+        dprintf(e, "exec %s: %s\n", path, strerror(errno));
+        _exit(127);
+    }
+    p->pid = pid;
+}
+
+static int decode(int status)
+{
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    return 128 + WTERMSIG(status);
+}
+
+int it_wait_exit(struct it_proc *p, int64_t timeout_ms)
+{
+    int64_t end = it_now_ms() + timeout_ms;
+
+    if (p->pid == 0)
+        return decode(p->status);
+    do {
+        pid_t r = waitpid(p->pid, &p->status, WNOHANG);
+        if (r == p->pid) {
+            p->pid = 0;
+            return decode(p->status);
+        }
+        nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
+    } while (it_now_ms() < end);
+    return -1;
+}
+
+int it_signal(struct it_proc *p, int sig, int64_t timeout_ms)
+{
+    if (p->pid > 0)
+        kill(p->pid, sig);
+    return it_wait_exit(p, timeout_ms);
+}
+
+void it_stop(struct it_proc *p)
+{
+    if (p->pid <= 0)
+        return;
+    if (it_signal(p, SIGTERM, 5000) < 0)
+        it_signal(p, SIGKILL, 5000);
+}
+
+int it_run(const char *dir, const char *tag, char *const argv[], char *const env[],
+           int64_t timeout_ms)
+{
+    struct it_proc p;
+    int rc;
+
+    it_spawn(&p, dir, tag, argv, env);
+    rc = it_wait_exit(&p, timeout_ms);
+    if (rc < 0)
+        it_signal(&p, SIGKILL, 5000);
+    return rc;
+}
+
+char *it_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+
+    if (!f)
+        return NULL;
+    for (;;) {
+        if (n + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            buf = realloc(buf, cap);
+            cr_assert_not_null(buf);
+        }
+        size_t r = fread(buf + n, 1, 4096, f);
+        n += r;
+        if (r == 0)
+            break;
+    }
+    fclose(f);
+    buf[n] = '\0';
+    if (len)
+        *len = n;
+    return buf;
+}
+
+bool it_log_has(const struct it_proc *p, const char *needle)
+{
+    char *s = it_read_file(p->err, NULL);
+    bool has = s && strstr(s, needle);
+
+    free(s);
+    return has;
+}
+
+struct log_wait {
+    struct it_proc *p;
+    const char *needle;
+};
+
+static bool log_cond(void *arg)
+{
+    struct log_wait *w = arg;
+
+    return it_log_has(w->p, w->needle) || it_wait_exit(w->p, 0) >= 0;
+}
+
+bool it_wait_log(struct it_proc *p, const char *needle, int64_t timeout_ms)
+{
+    struct log_wait w = {p, needle};
+
+    it_wait_until(log_cond, &w, timeout_ms);
+    return it_log_has(p, needle);
+}
+
+int64_t it_log_int(const struct it_proc *p, const char *needle, const char *key)
+{
+    char *s = it_read_file(p->err, NULL), *line = NULL, pat[128];
+    int64_t v = -1;
+
+    if (!s)
+        return -1;
+    for (char *q = s; (q = strstr(q, needle)); q++)
+        line = q;
+    snprintf(pat, sizeof(pat), " %s=", key);
+    if (line) {
+        char *eol = strchr(line, '\n'), *k = strstr(line, pat);
+        if (k && (!eol || k < eol))
+            v = strtoll(k + strlen(pat), NULL, 10);
+    }
+    free(s);
+    return v;
+}
+
+static bool file_exists(void *path)
+{
+    return access(path, R_OK) == 0;
+}
+
+void it_devkafka(struct it_proc *p, const char *dir, int partitions, char bootstrap[256])
+{
+    char bfile[600], parts[16];
+    char *s;
+
+    snprintf(bfile, sizeof(bfile), "%s/bootstrap", dir);
+    snprintf(parts, sizeof(parts), "%d", partitions);
+    char *argv[] = {"lambda-devkafka", "--partitions", parts, "--bootstrap-file", bfile, NULL};
+    it_spawn(p, dir, "devkafka", argv, NULL);
+    cr_assert(it_wait_until(file_exists, bfile, 10000), "lambda-devkafka did not start");
+    s = it_read_file(bfile, NULL);
+    cr_assert_not_null(s);
+    s[strcspn(s, "\n")] = '\0';
+    snprintf(bootstrap, 256, "%s", s);
+    free(s);
+}
+
+static int reason_index(const char *name)
+{
+    for (int r = 0; r < EV_REASON_COUNT; r++)
+        if (!strcmp(ev_reason_name((enum ev_reason)r), name))
+            return r;
+    return -1;
+}
+
+void it_truth_load(struct it_truth *t, const char *path)
+{
+    char *s = it_read_file(path, NULL), *save = NULL;
+    size_t capm = 0, capn = 0;
+
+    memset(t, 0, sizeof(*t));
+    cr_assert_not_null(s, "no truth file '%s'", path);
+    for (char *line = strtok_r(s, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char word[32], id[65], reason[32];
+        long long a, b, c;
+        if (line[0] == '#' || sscanf(line, "%31s", word) != 1)
+            continue;
+        if (!strcmp(word, "merchant") && sscanf(line, "%*s %64s %lld %lld", id, &a, &b) == 3) {
+            if (t->nmerchants == capm) {
+                capm = capm ? capm * 2 : 256;
+                t->merchants = realloc(t->merchants, capm * sizeof(*t->merchants));
+            }
+            struct it_truth_merchant *m = &t->merchants[t->nmerchants++];
+            snprintf(m->merchant_id, sizeof(m->merchant_id), "%s", id);
+            m->order_count = a, m->revenue_cents = b;
+        } else if (!strcmp(word, "minute") &&
+                   sscanf(line, "%*s %64s %lld %lld %lld", id, &a, &b, &c) == 4) {
+            if (t->nminutes == capn) {
+                capn = capn ? capn * 2 : 1024;
+                t->minutes = realloc(t->minutes, capn * sizeof(*t->minutes));
+            }
+            struct it_truth_minute *m = &t->minutes[t->nminutes++];
+            snprintf(m->merchant_id, sizeof(m->merchant_id), "%s", id);
+            m->minute_ms = a, m->order_count = b, m->revenue_cents = c;
+        } else if (!strcmp(word, "reject") && sscanf(line, "%*s %31s %lld", reason, &a) == 2) {
+            int r = reason_index(reason);
+            cr_assert(r > 0, "unknown reason '%s' in truth file", reason);
+            t->rejects[r] = a;
+        } else if (sscanf(line, "%*s %lld", &a) == 1) {
+            if (!strcmp(word, "produced"))
+                t->produced = a;
+            else if (!strcmp(word, "valid"))
+                t->valid = a;
+            else if (!strcmp(word, "duplicates"))
+                t->duplicates = a;
+            else if (!strcmp(word, "late"))
+                t->late = a;
+            else if (!strcmp(word, "invalid"))
+                t->invalid = a;
+        }
+    }
+    free(s);
+}
+
+void it_truth_free(struct it_truth *t)
+{
+    free(t->merchants);
+    free(t->minutes);
+    memset(t, 0, sizeof(*t));
+}
+
+const struct it_truth_merchant *it_truth_find(const struct it_truth *t, const char *merchant_id)
+{
+    for (size_t i = 0; i < t->nmerchants; i++)
+        if (!strcmp(t->merchants[i].merchant_id, merchant_id))
+            return &t->merchants[i];
+    return NULL;
+}
+
+void it_truth_add(struct it_truth *a, const struct it_truth *b)
+{
+    a->produced += b->produced, a->valid += b->valid, a->duplicates += b->duplicates;
+    a->late += b->late, a->invalid += b->invalid;
+    for (int r = 0; r < 16; r++)
+        a->rejects[r] += b->rejects[r];
+    for (size_t i = 0; i < b->nmerchants; i++) {
+        struct it_truth_merchant *m =
+            (struct it_truth_merchant *)it_truth_find(a, b->merchants[i].merchant_id);
+        if (!m) {
+            a->merchants = realloc(a->merchants, (a->nmerchants + 1) * sizeof(*a->merchants));
+            m = &a->merchants[a->nmerchants++];
+            *m = b->merchants[i];
+            continue;
+        }
+        m->order_count += b->merchants[i].order_count;
+        m->revenue_cents += b->merchants[i].revenue_cents;
+    }
+    a->minutes = realloc(a->minutes, (a->nminutes + b->nminutes + 1) * sizeof(*a->minutes));
+    memcpy(a->minutes + a->nminutes, b->minutes, b->nminutes * sizeof(*b->minutes));
+    a->nminutes += b->nminutes; /* the same merchant-minute may now appear twice: sum on use */
+}
+
+struct body {
+    char *buf;
+    size_t len;
+};
+
+static size_t on_body(char *data, size_t size, size_t n, void *user)
+{
+    struct body *b = user;
+
+    b->buf = realloc(b->buf, b->len + size * n + 1);
+    memcpy(b->buf + b->len, data, size * n);
+    b->len += size * n;
+    b->buf[b->len] = '\0';
+    return size * n;
+}
+
+long it_http_get(const char *url, char **body)
+{
+    CURL *c = curl_easy_init();
+    struct body b = {NULL, 0};
+    long status = 0;
+
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    if (body)
+        *body = b.buf ? b.buf : strdup("");
+    else
+        free(b.buf);
+    return status;
+}
