@@ -87,7 +87,14 @@ int main(int argc, char **argv)
         cfg_release(&c);
         return 0;
     }
-    if (c.nargs == 0)
+    const char *pause_at = cfg_str(&c, "pause_at");
+    if (pause_at && strcmp(pause_at, "ingest") && strcmp(pause_at, "recompute") &&
+        strcmp(pause_at, "publish"))
+        fprintf(stderr,
+                "lambda-batch: bad value for 'pause_at': '%s' is not ingest, recompute or "
+                "publish\n",
+                pause_at);
+    else if (c.nargs == 0)
         fprintf(stderr, "lambda-batch: no command given\n%s\n", usage);
     else if (!strcmp(c.args[0], "run"))
         rc = run(&c);

@@ -177,10 +177,6 @@ int batch_run(const struct cfg *c, bool *skipped, struct lerr *e)
     b.topic = cfg_str(c, "topic");
     b.pause_at = cfg_str(c, "pause_at");
     b.kafka_timeout_ms = cfg_ms(c, "kafka_timeout");
-    if (b.pause_at && strcmp(b.pause_at, "ingest") && strcmp(b.pause_at, "recompute") &&
-        strcmp(b.pause_at, "publish"))
-        return lerr_set(e, "bad value for 'pause_at': '%s' is not ingest, recompute or publish",
-                        b.pause_at);
     if (db_ensure_dir(b.data_dir, e) != 0)
         return -1;
     got = lock_try(b.data_dir, "batch.lock", &fd, e);
