@@ -8,19 +8,35 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db.h"
 #include "itlib.h"
+#include "lock.h"
 
 struct env {
     char dir[512];  /* the test's directory */
     char data[600]; /* its data directory */
     char bs[256];   /* bootstrap address; "" without Kafka */
     struct it_proc dk;
-    int runs; /* numbers the captured outputs */
+    struct it_proc held; /* a run the test holds paused */
+    int runs;            /* numbers the captured outputs */
 };
+
+/* The test's environment, for fini(): a failed assertion ends the test before its own
+ * clean-up, and an embedded Kafka must not outlive it. */
+static struct env *current;
+
+static void fini(void)
+{
+    if (current) {
+        it_stop(&current->held);
+        it_stop(&current->dk);
+    }
+}
 
 static void env_init(struct env *v, const char *tag, int partitions)
 {
     memset(v, 0, sizeof(*v));
+    current = v;
     it_tmpdir(tag, v->dir);
     snprintf(v->data, sizeof(v->data), "%s/data", v->dir);
     if (partitions > 0)
@@ -29,6 +45,7 @@ static void env_init(struct env *v, const char *tag, int partitions)
 
 static void env_fini(struct env *v)
 {
+    it_stop(&v->held);
     it_stop(&v->dk);
 }
 
@@ -155,24 +172,33 @@ static void write_file(const char *path, const char *text)
     fclose(f);
 }
 
-/* Produces "key|payload" lines with kcat (lz4, like lambda-gen). */
-static void produce(struct env *v, const char *lines)
+/* Produces "key|payload" lines with kcat (lz4, like lambda-gen), to one partition when
+ * partition >= 0, else by key. */
+static void produce_to(struct env *v, int partition, const char *lines)
 {
-    char path[700], tag[32];
+    char path[700], tag[32], part[16];
+    char *argv[] = {"/usr/bin/kcat", "-P", "-b", v->bs, "-t", "orders", "-K", "|", "-z",
+                    "lz4",           "-l", path, "-p",  part, NULL};
 
     snprintf(tag, sizeof(tag), "kcat%d", ++v->runs);
     snprintf(path, sizeof(path), "%s/%s.in", v->dir, tag);
+    snprintf(part, sizeof(part), "%d", partition);
     write_file(path, lines);
-    char *argv[] = {"/usr/bin/kcat", "-P", "-b", v->bs, "-t", "orders", "-K", "|", "-z",
-                    "lz4",           "-l", path, NULL};
+    if (partition < 0)
+        argv[12] = NULL;
     cr_assert_eq(it_run(v->dir, tag, argv, NULL, 30000), 0, "kcat failed");
+}
+
+static void produce(struct env *v, const char *lines)
+{
+    produce_to(v, -1, lines);
 }
 
 /* --- the command line -------------------------------------------------------------------- */
 
 Test(batch_cli, bad_usage_exits_2_naming_the_problem, .timeout = 30)
 {
-    struct env v;
+    static struct env v; /* static: fini() reads it after the test returns */
     char tag[32];
     char *err;
 
@@ -197,9 +223,9 @@ Test(batch_cli, bad_usage_exits_2_naming_the_problem, .timeout = 30)
     free(out);
 }
 
-Test(batch_cli, unreachable_broker_fails_within_the_timeout, .timeout = 30)
+Test(batch_cli, unreachable_broker_fails_within_the_timeout, .timeout = 30, .fini = fini)
 {
-    struct env v;
+    static struct env v; /* static: fini() reads it after the test returns */
     char tag[32];
     int64_t t0 = it_now_ms();
 
@@ -216,9 +242,9 @@ Test(batch_cli, unreachable_broker_fails_within_the_timeout, .timeout = 30)
     cr_assert_eq(sql_int(&v, "batch.db", "SELECT count(*) FROM versions"), 0);
 }
 
-Test(batch_cli, data_dir_that_cannot_be_created_is_a_clear_error, .timeout = 30)
+Test(batch_cli, data_dir_that_cannot_be_created_is_a_clear_error, .timeout = 30, .fini = fini)
 {
-    struct env v;
+    static struct env v; /* static: fini() reads it after the test returns */
     char tag[32], file[600];
 
     env_init(&v, "bdir", 0);
@@ -260,9 +286,9 @@ static const char ndjson[] =
     "{\"order_id\":\"a10\",\"merchant_id\":\"m-2\",\"amount_cents\":7,"
     "\"event_time\":\"yesterday\"}"; /* 14 */
 
-Test(batch_import, ndjson_rejects_by_line_and_reimport_adds_nothing, .timeout = 60)
+Test(batch_import, ndjson_rejects_by_line_and_reimport_adds_nothing, .timeout = 60, .fini = fini)
 {
-    struct env v;
+    static struct env v; /* static: fini() reads it after the test returns */
     char tag[32], file[600];
     char *s;
 
@@ -333,9 +359,9 @@ static const char csv[] = "order_id,merchant_id,amount_cents,event_time\r\n"    
                           "\"say \"\"hi\"\"\",\"m-3\",\"42\",\"1795000000000\"\r\n" /* 8 */
                           "c1,m-1,300,2026-11-21T10:00:00Z\r\n";                    /* 9 */
 
-Test(batch_import, csv_with_quotes_and_bad_lines, .timeout = 60)
+Test(batch_import, csv_with_quotes_and_bad_lines, .timeout = 60, .fini = fini)
 {
-    struct env v;
+    static struct env v; /* static: fini() reads it after the test returns */
     char tag[32], file[600];
     char *s;
 
@@ -376,9 +402,9 @@ static const char small_stream[] =
     "m-9|{\"order_id\":\"k4\",\"merchant_id\":\"m-2\",\"amount_cents\":7,"
     "\"event_time\":1795341600000}\n";
 
-Test(batch_run, small_stream_and_an_import_publish_exact_views, .timeout = 90)
+Test(batch_run, small_stream_and_an_import_publish_exact_views, .timeout = 90, .fini = fini)
 {
-    struct env v;
+    static struct env v; /* static: fini() reads it after the test returns */
     char tag[32], file[600];
     char *s;
 
@@ -435,17 +461,17 @@ Test(batch_run, small_stream_and_an_import_publish_exact_views, .timeout = 90)
     env_fini(&v);
 }
 
-Test(batch_run, a_second_concurrent_run_skips_and_a_pending_cut_binds, .timeout = 90)
+Test(batch_run, a_second_concurrent_run_skips_and_a_pending_cut_binds, .timeout = 90, .fini = fini)
 {
-    struct env v;
-    struct it_proc first;
+    static struct env v; /* static: fini() reads it after the test returns */
+    struct it_proc *first = &v.held;
     char tag[32];
     char *s;
 
     env_init(&v, "block", 2);
     produce(&v, small_stream);
-    batch_spawn(&v, &first, "run", "--pause-at", "publish", NULL);
-    cr_assert(it_wait_log(&first, "msg=paused at=publish", 30000), "first run did not pause");
+    batch_spawn(&v, first, "run", "--pause-at", "publish", NULL);
+    cr_assert(it_wait_log(first, "msg=paused at=publish", 30000), "first run did not pause");
 
     cr_assert_eq(batch(&v, tag, "run", NULL), 0);
     s = output(&v, tag, "err");
@@ -460,7 +486,7 @@ Test(batch_run, a_second_concurrent_run_skips_and_a_pending_cut_binds, .timeout 
     cr_assert(strstr(s, "batch.lock"), "stderr: %s", s);
     free(s);
 
-    cr_assert_eq(it_signal(&first, SIGKILL, 10000), 128 + SIGKILL);
+    cr_assert_eq(it_signal(first, SIGKILL, 10000), 128 + SIGKILL);
     cr_assert_eq(sql_int(&v, "batch.db", "SELECT count(*) FROM versions WHERE state='published'"),
                  0);
     /* More data arrives; the pending cut still binds the next run to the first 8 messages. */
@@ -476,9 +502,9 @@ Test(batch_run, a_second_concurrent_run_skips_and_a_pending_cut_binds, .timeout 
     env_fini(&v);
 }
 
-Test(batch_run, failing_checks_keep_the_previous_version_published, .timeout = 90)
+Test(batch_run, failing_checks_keep_the_previous_version_published, .timeout = 90, .fini = fini)
 {
-    struct env v;
+    static struct env v; /* static: fini() reads it after the test returns */
     char tag[32];
     char *s;
 
@@ -521,9 +547,9 @@ Test(batch_run, failing_checks_keep_the_previous_version_published, .timeout = 9
     env_fini(&v);
 }
 
-Test(batch_run, keeps_only_keep_versions, .timeout = 90)
+Test(batch_run, keeps_only_keep_versions, .timeout = 90, .fini = fini)
 {
-    struct env v;
+    static struct env v; /* static: fini() reads it after the test returns */
     char tag[32];
 
     env_init(&v, "bkeep", 1);
@@ -538,5 +564,110 @@ Test(batch_run, keeps_only_keep_versions, .timeout = 90)
                        " (SELECT min(version) FROM minutely)");
     cr_assert_str_eq(s, "3,4 2 2 2 3\n");
     free(s);
+    env_fini(&v);
+}
+
+static const char *order_line(char *buf, size_t size, const char *order_id)
+{
+    snprintf(buf, size,
+             "m-7|{\"order_id\":\"%s\",\"merchant_id\":\"m-7\",\"amount_cents\":10,"
+             "\"event_time\":1795341600000}\n",
+             order_id);
+    return buf;
+}
+
+Test(batch_run, a_running_speed_layer_fixes_the_cut_at_its_newest_boundary, .timeout = 90,
+     .fini = fini)
+{
+    static struct env v; /* static: fini() reads it after the test returns */
+    char tag[32], line[256], lines[2048] = "";
+    int fd = -1;
+    sqlite3 *speed = NULL;
+    struct lerr e;
+    char *s;
+
+    env_init(&v, "bspeed", 2);
+    for (int i = 0; i < 5; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "p0-%d", i);
+        strcat(lines, order_line(line, sizeof(line), id));
+    }
+    produce_to(&v, 0, lines);
+    produce_to(&v, 1, order_line(line, sizeof(line), "p1-0"));
+    produce_to(&v, 1, order_line(line, sizeof(line), "p1-1"));
+
+    /* Play the speed layer: hold speed.lock, record boundaries, the newest at (2, 1). */
+    cr_assert_eq(db_ensure_dir(v.data, &e), 0);
+    cr_assert_eq(lock_try(v.data, "speed.lock", &fd, &e), 1);
+    cr_assert_eq(batch(&v, tag, "run", "--kafka-timeout", "1s", NULL), 1);
+    s = output(&v, tag, "err");
+    cr_assert(strstr(s, "a speed layer runs (speed.lock is held) but speed.db has no boundary "
+                        "after 1000 ms"),
+              "stderr: %s", s);
+    free(s);
+    cr_assert_eq(db_open_rw(v.data, DB_SPEED, &speed, &e), 0, "%s", e.msg);
+    cr_assert_eq(db_exec(speed,
+                         "INSERT INTO boundaries VALUES(100, 0, 0), (100, 1, 0),"
+                         " (101, 0, 2), (101, 1, 1)",
+                         &e),
+                 0, "%s", e.msg);
+    cr_assert_eq(batch(&v, tag, "run", NULL), 0);
+    s = output(&v, tag, "err");
+    cr_assert(strstr(s, "msg=cut_recorded version=1 cut_epoch=101 partitions=2 speed_running=1"),
+              "stderr: %s", s);
+    free(s);
+    s = sql_text(&v, "master.db", "SELECT order_id FROM orders ORDER BY order_id");
+    cr_assert_str_eq(s, "p0-0\np0-1\np1-0\n");
+    free(s);
+    s = sql_text(&v, "batch.db", "SELECT partition, offset FROM cut_offsets WHERE version=1");
+    cr_assert_str_eq(s, "0 2\n1 1\n");
+    free(s);
+
+    /* No speed layer any more: the high watermarks, one epoch past its newest boundary. */
+    lock_release(fd);
+    cr_assert_eq(db_exec(speed, "INSERT INTO boundaries VALUES(999999999, 0, 2)", &e), 0);
+    sqlite3_close(speed);
+    cr_assert_eq(batch(&v, tag, "run", NULL), 0);
+    cr_assert_eq(sql_int(&v, "batch.db", "SELECT cut_epoch FROM versions WHERE id=2"), 1000000000);
+    cr_assert_eq(sql_int(&v, "batch.db", "SELECT orders FROM versions WHERE id=2"), 7);
+    /* Epochs never go backwards, even when the wall clock's epoch is smaller. */
+    cr_assert_eq(batch(&v, tag, "run", NULL), 0);
+    cr_assert_eq(sql_int(&v, "batch.db", "SELECT cut_epoch FROM versions WHERE id=3"), 1000000000);
+    env_fini(&v);
+}
+
+Test(batch_run, offsets_kafka_deleted_are_counted_loudly, .timeout = 120, .fini = fini)
+{
+    static struct env v; /* static: fini() reads it after the test returns */
+    char tag[32];
+    size_t n = 80, len = 100000;
+    char *lines = malloc(n * (len + 1) + 1), *p = lines;
+    char *s;
+
+    env_init(&v, "bdeleted", 1);
+    /* 8 MB of incompressible messages: the embedded Kafka keeps only the newest ~5 MiB. */
+    srand(7);
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < len; j++)
+            *p++ = (char)('a' + rand() % 26);
+        *p++ = '\n';
+    }
+    *p = '\0';
+    produce_to(&v, 0, lines);
+    free(lines);
+    cr_assert_eq(batch(&v, tag, "run", NULL), 0);
+    s = output(&v, tag, "err");
+    cr_assert(strstr(s, "level=warn mod=batch msg=offsets_deleted partition=0 lost="), "%s", s);
+    cr_assert(strstr(s, "lambda-batch: WARNING: Kafka already deleted "), "%s", s);
+    free(s);
+    int64_t lost =
+        sql_int(&v, "master.db", "SELECT value FROM counters WHERE name='deleted_offsets'");
+    cr_assert(lost > 0 && lost < 80, "lost %lld", (long long)lost);
+    cr_assert_eq(sql_int(&v, "master.db",
+                         "SELECT count(*) FROM rejects WHERE reason='bad_json'"
+                         " AND length(payload)=1024"),
+                 80 - lost);
+    cr_assert_eq(sql_int(&v, "master.db", "SELECT min(offset) FROM rejects"), lost);
+    cr_assert_eq(sql_int(&v, "master.db", "SELECT next_offset FROM ingest_offsets"), 80);
     env_fini(&v);
 }

@@ -13,13 +13,26 @@
 
 struct env {
     char dir[512], data[600], bs[256];
-    struct it_proc dk;
+    struct it_proc dk, held; /* the embedded Kafka; a run held paused */
     int runs;
 };
+
+/* The test's environment, for fini(): a failed assertion ends the test before its own
+ * clean-up, and an embedded Kafka must not outlive it. */
+static struct env *current;
+
+static void fini(void)
+{
+    if (current) {
+        it_stop(&current->held);
+        it_stop(&current->dk);
+    }
+}
 
 static void env_init(struct env *v, const char *tag)
 {
     memset(v, 0, sizeof(*v));
+    current = v;
     it_tmpdir(tag, v->dir);
     snprintf(v->data, sizeof(v->data), "%s/data", v->dir);
     it_devkafka(&v->dk, v->dir, 4, v->bs);
@@ -237,9 +250,9 @@ static int64_t newest_published(struct env *v)
     return sql_int(v, "batch.db", "SELECT max(id) FROM versions WHERE state='published'");
 }
 
-Test(batch_exact, fifty_thousand_events_equal_the_truth, .timeout = 170)
+Test(batch_exact, fifty_thousand_events_equal_the_truth, .timeout = 170, .fini = fini)
 {
-    struct env v;
+    static struct env v; /* static: fini() reads it after the test returns */
     struct it_truth t;
     char tag[32], path[700];
 
@@ -261,11 +274,11 @@ Test(batch_exact, fifty_thousand_events_equal_the_truth, .timeout = 170)
     it_stop(&v.dk);
 }
 
-Test(batch_exact, killed_mid_ingest_mid_recompute_and_before_publish, .timeout = 170)
+Test(batch_exact, killed_mid_ingest_mid_recompute_and_before_publish, .timeout = 170, .fini = fini)
 {
-    struct env v;
+    static struct env v; /* static: fini() reads it after the test returns */
     struct it_truth t1, t2;
-    struct it_proc p;
+    struct it_proc *p = &v.held;
     char tag[32];
 
     env_init(&v, "bkill");
@@ -275,27 +288,27 @@ Test(batch_exact, killed_mid_ingest_mid_recompute_and_before_publish, .timeout =
     gen(&v, 25000, "22", "2026-11-21T10:05:00Z", &t2);
 
     /* Mid-ingest: one chunk committed, the rest not; version 1 still answers. */
-    run_until_paused(&v, &p, "ingest");
+    run_until_paused(&v, p, "ingest");
     int64_t orders = sql_int(&v, "master.db", "SELECT count(*) FROM orders");
     cr_assert(orders > t1.valid && orders < t1.valid + t2.valid, "orders %lld", (long long)orders);
     cr_assert_eq(newest_published(&v), 1);
     assert_exact(&v, 1, &t1);
-    cr_assert_eq(it_signal(&p, SIGKILL, 10000), 128 + SIGKILL);
+    cr_assert_eq(it_signal(p, SIGKILL, 10000), 128 + SIGKILL);
 
     /* Mid-recompute: ingest finished, the views of version 2 half written, uncommitted. */
-    run_until_paused(&v, &p, "recompute");
-    cr_assert(it_log_has(&p, "msg=cut_reused version=2"));
+    run_until_paused(&v, p, "recompute");
+    cr_assert(it_log_has(p, "msg=cut_reused version=2"));
     cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM orders"), t1.valid + t2.valid);
     cr_assert_eq(newest_published(&v), 1);
     assert_exact(&v, 1, &t1);
-    cr_assert_eq(it_signal(&p, SIGKILL, 10000), 128 + SIGKILL);
+    cr_assert_eq(it_signal(p, SIGKILL, 10000), 128 + SIGKILL);
 
     /* Before publish: views written and checked, not yet published. */
-    run_until_paused(&v, &p, "publish");
+    run_until_paused(&v, p, "publish");
     cr_assert_eq(newest_published(&v), 1);
     assert_exact(&v, 1, &t1);
     cr_assert_eq(sql_int(&v, "batch.db", "SELECT state='pending' FROM versions WHERE id=2"), 1);
-    cr_assert_eq(it_signal(&p, SIGKILL, 10000), 128 + SIGKILL);
+    cr_assert_eq(it_signal(p, SIGKILL, 10000), 128 + SIGKILL);
 
     cr_assert_eq(run(&v, tag), 0);
     cr_assert_eq(newest_published(&v), 2);
