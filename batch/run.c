@@ -89,7 +89,10 @@ static int open_dbs(struct batch *b, struct lerr *e)
         db_open_rw(b->data_dir, DB_BATCH, &b->bdb, e) != 0)
         return -1;
     /* Random-order primary-key inserts need the B-tree's inner pages in memory. */
-    if (db_exec(b->master, "PRAGMA cache_size=-262144", e) != 0 ||
+    if (db_exec(b->master,
+                "PRAGMA cache_size=-262144; PRAGMA mmap_size=4294967296;"
+                " PRAGMA wal_autocheckpoint=65536",
+                e) != 0 ||
         db_exec(b->bdb, "PRAGMA cache_size=-131072; PRAGMA temp_store=FILE", e) != 0)
         return -1;
     db_path(b->data_dir, DB_MASTER, path, sizeof(path));

@@ -12,8 +12,10 @@
 #include <string.h>
 
 #include <jansson.h>
+#include <uthash.h>
 
 #include "db.h"
+#include "ev.h"
 #include "log.h"
 #include "tm.h"
 
@@ -44,39 +46,212 @@ static int exec_version(sqlite3 *db, const char *fmt, int64_t version, int64_t a
     return db_exec(db, sql, e);
 }
 
+/* One time bucket of one merchant (an hour or a minute), in a uthash table. */
+struct bucket {
+    int64_t start_ms;
+    int64_t order_count, revenue_cents;
+    UT_hash_handle hh;
+};
+
+/* A minute row kept until the end of the scan, when the newest event time is known. */
+struct minute_row {
+    char merchant_id[EV_ID_MAX + 1];
+    int64_t minute_ms, order_count, revenue_cents;
+};
+
+struct recompute {
+    struct batch *b;
+    int64_t version, window_ms;
+    sqlite3_stmt *ins_total, *ins_hour, *ins_minute;
+    char merchant_id[EV_ID_MAX + 1]; /* the merchant being summed */
+    int64_t order_count, revenue_cents;
+    struct bucket *hours, *minutes; /* of that merchant */
+    int64_t max_event_ms;           /* newest event time seen so far */
+    struct minute_row *kept;        /* minute rows that may fall in the window */
+    size_t nkept, capkept;
+    int64_t merchants;
+};
+
+static int bucket_add(struct bucket **head, int64_t start_ms, int64_t amount_cents)
+{
+    struct bucket *b;
+
+    HASH_FIND(hh, *head, &start_ms, sizeof(start_ms), b);
+    if (!b) {
+        b = calloc(1, sizeof(*b));
+        if (!b)
+            return -1;
+        b->start_ms = start_ms;
+        HASH_ADD(hh, *head, start_ms, sizeof(b->start_ms), b);
+    }
+    b->order_count++;
+    b->revenue_cents += amount_cents;
+    return 0;
+}
+
+static void free_buckets(struct bucket **head)
+{
+    struct bucket *b, *tmp;
+
+    HASH_ITER(hh, *head, b, tmp)
+    {
+        HASH_DEL(*head, b);
+        free(b);
+    }
+}
+
+static int insert_row(sqlite3_stmt *st, int64_t version, const char *merchant_id, const int64_t *v,
+                      int n, struct lerr *e)
+{
+    sqlite3_bind_int64(st, 1, version);
+    sqlite3_bind_text(st, 2, merchant_id, -1, SQLITE_STATIC);
+    for (int i = 0; i < n; i++)
+        sqlite3_bind_int64(st, 3 + i, v[i]);
+    return db_step_done(st, e);
+}
+
+/* Writes the finished merchant's total and hours; keeps its minutes that may be recent. */
+static int flush_merchant(struct recompute *r, struct lerr *e)
+{
+    int64_t floor_ms = tm_floor(r->max_event_ms, TM_MINUTE_MS) - r->window_ms;
+    struct bucket *b, *tmp;
+    int rc = 0;
+
+    if (!r->merchant_id[0])
+        return 0;
+    if (insert_row(r->ins_total, r->version, r->merchant_id,
+                   (int64_t[]){r->order_count, r->revenue_cents}, 2, e) != 0)
+        rc = -1;
+    HASH_ITER(hh, r->hours, b, tmp)
+    {
+        if (rc == 0 &&
+            insert_row(r->ins_hour, r->version, r->merchant_id,
+                       (int64_t[]){b->start_ms, b->order_count, b->revenue_cents}, 3, e) != 0)
+            rc = -1;
+        HASH_DEL(r->hours, b);
+        free(b);
+    }
+    HASH_ITER(hh, r->minutes, b, tmp)
+    {
+        if (rc == 0 && b->start_ms >= floor_ms) {
+            if (r->nkept == r->capkept) {
+                size_t cap = r->capkept ? r->capkept * 2 : 4096;
+                struct minute_row *k = realloc(r->kept, cap * sizeof(*k));
+                if (!k)
+                    rc = lerr_set(e, "out of memory");
+                else
+                    r->kept = k, r->capkept = cap;
+            }
+            if (rc == 0) {
+                struct minute_row *k = &r->kept[r->nkept++];
+                memcpy(k->merchant_id, r->merchant_id, sizeof(k->merchant_id));
+                k->minute_ms = b->start_ms;
+                k->order_count = b->order_count;
+                k->revenue_cents = b->revenue_cents;
+            }
+        }
+        HASH_DEL(r->minutes, b);
+        free(b);
+    }
+    r->merchants++;
+    r->order_count = r->revenue_cents = 0;
+    return rc;
+}
+
+static int add_order(struct recompute *r, const char *merchant_id, int64_t amount_cents,
+                     int64_t event_ms, struct lerr *e)
+{
+    if (strcmp(merchant_id, r->merchant_id) != 0) {
+        if (flush_merchant(r, e) != 0)
+            return -1;
+        if (r->merchants == 1)
+            batch_pause(r->b, "recompute"); /* one merchant written, the rest not */
+        snprintf(r->merchant_id, sizeof(r->merchant_id), "%s", merchant_id);
+    }
+    if (event_ms > r->max_event_ms)
+        r->max_event_ms = event_ms;
+    r->order_count++;
+    r->revenue_cents += amount_cents;
+    if (bucket_add(&r->hours, tm_floor(event_ms, TM_HOUR_MS), amount_cents) != 0)
+        return lerr_set(e, "out of memory");
+    /* A minute this far behind the newest event can never be in the window. */
+    if (event_ms >= tm_floor(r->max_event_ms, TM_MINUTE_MS) - r->window_ms &&
+        bucket_add(&r->minutes, tm_floor(event_ms, TM_MINUTE_MS), amount_cents) != 0)
+        return lerr_set(e, "out of memory");
+    return 0;
+}
+
+static int write_minutes(struct recompute *r, struct lerr *e)
+{
+    int64_t floor_ms = tm_floor(r->max_event_ms, TM_MINUTE_MS) - r->window_ms;
+
+    for (size_t i = 0; i < r->nkept; i++) {
+        const struct minute_row *k = &r->kept[i];
+        if (k->minute_ms >= floor_ms &&
+            insert_row(r->ins_minute, r->version, k->merchant_id,
+                       (int64_t[]){k->minute_ms, k->order_count, k->revenue_cents}, 3, e) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* One scan of master in primary-key order (merchant by merchant, no sort): each merchant's
+ * total, hours and minutes are summed in small hash tables and written when it ends. */
+static int scan_master(struct recompute *r, struct lerr *e)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    if (db_prepare(r->b->bdb,
+                   "SELECT merchant_id, amount_cents, event_time_ms FROM m.orders"
+                   " ORDER BY merchant_id",
+                   &st, e) != 0)
+        return -1;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        if (add_order(r, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1),
+                      sqlite3_column_int64(st, 2), e) != 0)
+            break;
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        return lerr_set(e, "cannot read master orders: %s", sqlite3_errmsg(r->b->bdb));
+    if (rc == SQLITE_ROW)
+        return -1; /* add_order() failed and said why */
+    return flush_merchant(r, e) != 0 ? -1 : write_minutes(r, e);
+}
+
 static int recompute_in_txn(struct batch *b, int64_t version, struct lerr *e)
 {
-    int64_t hours = cfg_int(b->c, "minute_series_hours"), max_ms = 0, from_ms;
+    struct recompute r = {.b = b, .version = version};
+    int rc = -1;
 
+    r.window_ms = cfg_int(b->c, "minute_series_hours") * TM_HOUR_MS;
     if (exec_version(b->bdb,
                      "DELETE FROM merchant_totals WHERE version=%1$" PRId64 ";"
                      "DELETE FROM hourly WHERE version=%1$" PRId64 ";"
                      "DELETE FROM minutely WHERE version=%1$" PRId64 ";",
                      version, 0, e) != 0 ||
-        exec_version(b->bdb,
-                     "INSERT INTO merchant_totals(version, merchant_id, order_count,"
-                     " revenue_cents) SELECT %" PRId64 ", merchant_id, count(*),"
-                     " sum(amount_cents) FROM m.orders GROUP BY merchant_id",
-                     version, 0, e) != 0)
-        return -1;
-    batch_pause(b, "recompute");
-    /* event_time_ms >= 0 (ev.h), so integer division is the floor. */
-    if (exec_version(b->bdb,
-                     "INSERT INTO hourly(version, merchant_id, hour_ms, order_count, revenue_cents)"
-                     " SELECT %" PRId64 ", merchant_id, event_time_ms / 3600000 * 3600000,"
-                     " count(*), sum(amount_cents) FROM m.orders"
-                     " GROUP BY merchant_id, event_time_ms / 3600000",
-                     version, 0, e) != 0 ||
-        query_int(b->bdb, "SELECT max(event_time_ms) FROM m.orders", 0, 0, &max_ms, e) != 0)
-        return -1;
-    from_ms = tm_floor(max_ms, TM_MINUTE_MS) - hours * TM_HOUR_MS;
-    return exec_version(b->bdb,
-                        "INSERT INTO minutely(version, merchant_id, minute_ms, order_count,"
-                        " revenue_cents) SELECT %" PRId64 ", merchant_id,"
-                        " event_time_ms / 60000 * 60000, count(*), sum(amount_cents)"
-                        " FROM m.orders WHERE event_time_ms >= %" PRId64
-                        " GROUP BY merchant_id, event_time_ms / 60000",
-                        version, from_ms, e);
+        db_prepare(b->bdb,
+                   "INSERT INTO merchant_totals(version, merchant_id, order_count,"
+                   " revenue_cents) VALUES(?,?,?,?)",
+                   &r.ins_total, e) != 0 ||
+        db_prepare(b->bdb,
+                   "INSERT INTO hourly(version, merchant_id, hour_ms, order_count, revenue_cents)"
+                   " VALUES(?,?,?,?,?)",
+                   &r.ins_hour, e) != 0 ||
+        db_prepare(b->bdb,
+                   "INSERT INTO minutely(version, merchant_id, minute_ms, order_count,"
+                   " revenue_cents) VALUES(?,?,?,?,?)",
+                   &r.ins_minute, e) != 0)
+        goto out;
+    rc = scan_master(&r, e);
+out:
+    free_buckets(&r.hours); /* left only by a failed scan */
+    free_buckets(&r.minutes);
+    sqlite3_finalize(r.ins_total);
+    sqlite3_finalize(r.ins_hour);
+    sqlite3_finalize(r.ins_minute);
+    free(r.kept);
+    return rc;
 }
 
 int batch_recompute(struct batch *b, int64_t version, struct lerr *e)
