@@ -301,8 +301,57 @@ Test(cfg, stops_at_an_unreadable_or_malformed_file)
     load_fails((const char *[]){"--config", path, NULL}, want);
 
     write_file(dir, "section.conf", "[kafka]\nacks = all\n", path);
-    snprintf(want, sizeof(want), "sections are not supported: '[kafka]' (config %s)", path);
+    snprintf(want, sizeof(want),
+             "unknown section '[kafka]' (config %s): use [batch], [speed] or [serve]", path);
     load_fails((const char *[]){"--config", path, NULL}, want);
+}
+
+/* cfg_load as a binary named argv0 would run it. */
+static int load_as(const char *argv0, struct cfg *c, struct lerr *e, const char *path)
+{
+    char *argv[] = {(char *)argv0, "--config", (char *)path, NULL};
+
+    memset(e, 0, sizeof(*e));
+    return cfg_load(c, keys, 3, argv, e);
+}
+
+Test(cfg, reads_shared_keys_and_only_its_own_section_of_a_common_file)
+{
+    char dir[512], path[600], want[1024];
+    struct cfg c;
+    struct lerr e;
+
+    clear_env();
+    it_tmpdir("cfg", dir);
+    write_file(dir, "common.conf",
+               "topic = shared\n"
+               "group = shared\n"
+               "[batch]\n"
+               "keep_versions = 3\n"
+               "group = batch\n"
+               "[speed]\n"
+               "group = speed\n"
+               "port = 7000\n"
+               "[serve]\n"
+               "bind = 0.0.0.0\n",
+               path);
+    cr_assert_eq(load_as("/opt/bin/lambda-speed", &c, &e, path), 0, "%s", e.msg);
+    cr_expect_str_eq(cfg_str(&c, "topic"), "shared");
+    cr_expect_str_eq(cfg_str(&c, "group"), "speed");
+    cr_expect_eq(cfg_int(&c, "port"), 7000);
+    cfg_release(&c);
+
+    /* A binary whose section is absent reads the shared keys and skips the others' keys. */
+    cr_assert_eq(load_as("lambda-gen", &c, &e, path), 0, "%s", e.msg);
+    cr_expect_str_eq(cfg_str(&c, "group"), "shared");
+    cr_expect_eq(cfg_int(&c, "port"), 8080);
+    cfg_release(&c);
+
+    /* In its own section, an unknown key is still an error. */
+    cr_expect_eq(load_as("lambda-serve", &c, &e, path), -1);
+    snprintf(want, sizeof(want), "unknown key 'bind' (config %s); see --help", path);
+    cr_expect_str_eq(e.msg, want);
+    cfg_release(&c);
 }
 
 Test(cfg, passes_kafka_properties_through)
