@@ -278,6 +278,7 @@ Test(ev, checks_order_ids_against_1_to_64_printable_ascii_bytes)
         REJ("a control char (0x01)", EV_OID(STR("o\\u0001")), T0, EV_BAD_ORDER_ID),
         REJ("a newline", EV_OID(STR("o\\n1")), T0, EV_BAD_ORDER_ID),
         REJ("a tab", EV_OID(STR("o\\t1")), T0, EV_BAD_ORDER_ID),
+        REJ("unit separator (0x1f)", EV_OID(STR("o\\u001f")), T0, EV_BAD_ORDER_ID),
         REJ("DEL (0x7f)", EV_OID(STR("o\\u007f")), T0, EV_BAD_ORDER_ID),
         REJ("non-ASCII (UTF-8 e-acute)", EV_OID(STR("o\xc3\xa9")), T0, EV_BAD_ORDER_ID),
     };

@@ -120,6 +120,28 @@ Test(tm, parses_rfc3339_by_length_and_leaves_output_alone_on_failure)
     cr_expect_eq(ms, 42);
 }
 
+Test(tm, parses_only_times_from_the_epoch_to_9999)
+{
+    static const struct {
+        const char *s;
+        int rc;
+        int64_t want;
+    } t[] = {
+        {"1970-01-01T00:00:00Z", 0, 0},
+        {"1969-12-31T23:59:59.999Z", -1, 42},
+        {"1970-01-01T00:59:59.999+01:00", -1, 42},
+        {"0000-01-01T00:00:00Z", -1, 42},
+        {"9999-12-31T23:59:59.999Z", 0, TM_MAX_MS},
+        {"9999-12-31T23:59:59.999-00:01", -1, 42},
+    };
+
+    for (size_t i = 0; i < N(t); i++) {
+        int64_t ms = 42;
+        cr_expect_eq(tm_parse_rfc3339(t[i].s, strlen(t[i].s), &ms), t[i].rc, "%s", t[i].s);
+        cr_expect_eq(ms, t[i].want, "%s", t[i].s);
+    }
+}
+
 Test(tm, parses_durations_with_units)
 {
     static const struct {
