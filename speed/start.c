@@ -191,6 +191,8 @@ static int time_positions(struct speed *s, int64_t t_ms, volatile sig_atomic_t *
         int64_t low, high;
         if (!l->elems[i].err && l->elems[i].offset >= 0) {
             pt->next_offset = l->elems[i].offset;
+            log_info("speed", "start_time_offset partition=%d offset=%" PRId64 " via=lookup",
+                     l->elems[i].partition, pt->next_offset);
             continue;
         }
         if ((rc = watermarks(s, l->elems[i].partition, stop, &low, &high)) != 0)
@@ -200,6 +202,8 @@ static int time_positions(struct speed *s, int64_t t_ms, volatile sig_atomic_t *
             goto out;
         if (search_time(s, rk, l->elems[i].partition, low, high, t_ms, &pt->next_offset, e))
             goto out;
+        log_info("speed", "start_time_offset partition=%d offset=%" PRId64 " via=search",
+                 l->elems[i].partition, pt->next_offset);
     }
     rc = 0;
 out:
