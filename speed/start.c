@@ -25,6 +25,7 @@
 struct cut {
     int64_t id, epoch; /* id 0: no cut */
     int64_t *offsets;  /* per partition; -1 where the cut names none */
+    const char **from; /* per partition: where its position came from (for the log) */
 };
 
 /* The newest cut of batch.db in any state; none when the file or its tables are missing. */
@@ -255,18 +256,24 @@ static int has_boundary(struct speed *s, int64_t epoch, bool *out, struct lerr *
 
 int speed_start_positions(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e)
 {
-    struct cut c = {0, 0, calloc((size_t)s->nparts, sizeof(int64_t))};
+    struct cut c = {0, 0, calloc((size_t)s->nparts, sizeof(int64_t)),
+                    calloc((size_t)s->nparts, sizeof(char *))};
     int64_t now_epoch = tm_now_ms() / s->epoch_ms;
     bool has = false;
     int rc = -1;
 
-    if (!c.offsets)
+    if (!c.offsets || !c.from) {
+        free(c.offsets);
+        free(c.from);
         return lerr_set(e, "out of memory");
+    }
     if (read_newest_cut(s, &c, e) != 0)
         goto out;
-    for (int p = 0; p < s->nparts; p++)
+    for (int p = 0; p < s->nparts; p++) {
+        c.from[p] = s->parts[p].next_offset >= 0 ? "speed_db" : c.offsets[p] >= 0 ? "cut" : "start";
         if (s->parts[p].next_offset < 0 && c.offsets[p] >= 0)
             s->parts[p].next_offset = c.offsets[p];
+    }
     if ((rc = configured_positions(s, stop, e)) != 0)
         goto out;
     rc = -1;
@@ -278,8 +285,8 @@ int speed_start_positions(struct speed *s, volatile sig_atomic_t *stop, struct l
             s->parts[p].next_offset = c.offsets[p];
         }
         s->parts[p].interval_offset = s->parts[p].next_offset;
-        log_info("speed", "start_position partition=%d offset=%" PRId64, p,
-                 s->parts[p].next_offset);
+        log_info("speed", "start_position partition=%d offset=%" PRId64 " from=%s", p,
+                 s->parts[p].next_offset, c.from[p]);
     }
     /* Epochs never go backwards: not behind the last one committed, nor behind the cut. */
     if (c.id && c.epoch > s->epoch)
@@ -292,5 +299,6 @@ int speed_start_positions(struct speed *s, volatile sig_atomic_t *stop, struct l
     rc = 0;
 out:
     free(c.offsets);
+    free(c.from);
     return rc;
 }
