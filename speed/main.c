@@ -19,6 +19,8 @@
 static const struct cfg_key keys[] = {
     CFG_SHARED,
     {"checkpoint_ms", CFG_MS, "200", "interval between checkpoints"},
+    {"checkpoint_max_ms", CFG_MS, "1000",
+     "while catching up on a backlog, checkpoints may stretch to this interval"},
     {"watermark_delay", CFG_MS, "5s", "partition watermark = max event time - this"},
     {"idle_timeout", CFG_MS, "30s", "a partition silent this long leaves the watermark"},
     {"allowed_lateness", CFG_MS, "10m",

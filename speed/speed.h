@@ -57,7 +57,8 @@ struct speed_counters {
 struct speed {
     const struct cfg *cfg; /* borrowed, read-only */
     const char *data_dir, *topic;
-    int64_t epoch_ms, checkpoint_ms, watermark_delay_ms, idle_timeout_ms, allowed_lateness_ms;
+    int64_t epoch_ms, checkpoint_ms, checkpoint_max_ms, watermark_delay_ms, idle_timeout_ms,
+        allowed_lateness_ms;
     int64_t kafka_timeout_ms;
     struct ev_rules rules;
 
@@ -88,6 +89,7 @@ struct speed {
     size_t nlates, caplates;
 
     struct speed_counters n;
+    int64_t interval_mono; /* monotonic ms when the current interval began */
     int64_t next_checkpoint_mono, next_expiry_mono, next_summary_mono, last_kafka_log_mono;
     int64_t summary_consumed; /* n.consumed at the last summary line */
 };
