@@ -41,7 +41,8 @@ static bool order_id_valid(const char *s, size_t len)
     return true;
 }
 
-/* A decimal integer with an optional leading '-', nothing else; -1 when it is not one. */
+/* A decimal integer with an optional leading '-', nothing else; -1 when it is not one, -2
+ * when it is one but does not fit in 64 bits (as in JSON, that is a range error). */
 static int parse_int(const char *s, long long *out)
 {
     char *end;
@@ -50,7 +51,9 @@ static int parse_int(const char *s, long long *out)
         return -1;
     errno = 0;
     *out = strtoll(s, &end, 10);
-    return *end || errno == ERANGE ? -1 : 0;
+    if (end == s || *end)
+        return -1;
+    return errno == ERANGE ? -2 : 0;
 }
 
 static enum ev_reason check_time(int64_t event_ms, int64_t ref_ts_ms, const struct ev_rules *r)
@@ -140,8 +143,12 @@ enum ev_reason ev_parse_fields(const struct ev_rules *r, const char *order_id,
     rc = set_ids(merchant_id, strlen(merchant_id), order_id, strlen(order_id), out);
     if (rc != EV_OK)
         return rc;
-    if (parse_int(amount, &v) != 0)
+    switch (parse_int(amount, &v)) {
+    case -1:
         return EV_BAD_TYPE;
+    case -2:
+        return EV_OUT_OF_RANGE;
+    }
     if (v < 0 || v > EV_AMOUNT_MAX)
         return EV_OUT_OF_RANGE;
     out->amount_cents = v;
