@@ -385,7 +385,9 @@ int batch_ingest(struct batch *b, const struct batch_cut *cut, int64_t *ingested
         goto out;
     log_info("batch", "ingest_started version=%" PRId64 " partitions=%d messages=%" PRId64,
              cut->version, in.nparts, in.todo);
-    if (!all_done(&in) && (assign(&in, e) != 0 || consume(&in, e) != 0))
+    if (all_done(&in))
+        batch_pause(b, "ingest"); /* nothing to read: the point is still reached */
+    else if (assign(&in, e) != 0 || consume(&in, e) != 0)
         goto out;
     progress(&in, true);
     log_info("batch", "ingest_done version=%" PRId64 " messages=%" PRId64 " ms=%" PRId64,

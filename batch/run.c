@@ -43,15 +43,6 @@ void batch_pause(const struct batch *b, const char *where)
     _exit(1); /* a test's way to stop at an exact point: leave as a crash would */
 }
 
-static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-    (void)rk;
-    if (level <= 4)
-        log_warn("batch", "kafka_log fac=%s msg=\"%s\"", fac, buf);
-    else
-        log_debug("batch", "kafka_log fac=%s msg=\"%s\"", fac, buf);
-}
-
 int batch_kafka_open(struct batch *b, struct lerr *e)
 {
     rd_kafka_conf_t *conf = kafka_conf_new(b->c, e);
@@ -67,7 +58,6 @@ int batch_kafka_open(struct batch *b, struct lerr *e)
         rd_kafka_conf_destroy(conf);
         return -1;
     }
-    rd_kafka_conf_set_log_cb(conf, on_kafka_log);
     b->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     if (!b->rk) {
         rd_kafka_conf_destroy(conf);
