@@ -80,14 +80,16 @@ struct batch_summary {
 int batch_publish(struct batch *b, const struct batch_cut *cut, const char *checks_json,
                   struct batch_summary *s, struct lerr *e);
 
-/* Logs "paused at=<where>" and blocks until killed when pause_at asks for it (tests). */
-void batch_pause(const struct batch *b, const char *where);
+/* Logs "paused at=<where>" and blocks until killed when pause_at (the testing key, may be
+ * NULL) names where; returns at once otherwise. */
+void batch_pause(const char *pause_at, const char *where);
 
 /* Adds delta to a counter of master.db (inside the caller's transaction). */
 int batch_counter_add(sqlite3 *master, const char *name, int64_t delta, struct lerr *e);
 
-/* lambda-batch import FILE...: each file in one transaction; a file imported before (same
- * content hash) adds nothing. */
+/* lambda-batch import FILE...: each file in transactions of chunk_rows lines, its progress
+ * committed with them, so a killed import resumes where it stopped; a file imported before
+ * (same content hash) adds nothing. */
 int batch_import(const struct cfg *c, struct lerr *e);
 
 /* lambda-batch status [--json], on stdout. */

@@ -3,9 +3,11 @@
  * The format is told by the first line: exactly "order_id,merchant_id,amount_cents,event_time"
  * is CSV (simple double-quoted fields allowed), anything else NDJSON (one object per line;
  * blank lines are skipped). Orders keep partition -1 and offset = line number; rejects name
- * the file and the line. Each file is one transaction that ends by recording the hash of its
- * content in `imports`, so a killed import leaves nothing behind and a re-import of the same
- * content adds nothing. The future-time rule is checked against the wall clock at import. */
+ * the file and the line. A file goes in transactions of chunk_rows lines; each commits, with
+ * its rows, the file's progress in master's counters ("import:<hash>:line" and its figures),
+ * so a killed import of the same content resumes after the last committed line, losing and
+ * doubling nothing. The last transaction records the content's hash in `imports`: a re-import
+ * of the same content adds nothing. The future-time rule is checked against the wall clock. */
 #include "batch.h"
 
 #include <errno.h>
@@ -34,10 +36,16 @@ struct import {
     sqlite3_stmt *ins_order, *ins_reject, *find, *record;
     struct ev_rules rules;
     const char *path; /* the file being imported, as given */
+    const char *pause_at;
+    char hash[17]; /* of the file's content, hex */
     int64_t now_ms;
-    char *scratch; /* CSV fields of one line */
+    int64_t chunk_rows; /* lines per transaction */
+    int64_t chunk_n;    /* lines in the open transaction */
+    int64_t chunk_dups; /* duplicates in the open transaction */
+    int64_t done_line;  /* every line up to this one is in master */
+    char *scratch;      /* CSV fields of one line */
     size_t scratch_cap;
-    int64_t lines, orders, dups, rejects; /* of the file being imported */
+    int64_t lines, orders, dups, rejects; /* of the file being imported, resumes included */
     bool is_tty;
 };
 
@@ -145,7 +153,7 @@ static int add_line(struct import *im, const char *s, size_t len, bool is_csv, i
     if (db_step_done(st, e) != 0)
         return -1;
     if (sqlite3_changes(im->master) == 0)
-        im->dups++;
+        im->dups++, im->chunk_dups++;
     else
         im->orders++;
     return 0;
@@ -159,7 +167,48 @@ static bool is_blank(const char *s, size_t len)
     return true;
 }
 
-/* Imports every line of data[0..size) inside the caller's transaction. */
+/* Reads or writes the file's progress counters ("import:<hash>:<what>"). */
+static int progress(struct import *im, bool is_save, struct lerr *e)
+{
+    static const char *const what[] = {"line", "orders", "duplicates", "rejects"};
+    int64_t *v[] = {&im->done_line, &im->orders, &im->dups, &im->rejects};
+    const char *sql = is_save ? "INSERT OR REPLACE INTO counters(name, value) VALUES(?, ?)"
+                              : "SELECT value FROM counters WHERE name=?";
+    sqlite3_stmt *st = NULL;
+    char name[64];
+    int rc = 0;
+
+    if (db_prepare(im->master, sql, &st, e) != 0)
+        return -1;
+    for (int i = 0; i < 4 && rc == 0; i++) {
+        snprintf(name, sizeof(name), "import:%s:%s", im->hash, what[i]);
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+        if (is_save) {
+            sqlite3_bind_int64(st, 2, *v[i]);
+            rc = db_step_done(st, e);
+        } else {
+            *v[i] = 0;
+            rc = db_step_int(st, v[i], e);
+        }
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Commits the lines up to line_no with the file's progress, and opens the next transaction. */
+static int chunk_commit(struct import *im, int64_t line_no, struct lerr *e)
+{
+    im->done_line = line_no;
+    if (progress(im, true, e) != 0 ||
+        batch_counter_add(im->master, "duplicates", im->chunk_dups, e) != 0 ||
+        db_exec(im->master, "COMMIT", e) != 0)
+        return -1;
+    im->chunk_n = im->chunk_dups = 0;
+    batch_pause(im->pause_at, "import");
+    return db_exec(im->master, "BEGIN IMMEDIATE", e);
+}
+
+/* Imports every line of data[0..size) after im->done_line, inside the caller's transaction. */
 static int import_lines(struct import *im, const char *data, size_t size, struct lerr *e)
 {
     const char *p = data, *end = data + size;
@@ -182,9 +231,11 @@ static int import_lines(struct import *im, const char *data, size_t size, struct
             if (is_csv)
                 continue;
         }
-        if (is_blank(s, len))
+        if (line_no <= im->done_line || is_blank(s, len))
             continue;
         if (add_line(im, s, len, is_csv, line_no, e) != 0)
+            return -1;
+        if (++im->chunk_n >= im->chunk_rows && chunk_commit(im, line_no, e) != 0)
             return -1;
         if (im->is_tty && tm_mono_ms() - shown >= 200) {
             shown = tm_mono_ms();
@@ -230,29 +281,39 @@ static int record(struct import *im, const char *hash, struct lerr *e)
     sqlite3_bind_int64(st, 4, im->orders);
     sqlite3_bind_int64(st, 5, im->rejects);
     sqlite3_bind_int64(st, 6, im->now_ms);
-    return db_step_done(st, e) || batch_counter_add(im->master, "duplicates", im->dups, e);
+    if (db_step_done(st, e) != 0 ||
+        batch_counter_add(im->master, "duplicates", im->chunk_dups, e) != 0 ||
+        db_prepare(im->master, "DELETE FROM counters WHERE name LIKE 'import:' || ? || ':%'", &st,
+                   e) != 0)
+        return -1;
+    sqlite3_bind_text(st, 1, im->hash, -1, SQLITE_STATIC);
+    int rc = db_step_done(st, e);
+    sqlite3_finalize(st);
+    return rc;
 }
 
 static int import_data(struct import *im, const char *data, size_t size, struct lerr *e)
 {
-    char hash[17];
     bool found;
     int64_t t0 = tm_mono_ms();
 
-    snprintf(hash, sizeof(hash), "%016llx", (unsigned long long)XXH3_64bits(data, size));
-    if (find_earlier(im, hash, &found, e) != 0)
+    snprintf(im->hash, sizeof(im->hash), "%016llx", (unsigned long long)XXH3_64bits(data, size));
+    if (find_earlier(im, im->hash, &found, e) != 0)
         return -1;
     if (found)
         return 0;
     im->now_ms = tm_now_ms();
-    im->lines = im->orders = im->dups = im->rejects = 0;
+    im->lines = im->chunk_n = im->chunk_dups = 0;
     if (db_exec(im->master, "BEGIN IMMEDIATE", e) != 0)
         return -1;
-    if (import_lines(im, data, size, e) != 0 || record(im, hash, e) != 0 ||
-        db_exec(im->master, "COMMIT", e) != 0) {
-        sqlite3_exec(im->master, "ROLLBACK", NULL, NULL, NULL);
-        return -1;
-    }
+    if (progress(im, false, e) != 0)
+        goto fail;
+    if (im->done_line > 0)
+        log_info("batch", "import_resumed file=\"%s\" after_line=%" PRId64, im->path,
+                 im->done_line);
+    if (import_lines(im, data, size, e) != 0 || record(im, im->hash, e) != 0 ||
+        db_exec(im->master, "COMMIT", e) != 0)
+        goto fail;
     double secs = (double)(tm_mono_ms() - t0) / 1000.0;
     printf("batch imported file=%s lines=%" PRId64 " orders=%" PRId64 " duplicates=%" PRId64
            " rejects=%" PRId64 " seconds=%.2f\n",
@@ -263,6 +324,9 @@ static int import_data(struct import *im, const char *data, size_t size, struct 
              " rejects=%" PRId64 " seconds=%.2f",
              im->path, im->lines, im->orders, im->dups, im->rejects, secs);
     return 0;
+fail:
+    sqlite3_exec(im->master, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
 }
 
 static int import_file(struct import *im, const char *path, struct lerr *e)
@@ -319,11 +383,17 @@ int batch_import(const struct cfg *c, struct lerr *e)
     int fd = -1, rc = -1;
 
     im.rules.max_future_skew_ms = cfg_ms(c, "max_future_skew");
+    im.pause_at = cfg_str(c, "pause_at");
+    im.chunk_rows = cfg_int(c, "chunk_rows") > 0 ? cfg_int(c, "chunk_rows") : 1;
     im.is_tty = isatty(STDERR_FILENO);
     if (db_ensure_dir(data_dir, e) != 0 || wait_lock(data_dir, cfg_ms(c, "lock_wait"), &fd, e))
         return -1;
     if (db_open_rw(data_dir, DB_MASTER, &im.master, e) != 0 ||
-        db_exec(im.master, "PRAGMA cache_size=-262144", e) != 0 || prepare(&im, e) != 0)
+        db_exec(im.master,
+                "PRAGMA cache_size=-262144; PRAGMA mmap_size=4294967296;"
+                " PRAGMA wal_autocheckpoint=65536",
+                e) != 0 ||
+        prepare(&im, e) != 0)
         goto out;
     for (int i = 1; i < c->nargs; i++)
         if (import_file(&im, c->args[i], e) != 0)

@@ -360,7 +360,7 @@ static int consume(struct ingest *in, struct lerr *e)
                 return -1;
             if (!paused && in->ingested > 0) {
                 paused = true;
-                batch_pause(in->b, "ingest");
+                batch_pause(in->b->pause_at, "ingest");
             }
         }
         progress(in, false);
@@ -386,7 +386,7 @@ int batch_ingest(struct batch *b, const struct batch_cut *cut, int64_t *ingested
     log_info("batch", "ingest_started version=%" PRId64 " partitions=%d messages=%" PRId64,
              cut->version, in.nparts, in.todo);
     if (all_done(&in))
-        batch_pause(b, "ingest"); /* nothing to read: the point is still reached */
+        batch_pause(b->pause_at, "ingest"); /* nothing to read: the point is still reached */
     else if (assign(&in, e) != 0 || consume(&in, e) != 0)
         goto out;
     progress(&in, true);

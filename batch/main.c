@@ -16,10 +16,10 @@ static const struct cfg_key keys[] = {
     {"keep_versions", CFG_INT, "3", "published versions kept in batch.db"},
     {"minute_series_hours", CFG_INT, "48", "hours of minute series kept per version"},
     {"json", CFG_BOOL, "false", "status: print JSON"},
-    {"chunk_rows", CFG_INT, "20000", "run: Kafka messages per ingest transaction (or 500 ms)"},
+    {"chunk_rows", CFG_INT, "20000", "Kafka messages (or 500 ms) / file lines per transaction"},
     {"lock_wait", CFG_MS, "10s", "import: how long to wait for a running batch to finish"},
     {"pause_at", CFG_STR, NULL,
-     "testing: block at ingest, recompute or publish (logs paused at=X) until killed"},
+     "testing: block at ingest, recompute, publish or import (logs paused at=X) until killed"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -89,10 +89,10 @@ int main(int argc, char **argv)
     }
     const char *pause_at = cfg_str(&c, "pause_at");
     if (pause_at && strcmp(pause_at, "ingest") && strcmp(pause_at, "recompute") &&
-        strcmp(pause_at, "publish"))
+        strcmp(pause_at, "publish") && strcmp(pause_at, "import"))
         fprintf(stderr,
-                "lambda-batch: bad value for 'pause_at': '%s' is not ingest, recompute or "
-                "publish\n",
+                "lambda-batch: bad value for 'pause_at': '%s' is not ingest, recompute, "
+                "publish or import\n",
                 pause_at);
     else if (c.nargs == 0)
         fprintf(stderr, "lambda-batch: no command given\n%s\n", usage);

@@ -32,9 +32,9 @@ static void catch_signals(void)
     sigaction(SIGTERM, &sa, NULL);
 }
 
-void batch_pause(const struct batch *b, const char *where)
+void batch_pause(const char *pause_at, const char *where)
 {
-    if (!b->pause_at || strcmp(b->pause_at, where) != 0)
+    if (!pause_at || strcmp(pause_at, where) != 0)
         return;
     log_info("batch", "paused at=%s", where);
     while (!batch_stop_requested)
@@ -137,7 +137,7 @@ static int run_locked(struct batch *b, struct lerr *e)
         note_failed_checks(b, cut.version, checks);
         goto out; /* e names the first failed check */
     }
-    batch_pause(b, "publish");
+    batch_pause(b->pause_at, "publish");
     if (batch_publish(b, &cut, checks, &s, e) != 0)
         goto out;
     double secs = (double)(tm_mono_ms() - t0) / 1000.0;

@@ -165,7 +165,7 @@ static int add_order(struct recompute *r, const char *merchant_id, int64_t amoun
         if (flush_merchant(r, e) != 0)
             return -1;
         if (r->merchants == 1)
-            batch_pause(r->b, "recompute"); /* one merchant written, the rest not */
+            batch_pause(r->b->pause_at, "recompute"); /* one merchant written, the rest not */
         snprintf(r->merchant_id, sizeof(r->merchant_id), "%s", merchant_id);
     }
     if (event_ms > r->max_event_ms)

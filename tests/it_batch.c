@@ -671,3 +671,67 @@ Test(batch_run, offsets_kafka_deleted_are_counted_loudly, .timeout = 120, .fini 
     cr_assert_eq(sql_int(&v, "master.db", "SELECT next_offset FROM ingest_offsets"), 80);
     env_fini(&v);
 }
+
+Test(batch_import, a_killed_import_resumes_without_loss_or_doubles, .timeout = 90, .fini = fini)
+{
+    static struct env v; /* static: fini() reads it after the test returns */
+    char tag[32], file[600], want[256];
+    int64_t orders = 0, dups = 0, rejects = 0, revenue = 0;
+    FILE *f;
+    char *s;
+
+    env_init(&v, "bresume", 0);
+    snprintf(file, sizeof(file), "%s/big.ndjson", v.dir);
+    f = fopen(file, "w");
+    cr_assert_not_null(f);
+    for (int i = 1; i <= 3000; i++) {
+        if (i % 17 == 0) {
+            fprintf(f, "{\"order_id\":\"r%d\"\n", i); /* bad_json */
+            rejects++;
+        } else if (i % 10 == 0) { /* the previous line's order again, another amount */
+            fprintf(f,
+                    "{\"order_id\":\"r%d\",\"merchant_id\":\"m-%d\",\"amount_cents\":1,"
+                    "\"event_time\":1795000000000}\n",
+                    i - 1, (i - 1) % 7);
+            dups += (i - 1) % 17 != 0;
+            orders += (i - 1) % 17 == 0, revenue += (i - 1) % 17 == 0;
+        } else {
+            fprintf(f,
+                    "{\"order_id\":\"r%d\",\"merchant_id\":\"m-%d\",\"amount_cents\":%d,"
+                    "\"event_time\":1795000000000}\n",
+                    i, i % 7, i);
+            orders++, revenue += i;
+        }
+    }
+    fclose(f);
+    cr_assert_eq(orders + dups + rejects, 3000);
+
+    batch_spawn(&v, &v.held, "import", "--chunk-rows", "500", "--pause-at", "import", file, NULL);
+    cr_assert(it_wait_log(&v.held, "msg=paused at=import", 30000), "import did not pause");
+    cr_assert_eq(it_signal(&v.held, SIGKILL, 10000), 128 + SIGKILL);
+    cr_assert_eq(sql_int(&v, "master.db",
+                         "SELECT (SELECT count(*) FROM orders) + (SELECT count(*) FROM rejects)"
+                         " + (SELECT value FROM counters WHERE name='duplicates')"),
+                 500);
+    cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM imports"), 0);
+
+    cr_assert_eq(batch(&v, tag, "import", "--chunk-rows", "700", file, NULL), 0);
+    s = output(&v, tag, "err");
+    cr_assert(strstr(s, "msg=import_resumed file=") && strstr(s, " after_line=500"), "%s", s);
+    free(s);
+    s = output(&v, tag, "out");
+    snprintf(want, sizeof(want), "lines=3000 orders=%lld duplicates=%lld rejects=%lld",
+             (long long)orders, (long long)dups, (long long)rejects);
+    cr_assert(strstr(s, want), "stdout: %s\nwant: %s", s, want);
+    free(s);
+    cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM orders"), orders);
+    cr_assert_eq(sql_int(&v, "master.db", "SELECT sum(amount_cents) FROM orders"), revenue);
+    cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM rejects"), rejects);
+    cr_assert_eq(sql_int(&v, "master.db", "SELECT count(DISTINCT line) FROM rejects"), rejects);
+    cr_assert_eq(sql_int(&v, "master.db", "SELECT value FROM counters WHERE name='duplicates'"),
+                 dups);
+    cr_assert_eq(
+        sql_int(&v, "master.db", "SELECT count(*) FROM counters WHERE name LIKE 'import:%'"), 0);
+    cr_assert_eq(sql_int(&v, "master.db", "SELECT orders FROM imports"), orders);
+    env_fini(&v);
+}
