@@ -137,7 +137,7 @@ static void progress(struct ingest *in, bool is_last)
 {
     int64_t now = tm_mono_ms(), secs_ms = now - in->start_ms;
 
-    if (!in->is_tty || (!is_last && now - in->shown_ms < 200))
+    if (!in->is_tty || in->todo == 0 || (!is_last && now - in->shown_ms < 200))
         return;
     in->shown_ms = now;
     fprintf(stderr, "\ringest %" PRId64 "/%" PRId64 " messages (%d%%) %" PRId64 " msg/s   %s",
