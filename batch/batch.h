@@ -21,6 +21,7 @@
 #include <sqlite3.h>
 
 #include "cfg.h"
+#include "ev.h"
 #include "lerr.h"
 
 /* One run's context: the configuration (borrowed, read-only) and what the run opened. */
@@ -83,6 +84,31 @@ int batch_publish(struct batch *b, const struct batch_cut *cut, const char *chec
 /* Logs "paused at=<where>" and blocks until killed when pause_at (the testing key, may be
  * NULL) names where; returns at once otherwise. */
 void batch_pause(const char *pause_at, const char *where);
+
+/* A chunk's valid orders, waiting to be inserted in primary-key order (rows.c). raw is
+ * borrowed: it must stay valid until the flush. */
+struct batch_row {
+    struct ev_order o;
+    const void *raw;
+    size_t raw_len;
+    int32_t partition; /* -1 for an imported line */
+    int64_t offset;    /* Kafka offset, or line number */
+};
+struct batch_rows {
+    struct batch_row *v;
+    size_t n, cap;
+};
+
+int batch_rows_add(struct batch_rows *r, const struct ev_order *o, const void *raw, size_t raw_len,
+                   int32_t partition, int64_t offset, struct lerr *e);
+
+/* Sorts the rows by (merchant_id, order_id, partition, offset) and inserts each with ins (an
+ * INSERT OR IGNORE into orders taking merchant_id, order_id, amount_cents, event_time_ms,
+ * partition, offset, raw), adding to *dups the rows that were already there and to *mismatch
+ * those whose key differed. Leaves r empty on success. */
+int batch_rows_flush(struct batch_rows *r, sqlite3_stmt *ins, int64_t *dups, int64_t *mismatch,
+                     struct lerr *e);
+void batch_rows_release(struct batch_rows *r);
 
 /* Adds delta to a counter of master.db (inside the caller's transaction). */
 int batch_counter_add(sqlite3 *master, const char *name, int64_t delta, struct lerr *e);

@@ -39,11 +39,12 @@ struct import {
     const char *pause_at;
     char hash[17]; /* of the file's content, hex */
     int64_t now_ms;
-    int64_t chunk_rows; /* lines per transaction */
-    int64_t chunk_n;    /* lines in the open transaction */
-    int64_t chunk_dups; /* duplicates in the open transaction */
-    int64_t done_line;  /* every line up to this one is in master */
-    char *scratch;      /* CSV fields of one line */
+    int64_t chunk_rows;     /* lines per transaction */
+    int64_t chunk_n;        /* lines in the open transaction */
+    int64_t chunk_dups;     /* duplicates in the open transaction */
+    int64_t done_line;      /* every line up to this one is in master */
+    struct batch_rows rows; /* valid orders of the open transaction; raw in the mapped file */
+    char *scratch;          /* CSV fields of one line */
     size_t scratch_cap;
     int64_t lines, orders, dups, rejects; /* of the file being imported, resumes included */
     bool is_tty;
@@ -55,7 +56,7 @@ static int prepare(struct import *im, struct lerr *e)
 
     return db_prepare(m,
                       "INSERT OR IGNORE INTO orders(merchant_id, order_id, amount_cents,"
-                      " event_time_ms, partition, offset, raw) VALUES(?,?,?,?,-1,?,?)",
+                      " event_time_ms, partition, offset, raw) VALUES(?,?,?,?,?,?,?)",
                       &im->ins_order, e) ||
            db_prepare(m,
                       "INSERT INTO rejects(source, line, reason, payload, at_ms)"
@@ -143,19 +144,19 @@ static int add_line(struct import *im, const char *s, size_t len, bool is_csv, i
         im->rejects++;
         return db_step_done(st, e);
     }
-    st = im->ins_order;
-    sqlite3_bind_text(st, 1, o.merchant_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, o.order_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, o.amount_cents);
-    sqlite3_bind_int64(st, 4, o.event_ms);
-    sqlite3_bind_int64(st, 5, line_no);
-    sqlite3_bind_blob(st, 6, s, (int)len, SQLITE_STATIC);
-    if (db_step_done(st, e) != 0)
+    return batch_rows_add(&im->rows, &o, s, len, -1, line_no, e);
+}
+
+/* Inserts the open transaction's orders; counts them as orders or duplicates. */
+static int flush_rows(struct import *im, struct lerr *e)
+{
+    int64_t n = (int64_t)im->rows.n, dups = 0, mismatch = 0;
+
+    if (batch_rows_flush(&im->rows, im->ins_order, &dups, &mismatch, e) != 0)
         return -1;
-    if (sqlite3_changes(im->master) == 0)
-        im->dups++, im->chunk_dups++;
-    else
-        im->orders++;
+    im->orders += n - dups;
+    im->dups += dups;
+    im->chunk_dups += dups;
     return 0;
 }
 
@@ -199,7 +200,7 @@ static int progress(struct import *im, bool is_save, struct lerr *e)
 static int chunk_commit(struct import *im, int64_t line_no, struct lerr *e)
 {
     im->done_line = line_no;
-    if (progress(im, true, e) != 0 ||
+    if (flush_rows(im, e) != 0 || progress(im, true, e) != 0 ||
         batch_counter_add(im->master, "duplicates", im->chunk_dups, e) != 0 ||
         db_exec(im->master, "COMMIT", e) != 0)
         return -1;
@@ -274,7 +275,10 @@ static int find_earlier(struct import *im, const char *hash, bool *found, struct
 static int record(struct import *im, const char *hash, struct lerr *e)
 {
     sqlite3_stmt *st = im->record;
+    int rc;
 
+    if (flush_rows(im, e) != 0) /* first: it settles the figures */
+        return -1;
     sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, im->path, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, im->lines);
@@ -287,7 +291,7 @@ static int record(struct import *im, const char *hash, struct lerr *e)
                    e) != 0)
         return -1;
     sqlite3_bind_text(st, 1, im->hash, -1, SQLITE_STATIC);
-    int rc = db_step_done(st, e);
+    rc = db_step_done(st, e);
     sqlite3_finalize(st);
     return rc;
 }
@@ -326,6 +330,7 @@ static int import_data(struct import *im, const char *data, size_t size, struct 
     return 0;
 fail:
     sqlite3_exec(im->master, "ROLLBACK", NULL, NULL, NULL);
+    im->rows.n = 0; /* they borrow from a mapping about to go */
     return -1;
 }
 
@@ -406,6 +411,7 @@ out:
     sqlite3_finalize(im.record);
     sqlite3_close(im.master);
     free(im.scratch);
+    batch_rows_release(&im.rows);
     lock_release(fd);
     return rc;
 }

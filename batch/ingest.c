@@ -39,6 +39,9 @@ struct ingest {
     int64_t dup, mismatch, deleted, consumed;
     int64_t ingested, todo;     /* messages read by this call; to read in all */
     int64_t start_ms, shown_ms; /* monotonic: start, last progress line */
+    struct batch_rows rows;     /* valid orders of the open transaction */
+    rd_kafka_message_t **held;  /* their messages, alive until the rows are inserted */
+    size_t nheld, capheld;
     bool is_tty, in_txn;
 };
 
@@ -89,8 +92,33 @@ static int prepare(struct ingest *in, struct lerr *e)
                       &in->set_offset, e);
 }
 
+static void release_held(struct ingest *in)
+{
+    for (size_t i = 0; i < in->nheld; i++)
+        rd_kafka_message_destroy(in->held[i]);
+    in->nheld = 0;
+}
+
+/* Keeps a message whose payload a row borrows; false when out of memory. */
+static bool hold(struct ingest *in, rd_kafka_message_t *m)
+{
+    if (in->nheld == in->capheld) {
+        size_t cap = in->capheld ? in->capheld * 2 : 4096;
+        rd_kafka_message_t **v = realloc(in->held, cap * sizeof(*v));
+        if (!v)
+            return false;
+        in->held = v;
+        in->capheld = cap;
+    }
+    in->held[in->nheld++] = m;
+    return true;
+}
+
 static void finalize(struct ingest *in)
 {
+    release_held(in);
+    free(in->held);
+    batch_rows_release(&in->rows);
     sqlite3_finalize(in->ins_order);
     sqlite3_finalize(in->ins_reject);
     sqlite3_finalize(in->get_offset);
@@ -117,6 +145,9 @@ static int commit(struct ingest *in, struct lerr *e)
 
     if (!in->in_txn)
         return 0;
+    if (batch_rows_flush(&in->rows, in->ins_order, &in->dup, &in->mismatch, e) != 0)
+        return -1;
+    release_held(in);
     for (int i = 0; i < in->nparts; i++) {
         sqlite3_bind_int(in->set_offset, 1, in->parts[i].partition);
         sqlite3_bind_int64(in->set_offset, 2, in->parts[i].next);
@@ -241,28 +272,8 @@ static int insert_reject(struct ingest *in, const rd_kafka_message_t *m, enum ev
     return db_step_done(st, e);
 }
 
-static int insert_order(struct ingest *in, const rd_kafka_message_t *m, const struct ev_order *o,
-                        struct lerr *e)
-{
-    sqlite3_stmt *st = in->ins_order;
-
-    sqlite3_bind_text(st, 1, o->merchant_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, o->order_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, o->amount_cents);
-    sqlite3_bind_int64(st, 4, o->event_ms);
-    sqlite3_bind_int(st, 5, m->partition);
-    sqlite3_bind_int64(st, 6, m->offset);
-    sqlite3_bind_blob(st, 7, m->payload, (int)m->len, SQLITE_STATIC);
-    if (db_step_done(st, e) != 0)
-        return -1;
-    if (sqlite3_changes(in->b->master) == 0)
-        in->dup++;
-    if (o->is_key_mismatch)
-        in->mismatch++;
-    return 0;
-}
-
-static int on_message(struct ingest *in, const rd_kafka_message_t *m, struct lerr *e)
+/* Handles one message; *is_held tells that a row borrows it until the chunk commits. */
+static int on_message(struct ingest *in, rd_kafka_message_t *m, bool *is_held, struct lerr *e)
 {
     struct part *p = find_part(in, m->partition);
     rd_kafka_timestamp_type_t tstype;
@@ -270,6 +281,7 @@ static int on_message(struct ingest *in, const rd_kafka_message_t *m, struct ler
     struct ev_order o;
     enum ev_reason r;
 
+    *is_held = false;
     if (!p || p->is_done || m->offset < p->next)
         return 0; /* already ingested, or past the cut of a finished partition */
     if (m->offset >= p->cut) {
@@ -280,8 +292,16 @@ static int on_message(struct ingest *in, const rd_kafka_message_t *m, struct ler
     if (tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE)
         ts = -1;
     r = ev_parse(&in->rules, m->key, m->key_len, m->payload, m->len, ts, &o);
-    if ((r == EV_OK ? insert_order(in, m, &o, e) : insert_reject(in, m, r, e)) != 0)
-        return -1;
+    if (r != EV_OK) {
+        if (insert_reject(in, m, r, e) != 0)
+            return -1;
+    } else {
+        if (!hold(in, m))
+            return lerr_set(e, "out of memory");
+        *is_held = true;
+        if (batch_rows_add(&in->rows, &o, m->payload, m->len, m->partition, m->offset, e) != 0)
+            return -1;
+    }
     p->next = m->offset + 1;
     in->chunk_n++;
     in->consumed++;
@@ -339,12 +359,14 @@ static int consume(struct ingest *in, struct lerr *e)
         if (batch_stop_requested)
             return lerr_set(e, "interrupted by a signal");
         if (m) {
+            bool is_held = false;
             last_ms = now;
             if (begin(in, e) != 0)
                 rc = -1;
             else
-                rc = m->err ? on_event(in, m, e) : on_message(in, m, e);
-            rd_kafka_message_destroy(m);
+                rc = m->err ? on_event(in, m, e) : on_message(in, m, &is_held, e);
+            if (!is_held)
+                rd_kafka_message_destroy(m);
             if (rc != 0)
                 return -1;
         } else if (now - last_ms > in->b->kafka_timeout_ms) {

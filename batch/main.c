@@ -16,7 +16,7 @@ static const struct cfg_key keys[] = {
     {"keep_versions", CFG_INT, "3", "published versions kept in batch.db"},
     {"minute_series_hours", CFG_INT, "48", "hours of minute series kept per version"},
     {"json", CFG_BOOL, "false", "status: print JSON"},
-    {"chunk_rows", CFG_INT, "20000", "Kafka messages (or 500 ms) / file lines per transaction"},
+    {"chunk_rows", CFG_INT, "100000", "Kafka messages (or 500 ms) / file lines per transaction"},
     {"lock_wait", CFG_MS, "10s", "import: how long to wait for a running batch to finish"},
     {"pause_at", CFG_STR, NULL,
      "testing: block at ingest, recompute, publish or import (logs paused at=X) until killed"},
