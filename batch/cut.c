@@ -169,12 +169,25 @@ out:
     return rc;
 }
 
+/* The newest cut_epoch of any version; -1 when there is none. */
+static int newest_cut_epoch(struct batch *b, int64_t *out, struct lerr *e)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    *out = -1;
+    if (db_prepare(b->bdb, "SELECT max(cut_epoch) FROM versions", &st, e) != 0)
+        return -1;
+    rc = db_step_int(st, out, e);
+    sqlite3_finalize(st);
+    return rc;
+}
+
 /* No speed layer runs and we hold speed.lock: the cut is the high watermarks now. */
 static int pick_from_kafka(struct batch *b, struct batch_cut *cut, struct lerr *e)
 {
     int64_t epoch_ms = cfg_ms(b->c, "epoch_ms"), newest = -1, boundary = -1;
     int timeout = (int)b->kafka_timeout_ms, n;
-    sqlite3_stmt *st = NULL;
     bool found;
 
     if (epoch_ms <= 0)
@@ -194,34 +207,42 @@ static int pick_from_kafka(struct batch *b, struct batch_cut *cut, struct lerr *
         return -1;
     if (found && boundary + 1 > cut->cut_epoch)
         cut->cut_epoch = boundary + 1;
-    if (db_prepare(b->bdb, "SELECT max(cut_epoch) FROM versions", &st, e) != 0)
+    if (newest_cut_epoch(b, &newest, e) != 0)
         return -1;
-    if (db_step_int(st, &newest, e) != 0) {
-        sqlite3_finalize(st);
-        return -1;
-    }
-    sqlite3_finalize(st);
     if (newest > cut->cut_epoch)
         cut->cut_epoch = newest;
     return record_cut(b, cut, e);
 }
 
-/* A speed layer runs: the cut is its newest boundary, waiting a bounded time for the first. */
+/* A speed layer runs: the cut is its newest boundary. That boundary must not be older than
+ * the newest cut: a speed layer that just started after a cut taken without it still shows
+ * the boundaries of its previous life until it records its first one from the cut on, and
+ * those lie behind what master already holds. So wait, a bounded time, for a boundary at or
+ * after the newest cut_epoch. */
 static int pick_from_speed(struct batch *b, struct batch_cut *cut, struct lerr *e)
 {
-    int64_t end = tm_mono_ms() + b->kafka_timeout_ms;
+    int64_t end = tm_mono_ms() + b->kafka_timeout_ms, min_epoch;
     bool found;
 
+    if (newest_cut_epoch(b, &min_epoch, e) != 0)
+        return -1;
     for (;;) {
         if (speed_boundary(b->data_dir, &cut->cut_epoch, cut, &found, e) != 0)
             return -1;
-        if (found)
+        if (found && cut->cut_epoch >= min_epoch)
             break;
-        if (tm_mono_ms() >= end)
+        batch_cut_release(cut);
+        if (tm_mono_ms() >= end && min_epoch < 0)
             return lerr_set(e,
                             "a speed layer runs (speed.lock is held) but speed.db has no "
                             "boundary after %" PRId64 " ms: is lambda-speed consuming?",
                             b->kafka_timeout_ms);
+        if (tm_mono_ms() >= end)
+            return lerr_set(e,
+                            "a speed layer runs (speed.lock is held) but speed.db has no "
+                            "boundary at or after epoch %" PRId64 " (the newest cut) after %" PRId64
+                            " ms: is lambda-speed consuming?",
+                            min_epoch, b->kafka_timeout_ms);
         nanosleep(&(struct timespec){.tv_nsec = 100 * 1000 * 1000}, NULL);
     }
     if (cut->nparts == 0)

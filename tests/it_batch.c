@@ -633,6 +633,23 @@ Test(batch_run, a_running_speed_layer_fixes_the_cut_at_its_newest_boundary, .tim
     /* Epochs never go backwards, even when the wall clock's epoch is smaller. */
     cr_assert_eq(batch(&v, tag, "run", NULL), 0);
     cr_assert_eq(sql_int(&v, "batch.db", "SELECT cut_epoch FROM versions WHERE id=3"), 1000000000);
+
+    /* A speed layer starts again: until it records a boundary from the newest cut on, its
+     * old boundaries (behind master) must not become a cut. */
+    cr_assert_eq(lock_try(v.data, "speed.lock", &fd, &e), 1);
+    cr_assert_eq(batch(&v, tag, "run", "--kafka-timeout", "1s", NULL), 1);
+    s = output(&v, tag, "err");
+    cr_assert(strstr(s, "no boundary at or after epoch 1000000000 (the newest cut)"), "%s", s);
+    free(s);
+    cr_assert_eq(db_open_rw(v.data, DB_SPEED, &speed, &e), 0, "%s", e.msg);
+    cr_assert_eq(
+        db_exec(speed, "INSERT INTO boundaries VALUES(1000000000, 0, 5), (1000000000, 1, 2)", &e),
+        0, "%s", e.msg);
+    sqlite3_close(speed);
+    cr_assert_eq(batch(&v, tag, "run", NULL), 0);
+    cr_assert_eq(sql_int(&v, "batch.db", "SELECT cut_epoch FROM versions WHERE id=4"), 1000000000);
+    cr_assert_eq(sql_int(&v, "batch.db", "SELECT orders FROM versions WHERE id=4"), 7);
+    lock_release(fd);
     env_fini(&v);
 }
 
