@@ -52,6 +52,8 @@ int batch_rows_flush(struct batch_rows *r, sqlite3_stmt *ins, int64_t *dups, int
 {
     sqlite3 *db = sqlite3_db_handle(ins);
 
+    if (r->n == 0)
+        return 0; /* r->v may be NULL, which qsort() must not see */
     qsort(r->v, r->n, sizeof(*r->v), compare);
     for (size_t i = 0; i < r->n; i++) {
         const struct batch_row *row = &r->v[i];
