@@ -1,9 +1,6 @@
 /* it_devkafka.c - lambda-devkafka is a real Kafka peer for a plain client (kcat): metadata,
  * produce, consume, broker outages on signal, a clean stop, and --persist across restarts.
- *
- * Every test of a binary carries the same .timeout: with --jobs 2, criterion 2.4.1 (Debian 12)
- * leaks 48 bytes in its runner when tests with different timeouts overlap, and LeakSanitizer
- * then fails the whole binary under make check SAN=1. Each wait inside has its own deadline. */
+ * Each wait inside a test has its own deadline; .timeout is the last resort. */
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <stdio.h>
