@@ -206,16 +206,28 @@ static int pick_from_kafka(struct batch *b, struct batch_cut *cut, struct lerr *
     return record_cut(b, cut, e);
 }
 
-/* A speed layer runs: the cut is its newest boundary, waiting a bounded time for the first. */
+/* A speed layer runs: the cut is its newest boundary, waiting a bounded time for one at or
+ * after the newest cut. A boundary before it is an old speed layer's, not yet expired by the
+ * one that just started (its epochs begin at or after that cut); cutting there would move the
+ * cut backwards, behind what master already holds. */
 static int pick_from_speed(struct batch *b, struct batch_cut *cut, struct lerr *e)
 {
-    int64_t end = tm_mono_ms() + b->kafka_timeout_ms;
+    int64_t end = tm_mono_ms() + b->kafka_timeout_ms, newest = -1;
+    sqlite3_stmt *st = NULL;
     bool found;
 
+    if (db_prepare(b->bdb, "SELECT max(cut_epoch) FROM versions", &st, e) != 0)
+        return -1;
+    if (db_step_int(st, &newest, e) != 0) {
+        sqlite3_finalize(st);
+        return -1;
+    }
+    sqlite3_finalize(st);
     for (;;) {
+        cut->nparts = 0;
         if (speed_boundary(b->data_dir, &cut->cut_epoch, cut, &found, e) != 0)
             return -1;
-        if (found)
+        if (found && cut->cut_epoch >= newest)
             break;
         if (tm_mono_ms() >= end)
             return lerr_set(e,

@@ -164,10 +164,16 @@ static int load_positions(struct ingest *in, const struct batch_cut *cut, struct
         if (db_step_int(in->get_offset, &p->next, e) != 0)
             return -1;
         if (p->next >= p->cut) {
-            if (p->next > p->cut)
-                log_warn("batch",
-                         "ingest_past_cut partition=%d next_offset=%" PRId64 " cut=%" PRId64,
-                         p->partition, p->next, p->cut);
+            /* A cut behind what master holds would double-count: never publish it. The
+             * version is marked failed, so the next run picks a new cut. */
+            if (p->next > p->cut) {
+                sqlite3_exec(b->bdb, "UPDATE versions SET state='failed' WHERE state='pending'",
+                             NULL, NULL, NULL);
+                return lerr_set(e,
+                                "cut is behind the master dataset: partition %d holds offsets "
+                                "up to %" PRId64 " but the cut is %" PRId64,
+                                p->partition, p->next, p->cut);
+            }
             p->is_done = true;
             continue;
         }
