@@ -4,8 +4,13 @@
  * 127.0.0.1. Prints the bootstrap address on stdout (and into --bootstrap-file), then serves
  * until SIGINT/SIGTERM. SIGUSR1 takes every broker down, SIGUSR2 brings them back: tests
  * use it to stage a broker outage. Like a real broker with short retention, each partition
- * keeps only its newest ~5 MiB. */
+ * keeps only its newest ~5 MiB.
+ *
+ * The cluster lives in memory. With --persist FILE it writes every retained message to FILE
+ * when it stops and produces them back, at the same offsets, when it starts, so a data
+ * directory whose positions refer to this topic stays valid across restarts (make demo). */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,12 +23,14 @@
 
 #include "cfg.h"
 #include "log.h"
+#include "tm.h"
 
 static const struct cfg_key keys[] = {
     {"brokers", CFG_INT, "1", "number of brokers in the cluster"},
     {"partitions", CFG_INT, "4", "partitions of the topic"},
     {"topic", CFG_STR, "orders", "the topic to create"},
     {"bootstrap_file", CFG_STR, NULL, "also write the bootstrap address into this file"},
+    {"persist", CFG_STR, NULL, "save the topic to this file on stop, load it back on start"},
     {"log_level", CFG_STR, "info", "debug, info, warn or error"},
     {"config", CFG_STR, NULL, "read key = value lines from this file first"},
     {NULL, 0, NULL, NULL},
@@ -55,6 +62,166 @@ static int write_bootstrap(const char *path, const char *addr)
     if (fclose(f) != 0 || rename(tmp, path) != 0)
         return -1;
     return 0;
+}
+
+/* The persist file: "LDK1", partitions, then per partition its low offset and message count,
+ * then per message: partition, timestamp, key length (-1: none), key, value length, value. */
+static int put(FILE *f, const void *p, size_t n)
+{
+    return fwrite(p, 1, n, f) == n ? 0 : -1;
+}
+
+static int get(FILE *f, void *p, size_t n)
+{
+    return fread(p, 1, n, f) == n ? 0 : -1;
+}
+
+static int dump_partition(rd_kafka_t *c, const char *topic, int32_t p, int64_t low, int64_t high,
+                          FILE *f)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    int64_t next = low, deadline = tm_mono_ms() + 30000;
+
+    rd_kafka_topic_partition_list_add(l, topic, p)->offset = low;
+    rd_kafka_assign(c, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    while (next < high && tm_mono_ms() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 200);
+        if (!m)
+            continue;
+        if (!m->err && m->partition == p && m->offset == next) {
+            int64_t ts = rd_kafka_message_timestamp(m, NULL);
+            int32_t klen = m->key ? (int32_t)m->key_len : -1, vlen = (int32_t)m->len;
+            if (put(f, &p, 4) || put(f, &ts, 8) || put(f, &klen, 4) ||
+                (klen > 0 && put(f, m->key, (size_t)klen)) || put(f, &vlen, 4) ||
+                (vlen > 0 && put(f, m->payload, (size_t)vlen))) {
+                rd_kafka_message_destroy(m);
+                return -1;
+            }
+            next++;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    return next == high ? 0 : -1;
+}
+
+static int persist_save(const char *addr, const char *topic, int nparts, const char *path)
+{
+    char tmp[4096], errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *c;
+    int64_t low[1024], high[1024];
+    FILE *f;
+    int rc = -1;
+
+    rd_kafka_conf_set(conf, "bootstrap.servers", addr, NULL, 0);
+    rd_kafka_conf_set(conf, "group.id", "lambda-devkafka-persist", NULL, 0);
+    rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
+    c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!c)
+        return -1;
+    rd_kafka_poll_set_consumer(c);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    f = fopen(tmp, "wb");
+    if (!f)
+        goto out;
+    for (int p = 0; p < nparts; p++)
+        if (rd_kafka_query_watermark_offsets(c, topic, p, &low[p], &high[p], 5000))
+            goto out;
+    if (put(f, "LDK1", 4) || put(f, &nparts, 4))
+        goto out;
+    for (int p = 0; p < nparts; p++) {
+        int64_t n = high[p] - low[p];
+        if (put(f, &low[p], 8) || put(f, &n, 8))
+            goto out;
+    }
+    for (int p = 0; p < nparts; p++)
+        if (dump_partition(c, topic, p, low[p], high[p], f) != 0)
+            goto out;
+    if (fclose(f) != 0) {
+        f = NULL;
+        goto out;
+    }
+    f = NULL;
+    rc = rename(tmp, path);
+    log_info("devkafka", "persisted path=%s partitions=%d", path, nparts);
+out:
+    if (f)
+        fclose(f);
+    rd_kafka_consumer_close(c);
+    rd_kafka_destroy(c);
+    return rc;
+}
+
+static int produce_one(rd_kafka_t *pr, const char *topic, int32_t p, int64_t ts, const void *key,
+                       int32_t klen, const void *val, int32_t vlen)
+{
+    for (;;) {
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            pr, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(p),
+            RD_KAFKA_V_KEY((void *)key, klen > 0 ? (size_t)klen : 0),
+            RD_KAFKA_V_VALUE((void *)val, vlen > 0 ? (size_t)vlen : 0), RD_KAFKA_V_TIMESTAMP(ts),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            return err ? -1 : 0;
+        rd_kafka_poll(pr, 50);
+    }
+}
+
+/* Produces the saved messages back. Offsets below a partition's saved low offset (deleted
+ * before the save) are filled with empty messages, so every saved message keeps its offset. */
+static int persist_load(const char *addr, const char *topic, int nparts, const char *path)
+{
+    char errstr[256], *key = malloc(1 << 20), *val = malloc(16 << 20);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *pr = NULL;
+    int64_t lows[1024], counts[1024], total = 0;
+    int32_t n = 0;
+    FILE *f = fopen(path, "rb");
+    int rc = -1;
+    char magic[4];
+
+    rd_kafka_conf_set(conf, "bootstrap.servers", addr, NULL, 0);
+    rd_kafka_conf_set(conf, "enable.idempotence", "true", NULL, 0);
+    rd_kafka_conf_set(conf, "compression.codec", "lz4", NULL, 0);
+    pr = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!f || !pr || !key || !val || get(f, magic, 4) || memcmp(magic, "LDK1", 4) ||
+        get(f, &n, 4) || n != nparts) {
+        log_error("devkafka",
+                  "persist_load_failed path=%s err=\"not a save of a %d-partition "
+                  "topic\"",
+                  path, nparts);
+        goto out;
+    }
+    for (int p = 0; p < n; p++)
+        if (get(f, &lows[p], 8) || get(f, &counts[p], 8))
+            goto out;
+    for (int p = 0; p < n; p++) {
+        for (int64_t i = 0; i < lows[p]; i++)
+            if (produce_one(pr, topic, p, 0, NULL, -1, NULL, 0) != 0)
+                goto out;
+        total += counts[p];
+    }
+    for (int64_t i = 0; i < total; i++) {
+        int32_t p, klen, vlen;
+        int64_t ts;
+        if (get(f, &p, 4) || get(f, &ts, 8) || get(f, &klen, 4) || klen >= (1 << 20) ||
+            (klen > 0 && get(f, key, (size_t)klen)) || get(f, &vlen, 4) || vlen >= (16 << 20) ||
+            (vlen > 0 && get(f, val, (size_t)vlen)) ||
+            produce_one(pr, topic, p, ts, klen >= 0 ? key : NULL, klen, val, vlen) != 0)
+            goto out;
+    }
+    rd_kafka_flush(pr, 30000);
+    rc = rd_kafka_outq_len(pr) == 0 ? 0 : -1;
+    log_info("devkafka", "loaded path=%s messages=%" PRId64, path, total);
+out:
+    if (f)
+        fclose(f);
+    if (pr)
+        rd_kafka_destroy(pr);
+    free(key);
+    free(val);
+    return rc;
 }
 
 static void set_all(rd_kafka_mock_cluster_t *mc, int nbrokers, int up)
@@ -117,6 +284,9 @@ int main(int argc, char **argv)
         goto out;
     }
     addr = rd_kafka_mock_cluster_bootstraps(mc);
+    if (cfg_str(&c, "persist") && access(cfg_str(&c, "persist"), F_OK) == 0 &&
+        persist_load(addr, cfg_str(&c, "topic"), nparts, cfg_str(&c, "persist")) != 0)
+        goto out;
     bfile = cfg_str(&c, "bootstrap_file");
     if (bfile && write_bootstrap(bfile, addr) != 0) {
         log_error("devkafka", "bootstrap_file_failed path=%s err=\"%s\"", bfile, strerror(errno));
@@ -141,8 +311,13 @@ int main(int argc, char **argv)
         }
         nanosleep(&(struct timespec){.tv_nsec = 50 * 1000 * 1000}, NULL);
     }
-    log_info("devkafka", "stopped");
     rc = 0;
+    if (cfg_str(&c, "persist") &&
+        persist_save(addr, cfg_str(&c, "topic"), nparts, cfg_str(&c, "persist")) != 0) {
+        log_error("devkafka", "persist_failed path=%s", cfg_str(&c, "persist"));
+        rc = 1;
+    }
+    log_info("devkafka", "stopped");
 out:
     if (mc)
         rd_kafka_mock_cluster_destroy(mc);

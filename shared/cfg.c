@@ -91,7 +91,7 @@ static int set_key(struct cfg *c, const char *name, size_t len, const char *v, c
 struct file_ctx {
     struct cfg *c;
     struct lerr *e;
-    const char *path;
+    const char *path, *section;
     int failed;
 };
 
@@ -104,18 +104,36 @@ static int on_ini(void *user, const char *section, const char *name, const char 
         return 0;
     snprintf(where, sizeof(where), "config %s", f->path);
     if (section && *section) {
-        lerr_set(f->e, "sections are not supported: '[%s]' (%s)", section, where);
-        f->failed = 1;
-        return 0;
+        static const char *const sections[] = {"batch", "speed", "serve", "gen", "devkafka"};
+        bool known = false;
+        for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
+            known = known || !strcmp(section, sections[i]);
+        if (!known) {
+            lerr_set(f->e, "unknown section '[%s]' (%s): use [batch], [speed] or [serve]", section,
+                     where);
+            f->failed = 1;
+            return 0;
+        }
+        if (strcmp(section, f->section) != 0)
+            return 1; /* another binary's key */
     }
     if (set_key(f->c, name, strlen(name), value, where, f->e) != 0)
         f->failed = 1;
     return !f->failed;
 }
 
-static int load_file(struct cfg *c, const char *path, struct lerr *e)
+/* The file's section for this binary: "lambda-speed" reads [speed]. */
+static const char *own_section(const char *argv0)
 {
-    struct file_ctx f = {c, e, path, 0};
+    const char *base = strrchr(argv0, '/');
+
+    base = base ? base + 1 : argv0;
+    return strncmp(base, "lambda-", 7) == 0 ? base + 7 : base;
+}
+
+static int load_file(struct cfg *c, const char *path, const char *argv0, struct lerr *e)
+{
+    struct file_ctx f = {c, e, path, own_section(argv0), 0};
     int rc = ini_parse(path, on_ini, &f);
 
     if (f.failed)
@@ -188,13 +206,14 @@ static int load_flags(struct cfg *c, int argc, char **argv, struct lerr *e)
         eq = strchr(a, '=');
         len = eq ? (size_t)(eq - a) : strlen(a);
         k = find_key(c, a, len);
+        /* The same message for "--bogus x" and "--bogus=x": the flag, never its value. */
+        if (k < 0 && !(len > 6 && !strncmp(a, "kafka.", 6)))
+            return lerr_set(e, "unknown flag '--%.*s'; see --help", (int)len, a);
         if (eq) {
             v = eq + 1;
         } else if (k >= 0 && c->keys[k].type == CFG_BOOL) {
             v = "true";
         } else {
-            if (k < 0 && !(len > 6 && !strncmp(a, "kafka.", 6)))
-                return lerr_set(e, "unknown flag '--%s'; see --help", a);
             if (i + 1 >= argc)
                 return lerr_set(e, "flag '--%s' needs a value", a);
             v = argv[++i];
@@ -217,7 +236,7 @@ int cfg_load(struct cfg *c, const struct cfg_key *keys, int argc, char **argv, s
     for (int i = 0; i < c->nkeys; i++)
         c->val[i] = keys[i].def ? strdup(keys[i].def) : NULL;
     path = config_path(argc, argv);
-    if (path && load_file(c, path, e) != 0)
+    if (path && load_file(c, path, argc > 0 ? argv[0] : "", e) != 0)
         return -1;
     if (load_env(c, e) != 0 || load_flags(c, argc, argv, e) != 0)
         return -1;

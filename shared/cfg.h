@@ -4,9 +4,12 @@
  * cfg_load() fills a struct cfg from, in rising precedence: the defaults, the file named by
  * --config (or LAMBDA_CONFIG), the environment, the command line. An unknown key or a bad
  * value is an error naming it (the binary exits 2). Keys starting "kafka." pass through to
- * librdkafka untouched. Flags accept "--data-dir x", "--data_dir x" and "--data-dir=x";
- * boolean keys may be given as a bare flag ("--json"). Arguments that are not flags are kept,
- * in order, as positional arguments (sub-commands, file names). */
+ * librdkafka untouched. One file can serve every binary: keys before any section are shared,
+ * keys under [batch], [speed] or [serve] are read only by that binary (lambda-speed reads
+ * [speed]), so a key one binary does not know can still sit in the common file. Flags accept
+ * "--data-dir x", "--data_dir x" and "--data-dir=x"; boolean keys may be given as a bare flag
+ * ("--json"). Arguments that are not flags are kept, in order, as positional arguments
+ * (sub-commands, file names). */
 #ifndef LAMBDA_CFG_H
 #define LAMBDA_CFG_H
 

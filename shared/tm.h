@@ -9,11 +9,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TM_MINUTE_MS 60000LL
-#define TM_HOUR_MS   3600000LL
-#define TM_DAY_MS    86400000LL
+#define TM_MINUTE_MS INT64_C(60000)
+#define TM_HOUR_MS   INT64_C(3600000)
+#define TM_DAY_MS    INT64_C(86400000)
 /* The latest time an event may carry: 9999-12-31T23:59:59.999Z. */
-#define TM_MAX_MS 253402300799999LL
+#define TM_MAX_MS INT64_C(253402300799999)
 /* "2026-11-21T10:15:30.123Z" plus its NUL. */
 #define TM_RFC3339_LEN 25
 

@@ -1,25 +1,130 @@
-/* lambda-speed - the speed layer (DESIGN.md sections 3 and 5). */
+/* lambda-speed - the speed layer (DESIGN.md sections 3 and 5).
+ *
+ *   lambda-speed [--start earliest|latest|<RFC 3339>] ...   the daemon
+ *   lambda-speed savepoint --out FILE                       export the committed state
+ *   lambda-speed savepoint --restore FILE                   replace it (no speed running)
+ *
+ * Exit codes: 0 stopped by SIGTERM/SIGINT (after a last checkpoint), 1 failure (another
+ * instance, a database error), 2 bad configuration. */
+#include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "cfg.h"
 #include "log.h"
+#include "speed.h"
+#include "tm.h"
 
 static const struct cfg_key keys[] = {
     CFG_SHARED,
     {"checkpoint_ms", CFG_MS, "200", "interval between checkpoints"},
+    {"checkpoint_max_ms", CFG_MS, "1000",
+     "while catching up on a backlog, checkpoints may stretch to this interval"},
     {"watermark_delay", CFG_MS, "5s", "partition watermark = max event time - this"},
     {"idle_timeout", CFG_MS, "30s", "a partition silent this long leaves the watermark"},
     {"allowed_lateness", CFG_MS, "10m",
      "a minute is final once the watermark passes its end + this"},
     {"start", CFG_STR, "earliest",
      "first start without a batch cut: earliest, latest or an RFC 3339 time"},
+    {"dedup_cache", CFG_INT, "2000000",
+     "order ids kept in memory for duplicate checks (beyond it speed.db answers)"},
+    {"out", CFG_STR, NULL, "savepoint: write the speed state to this file"},
+    {"restore", CFG_STR, NULL, "savepoint: replace the speed state with this file"},
     {NULL, 0, NULL, NULL},
 };
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static int savepoint(const struct cfg *c)
+{
+    const char *out = cfg_str(c, "out"), *in = cfg_str(c, "restore");
+    const char *dir = cfg_str(c, "data_dir");
+    struct lerr e = {{0}};
+
+    if (!out == !in) {
+        fprintf(stderr, "lambda-speed: savepoint wants exactly one of --out FILE and "
+                        "--restore FILE\n");
+        return 2;
+    }
+    if (out ? speed_savepoint_out(dir, out, &e) : speed_savepoint_restore(dir, in, &e)) {
+        log_error("speed", "savepoint_failed err=\"%s\"", e.msg);
+        return 1;
+    }
+    log_info("speed", "%s file=\"%s\" data_dir=\"%s\"",
+             out ? "savepoint_written" : "savepoint_restored", out ? out : in, dir);
+    return 0;
+}
+
+/* Checks what cfg_load() cannot: the sub-command and the start value. */
+static int check_args(const struct cfg *c)
+{
+    const char *start = cfg_str(c, "start");
+    int64_t t;
+
+    if (c->nargs > 1 || (c->nargs == 1 && strcmp(c->args[0], "savepoint") != 0)) {
+        fprintf(stderr, "lambda-speed: unknown command '%s' (want none or 'savepoint')\n",
+                c->args[c->nargs - 1]);
+        return -1;
+    }
+    if (strcmp(start, "earliest") != 0 && strcmp(start, "latest") != 0 &&
+        tm_parse_rfc3339(start, strlen(start), &t) != 0) {
+        fprintf(stderr,
+                "lambda-speed: bad value '%s' for key 'start': want earliest, latest or "
+                "an RFC 3339 time\n",
+                start);
+        return -1;
+    }
+    if (cfg_int(c, "dedup_cache") < 1) {
+        fprintf(stderr, "lambda-speed: bad value for key 'dedup_cache': want at least 1\n");
+        return -1;
+    }
+    if (c->nargs == 0 && (cfg_str(c, "out") || cfg_str(c, "restore"))) {
+        fprintf(stderr, "lambda-speed: --out and --restore belong to 'savepoint'\n");
+        return -1;
+    }
+    return 0;
+}
+
+static int run(const struct cfg *c)
+{
+    struct speed s;
+    struct lerr e = {{0}};
+    int rc;
+
+    if (speed_open(&s, c, &e) != 0) {
+        log_error("speed", "start_failed err=\"%s\"", e.msg);
+        speed_close(&s);
+        return 1;
+    }
+    cfg_log(c, "speed");
+    rc = speed_connect(&s, &stop_requested, &e);
+    if (rc == 0) {
+        log_info("speed", "started partitions=%d epoch=%" PRId64 " data_dir=\"%s\"", s.nparts,
+                 s.epoch, s.data_dir);
+        rc = speed_run(&s, &stop_requested, &e);
+    }
+    if (rc < 0)
+        log_error("speed", "failed err=\"%s\"", e.msg);
+    else
+        log_info("speed", "stopped consumed=%" PRId64 " applied=%" PRId64 " epoch=%" PRId64,
+                 s.n.consumed, s.n.applied, s.epoch);
+    speed_close(&s);
+    return rc < 0 ? 1 : 0;
+}
 
 int main(int argc, char **argv)
 {
     struct cfg c;
     struct lerr e = {{0}};
+    struct sigaction sa;
+    int rc;
 
     if (cfg_load(&c, keys, argc, argv, &e) != 0) {
         fprintf(stderr, "lambda-speed: %s\n", e.msg);
@@ -31,7 +136,15 @@ int main(int argc, char **argv)
         cfg_release(&c);
         return 0;
     }
-    fprintf(stderr, "lambda-speed: not built yet\n");
+    if (check_args(&c) != 0 || log_set_level(cfg_str(&c, "log_level")) != 0) {
+        cfg_release(&c);
+        return 2;
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    rc = c.nargs == 1 ? savepoint(&c) : run(&c);
     cfg_release(&c);
-    return 2;
+    return rc;
 }

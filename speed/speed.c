@@ -1,0 +1,785 @@
+#include "speed.h"
+
+#include <inttypes.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uthash.h>
+
+#include "db.h"
+#include "kafka.h"
+#include "lock.h"
+#include "log.h"
+#include "tm.h"
+
+#define BATCH_MAX      1024  /* messages taken from the queue at once */
+#define SUMMARY_MS     10000 /* one info line per this much time */
+#define EXPIRY_POLL_MS 1000  /* how often batch.db is asked for a newer published cut */
+
+/* The key is hashed as raw bytes, so it is zeroed before it is filled (padding included). */
+struct speed_delta_key {
+    char merchant_id[EV_ID_MAX + 1];
+    int64_t minute_ms, epoch;
+};
+
+struct speed_delta {
+    struct speed_delta_key key;
+    int64_t order_count, revenue_cents;
+    struct speed_delta *next_spare;
+    UT_hash_handle hh;
+};
+
+static int prepare_all(struct speed *s, struct lerr *e)
+{
+    static const struct {
+        size_t off;
+        const char *sql;
+    } sts[] = {
+        {offsetof(struct speed, st_delta),
+         "INSERT INTO deltas(merchant_id, minute_ms, epoch, order_count, revenue_cents)"
+         " VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(merchant_id, minute_ms, epoch) DO UPDATE SET"
+         " order_count = order_count + excluded.order_count,"
+         " revenue_cents = revenue_cents + excluded.revenue_cents"},
+        {offsetof(struct speed, st_offset),
+         "INSERT OR REPLACE INTO offsets(partition, next_offset, max_event_ms, high_watermark,"
+         " updated_ms) VALUES(?1, ?2, ?3, ?4, ?5)"},
+        {offsetof(struct speed, st_boundary),
+         "INSERT OR IGNORE INTO boundaries(epoch, partition, offset) VALUES(?1, ?2, ?3)"},
+        {offsetof(struct speed, st_reject),
+         "INSERT INTO rejects(partition, offset, reason, payload, at_ms)"
+         " VALUES(?1, ?2, ?3, ?4, ?5)"},
+        {offsetof(struct speed, st_late),
+         "INSERT INTO late(partition, offset, merchant_id, order_id, event_ms, minute_ms,"
+         " watermark_ms, late_ms, at_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"},
+        {offsetof(struct speed, st_counter),
+         "INSERT OR REPLACE INTO counters(name, value) VALUES(?1, ?2)"},
+        {offsetof(struct speed, st_meta), "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)"},
+        {offsetof(struct speed, st_del_deltas), "DELETE FROM deltas WHERE epoch < ?1"},
+        {offsetof(struct speed, st_del_bounds), "DELETE FROM boundaries WHERE epoch < ?1"},
+    };
+
+    for (size_t i = 0; i < sizeof(sts) / sizeof(sts[0]); i++)
+        if (db_prepare(s->db, sts[i].sql, (sqlite3_stmt **)((char *)s + sts[i].off), e) != 0)
+            return -1;
+    return 0;
+}
+
+/* Reads an integer meta value; *out keeps its value when absent. */
+static int meta_get(struct speed *s, const char *key, int64_t *out, struct lerr *e)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    if (db_prepare(s->db, "SELECT value FROM meta WHERE key = ?1", &st, e) != 0)
+        return -1;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    rc = db_step_int(st, out, e);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int load_counters(struct speed *s, struct lerr *e)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    if (db_prepare(s->db, "SELECT name, value FROM counters", &st, e) != 0)
+        return -1;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        int64_t v = sqlite3_column_int64(st, 1);
+        struct {
+            const char *name;
+            int64_t *at;
+        } map[] = {{"consumed", &s->n.consumed},         {"applied", &s->n.applied},
+                   {"duplicates", &s->n.duplicates},     {"late", &s->n.late},
+                   {"key_mismatch", &s->n.key_mismatch}, {"checkpoints", &s->n.checkpoints}};
+        for (size_t i = 0; name && i < sizeof(map) / sizeof(map[0]); i++)
+            if (strcmp(name, map[i].name) == 0)
+                *map[i].at = v;
+        for (int r = 1; name && r < EV_REASON_COUNT; r++)
+            if (strncmp(name, "rejects_", 8) == 0 && strcmp(name + 8, ev_reason_name(r)) == 0)
+                s->n.rejects[r] = v;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return lerr_set(e, "cannot read counters of speed.db: %s", sqlite3_errmsg(s->db));
+    return 0;
+}
+
+int speed_open(struct speed *s, const struct cfg *c, struct lerr *e)
+{
+    int held;
+    int64_t v;
+
+    memset(s, 0, sizeof(*s));
+    s->lock_fd = -1;
+    s->cfg = c;
+    s->data_dir = cfg_str(c, "data_dir");
+    s->topic = cfg_str(c, "topic");
+    s->epoch_ms = cfg_ms(c, "epoch_ms");
+    s->checkpoint_ms = cfg_ms(c, "checkpoint_ms");
+    s->checkpoint_max_ms = cfg_ms(c, "checkpoint_max_ms");
+    s->watermark_delay_ms = cfg_ms(c, "watermark_delay");
+    s->idle_timeout_ms = cfg_ms(c, "idle_timeout");
+    s->allowed_lateness_ms = cfg_ms(c, "allowed_lateness");
+    s->kafka_timeout_ms = cfg_ms(c, "kafka_timeout");
+    s->rules.max_future_skew_ms = cfg_ms(c, "max_future_skew");
+    s->watermark_ms = INT64_MIN;
+    if (s->epoch_ms <= 0 || s->checkpoint_ms <= 0)
+        return lerr_set(e, "epoch_ms and checkpoint_ms must be positive");
+    if (db_ensure_dir(s->data_dir, e) != 0)
+        return -1;
+    held = lock_try(s->data_dir, "speed.lock", &s->lock_fd, e);
+    if (held < 0)
+        return -1;
+    if (held == 0)
+        return lerr_set(e,
+                        "another lambda-speed holds '%s/speed.lock': one speed layer per data "
+                        "directory",
+                        s->data_dir);
+    /* The deltas and seen B-trees take random updates every checkpoint: keep their pages
+     * in memory (a fixed bound) rather than re-reading them from the file each time. */
+    if (db_open_rw(s->data_dir, DB_SPEED, &s->db, e) != 0 ||
+        db_exec(s->db, "PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 16384", e) != 0 ||
+        prepare_all(s, e) != 0 || load_counters(s, e) != 0)
+        return -1;
+    v = INT64_MIN;
+    if (meta_get(s, "epoch", &v, e) != 0)
+        return -1;
+    s->epoch = v;
+    if (meta_get(s, "watermark_ms", &s->watermark_ms, e) != 0)
+        return -1;
+    s->dedup = dedup_new(s->db, s->data_dir, (size_t)cfg_int(c, "dedup_cache"), e);
+    if (!s->dedup)
+        return -1;
+    return 0;
+}
+
+void speed_close(struct speed *s)
+{
+    struct speed_delta *d, *tmp;
+
+    if (s->rk) {
+        rd_kafka_assign(s->rk, NULL);
+        if (s->queue)
+            rd_kafka_queue_destroy(s->queue);
+        rd_kafka_destroy_flags(s->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    }
+    dedup_free(s->dedup);
+    sqlite3_stmt *sts[] = {s->st_delta,      s->st_offset,   s->st_boundary, s->st_reject,
+                           s->st_late,       s->st_counter,  s->st_meta,     s->st_del_deltas,
+                           s->st_del_bounds, s->st_published};
+    for (size_t i = 0; i < sizeof(sts) / sizeof(sts[0]); i++)
+        sqlite3_finalize(sts[i]);
+    sqlite3_close(s->db);
+    sqlite3_close(s->batch_db);
+    HASH_ITER(hh, s->deltas, d, tmp)
+    {
+        HASH_DEL(s->deltas, d);
+        free(d);
+    }
+    while (s->spare) {
+        d = s->spare;
+        s->spare = d->next_spare;
+        free(d);
+    }
+    free(s->parts);
+    free(s->rejects);
+    free(s->lates);
+    lock_release(s->lock_fd);
+    memset(s, 0, sizeof(*s));
+    s->lock_fd = -1;
+}
+
+/* Grows an array of n used elements of size sz to hold one more. */
+static void *grow(void *arr, size_t *cap, size_t n, size_t sz)
+{
+    void *p;
+    size_t ncap;
+
+    if (n < *cap)
+        return arr;
+    ncap = *cap ? 2 * *cap : 64;
+    p = realloc(arr, ncap * sz);
+    if (p)
+        *cap = ncap;
+    return p;
+}
+
+static int add_reject(struct speed *s, const rd_kafka_message_t *m, enum ev_reason r,
+                      struct lerr *e)
+{
+    struct speed_reject *rj;
+    void *p = grow(s->rejects, &s->caprejects, s->nrejects, sizeof(*s->rejects));
+
+    if (!p)
+        return lerr_set(e, "out of memory");
+    s->rejects = p;
+    rj = &s->rejects[s->nrejects++];
+    rj->partition = m->partition;
+    rj->offset = m->offset;
+    rj->reason = r;
+    rj->len = m->len < sizeof(rj->payload) ? m->len : sizeof(rj->payload);
+    if (rj->len)
+        memcpy(rj->payload, m->payload, rj->len);
+    s->n.rejects[r]++;
+    return 0;
+}
+
+static int add_late(struct speed *s, const rd_kafka_message_t *m, const struct ev_order *o,
+                    int64_t minute_ms, struct lerr *e)
+{
+    struct speed_late *l;
+    void *p = grow(s->lates, &s->caplates, s->nlates, sizeof(*s->lates));
+
+    if (!p)
+        return lerr_set(e, "out of memory");
+    s->lates = p;
+    l = &s->lates[s->nlates++];
+    l->partition = m->partition;
+    l->offset = m->offset;
+    l->event_ms = o->event_ms;
+    l->minute_ms = minute_ms;
+    l->watermark_ms = s->watermark_ms;
+    memcpy(l->merchant_id, o->merchant_id, sizeof(l->merchant_id));
+    memcpy(l->order_id, o->order_id, sizeof(l->order_id));
+    s->n.late++;
+    return 0;
+}
+
+static int add_delta(struct speed *s, const struct ev_order *o, int64_t minute_ms, struct lerr *e)
+{
+    struct speed_delta_key k;
+    struct speed_delta *d;
+
+    memset(&k, 0, sizeof(k));
+    memcpy(k.merchant_id, o->merchant_id, strlen(o->merchant_id));
+    k.minute_ms = minute_ms;
+    k.epoch = s->epoch;
+    HASH_FIND(hh, s->deltas, &k, sizeof(k), d);
+    if (!d) {
+        if (s->spare) {
+            d = s->spare;
+            s->spare = d->next_spare;
+        } else if (!(d = malloc(sizeof(*d)))) {
+            return lerr_set(e, "out of memory");
+        }
+        d->key = k;
+        d->order_count = 0;
+        d->revenue_cents = 0;
+        HASH_ADD(hh, s->deltas, key, sizeof(d->key), d);
+        s->ndeltas++;
+    }
+    d->order_count++;
+    d->revenue_cents += o->amount_cents;
+    return 0;
+}
+
+/* The stream watermark: the minimum over partitions that applied an event within
+ * idle_timeout of their max event time - watermark_delay. It never decreases. */
+static void update_watermark(struct speed *s, int64_t now_mono)
+{
+    int64_t wm = INT64_MAX;
+    bool any = false;
+
+    for (int p = 0; p < s->nparts; p++) {
+        const struct speed_part *pt = &s->parts[p];
+        if (pt->max_event_ms == INT64_MIN || now_mono - pt->last_event_mono > s->idle_timeout_ms)
+            continue;
+        if (pt->max_event_ms - s->watermark_delay_ms < wm)
+            wm = pt->max_event_ms - s->watermark_delay_ms;
+        any = true;
+    }
+    if (any && wm > s->watermark_ms)
+        s->watermark_ms = wm;
+}
+
+static int apply_message(struct speed *s, const rd_kafka_message_t *m, int64_t now_mono,
+                         struct lerr *e)
+{
+    struct speed_part *pt = &s->parts[m->partition];
+    struct ev_order o;
+    rd_kafka_timestamp_type_t tstype;
+    int64_t ts = rd_kafka_message_timestamp(m, &tstype), minute_ms;
+    enum ev_reason r;
+    int dup;
+
+    s->n.consumed++;
+    pt->next_offset = m->offset + 1;
+    r = ev_parse(&s->rules, m->key, m->key_len, m->payload, m->len,
+                 tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts, &o);
+    if (r != EV_OK)
+        return add_reject(s, m, r, e);
+    if (o.is_key_mismatch)
+        s->n.key_mismatch++;
+    dup = dedup_check(s->dedup, o.merchant_id, o.order_id, m->partition, m->offset, e);
+    if (dup < 0)
+        return -1;
+    if (dup) {
+        s->n.duplicates++;
+        return 0;
+    }
+    minute_ms = tm_floor(o.event_ms, TM_MINUTE_MS);
+    if (add_delta(s, &o, minute_ms, e) != 0 ||
+        dedup_add(s->dedup, o.merchant_id, o.order_id, s->epoch, m->partition, m->offset, e) != 0)
+        return -1;
+    /* Late: its minute was already final. Exactness wins, so it is counted all the same. */
+    if (s->watermark_ms != INT64_MIN &&
+        s->watermark_ms >= minute_ms + TM_MINUTE_MS + s->allowed_lateness_ms &&
+        add_late(s, m, &o, minute_ms, e) != 0)
+        return -1;
+    s->n.applied++;
+    pt->last_event_mono = now_mono;
+    if (o.event_ms > pt->max_event_ms) {
+        pt->max_event_ms = o.event_ms;
+        update_watermark(s, now_mono);
+    }
+    return 0;
+}
+
+static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    struct speed *s = opaque;
+    int64_t now = tm_mono_ms();
+
+    (void)rk;
+    /* librdkafka retries by itself; say so at most once a second. */
+    if (now - s->last_kafka_log_mono < 1000)
+        return;
+    s->last_kafka_log_mono = now;
+    log_warn("speed", "kafka_error err=%s reason=\"%s\" action=retrying",
+             rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+static int run_step(sqlite3_stmt *st, struct lerr *e)
+{
+    return db_step_done(st, e);
+}
+
+static int write_counter(struct speed *s, const char *name, int64_t v, struct lerr *e)
+{
+    sqlite3_bind_text(s->st_counter, 1, name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s->st_counter, 2, v);
+    return run_step(s->st_counter, e);
+}
+
+static int write_meta(struct speed *s, const char *key, int64_t v, struct lerr *e)
+{
+    sqlite3_bind_text(s->st_meta, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s->st_meta, 2, v);
+    return run_step(s->st_meta, e);
+}
+
+static int write_deltas(struct speed *s, struct lerr *e)
+{
+    struct speed_delta *d, *tmp;
+
+    HASH_ITER(hh, s->deltas, d, tmp)
+    {
+        sqlite3_bind_text(s->st_delta, 1, d->key.merchant_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s->st_delta, 2, d->key.minute_ms);
+        sqlite3_bind_int64(s->st_delta, 3, d->key.epoch);
+        sqlite3_bind_int64(s->st_delta, 4, d->order_count);
+        sqlite3_bind_int64(s->st_delta, 5, d->revenue_cents);
+        if (run_step(s->st_delta, e) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int write_rows(struct speed *s, int64_t now_ms, struct lerr *e)
+{
+    for (size_t i = 0; i < s->nrejects; i++) {
+        const struct speed_reject *r = &s->rejects[i];
+        sqlite3_bind_int(s->st_reject, 1, r->partition);
+        sqlite3_bind_int64(s->st_reject, 2, r->offset);
+        sqlite3_bind_text(s->st_reject, 3, ev_reason_name(r->reason), -1, SQLITE_STATIC);
+        sqlite3_bind_blob(s->st_reject, 4, r->payload, (int)r->len, SQLITE_STATIC);
+        sqlite3_bind_int64(s->st_reject, 5, now_ms);
+        if (run_step(s->st_reject, e) != 0)
+            return -1;
+    }
+    for (size_t i = 0; i < s->nlates; i++) {
+        const struct speed_late *l = &s->lates[i];
+        sqlite3_bind_int(s->st_late, 1, l->partition);
+        sqlite3_bind_int64(s->st_late, 2, l->offset);
+        sqlite3_bind_text(s->st_late, 3, l->merchant_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s->st_late, 4, l->order_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s->st_late, 5, l->event_ms);
+        sqlite3_bind_int64(s->st_late, 6, l->minute_ms);
+        sqlite3_bind_int64(s->st_late, 7, l->watermark_ms);
+        sqlite3_bind_int64(s->st_late, 8, l->watermark_ms - (l->minute_ms + TM_MINUTE_MS));
+        sqlite3_bind_int64(s->st_late, 9, now_ms);
+        if (run_step(s->st_late, e) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int write_positions(struct speed *s, int64_t now_ms, struct lerr *e)
+{
+    for (int p = 0; p < s->nparts; p++) {
+        struct speed_part *pt = &s->parts[p];
+        int64_t low, high;
+        if (s->rk &&
+            rd_kafka_get_watermark_offsets(s->rk, s->topic, p, &low, &high) ==
+                RD_KAFKA_RESP_ERR_NO_ERROR &&
+            high >= 0)
+            pt->high_watermark = high;
+        sqlite3_bind_int(s->st_offset, 1, p);
+        sqlite3_bind_int64(s->st_offset, 2, pt->next_offset);
+        if (pt->max_event_ms == INT64_MIN)
+            sqlite3_bind_null(s->st_offset, 3);
+        else
+            sqlite3_bind_int64(s->st_offset, 3, pt->max_event_ms);
+        if (pt->high_watermark < 0)
+            sqlite3_bind_null(s->st_offset, 4);
+        else
+            sqlite3_bind_int64(s->st_offset, 4, pt->high_watermark);
+        sqlite3_bind_int64(s->st_offset, 5, now_ms);
+        if (run_step(s->st_offset, e) != 0)
+            return -1;
+    }
+    if (!s->need_boundary)
+        return 0;
+    for (int p = 0; p < s->nparts; p++) {
+        sqlite3_bind_int64(s->st_boundary, 1, s->epoch);
+        sqlite3_bind_int(s->st_boundary, 2, p);
+        sqlite3_bind_int64(s->st_boundary, 3, s->parts[p].interval_offset);
+        if (run_step(s->st_boundary, e) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int write_counters(struct speed *s, struct lerr *e)
+{
+    char name[64];
+    const struct {
+        const char *name;
+        int64_t v;
+    } list[] = {{"consumed", s->n.consumed},          {"applied", s->n.applied},
+                {"duplicates", s->n.duplicates},      {"late", s->n.late},
+                {"key_mismatch", s->n.key_mismatch},  {"checkpoints", s->n.checkpoints + 1},
+                {"checkpoint_us", s->n.checkpoint_us}};
+
+    for (size_t i = 0; i < sizeof(list) / sizeof(list[0]); i++)
+        if (write_counter(s, list[i].name, list[i].v, e) != 0)
+            return -1;
+    for (int r = 1; r < EV_REASON_COUNT; r++) {
+        snprintf(name, sizeof(name), "rejects_%s", ev_reason_name(r));
+        if (write_counter(s, name, s->n.rejects[r], e) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int write_meta_all(struct speed *s, int64_t now_ms, struct lerr *e)
+{
+    if (write_meta(s, "checkpoint_ms", now_ms, e) != 0 || write_meta(s, "epoch", s->epoch, e) ||
+        write_meta(s, "epoch_ms", s->epoch_ms, e) != 0 ||
+        write_meta(s, "allowed_lateness_ms", s->allowed_lateness_ms, e) != 0)
+        return -1;
+    if (s->watermark_ms == INT64_MIN)
+        return 0;
+    return write_meta(s, "watermark_ms", s->watermark_ms, e);
+}
+
+/* Drops state the newest published batch version covers (epoch < its cut_epoch). */
+static int write_expiry(struct speed *s, struct lerr *e)
+{
+    if (s->expire_to <= s->expired_cut)
+        return 0;
+    sqlite3_bind_int64(s->st_del_deltas, 1, s->expire_to);
+    sqlite3_bind_int64(s->st_del_bounds, 1, s->expire_to);
+    if (run_step(s->st_del_deltas, e) != 0 || run_step(s->st_del_bounds, e) != 0 ||
+        dedup_expire(s->dedup, s->expire_to, e) != 0)
+        return -1;
+    log_info("speed", "expired cut_epoch=%" PRId64 " deleted_deltas=%d", s->expire_to,
+             sqlite3_changes(s->db));
+    s->expired_cut = s->expire_to;
+    return 0;
+}
+
+/* The next interval belongs to the epoch current now (never an earlier one); the first
+ * interval of an epoch records its boundary: every partition's position now. */
+static void begin_interval(struct speed *s, int64_t now_ms)
+{
+    int64_t e = now_ms / s->epoch_ms;
+
+    s->need_boundary = false;
+    if (e <= s->epoch)
+        return;
+    s->epoch = e;
+    s->need_boundary = true;
+    for (int p = 0; p < s->nparts; p++)
+        s->parts[p].interval_offset = s->parts[p].next_offset;
+}
+
+static void reset_interval_state(struct speed *s)
+{
+    struct speed_delta *d, *tmp;
+
+    HASH_ITER(hh, s->deltas, d, tmp)
+    {
+        HASH_DEL(s->deltas, d);
+        d->next_spare = s->spare;
+        s->spare = d;
+    }
+    s->ndeltas = 0;
+    s->nrejects = 0;
+    s->nlates = 0;
+}
+
+int speed_checkpoint(struct speed *s, struct lerr *e)
+{
+    int64_t t0 = tm_mono_ms(), now_ms = tm_now_ms();
+    struct timespec a, b;
+    size_t ndeltas = s->ndeltas;
+
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    if (db_exec(s->db, "BEGIN IMMEDIATE", e) != 0)
+        return -1;
+    if (write_deltas(s, e) != 0 || dedup_flush(s->dedup, e) != 0 || write_rows(s, now_ms, e) ||
+        write_positions(s, now_ms, e) != 0 || write_expiry(s, e) != 0 ||
+        write_counters(s, e) != 0 || write_meta_all(s, now_ms, e) != 0 ||
+        db_exec(s->db, "COMMIT", e) != 0) {
+        db_exec(s->db, "ROLLBACK", NULL);
+        return -1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    s->n.checkpoints++;
+    s->n.checkpoint_us = (b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000;
+    log_debug("speed",
+              "checkpoint_committed epoch=%" PRId64 " deltas=%zu consumed=%" PRId64 " us=%" PRId64,
+              s->epoch, ndeltas, s->n.consumed, s->n.checkpoint_us);
+    if (s->need_boundary)
+        log_info("speed", "epoch_started epoch=%" PRId64, s->epoch);
+    reset_interval_state(s);
+    begin_interval(s, now_ms);
+    s->next_checkpoint_mono = t0 + s->checkpoint_ms;
+    s->interval_mono = t0;
+    return 0;
+}
+
+/* Asks batch.db (read-only, once it exists) for the newest published cut. */
+static void poll_published_cut(struct speed *s)
+{
+    char path[PATH_MAX];
+    struct lerr ignored;
+    int64_t cut = INT64_MIN;
+
+    if (!s->batch_db) {
+        db_path(s->data_dir, DB_BATCH, path, sizeof(path));
+        if (access(path, F_OK) != 0 || db_open_ro(s->data_dir, DB_BATCH, &s->batch_db, &ignored))
+            return;
+        if (db_prepare(s->batch_db,
+                       "SELECT cut_epoch FROM versions WHERE state = 'published'"
+                       " ORDER BY id DESC LIMIT 1",
+                       &s->st_published, &ignored) != 0)
+            goto fail;
+    }
+    if (db_step_int(s->st_published, &cut, &ignored) != 0)
+        goto fail;
+    if (cut > s->expire_to)
+        s->expire_to = cut;
+    return;
+fail:
+    sqlite3_finalize(s->st_published);
+    sqlite3_close(s->batch_db);
+    s->st_published = NULL;
+    s->batch_db = NULL;
+}
+
+static void log_summary(struct speed *s, int64_t now_mono)
+{
+    int64_t lag = 0;
+    struct dedup_stats ds;
+
+    for (int p = 0; p < s->nparts; p++)
+        if (s->parts[p].high_watermark > s->parts[p].next_offset)
+            lag += s->parts[p].high_watermark - s->parts[p].next_offset;
+    dedup_get_stats(s->dedup, &ds);
+    log_info("speed",
+             "checkpoint_summary epoch=%" PRId64 " checkpoints=%" PRId64 " consumed=%" PRId64
+             " consumed_since=%" PRId64 " applied=%" PRId64 " duplicates=%" PRId64 " late=%" PRId64
+             " lag=%" PRId64 " watermark_ms=%" PRId64 " checkpoint_us=%" PRId64
+             " dedup_cached=%zu dedup_complete=%d",
+             s->epoch, s->n.checkpoints, s->n.consumed, s->n.consumed - s->summary_consumed,
+             s->n.applied, s->n.duplicates, s->n.late, lag, s->watermark_ms, s->n.checkpoint_us,
+             ds.cache_ids, ds.is_complete);
+    s->summary_consumed = s->n.consumed;
+    s->next_summary_mono = now_mono + SUMMARY_MS;
+}
+
+/* Applies one batch of messages from the queue; waits at most wait_ms for the first.
+ * Returns how many messages it took, or -1. */
+static ssize_t consume_some(struct speed *s, rd_kafka_message_t **msgs, int wait_ms, struct lerr *e)
+{
+    ssize_t n = rd_kafka_consume_batch_queue(s->queue, wait_ms, msgs, BATCH_MAX);
+    int64_t now_mono = tm_mono_ms();
+    int rc = 0;
+
+    for (ssize_t i = 0; i < n; i++) {
+        rd_kafka_message_t *m = msgs[i];
+        if (rc == 0 && m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                on_kafka_error(s->rk, m->err, rd_kafka_message_errstr(m), s);
+        } else if (rc == 0 && m->partition >= 0 && m->partition < s->nparts) {
+            rc = apply_message(s, m, now_mono, e);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    update_watermark(s, now_mono);
+    return rc == 0 ? (n < 0 ? 0 : n) : -1;
+}
+
+int speed_run(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e)
+{
+    rd_kafka_message_t **msgs = malloc(BATCH_MAX * sizeof(*msgs));
+    bool is_behind = false;
+    int rc = -1;
+
+    if (!msgs)
+        return lerr_set(e, "out of memory");
+    s->interval_mono = tm_mono_ms();
+    s->next_checkpoint_mono = s->interval_mono + s->checkpoint_ms;
+    s->next_summary_mono = tm_mono_ms() + SUMMARY_MS;
+    while (!*stop) {
+        int64_t now = tm_mono_ms(), wait = s->next_checkpoint_mono - now;
+        if (wait > 100)
+            wait = 100; /* the stop flag is looked at this often */
+        ssize_t n = consume_some(s, msgs, wait > 0 ? (int)wait : 0, e);
+        if (n < 0)
+            goto out;
+        /* While catching up (a full batch), a checkpoint may wait up to checkpoint_max_ms:
+         * each commit rewrites the pages it touches, so fewer, larger ones catch up faster.
+         * With no backlog it is every checkpoint_ms, for freshness. */
+        is_behind = n == BATCH_MAX;
+        now = tm_mono_ms();
+        if (now >= s->next_expiry_mono) {
+            poll_published_cut(s);
+            s->next_expiry_mono = now + EXPIRY_POLL_MS;
+        }
+        if (now >= s->next_checkpoint_mono &&
+            (!is_behind || now >= s->interval_mono + s->checkpoint_max_ms) &&
+            speed_checkpoint(s, e) != 0)
+            goto out;
+        if (now >= s->next_summary_mono)
+            log_summary(s, now);
+    }
+    if (speed_checkpoint(s, e) != 0)
+        goto out;
+    log_summary(s, tm_mono_ms());
+    rc = 0;
+out:
+    free(msgs);
+    return rc;
+}
+
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
+
+    nanosleep(&ts, NULL);
+}
+
+/* Creates the consumer: explicit assignment, positions never committed to Kafka. */
+static int make_consumer(struct speed *s, struct lerr *e)
+{
+    char errstr[512];
+    rd_kafka_conf_t *conf = kafka_conf_new(s->cfg, e);
+
+    if (!conf)
+        return -1;
+    if (kafka_conf_set(conf, "group.id", cfg_str(s->cfg, "group"), e) != 0 ||
+        kafka_conf_set(conf, "enable.auto.commit", "false", e) != 0 ||
+        kafka_conf_set(conf, "enable.auto.offset.store", "false", e) != 0 ||
+        kafka_conf_set(conf, "auto.offset.reset", "earliest", e) != 0) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    rd_kafka_conf_set_opaque(conf, s);
+    rd_kafka_conf_set_error_cb(conf, on_kafka_error);
+    s->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!s->rk) {
+        rd_kafka_conf_destroy(conf);
+        return lerr_set(e, "cannot create a Kafka consumer: %s", errstr);
+    }
+    rd_kafka_poll_set_consumer(s->rk);
+    s->queue = rd_kafka_queue_get_consumer(s->rk);
+    return 0;
+}
+
+/* Positions and watermark state of each partition as committed in speed.db. */
+static int load_offsets(struct speed *s, struct lerr *e)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    int64_t now_mono = tm_mono_ms();
+
+    for (int p = 0; p < s->nparts; p++) {
+        s->parts[p].next_offset = -1;
+        s->parts[p].max_event_ms = INT64_MIN;
+        s->parts[p].high_watermark = -1;
+    }
+    if (db_prepare(s->db, "SELECT partition, next_offset, max_event_ms FROM offsets", &st, e))
+        return -1;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int p = sqlite3_column_int(st, 0);
+        if (p < 0 || p >= s->nparts)
+            continue;
+        s->parts[p].next_offset = sqlite3_column_int64(st, 1);
+        if (sqlite3_column_type(st, 2) != SQLITE_NULL) {
+            s->parts[p].max_event_ms = sqlite3_column_int64(st, 2);
+            s->parts[p].last_event_mono = now_mono;
+        }
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return lerr_set(e, "cannot read offsets of speed.db: %s", sqlite3_errmsg(s->db));
+    return 0;
+}
+
+static int assign_all(struct speed *s, struct lerr *e)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(s->nparts);
+    rd_kafka_resp_err_t err;
+
+    for (int p = 0; p < s->nparts; p++)
+        rd_kafka_topic_partition_list_add(l, s->topic, p)->offset = s->parts[p].next_offset;
+    err = rd_kafka_assign(s->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (err)
+        return lerr_set(e, "cannot assign partitions of '%s': %s", s->topic, rd_kafka_err2str(err));
+    return 0;
+}
+
+int speed_connect(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e)
+{
+    struct lerr ke;
+    int rc;
+
+    if (make_consumer(s, e) != 0)
+        return -1;
+    while (kafka_partition_count(s->rk, s->topic, (int)s->kafka_timeout_ms, &s->nparts, &ke)) {
+        log_warn("speed", "kafka_unreachable err=\"%s\" action=retrying", ke.msg);
+        for (int i = 0; i < 10 && !*stop; i++)
+            sleep_ms(100);
+        if (*stop)
+            return 1;
+    }
+    s->parts = calloc((size_t)s->nparts, sizeof(*s->parts));
+    if (!s->parts)
+        return lerr_set(e, "out of memory");
+    if (load_offsets(s, e) != 0)
+        return -1;
+    rc = speed_start_positions(s, stop, e);
+    if (rc != 0)
+        return rc;
+    return assign_all(s, e);
+}

@@ -1,0 +1,306 @@
+/* start.c - where each partition starts, and the first epoch (DESIGN.md section 3,
+ * "Speed start").
+ *
+ * A partition starts at its committed position in speed.db; without one, at the newest batch
+ * cut (pending or published); without that, at `start`: earliest, latest or the first
+ * offset whose message timestamp is at or after an RFC 3339 time. Then any partition behind
+ * the newest cut moves forward to it: what lies before the cut is the master dataset's. */
+#include "speed.h"
+
+#include <inttypes.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "kafka.h"
+#include "log.h"
+#include "tm.h"
+
+/* librdkafka 2.0.2's mock cluster never answers a timestamp look-up; wait this long. */
+#define OFFSETS_FOR_TIMES_MS 1500
+
+struct cut {
+    int64_t id, epoch; /* id 0: no cut */
+    int64_t *offsets;  /* per partition; -1 where the cut names none */
+    const char **from; /* per partition: where its position came from (for the log) */
+};
+
+/* The newest cut of batch.db in any state; none when the file or its tables are missing. */
+static int read_newest_cut(struct speed *s, struct cut *c, struct lerr *e)
+{
+    char path[PATH_MAX];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    struct lerr ignored;
+    int rc = -1;
+
+    c->id = 0;
+    c->epoch = INT64_MIN;
+    for (int p = 0; p < s->nparts; p++)
+        c->offsets[p] = -1;
+    db_path(s->data_dir, DB_BATCH, path, sizeof(path));
+    if (access(path, F_OK) != 0)
+        return 0;
+    if (db_open_ro(s->data_dir, DB_BATCH, &db, e) != 0)
+        return -1;
+    if (db_prepare(
+            db,
+            "SELECT id, cut_epoch FROM versions WHERE state <> 'failed' ORDER BY id DESC LIMIT 1",
+            &st, &ignored) != 0) {
+        rc = 0; /* a batch.db without its schema yet holds no cut */
+        goto out;
+    }
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        c->id = sqlite3_column_int64(st, 0);
+        c->epoch = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    if (c->id == 0) {
+        rc = 0;
+        goto out;
+    }
+    if (db_prepare(db, "SELECT partition, offset FROM cut_offsets WHERE version = ?1", &st, e))
+        goto out;
+    sqlite3_bind_int64(st, 1, c->id);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int p = sqlite3_column_int(st, 0);
+        if (p >= 0 && p < s->nparts)
+            c->offsets[p] = sqlite3_column_int64(st, 1);
+    }
+    rc = 0;
+out:
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc;
+}
+
+static void nap(int64_t ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
+
+    nanosleep(&ts, NULL);
+}
+
+/* The low and high watermarks of p, retrying while the broker is away. 1 when stopped. */
+static int watermarks(struct speed *s, int p, volatile sig_atomic_t *stop, int64_t *low,
+                      int64_t *high)
+{
+    struct lerr ke;
+
+    while (kafka_watermarks(s->rk, s->topic, p, (int)s->kafka_timeout_ms, low, high, &ke)) {
+        log_warn("speed", "kafka_unreachable err=\"%s\" action=retrying", ke.msg);
+        for (int i = 0; i < 10 && !*stop; i++)
+            nap(100);
+        if (*stop)
+            return 1;
+    }
+    return 0;
+}
+
+/* Reads the first message at or after offset of p: its offset and timestamp. */
+static int read_one(rd_kafka_t *rk, const char *topic, int p, int64_t offset, int64_t timeout_ms,
+                    int64_t *got, int64_t *ts, struct lerr *e)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    int64_t end = tm_mono_ms() + timeout_ms;
+    int rc = -1;
+
+    rd_kafka_topic_partition_list_add(l, topic, p)->offset = offset;
+    rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    while (rc != 0 && tm_mono_ms() < end) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (!m)
+            continue;
+        if (!m->err && m->partition == p && m->offset >= offset) {
+            *got = m->offset;
+            *ts = rd_kafka_message_timestamp(m, NULL);
+            rc = 0;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_assign(rk, NULL);
+    if (rc != 0)
+        return lerr_set(e, "cannot read partition %d offset %" PRId64 " within %" PRId64 " ms", p,
+                        offset, timeout_ms);
+    return 0;
+}
+
+/* The first offset in [low, high) whose message timestamp is >= t_ms, or high: a binary
+ * search over single messages, right wherever timestamps grow with offsets (as Kafka's own
+ * time index assumes). */
+static int search_time(struct speed *s, rd_kafka_t *rk, int p, int64_t low, int64_t high,
+                       int64_t t_ms, int64_t *out, struct lerr *e)
+{
+    int64_t lo = low, hi = high;
+
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2, got = mid, ts = 0;
+        if (read_one(rk, s->topic, p, mid, s->kafka_timeout_ms, &got, &ts, e) != 0)
+            return -1;
+        if (ts >= t_ms)
+            hi = mid;
+        else
+            lo = got + 1;
+    }
+    *out = lo;
+    return 0;
+}
+
+static rd_kafka_t *search_consumer(struct speed *s, struct lerr *e)
+{
+    char errstr[512];
+    rd_kafka_conf_t *conf = kafka_conf_new(s->cfg, e);
+    rd_kafka_t *rk;
+
+    if (!conf)
+        return NULL;
+    if (kafka_conf_set(conf, "group.id", cfg_str(s->cfg, "group"), e) != 0 ||
+        kafka_conf_set(conf, "enable.auto.commit", "false", e) != 0) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        lerr_set(e, "cannot create a Kafka consumer: %s", errstr);
+        return NULL;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    return rk;
+}
+
+/* Positions for a time start: Kafka's timestamp look-up first; where it gives no answer,
+ * the binary search. */
+static int time_positions(struct speed *s, int64_t t_ms, volatile sig_atomic_t *stop,
+                          struct lerr *e)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(s->nparts);
+    rd_kafka_t *rk = NULL;
+    int rc = -1;
+
+    for (int p = 0; p < s->nparts; p++)
+        if (s->parts[p].next_offset < 0)
+            rd_kafka_topic_partition_list_add(l, s->topic, p)->offset = t_ms;
+    if (rd_kafka_offsets_for_times(s->rk, l, OFFSETS_FOR_TIMES_MS) != 0)
+        for (int i = 0; i < l->cnt; i++)
+            l->elems[i].offset = -1;
+    for (int i = 0; i < l->cnt; i++) {
+        struct speed_part *pt = &s->parts[l->elems[i].partition];
+        int64_t low, high;
+        if (!l->elems[i].err && l->elems[i].offset >= 0) {
+            pt->next_offset = l->elems[i].offset;
+            log_info("speed", "start_time_offset partition=%d offset=%" PRId64 " via=lookup",
+                     l->elems[i].partition, pt->next_offset);
+            continue;
+        }
+        if ((rc = watermarks(s, l->elems[i].partition, stop, &low, &high)) != 0)
+            goto out;
+        rc = -1;
+        if (!rk && !(rk = search_consumer(s, e)))
+            goto out;
+        if (search_time(s, rk, l->elems[i].partition, low, high, t_ms, &pt->next_offset, e))
+            goto out;
+        log_info("speed", "start_time_offset partition=%d offset=%" PRId64 " via=search",
+                 l->elems[i].partition, pt->next_offset);
+    }
+    rc = 0;
+out:
+    rd_kafka_topic_partition_list_destroy(l);
+    if (rk) {
+        rd_kafka_consumer_close(rk);
+        rd_kafka_destroy(rk);
+    }
+    return rc;
+}
+
+static int configured_positions(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e)
+{
+    const char *start = cfg_str(s->cfg, "start");
+    int64_t t_ms, low, high;
+    bool is_latest = strcmp(start, "latest") == 0;
+
+    if (strcmp(start, "earliest") != 0 && !is_latest) {
+        if (tm_parse_rfc3339(start, strlen(start), &t_ms) != 0)
+            return lerr_set(e, "bad start '%s': want earliest, latest or an RFC 3339 time", start);
+        return time_positions(s, t_ms, stop, e);
+    }
+    for (int p = 0; p < s->nparts; p++) {
+        int rc;
+        if (s->parts[p].next_offset >= 0)
+            continue;
+        if ((rc = watermarks(s, p, stop, &low, &high)) != 0)
+            return rc;
+        s->parts[p].next_offset = is_latest ? high : low;
+    }
+    return 0;
+}
+
+/* True when speed.db already holds the boundary of epoch (a restart inside it). */
+static int has_boundary(struct speed *s, int64_t epoch, bool *out, struct lerr *e)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t n = 0;
+    int rc;
+
+    if (db_prepare(s->db, "SELECT count(*) FROM boundaries WHERE epoch = ?1", &st, e) != 0)
+        return -1;
+    sqlite3_bind_int64(st, 1, epoch);
+    rc = db_step_int(st, &n, e);
+    sqlite3_finalize(st);
+    *out = n > 0;
+    return rc;
+}
+
+int speed_start_positions(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e)
+{
+    struct cut c = {0, 0, calloc((size_t)s->nparts, sizeof(int64_t)),
+                    calloc((size_t)s->nparts, sizeof(char *))};
+    int64_t now_epoch = tm_now_ms() / s->epoch_ms;
+    bool has = false;
+    int rc = -1;
+
+    if (!c.offsets || !c.from) {
+        free(c.offsets);
+        free(c.from);
+        return lerr_set(e, "out of memory");
+    }
+    if (read_newest_cut(s, &c, e) != 0)
+        goto out;
+    for (int p = 0; p < s->nparts; p++) {
+        c.from[p] = s->parts[p].next_offset >= 0 ? "speed_db" : c.offsets[p] >= 0 ? "cut" : "start";
+        if (s->parts[p].next_offset < 0 && c.offsets[p] >= 0)
+            s->parts[p].next_offset = c.offsets[p];
+    }
+    if ((rc = configured_positions(s, stop, e)) != 0)
+        goto out;
+    rc = -1;
+    for (int p = 0; p < s->nparts; p++) {
+        if (c.offsets[p] > s->parts[p].next_offset) {
+            log_info("speed",
+                     "moved_to_cut partition=%d from=%" PRId64 " to=%" PRId64 " version=%" PRId64,
+                     p, s->parts[p].next_offset, c.offsets[p], c.id);
+            s->parts[p].next_offset = c.offsets[p];
+        }
+        s->parts[p].interval_offset = s->parts[p].next_offset;
+        log_info("speed", "start_position partition=%d offset=%" PRId64 " from=%s", p,
+                 s->parts[p].next_offset, c.from[p]);
+    }
+    /* Epochs never go backwards: not behind the last one committed, nor behind the cut. */
+    if (c.id && c.epoch > s->epoch)
+        s->epoch = c.epoch;
+    if (now_epoch > s->epoch)
+        s->epoch = now_epoch;
+    if (has_boundary(s, s->epoch, &has, e) != 0)
+        goto out;
+    s->need_boundary = !has;
+    rc = 0;
+out:
+    free(c.offsets);
+    free(c.from);
+    return rc;
+}
