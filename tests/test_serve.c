@@ -32,7 +32,8 @@ Test(serve_api, error_answers_are_json_with_printable_messages)
     serve_api_error(&r, 400, "bad merchant_id '%s'", "a\"b\x01\xff");
     cr_expect_eq(r.status, 400);
     cr_expect_str_eq(r.content_type, "application/json");
-    cr_expect_str_eq(r.body, "{\"error\":\"bad merchant_id 'a\\\"b?" "?'\"}");
+    cr_expect_str_eq(r.body, "{\"error\":\"bad merchant_id 'a\\\"b?"
+                             "?'\"}");
     cr_expect_eq(r.len, strlen(r.body));
     free(r.owned);
 }
