@@ -17,7 +17,7 @@ static const struct cfg_key keys[] = {
      "a minute is final once the watermark passes its end + this"},
     {"max_connections", CFG_INT, "512", "at most this many client connections at once"},
     {"connection_timeout", CFG_MS, "30s", "an idle connection is closed after this"},
-    {"connection_memory", CFG_INT, "32768",
+    {"connection_memory", CFG_INT, "131072",
      "per-connection buffer limit in bytes (bounds the request head)"},
     {NULL, 0, NULL, NULL},
 };

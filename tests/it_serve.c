@@ -635,9 +635,9 @@ Test(serve, bad_requests_get_json_errors, .timeout = 60)
      * libmicrohttpd answers on its own, before any handler runs). */
     big = malloc(1100000);
     strcpy(big, "/query/m-1?pad=");
-    memset(big + 15, 'a', 20000);
-    big[15 + 20000] = '\0';
-    expect_error(&s, big, 414, "request target of 20015 bytes");
+    memset(big + 15, 'a', 80000);
+    big[15 + 80000] = '\0';
+    expect_error(&s, big, 414, "at most 73728");
     int n = snprintf(big, 100, "http://127.0.0.1:%d/query/m-1?pad=", s.port);
     memset(big + n, 'a', 1000000);
     big[n + 1000000] = '\0';
