@@ -194,15 +194,17 @@ static int load_positions(struct ingest *in, const struct batch_cut *cut, struct
         sqlite3_bind_int(in->get_offset, 1, p->partition);
         if (db_step_int(in->get_offset, &p->next, e) != 0)
             return -1;
-        /* Master already holding offsets past the cut would count them in this version
-         * and again in the speed layer's epochs from cut_epoch on. */
-        if (p->next > p->cut)
-            return lerr_set(e,
-                            "partition %d: master already holds offsets up to %" PRId64
-                            ", past the cut %" PRId64 " of version %" PRId64
-                            " (delete that pending version from batch.db to pick a new cut)",
-                            p->partition, p->next, p->cut, cut->version);
-        if (p->next == p->cut) {
+        if (p->next >= p->cut) {
+            /* A cut behind what master holds would double-count: never publish it. The
+             * version is marked failed, so the next run picks a new cut. */
+            if (p->next > p->cut) {
+                sqlite3_exec(b->bdb, "UPDATE versions SET state='failed' WHERE state='pending'",
+                             NULL, NULL, NULL);
+                return lerr_set(e,
+                                "cut is behind the master dataset: partition %d holds offsets "
+                                "up to %" PRId64 " but the cut is %" PRId64,
+                                p->partition, p->next, p->cut);
+            }
             p->is_done = true;
             continue;
         }

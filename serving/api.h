@@ -18,8 +18,9 @@
 #define SERVE_IDS_MAX    1000
 #define SERVE_POINTS_MAX 10000
 #define SERVE_TOP_MAX    1000
-/* The longest request target (path and query) answered: 1000 ids of 64 bytes fit. */
-#define SERVE_URL_MAX (64 * 1024)
+/* The longest request target (path and query) answered: 1000 ids of 64 bytes fit. Longer
+ * ones get 414; past the connection's memory limit libmicrohttpd itself answers 414. */
+#define SERVE_URL_MAX (72 * 1024)
 
 /* What every handler shares; read-only once the server runs. */
 struct serve_ctx {

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Regenerates serving/dashboard.c from serving/dashboard.html (the page's source): run it after
 # editing the HTML and commit both. The build never runs it, so it needs nothing but sed.
+# Every '?' becomes "\?" so that no "??x" in the page can be read as a C trigraph.
 set -eu
 cd "$(dirname "$0")"
 {
@@ -10,7 +11,7 @@ cd "$(dirname "$0")"
     echo
     echo '/* clang-format off */'
     echo 'const char serve_dashboard_html[] ='
-    sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/    "/' -e 's/$/\\n"/' dashboard.html
+    sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/?/\\?/g' -e 's/^/    "/' -e 's/$/\\n"/' dashboard.html
     echo '    ;'
     echo '/* clang-format on */'
     echo

@@ -15,7 +15,7 @@ static const struct cfg_key keys[] = {
     {"threads", CFG_INT, "2", "worker threads"},
     {"allowed_lateness", CFG_MS, "10m",
      "a minute is final once the watermark passes its end + this"},
-    {"max_connections", CFG_INT, "512", "connections served at once; more wait in the backlog"},
+    {"max_connections", CFG_INT, "512", "at most this many client connections at once"},
     {"connection_timeout", CFG_MS, "30s", "an idle connection is closed after this"},
     {"connection_memory", CFG_INT, "131072",
      "per-connection buffer limit in bytes (bounds the request head)"},

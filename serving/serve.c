@@ -60,13 +60,16 @@ static const char *get_arg(void *req, const char *name)
     return MHD_lookup_connection_value(req, MHD_GET_ARGUMENT_KIND, name);
 }
 
-/* Runs before the request line is parsed into path and arguments; what it returns becomes the
- * request's *req_cls. It carries the length of the whole target (path and query), which the
- * handler checks against SERVE_URL_MAX: an integer in a pointer, never dereferenced. */
+/* Per-request state lives in *req_cls as an integer, never dereferenced: the length of the
+ * whole request target + 1, shifted left once, with bit 0 set once the handler has been
+ * called. on_uri() runs before the target is split into path and arguments, so it is the one
+ * place that sees the query string's length. */
+#define REQ_SEEN 1u
+
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     (void)cls, (void)conn;
-    return (void *)(uintptr_t)(strlen(uri) + 1);
+    return (void *)(((uintptr_t)strlen(uri) + 1) << 1);
 }
 
 static enum MHD_Result respond(struct MHD_Connection *conn, const struct serve_reply *rep)
@@ -97,19 +100,34 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     struct serve *s = cls;
     int64_t start_us = mono_us();
-    size_t target_len = (size_t)(uintptr_t)*req_cls;
-    enum serve_route r = serve_api_route(url);
+    uintptr_t state = (uintptr_t)*req_cls;
+    size_t target_len = (size_t)(state >> 1);
+    bool is_get = !strcmp(method, MHD_HTTP_METHOD_GET) || !strcmp(method, MHD_HTTP_METHOD_HEAD);
+    enum serve_route r;
     struct serve_reply rep = {0};
     struct serve_store *st;
     enum MHD_Result ret;
 
-    (void)version, (void)upload_data, (void)upload_size;
+    (void)version, (void)upload_data;
+    /* libmicrohttpd closes the connection after an answer queued on the first call (it has
+     * not read the body yet), so a GET is answered on the second call and keeps its
+     * connection alive; a body sent with a GET is read and ignored. Other methods are refused
+     * at once: their connection closes, their body is never read. */
+    if (is_get && !(state & REQ_SEEN)) {
+        *req_cls = (void *)(state | REQ_SEEN);
+        return MHD_YES;
+    }
+    if (is_get && *upload_size != 0) {
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    r = serve_api_route(url);
     if (target_len > SERVE_URL_MAX + 1) {
         serve_api_error(&rep, 414, "request target of %zu bytes: at most %d", target_len - 1,
                         SERVE_URL_MAX);
     } else if (r == SERVE_R_OTHER) {
         serve_api_handle(&s->ctx, NULL, r, url, get_arg, conn, &rep);
-    } else if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD)) {
+    } else if (!is_get) {
         serve_api_error(&rep, 405, "method %.20s not allowed on '%.200s': use GET", method, url);
         rep.allow = "GET, HEAD";
     } else if (!(st = thread_store(s))) {

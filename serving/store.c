@@ -1,14 +1,18 @@
 #include "store.h"
 
+#include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
 
 #include "db.h"
+#include "ev.h"
 #include "log.h"
 #include "tm.h"
 
@@ -79,6 +83,12 @@ static const char *const master_sql[] = {
 
 #define CONN_MAX_STMTS 12
 
+/* The wal-index header at the start of a WAL database's -shm file (sqlite.org/walformat.html,
+ * section 2.1): two copies of 48 bytes, the second written first, holding a counter bumped by
+ * every commit, the last valid frame and the WAL salts. While it reads the same, no
+ * transaction has committed since, so what was read from the file is still what it holds. */
+#define SHM_HDR_LEN 48
+
 /* One read-only connection with its statements; db is NULL while the file is absent. */
 struct conn {
     enum db_file file;
@@ -86,15 +96,35 @@ struct conn {
     sqlite3 *db;
     sqlite3_stmt *st[CONN_MAX_STMTS];
     bool in_txn;
+    const unsigned char *shm; /* the -shm header mapped read-only, or NULL */
+};
+
+/* Merchants' all-time totals from one snapshot, reused while neither file changes: the
+ * answer a dashboard or a hot key asks for again and again costs no SQL and no system call
+ * (a read transaction costs several: the WAL read lock is an fcntl). */
+#define CACHE_SLOTS 1024
+
+struct cache_entry {
+    char merchant_id[65]; /* "" when the slot is free */
+    struct serve_sums batch, speed;
 };
 
 struct serve_store {
     const char *data_dir; /* borrowed */
     struct conn speed, batch, master;
+    /* The headers read just before the current snapshot opened (begin), and those of the
+     * snapshot the cache holds; a snapshot is never older than the headers read before it. */
+    unsigned char begin_hdr[2][SHM_HDR_LEN], cache_hdr[2][SHM_HDR_LEN];
+    bool begin_hdr_ok, cache_ok;
+    struct serve_view cache_view;
+    struct cache_entry cache[CACHE_SLOTS];
 };
 
 static void conn_close(struct conn *c)
 {
+    if (c->shm)
+        munmap((void *)c->shm, SHM_HDR_LEN * 2);
+    c->shm = NULL;
     for (int i = 0; i < CONN_MAX_STMTS; i++) {
         sqlite3_finalize(c->st[i]);
         c->st[i] = NULL;
@@ -102,6 +132,42 @@ static void conn_close(struct conn *c)
     sqlite3_close(c->db);
     c->db = NULL;
     c->in_txn = false;
+}
+
+/* Maps the -shm header of an open WAL database; without it, answers are never cached. */
+static void map_shm(struct conn *c, const char *db_path_name)
+{
+    char path[PATH_MAX + 8];
+    void *map;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s-shm", db_path_name);
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        return;
+    map = mmap(NULL, SHM_HDR_LEN * 2, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (map != MAP_FAILED)
+        c->shm = map;
+}
+
+/* Copies the header; false while a writer is changing it (the two copies differ). */
+static bool read_hdr(const struct conn *c, unsigned char out[SHM_HDR_LEN])
+{
+    unsigned char second[SHM_HDR_LEN];
+
+    if (!c->db || !c->shm)
+        return false;
+    /* SQLite writes the second copy, then the first; so read the first, then the second. */
+    memcpy(out, c->shm, SHM_HDR_LEN);
+    atomic_thread_fence(memory_order_acquire);
+    memcpy(second, c->shm + SHM_HDR_LEN, SHM_HDR_LEN);
+    return memcmp(out, second, SHM_HDR_LEN) == 0;
+}
+
+/* Both headers, when both files are open and steady. */
+static bool read_hdrs(const struct serve_store *st, unsigned char out[2][SHM_HDR_LEN])
+{
+    return read_hdr(&st->speed, out[0]) && read_hdr(&st->batch, out[1]);
 }
 
 /* Opens the connection if its file exists and has its schema; false while it is absent. The
@@ -127,6 +193,7 @@ static bool conn_ready(struct serve_store *st, struct conn *c)
             return false;
         }
     }
+    map_shm(c, path);
     log_info("serve", "db_opened file=%s", db_file_name(c->file));
     return true;
 }
@@ -236,8 +303,12 @@ int serve_store_begin(struct serve_store *st, struct serve_view *v, struct lerr 
 
     memset(v, 0, sizeof(*v));
     v->allowed_lateness_ms = -1;
+    /* Opening a connection reads only its schema; the snapshots open below. */
+    conn_ready(st, &st->speed);
+    conn_ready(st, &st->batch);
+    st->begin_hdr_ok = read_hdrs(st, st->begin_hdr);
     /* Speed first: its first SELECT fixes the WAL snapshot before batch.db is looked at. */
-    if (conn_ready(st, &st->speed)) {
+    if (st->speed.db) {
         if (step_once(st->speed.st[S_BEGIN], e) != 0)
             goto fail;
         st->speed.in_txn = true;
@@ -250,7 +321,7 @@ int serve_store_begin(struct serve_store *st, struct serve_view *v, struct lerr 
         sqlite3_reset(q);
         v->has_speed = true;
     }
-    if (conn_ready(st, &st->batch)) {
+    if (st->batch.db) {
         if (step_once(st->batch.st[B_BEGIN], e) != 0)
             goto fail;
         st->batch.in_txn = true;
@@ -439,4 +510,52 @@ int serve_store_counters(struct serve_store *st, serve_counter_fn fn, void *arg,
          each_counter(st->master.st[M_REJECTS], "batch", "rejects_", fn, arg, e) != 0))
         return -1;
     return 0;
+}
+
+static struct cache_entry *cache_slot(struct serve_store *st, const char *merchant_id)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+
+    for (const char *p = merchant_id; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return &st->cache[h % CACHE_SLOTS];
+}
+
+bool serve_store_cached_totals(struct serve_store *st, const char *merchant_id,
+                               struct serve_view *v, struct serve_sums *batch,
+                               struct serve_sums *speed)
+{
+    unsigned char now[2][SHM_HDR_LEN];
+    struct cache_entry *en;
+
+    if (!st->cache_ok || !read_hdrs(st, now) || memcmp(now, st->cache_hdr, sizeof(now)) != 0)
+        return false;
+    en = cache_slot(st, merchant_id);
+    if (strcmp(en->merchant_id, merchant_id) != 0)
+        return false;
+    *v = st->cache_view;
+    *batch = en->batch;
+    *speed = en->speed;
+    return true;
+}
+
+void serve_store_cache_totals(struct serve_store *st, const struct serve_view *v,
+                              const char *merchant_id, const struct serve_sums *batch,
+                              const struct serve_sums *speed)
+{
+    struct cache_entry *en;
+
+    if (!st->begin_hdr_ok || strlen(merchant_id) > EV_ID_MAX)
+        return;
+    if (!st->cache_ok || memcmp(st->begin_hdr, st->cache_hdr, sizeof(st->cache_hdr)) != 0) {
+        for (size_t i = 0; i < CACHE_SLOTS; i++)
+            st->cache[i].merchant_id[0] = '\0';
+        memcpy(st->cache_hdr, st->begin_hdr, sizeof(st->cache_hdr));
+        st->cache_view = *v;
+        st->cache_ok = true;
+    }
+    en = cache_slot(st, merchant_id);
+    strcpy(en->merchant_id, merchant_id);
+    en->batch = *batch;
+    en->speed = *speed;
 }

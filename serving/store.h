@@ -59,6 +59,18 @@ void serve_store_end(struct serve_store *st);
 int serve_store_totals(struct serve_store *st, const struct serve_view *v, const char *merchant_id,
                        struct serve_sums *batch, struct serve_sums *speed, struct lerr *e);
 
+/* A merchant's all-time totals and the view they were read in, from this thread's cache,
+ * when neither speed.db nor batch.db has committed anything since that snapshot (checked in
+ * their shared-memory WAL headers, without SQL or a system call). False when they must be
+ * read in a snapshot; call serve_store_cache_totals() with what was read, before
+ * serve_store_end(). Exact: a snapshot is tagged with the headers read before it opened. */
+bool serve_store_cached_totals(struct serve_store *st, const char *merchant_id,
+                               struct serve_view *v, struct serve_sums *batch,
+                               struct serve_sums *speed);
+void serve_store_cache_totals(struct serve_store *st, const struct serve_view *v,
+                              const char *merchant_id, const struct serve_sums *batch,
+                              const struct serve_sums *speed);
+
 /* A merchant's totals over the minutes starting in [from_ms, to_ms) (minute-aligned). */
 int serve_store_range(struct serve_store *st, const struct serve_view *v, const char *merchant_id,
                       int64_t from_ms, int64_t to_ms, struct serve_sums *batch,

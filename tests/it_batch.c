@@ -12,14 +12,6 @@
 #include "itlib.h"
 #include "lock.h"
 
-/* libcriterion's parallel runner (--jobs 2) sometimes leaks 48 bytes of its own at exit,
- * which LeakSanitizer reports as this binary failing; only that library's leaks are ignored. */
-const char *__lsan_default_suppressions(void);
-const char *__lsan_default_suppressions(void)
-{
-    return "leak:libcriterion.so\n";
-}
-
 struct env {
     char dir[512];  /* the test's directory */
     char data[600]; /* its data directory */

@@ -11,14 +11,6 @@
 #include "ev.h"
 #include "itlib.h"
 
-/* libcriterion's parallel runner (--jobs 2) sometimes leaks 48 bytes of its own at exit,
- * which LeakSanitizer reports as this binary failing; only that library's leaks are ignored. */
-const char *__lsan_default_suppressions(void);
-const char *__lsan_default_suppressions(void)
-{
-    return "leak:libcriterion.so\n";
-}
-
 struct env {
     char dir[512], data[600], bs[256];
     struct it_proc dk, held; /* the embedded Kafka; a run held paused */

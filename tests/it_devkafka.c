@@ -1,5 +1,6 @@
 /* it_devkafka.c - lambda-devkafka is a real Kafka peer for a plain client (kcat): metadata,
- * produce, consume, broker outages on signal, a clean stop, and --persist across restarts. */
+ * produce, consume, broker outages on signal, a clean stop, and --persist across restarts.
+ * Each wait inside a test has its own deadline; .timeout is the last resort. */
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <stdio.h>
@@ -52,7 +53,7 @@ static char *read_path(const char *dir, const char *name)
     return s;
 }
 
-Test(devkafka, starts_and_answers_metadata, .timeout = 30)
+Test(devkafka, starts_and_answers_metadata, .timeout = 120)
 {
     struct it_proc dk;
     char dir[512], bs[256];
@@ -67,7 +68,7 @@ Test(devkafka, starts_and_answers_metadata, .timeout = 30)
     it_stop(&dk);
 }
 
-Test(devkafka, prints_its_address_and_stops_with_exit_0_on_sigterm_and_sigint, .timeout = 60)
+Test(devkafka, prints_its_address_and_stops_with_exit_0_on_sigterm_and_sigint, .timeout = 120)
 {
     static const int sigs[] = {SIGTERM, SIGINT};
     char dir[512], bs[256], tag[32];
@@ -89,7 +90,7 @@ Test(devkafka, prints_its_address_and_stops_with_exit_0_on_sigterm_and_sigint, .
     }
 }
 
-Test(devkafka, serves_the_brokers_topic_and_partitions_asked_for, .timeout = 30)
+Test(devkafka, serves_the_brokers_topic_and_partitions_asked_for, .timeout = 120)
 {
     struct it_proc dk;
     char dir[512], bs[256];
@@ -111,7 +112,7 @@ Test(devkafka, serves_the_brokers_topic_and_partitions_asked_for, .timeout = 30)
     it_stop(&dk);
 }
 
-Test(devkafka, refuses_bad_flags_with_exit_2, .timeout = 30)
+Test(devkafka, refuses_bad_flags_with_exit_2, .timeout = 120)
 {
     static const char *const bad[][4] = {
         {"lambda-devkafka", "--partitions", "0", NULL},
@@ -170,7 +171,7 @@ static void keep_key_values(char *s, char *out, size_t size)
     }
 }
 
-Test(devkafka, carries_messages_from_a_producer_to_a_consumer, .timeout = 60)
+Test(devkafka, carries_messages_from_a_producer_to_a_consumer, .timeout = 120)
 {
     struct it_proc dk;
     char dir[512], bs[256], got[4096];
@@ -189,7 +190,7 @@ Test(devkafka, carries_messages_from_a_producer_to_a_consumer, .timeout = 60)
     it_stop(&dk);
 }
 
-Test(devkafka, takes_brokers_down_on_sigusr1_and_up_on_sigusr2, .timeout = 90)
+Test(devkafka, takes_brokers_down_on_sigusr1_and_up_on_sigusr2, .timeout = 120)
 {
     struct it_proc dk;
     char dir[512], bs[256];

@@ -32,8 +32,9 @@ static void start_speed(struct stack *s)
     char tag[32];
 
     snprintf(tag, sizeof(tag), "speed%d", ++s->speed_starts);
-    char *argv[] = {"lambda-speed", "--brokers", s->bs, "--data-dir", s->data, "--epoch-ms",
-                    "1000", "--checkpoint-ms", "100", "--kafka-timeout", "5s", NULL};
+    char *argv[] = {"lambda-speed", "--brokers",       s->bs,  "--data-dir",
+                    s->data,        "--epoch-ms",      "1000", "--checkpoint-ms",
+                    "100",          "--kafka-timeout", "5s",   NULL};
     it_spawn(&s->speed, s->dir, tag, argv, NULL);
 }
 
@@ -78,10 +79,10 @@ static void gen(struct stack *s, int count, int rate, struct it_proc *bg)
     snprintf(tag, sizeof(tag), "gen%d", s->seed);
     /* each run continues the virtual clock where the previous one ended */
     snprintf(start, sizeof(start), "%" PRId64, (int64_t)1795255200000 + (int64_t)s->seed * 600000);
-    char *argv[] = {"lambda-gen", "--brokers", s->bs, "--count", cnt, "--rate", rt,
-                    "--merchants", "60", "--late-pct", "2", "--dup-pct", "4", "--invalid-pct",
-                    "2", "--seed", seed, "--start-time", start, "--time-step", "100ms",
-                    "--truth", truth, NULL};
+    char *argv[] = {"lambda-gen", "--brokers",     s->bs,   "--count",    cnt,   "--rate",
+                    rt,           "--merchants",   "60",    "--late-pct", "2",   "--dup-pct",
+                    "4",          "--invalid-pct", "2",     "--seed",     seed,  "--start-time",
+                    start,        "--time-step",   "100ms", "--truth",    truth, NULL};
     struct it_proc p;
     it_spawn(bg ? bg : &p, s->dir, tag, argv, NULL);
     if (!bg)
@@ -129,8 +130,9 @@ static size_t mismatches(struct stack *s, char *first, size_t first_size)
         int64_t r = json_integer_value(json_object_get(a, "revenue_cents"));
         if (c != m->order_count || r != m->revenue_cents) {
             if (!bad)
-                snprintf(first, first_size, "%s: got %" PRId64 "/%" PRId64 " want %" PRId64
-                         "/%" PRId64, m->merchant_id, c, r, m->order_count, m->revenue_cents);
+                snprintf(first, first_size,
+                         "%s: got %" PRId64 "/%" PRId64 " want %" PRId64 "/%" PRId64,
+                         m->merchant_id, c, r, m->order_count, m->revenue_cents);
             bad++;
         }
     }
@@ -159,9 +161,40 @@ static void assert_exact(struct stack *s, const char *step)
 
 static void batch_run(struct stack *s, const char *tag)
 {
-    char *argv[] = {"lambda-batch", "run", "--brokers", s->bs, "--data-dir", s->data,
-                    "--epoch-ms", "1000", "--kafka-timeout", "5s", NULL};
+    char *argv[] = {"lambda-batch", "run",  "--brokers",       s->bs, "--data-dir", s->data,
+                    "--epoch-ms",   "1000", "--kafka-timeout", "5s",  NULL};
     cr_assert_eq(it_run(s->dir, tag, argv, NULL, 120000), 0, "lambda-batch %s failed", tag);
+}
+
+static int count_log(const struct it_proc *p, const char *needle)
+{
+    char *log = it_read_file(p->err, NULL);
+    int n = 0;
+
+    for (char *q = log; q && (q = strstr(q, needle)); q++)
+        n++;
+    free(log);
+    return n;
+}
+
+struct epoch_wait {
+    struct stack *s;
+    int target;
+};
+
+static bool epochs_reached(void *arg)
+{
+    struct epoch_wait *w = arg;
+
+    return count_log(&w->s->speed, "msg=epoch_started") >= w->target;
+}
+
+/* Waits until the running speed layer has started n more epochs. */
+static void wait_epochs(struct stack *s, int n)
+{
+    struct epoch_wait w = {s, count_log(&s->speed, "msg=epoch_started") + n};
+
+    cr_assert(it_wait_until(epochs_reached, &w, 30000), "the speed layer started no epoch");
 }
 
 static void kill_speed(struct stack *s)
@@ -206,9 +239,14 @@ Test(e2e, every_answer_is_exact_through_crashes_batches_and_restarts, .timeout =
     it_wait_log(&bg, "msg=started", 10000);
     kill_speed(&s);
     start_speed(&s);
+    gen_done(&s, &bg);
+    assert_exact(&s, "speed kill 3");
+    /* two more epochs: the newest boundary is now past everything produced so far, so the
+     * next batch has data to ingest and can be killed in the middle of it */
+    wait_epochs(&s, 2);
     {
-        char *argv[] = {"lambda-batch", "run", "--brokers", s.bs, "--data-dir", s.data,
-                        "--epoch-ms", "1000", "--pause-at", "ingest", NULL};
+        char *argv[] = {"lambda-batch", "run",  "--brokers",  s.bs,     "--data-dir", s.data,
+                        "--epoch-ms",   "1000", "--pause-at", "ingest", NULL};
         struct it_proc b;
         it_spawn(&b, s.dir, "batch3-killed", argv, NULL);
         cr_assert(it_wait_log(&b, "paused", 60000), "batch did not reach ingest");
@@ -216,7 +254,6 @@ Test(e2e, every_answer_is_exact_through_crashes_batches_and_restarts, .timeout =
     }
     kill_speed(&s);
     start_speed(&s);
-    gen_done(&s, &bg);
     batch_run(&s, "batch3");
     assert_exact(&s, "batch 3 rerun after a kill mid-ingest");
 
@@ -258,11 +295,11 @@ static void *watch(void *arg)
                 snprintf(w->first, sizeof(w->first), "status %ld: %.200s", status, body);
         } else {
             for (int m = 0; m < 60; m++) {
-                int64_t c = json_integer_value(json_object_get(json_array_get(arr, m),
-                                                               "order_count"));
+                int64_t c =
+                    json_integer_value(json_object_get(json_array_get(arr, m), "order_count"));
                 if (c < w->last[m] && !w->went_down++)
-                    snprintf(w->first, sizeof(w->first), "m-%d went from %" PRId64
-                             " to %" PRId64, m + 1, w->last[m], c);
+                    snprintf(w->first, sizeof(w->first), "m-%d went from %" PRId64 " to %" PRId64,
+                             m + 1, w->last[m], c);
                 w->last[m] = c;
             }
         }

@@ -357,7 +357,7 @@ static struct msg *split_lines(char *buf, size_t len, size_t *n)
     return m;
 }
 
-Test(gen, same_seed_gives_byte_identical_ndjson_that_matches_its_truth, .timeout = 120)
+Test(gen, same_seed_gives_byte_identical_ndjson_that_matches_its_truth, .timeout = 180)
 {
     char dir[512], t1[600], t2[600], t3[600], path[700];
     char *out1, *out2, *out3, *tr1, *tr2;

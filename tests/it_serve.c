@@ -32,6 +32,7 @@ struct srv {
     char dir[512], data[600];
     int port;
     int64_t checkpoint_ms; /* meta.checkpoint_ms of the speed fixture */
+    char *threads;         /* --threads, NULL for the default */
 };
 
 static void sql(sqlite3 *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -121,8 +122,11 @@ static void fixture_master(const char *data)
 
 static void srv_start(struct srv *s)
 {
-    char *argv[] = {"lambda-serve", "--port", "0", "--data-dir", s->data, NULL};
+    char *argv[] = {"lambda-serve", "--port",    "0",        "--data-dir",
+                    s->data,        "--threads", s->threads, NULL};
 
+    if (!s->threads)
+        argv[5] = NULL;
     it_spawn(&s->p, s->dir, "serve", argv, NULL);
     cr_assert(it_wait_log(&s->p, "msg=listening", 10000), "lambda-serve did not start");
     s->port = (int)it_log_int(&s->p, "msg=listening", "port");
@@ -130,9 +134,10 @@ static void srv_start(struct srv *s)
 }
 
 /* A data dir with the given layers, and a server on it. */
-static void srv_init(struct srv *s, bool batch, bool speed, bool master)
+static void srv_init_threads(struct srv *s, bool batch, bool speed, bool master, char *threads)
 {
     memset(s, 0, sizeof(*s));
+    s->threads = threads;
     it_tmpdir("serve", s->dir);
     snprintf(s->data, sizeof(s->data), "%s/data", s->dir);
     struct lerr e = {{0}};
@@ -144,6 +149,11 @@ static void srv_init(struct srv *s, bool batch, bool speed, bool master)
     if (master)
         fixture_master(s->data);
     srv_start(s);
+}
+
+static void srv_init(struct srv *s, bool batch, bool speed, bool master)
+{
+    srv_init_threads(s, batch, speed, master, NULL);
 }
 
 static void srv_fini(struct srv *s)
@@ -455,6 +465,40 @@ Test(serve, metrics_expose_requests_layers_and_counters, .timeout = 60)
     srv_fini(&s);
 }
 
+Test(serve, answers_change_as_soon_as_a_layer_commits, .timeout = 60)
+{
+    struct srv s;
+    char want[2048];
+    sqlite3 *db;
+
+    /* One worker: the second answer comes from its cache, which the commits must refresh. */
+    srv_init_threads(&s, true, true, false, "1");
+    merchant_json(want, sizeof(want), "m-both", 1000, 500000, 50, 25000, NULL);
+    expect(&s, "/query/m-both", 200, want);
+    expect(&s, "/query/m-both", 200, want);
+    /* A speed checkpoint commits: the very next answer has it. */
+    db = open_rw(s.data, DB_SPEED);
+    sql(db, "INSERT INTO deltas VALUES ('m-both', %lld, 204, 1, 100)", MIN(10, 5));
+    sqlite3_close(db);
+    merchant_json(want, sizeof(want), "m-both", 1000, 500000, 51, 25100, NULL);
+    expect(&s, "/query/m-both", 200, want);
+    /* A batch version is published with cut 201: the epoch-200 speed row leaves the answer. */
+    db = open_rw(s.data, DB_BATCH);
+    sql(db,
+        "INSERT INTO versions(id, state, cut_epoch, started_ms, finished_ms) VALUES"
+        " (4, 'published', 201, %lld, %lld);"
+        "INSERT INTO merchant_totals VALUES (4, 'm-both', 1030, 515000)",
+        STARTED_MS, STARTED_MS + 1000);
+    sqlite3_close(db);
+    snprintf(want, sizeof(want),
+             "{\"merchant_id\":\"m-both\",\"order_count\":1051,\"revenue_cents\":525100,"
+             "\"batch\":{\"order_count\":1030,\"revenue_cents\":515000,\"version\":4,"
+             "\"cut_epoch\":201,\"as_of\":\"2026-11-21T10:07:00.000Z\"},"
+             "\"speed\":{\"order_count\":21,\"revenue_cents\":10100,\"checkpoint_age_ms\":-1}}");
+    expect(&s, "/query/m-both", 200, want);
+    srv_fini(&s);
+}
+
 static const char no_batch[] = "\"batch\":{\"order_count\":0,\"revenue_cents\":0,\"version\":null,"
                                "\"cut_epoch\":0,\"as_of\":null}";
 
@@ -591,9 +635,9 @@ Test(serve, bad_requests_get_json_errors, .timeout = 60)
      * libmicrohttpd answers on its own, before any handler runs). */
     big = malloc(1100000);
     strcpy(big, "/query/m-1?pad=");
-    memset(big + 15, 'a', 70000);
-    big[15 + 70000] = '\0';
-    expect_error(&s, big, 414, "request target of 70015 bytes");
+    memset(big + 15, 'a', 80000);
+    big[15 + 80000] = '\0';
+    expect_error(&s, big, 414, "at most 73728");
     int n = snprintf(big, 100, "http://127.0.0.1:%d/query/m-1?pad=", s.port);
     memset(big + n, 'a', 1000000);
     big[n + 1000000] = '\0';

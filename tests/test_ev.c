@@ -424,6 +424,37 @@ Test(ev, ignores_extra_fields)
     check_table(t, N(t), &rules);
 }
 
+#define EV_EXTRA(extra)                                                                            \
+    "{\"order_id\":\"o-1\",\"merchant_id\":\"m-42\",\"amount_cents\":1250,"                        \
+    "\"event_time\":\"2026-11-21T10:15:30.123Z\"," extra "}"
+
+Test(ev, ignores_numbers_beyond_int64_in_extra_fields_and_classifies_them_elsewhere)
+{
+    static const struct ev_case t[] = {
+        {"2^64 in an extra field", EV_EXTRA("\"span\":18446744073709551616"), 0, T0, EV_OK, NULL,
+         NULL, 1250, T0},
+        {"-2^64 and a huge real in extra fields",
+         EV_EXTRA("\"a\":-18446744073709551616,\"b\":1e999"), 0, T0, EV_OK, NULL, NULL, 1250, T0},
+        {"big integers nested in an extra array",
+         EV_EXTRA("\"ids\":[99999999999999999999,1,99999999999999999999]"), 0, T0, EV_OK, NULL,
+         NULL, 1250, T0},
+        {"a big integer before the fields",
+         "{\"span\":99999999999999999999,\"order_id\":\"o-1\",\"merchant_id\":\"m-42\","
+         "\"amount_cents\":7,\"event_time\":0}",
+         0, T0, EV_OK, NULL, NULL, 7, 0},
+        REJ("event_time beyond int64", EV_ET("99999999999999999999"), T0, EV_BAD_TIME),
+        REJ("order_id a number beyond int64", EV_OID("99999999999999999999"), T0, EV_BAD_TYPE),
+        REJ("merchant_id a number beyond int64", EV_MID("-99999999999999999999"), T0, EV_BAD_TYPE),
+        REJ("an array of a number beyond int64", "[99999999999999999999]", T0, EV_NOT_OBJECT),
+        REJ("a bare number beyond int64", "99999999999999999999", T0, EV_NOT_OBJECT),
+        REJ("a big integer and broken JSON", EV_EXTRA("\"a\":99999999999999999999,"), T0,
+            EV_BAD_JSON),
+        REJ("a big integer and a duplicate key",
+            EV_EXTRA("\"a\":99999999999999999999,\"amount_cents\":1"), T0, EV_BAD_JSON),
+    };
+    check_table(t, N(t), &rules);
+}
+
 Test(ev, flags_a_key_that_differs_from_merchant_id_and_still_accepts)
 {
     static const struct {
