@@ -688,6 +688,14 @@ static void sleep_ms(int64_t ms)
     nanosleep(&ts, NULL);
 }
 
+static bool kafka_key_given(const struct cfg *c, const char *name)
+{
+    for (int i = 0; i < c->nkafka; i++)
+        if (strcmp(c->kafka_name[i], name) == 0)
+            return true;
+    return false;
+}
+
 /* Creates the consumer: explicit assignment, positions never committed to Kafka. */
 static int make_consumer(struct speed *s, struct lerr *e)
 {
@@ -696,6 +704,13 @@ static int make_consumer(struct speed *s, struct lerr *e)
 
     if (!conf)
         return -1;
+    /* A fetch that finds nothing new waits at most this long: freshness is checkpoint_ms
+     * plus about this (librdkafka's 500 ms default would dominate it). */
+    if (!kafka_key_given(s->cfg, "fetch.wait.max.ms") &&
+        kafka_conf_set(conf, "fetch.wait.max.ms", "50", e) != 0) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
     if (kafka_conf_set(conf, "group.id", cfg_str(s->cfg, "group"), e) != 0 ||
         kafka_conf_set(conf, "enable.auto.commit", "false", e) != 0 ||
         kafka_conf_set(conf, "enable.auto.offset.store", "false", e) != 0 ||
