@@ -94,9 +94,13 @@ static int load_counters(struct speed *s, struct lerr *e)
         struct {
             const char *name;
             int64_t *at;
-        } map[] = {{"consumed", &s->n.consumed},         {"applied", &s->n.applied},
-                   {"duplicates", &s->n.duplicates},     {"late", &s->n.late},
-                   {"key_mismatch", &s->n.key_mismatch}, {"checkpoints", &s->n.checkpoints}};
+        } map[] = {{"consumed", &s->n.consumed},
+                   {"applied", &s->n.applied},
+                   {"duplicates", &s->n.duplicates},
+                   {"late", &s->n.late},
+                   {"key_mismatch", &s->n.key_mismatch},
+                   {"checkpoints", &s->n.checkpoints},
+                   {"skipped_offsets", &s->n.skipped_offsets}};
         for (size_t i = 0; name && i < sizeof(map) / sizeof(map[0]); i++)
             if (strcmp(name, map[i].name) == 0)
                 *map[i].at = v;
@@ -298,6 +302,17 @@ static void update_watermark(struct speed *s, int64_t now_mono)
         s->watermark_ms = wm;
 }
 
+/* Offsets the log no longer has (retention deleted them before they were read) or never had
+ * (transaction markers): counted, and said loudly, since deleted events are lost here. */
+static void skipped(struct speed *s, int partition, int64_t from, int64_t to)
+{
+    s->n.skipped_offsets += to - from;
+    log_warn("speed",
+             "offsets_skipped partition=%d from=%" PRId64 " to=%" PRId64 " count=%" PRId64
+             " total=%" PRId64,
+             partition, from, to, to - from, s->n.skipped_offsets);
+}
+
 static int apply_message(struct speed *s, const rd_kafka_message_t *m, int64_t now_mono,
                          struct lerr *e)
 {
@@ -309,6 +324,8 @@ static int apply_message(struct speed *s, const rd_kafka_message_t *m, int64_t n
     int dup;
 
     s->n.consumed++;
+    if (pt->next_offset >= 0 && m->offset > pt->next_offset)
+        skipped(s, m->partition, pt->next_offset, m->offset);
     pt->next_offset = m->offset + 1;
     r = ev_parse(&s->rules, m->key, m->key_len, m->payload, m->len,
                  tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts, &o);
@@ -462,9 +479,13 @@ static int write_counters(struct speed *s, struct lerr *e)
     const struct {
         const char *name;
         int64_t v;
-    } list[] = {{"consumed", s->n.consumed},          {"applied", s->n.applied},
-                {"duplicates", s->n.duplicates},      {"late", s->n.late},
-                {"key_mismatch", s->n.key_mismatch},  {"checkpoints", s->n.checkpoints + 1},
+    } list[] = {{"consumed", s->n.consumed},
+                {"applied", s->n.applied},
+                {"duplicates", s->n.duplicates},
+                {"late", s->n.late},
+                {"key_mismatch", s->n.key_mismatch},
+                {"checkpoints", s->n.checkpoints + 1},
+                {"skipped_offsets", s->n.skipped_offsets},
                 {"checkpoint_us", s->n.checkpoint_us}};
 
     for (size_t i = 0; i < sizeof(list) / sizeof(list[0]); i++)
