@@ -321,7 +321,7 @@ int dedup_add(struct dedup *d, const char *merchant_id, const char *order_id, in
               int partition, int64_t offset, struct lerr *e)
 {
     struct pend *p;
-    size_t i;
+    size_t i, ml = strnlen(merchant_id, EV_ID_MAX), ol = strnlen(order_id, EV_ID_MAX);
 
     if (d->npend == d->cappend) {
         size_t cap = d->cappend ? 2 * d->cappend : 4096;
@@ -334,8 +334,10 @@ int dedup_add(struct dedup *d, const char *merchant_id, const char *order_id, in
             return -1;
     }
     p = &d->pend[d->npend];
-    snprintf(p->merchant_id, sizeof(p->merchant_id), "%s", merchant_id);
-    snprintf(p->order_id, sizeof(p->order_id), "%s", order_id);
+    memcpy(p->merchant_id, merchant_id, ml);
+    p->merchant_id[ml] = '\0';
+    memcpy(p->order_id, order_id, ol);
+    p->order_id[ol] = '\0';
     p->epoch = epoch;
     p->partition = partition;
     p->offset = offset;
