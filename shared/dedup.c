@@ -30,6 +30,7 @@ struct dedup {
     sqlite3 *master; /* NULL until master.db with its orders table exists */
     sqlite3_stmt *master_get;
     int64_t master_retry_ms; /* monotonic time of the next attempt to open it */
+    bool in_master_txn;      /* a read transaction is open: look-ups share one snapshot */
 
     /* The fingerprint cache: open addressing, linear probing, 0 marks an empty slot.
      * ep[i] is the epoch of fp[i] minus base_epoch, so it fits 32 bits. */
@@ -187,6 +188,14 @@ static void master_close(struct dedup *d)
     sqlite3_close(d->master);
     d->master_get = NULL;
     d->master = NULL;
+    d->in_master_txn = false;
+}
+
+void dedup_refresh(struct dedup *d)
+{
+    if (d->in_master_txn)
+        sqlite3_exec(d->master, "COMMIT", NULL, NULL, NULL);
+    d->in_master_txn = false;
 }
 
 void dedup_free(struct dedup *d)
@@ -239,6 +248,12 @@ static int master_has_earlier(struct dedup *d, const char *m, const char *o, int
     master_try_open(d);
     if (!d->master)
         return 0;
+    /* One read transaction until dedup_refresh(): a look-up then costs no lock calls. */
+    if (!d->in_master_txn) {
+        if (sqlite3_exec(d->master, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+            return lerr_set(e, "cannot read master.db: %s", sqlite3_errmsg(d->master));
+        d->in_master_txn = true;
+    }
     st = d->master_get;
     d->master_reads++;
     sqlite3_bind_text(st, 1, m, -1, SQLITE_STATIC);

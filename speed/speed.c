@@ -174,6 +174,8 @@ void speed_close(struct speed *s)
         rd_kafka_destroy_flags(s->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     }
     dedup_free(s->dedup);
+    if (s->db && !sqlite3_get_autocommit(s->db))
+        db_exec(s->db, "ROLLBACK", NULL); /* the empty interval after the last checkpoint */
     sqlite3_stmt *sts[] = {s->st_delta,      s->st_offset,   s->st_boundary, s->st_reject,
                            s->st_late,       s->st_counter,  s->st_meta,     s->st_del_deltas,
                            s->st_del_bounds, s->st_published};
@@ -556,15 +558,22 @@ static void reset_interval_state(struct speed *s)
     s->nlates = 0;
 }
 
+/* Each interval runs inside one write transaction, committed by the next checkpoint: the
+ * seen-table look-ups of the interval then take no locks, and speed.db has one writer
+ * anyway. Readers in other processes see only what was committed (WAL). */
+static int open_interval(struct speed *s, struct lerr *e)
+{
+    return db_exec(s->db, "BEGIN IMMEDIATE", e);
+}
+
 int speed_checkpoint(struct speed *s, struct lerr *e)
 {
     int64_t t0 = tm_mono_ms(), now_ms = tm_now_ms();
     struct timespec a, b;
     size_t ndeltas = s->ndeltas;
 
+    /* The interval's transaction has been open since the last checkpoint (see open_interval). */
     clock_gettime(CLOCK_MONOTONIC, &a);
-    if (db_exec(s->db, "BEGIN IMMEDIATE", e) != 0)
-        return -1;
     if (write_deltas(s, e) != 0 || dedup_flush(s->dedup, e) != 0 || write_rows(s, now_ms, e) ||
         write_positions(s, now_ms, e) != 0 || write_expiry(s, e) != 0 ||
         write_counters(s, e) != 0 || write_meta_all(s, now_ms, e) != 0 ||
@@ -572,6 +581,9 @@ int speed_checkpoint(struct speed *s, struct lerr *e)
         db_exec(s->db, "ROLLBACK", NULL);
         return -1;
     }
+    dedup_refresh(s->dedup);
+    if (open_interval(s, e) != 0)
+        return -1;
     clock_gettime(CLOCK_MONOTONIC, &b);
     s->n.checkpoints++;
     s->n.checkpoint_us = (b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000;
@@ -667,6 +679,10 @@ int speed_run(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e)
 
     if (!msgs)
         return lerr_set(e, "out of memory");
+    if (open_interval(s, e) != 0) {
+        free(msgs);
+        return -1;
+    }
     s->interval_mono = tm_mono_ms();
     s->next_checkpoint_mono = s->interval_mono + s->checkpoint_ms;
     s->next_summary_mono = tm_mono_ms() + SUMMARY_MS;
