@@ -62,6 +62,7 @@ check: tests
 	@set -e; for t in $(TESTS); do \
 	    echo "== $$t"; \
 	    LAMBDA_BIN=$(abspath $(BIN)) ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	        LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) \
 	        $$t --jobs 2 || { echo "FAILED: $$t"; exit 1; }; \
 	done
 

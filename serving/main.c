@@ -1,8 +1,12 @@
 /* lambda-serve - the serving layer (DESIGN.md sections 3 and 5). */
+#include <arpa/inet.h>
+#include <signal.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "cfg.h"
 #include "log.h"
+#include "serve.h"
 
 static const struct cfg_key keys[] = {
     CFG_SHARED,
@@ -11,6 +15,10 @@ static const struct cfg_key keys[] = {
     {"threads", CFG_INT, "2", "worker threads"},
     {"allowed_lateness", CFG_MS, "10m",
      "a minute is final once the watermark passes its end + this"},
+    {"max_connections", CFG_INT, "512", "connections served at once; more wait in the backlog"},
+    {"connection_timeout", CFG_MS, "30s", "an idle connection is closed after this"},
+    {"connection_memory", CFG_INT, "131072",
+     "per-connection buffer limit in bytes (bounds the request head)"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -18,18 +26,72 @@ int main(int argc, char **argv)
 {
     struct cfg c;
     struct lerr e = {{0}};
+    struct serve *s = NULL;
+    struct in6_addr addr;
+    sigset_t stop;
+    int sig = 0, rc = 2;
 
     if (cfg_load(&c, keys, argc, argv, &e) != 0) {
         fprintf(stderr, "lambda-serve: %s\n", e.msg);
-        cfg_release(&c);
-        return 2;
+        goto out;
     }
     if (c.want_help) {
-        cfg_print_help(&c, "usage: lambda-serve [--port 8080] [--bind 127.0.0.1]");
-        cfg_release(&c);
-        return 0;
+        cfg_print_help(&c, "usage: lambda-serve [--port 8080] [--bind 127.0.0.1] "
+                           "[--data-dir ./data]");
+        rc = 0;
+        goto out;
     }
-    fprintf(stderr, "lambda-serve: not built yet\n");
+    if (cfg_int(&c, "threads") < 1 || cfg_int(&c, "threads") > 64) {
+        fprintf(stderr, "lambda-serve: bad threads %lld: want 1..64\n",
+                (long long)cfg_int(&c, "threads"));
+        goto out;
+    }
+    if (inet_pton(AF_INET, cfg_str(&c, "bind"), &addr) != 1 &&
+        inet_pton(AF_INET6, cfg_str(&c, "bind"), &addr) != 1) {
+        fprintf(stderr, "lambda-serve: bad bind '%s': want a numeric IPv4 or IPv6 address\n",
+                cfg_str(&c, "bind"));
+        goto out;
+    }
+    if (cfg_int(&c, "port") > 65535) {
+        fprintf(stderr, "lambda-serve: bad port %lld: want 0..65535\n",
+                (long long)cfg_int(&c, "port"));
+        goto out;
+    }
+    if (cfg_int(&c, "connection_memory") < 16384) {
+        fprintf(stderr, "lambda-serve: bad connection_memory %lld: want at least 16384\n",
+                (long long)cfg_int(&c, "connection_memory"));
+        goto out;
+    }
+    cfg_log(&c, "serve");
+    /* Workers inherit this mask, so SIGTERM and SIGINT reach only sigwait() below. */
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    struct serve_opts o = {
+        .data_dir = cfg_str(&c, "data_dir"),
+        .bind = cfg_str(&c, "bind"),
+        .port = (int)cfg_int(&c, "port"),
+        .threads = (int)cfg_int(&c, "threads"),
+        .allowed_lateness_ms = cfg_ms(&c, "allowed_lateness"),
+        .connection_limit = (unsigned)cfg_int(&c, "max_connections"),
+        .connection_timeout_s = (unsigned)((cfg_ms(&c, "connection_timeout") + 999) / 1000),
+        .connection_memory = (size_t)cfg_int(&c, "connection_memory"),
+    };
+    if (!(s = serve_start(&o, &e))) {
+        log_error("serve", "start_failed err=\"%s\"", e.msg);
+        rc = 1;
+        goto out;
+    }
+    log_info("serve", "listening port=%d bind=%s threads=%d data_dir=%s", serve_port(s), o.bind,
+             o.threads, o.data_dir);
+    sigwait(&stop, &sig);
+    log_info("serve", "stopping signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    serve_stop(s);
+    log_info("serve", "stopped");
+    rc = 0;
+out:
     cfg_release(&c);
-    return 2;
+    return rc;
 }

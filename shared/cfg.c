@@ -206,13 +206,14 @@ static int load_flags(struct cfg *c, int argc, char **argv, struct lerr *e)
         eq = strchr(a, '=');
         len = eq ? (size_t)(eq - a) : strlen(a);
         k = find_key(c, a, len);
+        /* The same message for "--bogus x" and "--bogus=x": the flag, never its value. */
+        if (k < 0 && !(len > 6 && !strncmp(a, "kafka.", 6)))
+            return lerr_set(e, "unknown flag '--%.*s'; see --help", (int)len, a);
         if (eq) {
             v = eq + 1;
         } else if (k >= 0 && c->keys[k].type == CFG_BOOL) {
             v = "true";
         } else {
-            if (k < 0 && !(len > 6 && !strncmp(a, "kafka.", 6)))
-                return lerr_set(e, "unknown flag '--%s'; see --help", a);
             if (i + 1 >= argc)
                 return lerr_set(e, "flag '--%s' needs a value", a);
             v = argv[++i];

@@ -41,7 +41,8 @@ static bool order_id_valid(const char *s, size_t len)
     return true;
 }
 
-/* A decimal integer with an optional leading '-', nothing else; -1 when it is not one. */
+/* A decimal integer with an optional leading '-', nothing else; -1 when it is not one, -2
+ * when it is one but does not fit in 64 bits (as in JSON, that is a range error). */
 static int parse_int(const char *s, long long *out)
 {
     char *end;
@@ -50,7 +51,9 @@ static int parse_int(const char *s, long long *out)
         return -1;
     errno = 0;
     *out = strtoll(s, &end, 10);
-    return *end || errno == ERANGE ? -1 : 0;
+    if (end == s || *end)
+        return -1;
+    return errno == ERANGE ? -2 : 0;
 }
 
 static enum ev_reason check_time(int64_t event_ms, int64_t ref_ts_ms, const struct ev_rules *r)
@@ -104,6 +107,46 @@ static enum ev_reason classify(const struct ev_rules *r, json_t *root, int64_t m
     return check_time(event_ms, msg_ts_ms, r);
 }
 
+/* Duplicate keys are rejected: "amount_cents" twice has no single meaning. */
+#define JSON_FLAGS (JSON_REJECT_DUPLICATES | JSON_DECODE_ANY)
+/* More numbers beyond int64 than this in one payload and it is refused as out_of_range. */
+#define OVERFLOW_MAX 16
+
+static bool is_number_char(char c)
+{
+    return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E';
+}
+
+/* Parses the payload. jansson refuses a whole document for one integer beyond int64 (or a
+ * real beyond double), but DESIGN section 2 ignores every field but four, so such a number
+ * alone must not reject an event. Each one is overwritten, in a scratch copy, by "-1" and
+ * blanks: out of range as amount_cents, a bad time as event_time, a wrong type as an id, and
+ * ignored anywhere else. The copy is freed before returning (a rare path: the common one
+ * allocates nothing but the tree). Returns the tree, or NULL with jerr set. */
+static json_t *load_json(const char *buf, size_t len, json_error_t *jerr)
+{
+    json_t *root = json_loadb(buf, len, JSON_FLAGS, jerr);
+    char *copy = NULL;
+
+    for (int n = 0; !root && json_error_code(jerr) == json_error_numeric_overflow; n++) {
+        size_t end = (size_t)jerr->position, start = end;
+        if (n == OVERFLOW_MAX || end > len || (!copy && !(copy = malloc(len))))
+            break;
+        if (n == 0)
+            memcpy(copy, buf, len);
+        while (start > 0 && is_number_char(copy[start - 1]))
+            start--;
+        if (end - start < 2)
+            break;
+        copy[start] = '-';
+        copy[start + 1] = '1';
+        memset(copy + start + 2, ' ', end - start - 2);
+        root = json_loadb(copy, len, JSON_FLAGS, jerr);
+    }
+    free(copy);
+    return root;
+}
+
 enum ev_reason ev_parse(const struct ev_rules *r, const char *key, size_t key_len, const char *buf,
                         size_t len, int64_t msg_ts_ms, struct ev_order *out)
 {
@@ -113,8 +156,7 @@ enum ev_reason ev_parse(const struct ev_rules *r, const char *key, size_t key_le
 
     if (!buf || len == 0)
         return EV_BAD_JSON;
-    /* Duplicate keys are rejected: "amount_cents" twice has no single meaning. */
-    root = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    root = load_json(buf, len, &jerr);
     if (!root)
         return json_error_code(&jerr) == json_error_numeric_overflow ? EV_OUT_OF_RANGE
                                                                      : EV_BAD_JSON;
@@ -140,8 +182,12 @@ enum ev_reason ev_parse_fields(const struct ev_rules *r, const char *order_id,
     rc = set_ids(merchant_id, strlen(merchant_id), order_id, strlen(order_id), out);
     if (rc != EV_OK)
         return rc;
-    if (parse_int(amount, &v) != 0)
+    switch (parse_int(amount, &v)) {
+    case -1:
         return EV_BAD_TYPE;
+    case -2:
+        return EV_OUT_OF_RANGE;
+    }
     if (v < 0 || v > EV_AMOUNT_MAX)
         return EV_OUT_OF_RANGE;
     out->amount_cents = v;

@@ -2,6 +2,18 @@
 
 #include <string.h>
 
+#include "log.h"
+
+/* librdkafka's own log lines, in our format: level 0..7 as syslog. */
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    log_at(level <= 3   ? LOG_WARN
+           : level <= 6 ? LOG_INFO
+                        : LOG_DEBUG,
+           "kafka", "rdkafka fac=%s text=\"%s\"", fac, buf);
+}
+
 int kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, struct lerr *e)
 {
     char errstr[256];
@@ -21,6 +33,7 @@ rd_kafka_conf_t *kafka_conf_new(const struct cfg *c, struct lerr *e)
                     "LAMBDA_BROKERS)");
         goto fail;
     }
+    rd_kafka_conf_set_log_cb(conf, on_log);
     if (kafka_conf_set(conf, "bootstrap.servers", brokers, e) != 0)
         goto fail;
     for (int i = 0; i < c->nkafka; i++)

@@ -1,5 +1,6 @@
 #include "tm.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,7 +150,10 @@ int tm_parse_duration(const char *s, int64_t *out_ms)
 
     if (*s < '0' || *s > '9')
         return -1;
+    errno = 0;
     v = strtoll(s, &end, 10);
+    if (errno == ERANGE)
+        return -1;
     for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
         if (strcmp(end, units[i].unit) == 0) {
             if (v > INT64_MAX / units[i].ms)

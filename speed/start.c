@@ -46,8 +46,10 @@ static int read_newest_cut(struct speed *s, struct cut *c, struct lerr *e)
         return 0;
     if (db_open_ro(s->data_dir, DB_BATCH, &db, e) != 0)
         return -1;
-    if (db_prepare(db, "SELECT id, cut_epoch FROM versions ORDER BY id DESC LIMIT 1", &st,
-                   &ignored) != 0) {
+    if (db_prepare(
+            db,
+            "SELECT id, cut_epoch FROM versions WHERE state <> 'failed' ORDER BY id DESC LIMIT 1",
+            &st, &ignored) != 0) {
         rc = 0; /* a batch.db without its schema yet holds no cut */
         goto out;
     }

@@ -16,6 +16,26 @@
 
 extern char **environ;
 
+#ifdef __SANITIZE_ADDRESS__
+/* Criterion 2.4.1 (Debian 12) leaks 48 bytes in its runner, the parent process, when tests with
+ * different .timeout values overlap under --jobs 2; LeakSanitizer then fails the whole binary.
+ * The suppression names the runner's entry point, so it needs full stacks (the library has no
+ * frame pointers), and it cannot hide a leak of a test: tests run in children that are started
+ * afresh, whose stacks never pass through criterion_run_all_tests. */
+const char *__lsan_default_suppressions(void);
+const char *__asan_default_options(void);
+
+const char *__lsan_default_suppressions(void)
+{
+    return "leak:criterion_run_all_tests\n";
+}
+
+const char *__asan_default_options(void)
+{
+    return "fast_unwind_on_malloc=0";
+}
+#endif
+
 int64_t it_now_ms(void)
 {
     struct timespec ts;

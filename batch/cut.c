@@ -1,0 +1,270 @@
+/* cut.c - which log positions a version covers (DESIGN.md section 3, "The cut").
+ *
+ * A pending version's cut binds: a run that finds one reuses it, so a failed run's successor
+ * publishes exactly what its predecessor promised the speed layer. Otherwise the cut is the
+ * speed layer's newest boundary when a speed layer runs (it holds speed.lock), or Kafka's high
+ * watermarks when none does (we hold speed.lock while picking, so none can start meanwhile). */
+#include "batch.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "kafka.h"
+#include "lock.h"
+#include "log.h"
+#include "tm.h"
+
+void batch_cut_release(struct batch_cut *cut)
+{
+    free(cut->partitions);
+    free(cut->offsets);
+    memset(cut, 0, sizeof(*cut));
+}
+
+static int cut_add(struct batch_cut *cut, int32_t partition, int64_t offset, struct lerr *e)
+{
+    int32_t *p = realloc(cut->partitions, (size_t)(cut->nparts + 1) * sizeof(*p));
+    int64_t *o;
+
+    if (!p)
+        return lerr_set(e, "out of memory");
+    cut->partitions = p;
+    o = realloc(cut->offsets, (size_t)(cut->nparts + 1) * sizeof(*o));
+    if (!o)
+        return lerr_set(e, "out of memory");
+    cut->offsets = o;
+    p[cut->nparts] = partition;
+    o[cut->nparts] = offset;
+    cut->nparts++;
+    return 0;
+}
+
+/* Reads the rows of a (partition, offset) query into the cut. */
+static int cut_read_rows(sqlite3_stmt *st, struct batch_cut *cut, struct lerr *e)
+{
+    int rc;
+
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        if (cut_add(cut, (int32_t)sqlite3_column_int(st, 0), sqlite3_column_int64(st, 1), e))
+            return -1;
+    if (rc != SQLITE_DONE)
+        return lerr_set(e, "cannot read cut offsets: %s", sqlite3_errmsg(sqlite3_db_handle(st)));
+    return 0;
+}
+
+static int load_pending(struct batch *b, struct batch_cut *cut, bool *found, struct lerr *e)
+{
+    sqlite3_stmt *v = NULL, *o = NULL;
+    int rc = -1;
+
+    *found = false;
+    if (db_prepare(b->bdb,
+                   "SELECT id, cut_epoch FROM versions WHERE state='pending' ORDER BY id DESC"
+                   " LIMIT 1",
+                   &v, e) != 0 ||
+        db_prepare(b->bdb,
+                   "SELECT partition, offset FROM cut_offsets WHERE version=? ORDER BY partition",
+                   &o, e) != 0)
+        goto out;
+    if (sqlite3_step(v) != SQLITE_ROW) {
+        rc = 0; /* no pending version */
+        goto out;
+    }
+    cut->version = sqlite3_column_int64(v, 0);
+    cut->cut_epoch = sqlite3_column_int64(v, 1);
+    cut->is_reused = true;
+    sqlite3_bind_int64(o, 1, cut->version);
+    if (cut_read_rows(o, cut, e) != 0)
+        goto out;
+    *found = true;
+    rc = 0;
+out:
+    sqlite3_finalize(v);
+    sqlite3_finalize(o);
+    return rc;
+}
+
+/* The newest boundary epoch of speed.db and, when cut is not NULL, its offsets. *found is
+ * false when speed.db or its boundaries do not exist yet. */
+static int speed_boundary(const char *data_dir, int64_t *epoch, struct batch_cut *cut, bool *found,
+                          struct lerr *e)
+{
+    char path[4096];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t has_table = 0;
+    int rc = -1;
+
+    *found = false;
+    db_path(data_dir, DB_SPEED, path, sizeof(path));
+    if (access(path, F_OK) != 0)
+        return 0;
+    if (db_open_ro(data_dir, DB_SPEED, &db, e) != 0 ||
+        db_prepare(db, "SELECT count(*) FROM sqlite_master WHERE name='boundaries'", &st, e) ||
+        db_step_int(st, &has_table, e) != 0)
+        goto out;
+    sqlite3_finalize(st);
+    st = NULL;
+    if (!has_table) {
+        rc = 0;
+        goto out;
+    }
+    if (db_prepare(db,
+                   "SELECT partition, offset, epoch FROM boundaries WHERE epoch ="
+                   " (SELECT max(epoch) FROM boundaries) ORDER BY partition",
+                   &st, e) != 0)
+        goto out;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *epoch = sqlite3_column_int64(st, 2);
+        *found = true;
+    }
+    sqlite3_reset(st);
+    if (*found && cut && cut_read_rows(st, cut, e) != 0)
+        goto out;
+    rc = 0;
+out:
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc;
+}
+
+static int record_cut(struct batch *b, struct batch_cut *cut, struct lerr *e)
+{
+    sqlite3_stmt *id = NULL, *v = NULL, *o = NULL;
+    int rc = -1;
+
+    if (db_exec(b->bdb, "BEGIN IMMEDIATE", e) != 0)
+        return -1;
+    if (db_prepare(b->bdb, "SELECT coalesce(max(id), 0) + 1 FROM versions", &id, e) != 0 ||
+        db_step_int(id, &cut->version, e) != 0 ||
+        db_prepare(b->bdb,
+                   "INSERT INTO versions(id, state, cut_epoch, started_ms) VALUES(?,'pending',?,?)",
+                   &v, e) != 0 ||
+        db_prepare(b->bdb, "INSERT INTO cut_offsets(version, partition, offset) VALUES(?,?,?)", &o,
+                   e) != 0)
+        goto out;
+    sqlite3_bind_int64(v, 1, cut->version);
+    sqlite3_bind_int64(v, 2, cut->cut_epoch);
+    sqlite3_bind_int64(v, 3, tm_now_ms());
+    if (db_step_done(v, e) != 0)
+        goto out;
+    for (int i = 0; i < cut->nparts; i++) {
+        sqlite3_bind_int64(o, 1, cut->version);
+        sqlite3_bind_int(o, 2, cut->partitions[i]);
+        sqlite3_bind_int64(o, 3, cut->offsets[i]);
+        if (db_step_done(o, e) != 0)
+            goto out;
+    }
+    rc = db_exec(b->bdb, "COMMIT", e);
+out:
+    if (rc != 0)
+        sqlite3_exec(b->bdb, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_finalize(id);
+    sqlite3_finalize(v);
+    sqlite3_finalize(o);
+    return rc;
+}
+
+/* No speed layer runs and we hold speed.lock: the cut is the high watermarks now. */
+static int pick_from_kafka(struct batch *b, struct batch_cut *cut, struct lerr *e)
+{
+    int64_t epoch_ms = cfg_ms(b->c, "epoch_ms"), newest = -1, boundary = -1;
+    int timeout = (int)b->kafka_timeout_ms, n;
+    sqlite3_stmt *st = NULL;
+    bool found;
+
+    if (epoch_ms <= 0)
+        return lerr_set(e, "bad value for 'epoch_ms': must be positive");
+    if (kafka_partition_count(b->rk, b->topic, timeout, &n, e) != 0)
+        return -1;
+    for (int p = 0; p < n; p++) {
+        int64_t low, high;
+        if (kafka_watermarks(b->rk, b->topic, p, timeout, &low, &high, e) != 0 ||
+            cut_add(cut, p, high, e) != 0)
+            return -1;
+    }
+    /* Epochs never go backwards: a speed layer that starts after this cut must begin at or
+     * after cut_epoch, and an earlier speed layer's boundaries are all before it. */
+    cut->cut_epoch = tm_floor(tm_now_ms(), epoch_ms) / epoch_ms;
+    if (speed_boundary(b->data_dir, &boundary, NULL, &found, e) != 0)
+        return -1;
+    if (found && boundary + 1 > cut->cut_epoch)
+        cut->cut_epoch = boundary + 1;
+    if (db_prepare(b->bdb, "SELECT max(cut_epoch) FROM versions", &st, e) != 0)
+        return -1;
+    if (db_step_int(st, &newest, e) != 0) {
+        sqlite3_finalize(st);
+        return -1;
+    }
+    sqlite3_finalize(st);
+    if (newest > cut->cut_epoch)
+        cut->cut_epoch = newest;
+    return record_cut(b, cut, e);
+}
+
+/* A speed layer runs: the cut is its newest boundary, waiting a bounded time for one at or
+ * after the newest cut. A boundary before it is an old speed layer's, not yet expired by the
+ * one that just started (its epochs begin at or after that cut); cutting there would move the
+ * cut backwards, behind what master already holds. */
+static int pick_from_speed(struct batch *b, struct batch_cut *cut, struct lerr *e)
+{
+    int64_t end = tm_mono_ms() + b->kafka_timeout_ms, newest = -1;
+    sqlite3_stmt *st = NULL;
+    bool found;
+
+    if (db_prepare(b->bdb, "SELECT max(cut_epoch) FROM versions", &st, e) != 0)
+        return -1;
+    if (db_step_int(st, &newest, e) != 0) {
+        sqlite3_finalize(st);
+        return -1;
+    }
+    sqlite3_finalize(st);
+    for (;;) {
+        cut->nparts = 0;
+        if (speed_boundary(b->data_dir, &cut->cut_epoch, cut, &found, e) != 0)
+            return -1;
+        if (found && cut->cut_epoch >= newest)
+            break;
+        if (tm_mono_ms() >= end)
+            return lerr_set(e,
+                            "a speed layer runs (speed.lock is held) but speed.db has no "
+                            "boundary after %" PRId64 " ms: is lambda-speed consuming?",
+                            b->kafka_timeout_ms);
+        nanosleep(&(struct timespec){.tv_nsec = 100 * 1000 * 1000}, NULL);
+    }
+    if (cut->nparts == 0)
+        return lerr_set(e, "speed.db's newest boundary has no partitions");
+    return record_cut(b, cut, e);
+}
+
+int batch_cut_get(struct batch *b, struct batch_cut *cut, struct lerr *e)
+{
+    bool found, speed_runs;
+    int fd = -1, got, rc;
+
+    memset(cut, 0, sizeof(*cut));
+    if (load_pending(b, cut, &found, e) != 0)
+        return -1;
+    if (found) {
+        log_info("batch", "cut_reused version=%" PRId64 " cut_epoch=%" PRId64 " partitions=%d",
+                 cut->version, cut->cut_epoch, cut->nparts);
+        return 0;
+    }
+    got = lock_try(b->data_dir, "speed.lock", &fd, e);
+    if (got < 0)
+        return -1;
+    speed_runs = got == 0;
+    rc = speed_runs ? pick_from_speed(b, cut, e) : pick_from_kafka(b, cut, e);
+    lock_release(fd); /* the pending cut is recorded: a speed layer may start from it */
+    if (rc != 0)
+        return -1;
+    log_info("batch",
+             "cut_recorded version=%" PRId64 " cut_epoch=%" PRId64
+             " partitions=%d speed_running=%d",
+             cut->version, cut->cut_epoch, cut->nparts, speed_runs);
+    return 0;
+}

@@ -1,0 +1,341 @@
+/* import.c - backfill files into the master dataset: NDJSON or CSV, through ev_parse.
+ *
+ * The format is told by the first line: exactly "order_id,merchant_id,amount_cents,event_time"
+ * is CSV (simple double-quoted fields allowed), anything else NDJSON (one object per line;
+ * blank lines are skipped). Orders keep partition -1 and offset = line number; rejects name
+ * the file and the line. Each file is one transaction that ends by recording the hash of its
+ * content in `imports`, so a killed import leaves nothing behind and a re-import of the same
+ * content adds nothing. The future-time rule is checked against the wall clock at import. */
+#include "batch.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "db.h"
+#include "ev.h"
+#include "lock.h"
+#include "log.h"
+#include "tm.h"
+
+static const char csv_header[] = "order_id,merchant_id,amount_cents,event_time";
+
+struct import {
+    sqlite3 *master;
+    sqlite3_stmt *ins_order, *ins_reject, *find, *record;
+    struct ev_rules rules;
+    const char *path; /* the file being imported, as given */
+    int64_t now_ms;
+    char *scratch; /* CSV fields of one line */
+    size_t scratch_cap;
+    int64_t lines, orders, dups, rejects; /* of the file being imported */
+    bool is_tty;
+};
+
+static int prepare(struct import *im, struct lerr *e)
+{
+    sqlite3 *m = im->master;
+
+    return db_prepare(m,
+                      "INSERT OR IGNORE INTO orders(merchant_id, order_id, amount_cents,"
+                      " event_time_ms, partition, offset, raw) VALUES(?,?,?,?,-1,?,?)",
+                      &im->ins_order, e) ||
+           db_prepare(m,
+                      "INSERT INTO rejects(source, line, reason, payload, at_ms)"
+                      " VALUES(?,?,?,?,?)",
+                      &im->ins_reject, e) ||
+           db_prepare(m, "SELECT path, at_ms FROM imports WHERE file_hash=?", &im->find, e) ||
+           db_prepare(m,
+                      "INSERT INTO imports(file_hash, path, lines, orders, rejects, at_ms)"
+                      " VALUES(?,?,?,?,?,?)",
+                      &im->record, e);
+}
+
+/* Splits a CSV line into at most max fields (NUL-terminated, in out, which holds len + max
+ * bytes). Returns the number of fields, max + 1 when there are more, or -1 on bad quoting. */
+static int csv_split(const char *s, size_t len, char *out, const char *f[], int max)
+{
+    size_t i = 0;
+    int n = 0;
+
+    for (;;) {
+        if (n == max)
+            return max + 1;
+        f[n++] = out;
+        if (i < len && s[i] == '"') {
+            for (i++;; i++) {
+                if (i >= len)
+                    return -1; /* no closing quote */
+                if (s[i] == '"' && i + 1 < len && s[i + 1] == '"')
+                    *out++ = s[i++];
+                else if (s[i] == '"')
+                    break;
+                else
+                    *out++ = s[i];
+            }
+            if (++i < len && s[i] != ',')
+                return -1; /* text after the closing quote */
+        } else {
+            while (i < len && s[i] != ',')
+                *out++ = s[i++];
+        }
+        *out++ = '\0';
+        if (i >= len)
+            return n;
+        i++; /* the comma */
+    }
+}
+
+static enum ev_reason parse_csv(struct import *im, const char *s, size_t len, struct ev_order *o)
+{
+    const char *f[4];
+    int n;
+
+    if (len + 8 > im->scratch_cap) {
+        char *p = realloc(im->scratch, len + 8);
+        if (!p)
+            return EV_BAD_TYPE; /* unreachable in practice; the line is kept as a reject */
+        im->scratch = p;
+        im->scratch_cap = len + 8;
+    }
+    n = csv_split(s, len, im->scratch, f, 4);
+    if (n >= 0 && n < 4)
+        return EV_MISSING_FIELD;
+    if (n != 4)
+        return EV_BAD_TYPE; /* more than four fields, or broken quoting */
+    return ev_parse_fields(&im->rules, f[0], f[1], f[2], f[3], im->now_ms, o);
+}
+
+static int add_line(struct import *im, const char *s, size_t len, bool is_csv, int64_t line_no,
+                    struct lerr *e)
+{
+    struct ev_order o;
+    enum ev_reason r;
+    sqlite3_stmt *st;
+
+    r = is_csv ? parse_csv(im, s, len, &o) : ev_parse(&im->rules, NULL, 0, s, len, im->now_ms, &o);
+    if (r != EV_OK) {
+        st = im->ins_reject;
+        sqlite3_bind_text(st, 1, im->path, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, line_no);
+        sqlite3_bind_text(st, 3, ev_reason_name(r), -1, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 4, s,
+                          (int)(len < EV_REJECT_PAYLOAD_MAX ? len : EV_REJECT_PAYLOAD_MAX),
+                          SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, im->now_ms);
+        im->rejects++;
+        return db_step_done(st, e);
+    }
+    st = im->ins_order;
+    sqlite3_bind_text(st, 1, o.merchant_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, o.order_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, o.amount_cents);
+    sqlite3_bind_int64(st, 4, o.event_ms);
+    sqlite3_bind_int64(st, 5, line_no);
+    sqlite3_bind_blob(st, 6, s, (int)len, SQLITE_STATIC);
+    if (db_step_done(st, e) != 0)
+        return -1;
+    if (sqlite3_changes(im->master) == 0)
+        im->dups++;
+    else
+        im->orders++;
+    return 0;
+}
+
+static bool is_blank(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (s[i] != ' ' && s[i] != '\t')
+            return false;
+    return true;
+}
+
+/* Imports every line of data[0..size) inside the caller's transaction. */
+static int import_lines(struct import *im, const char *data, size_t size, struct lerr *e)
+{
+    const char *p = data, *end = data + size;
+    int64_t line_no = 0, shown = tm_mono_ms();
+    bool is_csv = false;
+
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t len = (size_t)((nl ? nl : end) - p);
+        const char *s = p;
+
+        p = nl ? nl + 1 : end;
+        line_no++;
+        if (len > 0 && s[len - 1] == '\r')
+            len--;
+        if (line_no == 1) {
+            if (len >= 3 && !memcmp(s, "\xef\xbb\xbf", 3))
+                s += 3, len -= 3; /* a UTF-8 byte order mark */
+            is_csv = len == sizeof(csv_header) - 1 && !memcmp(s, csv_header, len);
+            if (is_csv)
+                continue;
+        }
+        if (is_blank(s, len))
+            continue;
+        if (add_line(im, s, len, is_csv, line_no, e) != 0)
+            return -1;
+        if (im->is_tty && tm_mono_ms() - shown >= 200) {
+            shown = tm_mono_ms();
+            fprintf(stderr, "\rimport %s: %" PRId64 " lines (%d%%)   ", im->path, line_no,
+                    (int)((p - data) * 100 / (end - data)));
+        }
+    }
+    if (im->is_tty && line_no > 0)
+        fprintf(stderr, "\rimport %s: %" PRId64 " lines (100%%)   \n", im->path, line_no);
+    im->lines = line_no;
+    return 0;
+}
+
+/* Finds an earlier import of the same content; prints it and sets *found. */
+static int find_earlier(struct import *im, const char *hash, bool *found, struct lerr *e)
+{
+    int rc;
+
+    sqlite3_bind_text(im->find, 1, hash, -1, SQLITE_STATIC);
+    rc = sqlite3_step(im->find);
+    *found = rc == SQLITE_ROW;
+    if (*found) {
+        char when[TM_RFC3339_LEN];
+        tm_format_rfc3339(sqlite3_column_int64(im->find, 1), when);
+        printf("already imported: %s (same content as %s, imported %s)\n", im->path,
+               (const char *)sqlite3_column_text(im->find, 0), when);
+        log_info("batch", "import_skipped file=\"%s\" reason=already_imported hash=%s", im->path,
+                 hash);
+    }
+    sqlite3_reset(im->find);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return lerr_set(e, "cannot read imports: %s", sqlite3_errmsg(im->master));
+    return 0;
+}
+
+static int record(struct import *im, const char *hash, struct lerr *e)
+{
+    sqlite3_stmt *st = im->record;
+
+    sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, im->path, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, im->lines);
+    sqlite3_bind_int64(st, 4, im->orders);
+    sqlite3_bind_int64(st, 5, im->rejects);
+    sqlite3_bind_int64(st, 6, im->now_ms);
+    return db_step_done(st, e) || batch_counter_add(im->master, "duplicates", im->dups, e);
+}
+
+static int import_data(struct import *im, const char *data, size_t size, struct lerr *e)
+{
+    char hash[17];
+    bool found;
+    int64_t t0 = tm_mono_ms();
+
+    snprintf(hash, sizeof(hash), "%016llx", (unsigned long long)XXH3_64bits(data, size));
+    if (find_earlier(im, hash, &found, e) != 0)
+        return -1;
+    if (found)
+        return 0;
+    im->now_ms = tm_now_ms();
+    im->lines = im->orders = im->dups = im->rejects = 0;
+    if (db_exec(im->master, "BEGIN IMMEDIATE", e) != 0)
+        return -1;
+    if (import_lines(im, data, size, e) != 0 || record(im, hash, e) != 0 ||
+        db_exec(im->master, "COMMIT", e) != 0) {
+        sqlite3_exec(im->master, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    double secs = (double)(tm_mono_ms() - t0) / 1000.0;
+    printf("batch imported file=%s lines=%" PRId64 " orders=%" PRId64 " duplicates=%" PRId64
+           " rejects=%" PRId64 " seconds=%.2f\n",
+           im->path, im->lines, im->orders, im->dups, im->rejects, secs);
+    fflush(stdout);
+    log_info("batch",
+             "imported file=\"%s\" lines=%" PRId64 " orders=%" PRId64 " duplicates=%" PRId64
+             " rejects=%" PRId64 " seconds=%.2f",
+             im->path, im->lines, im->orders, im->dups, im->rejects, secs);
+    return 0;
+}
+
+static int import_file(struct import *im, const char *path, struct lerr *e)
+{
+    struct stat sb;
+    void *data = NULL;
+    int fd, rc;
+
+    im->path = path;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return lerr_set(e, "cannot open '%s': %s", path, strerror(errno));
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return lerr_set(e, "cannot import '%s': not a regular file", path);
+    }
+    if (sb.st_size > 0) {
+        data = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (data == MAP_FAILED) {
+            close(fd);
+            return lerr_set(e, "cannot read '%s': %s", path, strerror(errno));
+        }
+        madvise(data, (size_t)sb.st_size, MADV_SEQUENTIAL);
+    }
+    close(fd);
+    rc = import_data(im, data ? data : "", (size_t)sb.st_size, e);
+    if (data)
+        munmap(data, (size_t)sb.st_size);
+    return rc;
+}
+
+/* Waits up to wait_ms for batch.lock: an import never runs beside a batch run. */
+static int wait_lock(const char *data_dir, int64_t wait_ms, int *fd, struct lerr *e)
+{
+    int64_t end = tm_mono_ms() + wait_ms;
+
+    for (;;) {
+        int got = lock_try(data_dir, "batch.lock", fd, e);
+        if (got != 0)
+            return got > 0 ? 0 : -1;
+        if (tm_mono_ms() >= end)
+            return lerr_set(e,
+                            "another batch run holds '%s/batch.lock' (waited %" PRId64
+                            " ms); try again when it is done",
+                            data_dir, wait_ms);
+        nanosleep(&(struct timespec){.tv_nsec = 100 * 1000 * 1000}, NULL);
+    }
+}
+
+int batch_import(const struct cfg *c, struct lerr *e)
+{
+    const char *data_dir = cfg_str(c, "data_dir");
+    struct import im = {0};
+    int fd = -1, rc = -1;
+
+    im.rules.max_future_skew_ms = cfg_ms(c, "max_future_skew");
+    im.is_tty = isatty(STDERR_FILENO);
+    if (db_ensure_dir(data_dir, e) != 0 || wait_lock(data_dir, cfg_ms(c, "lock_wait"), &fd, e))
+        return -1;
+    if (db_open_rw(data_dir, DB_MASTER, &im.master, e) != 0 ||
+        db_exec(im.master, "PRAGMA cache_size=-262144", e) != 0 || prepare(&im, e) != 0)
+        goto out;
+    for (int i = 1; i < c->nargs; i++)
+        if (import_file(&im, c->args[i], e) != 0)
+            goto out;
+    rc = 0;
+out:
+    sqlite3_finalize(im.ins_order);
+    sqlite3_finalize(im.ins_reject);
+    sqlite3_finalize(im.find);
+    sqlite3_finalize(im.record);
+    sqlite3_close(im.master);
+    free(im.scratch);
+    lock_release(fd);
+    return rc;
+}

@@ -1,0 +1,260 @@
+/* status.c - what the batch layer holds: versions, the pending cut, ingest positions, rejects.
+ *
+ * Everything is gathered into one JSON document (read-only connections, so a running batch is
+ * never disturbed); --json prints it as is, otherwise it is rendered as text for a human. */
+#include "batch.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "db.h"
+#include "tm.h"
+
+static json_t *column_json(sqlite3_stmt *st, int i)
+{
+    switch (sqlite3_column_type(st, i)) {
+    case SQLITE_INTEGER:
+        return json_integer(sqlite3_column_int64(st, i));
+    case SQLITE_NULL:
+        return json_null();
+    default:
+        return json_string((const char *)sqlite3_column_text(st, i));
+    }
+}
+
+/* Runs a query and returns its rows as an array of objects named by the columns. */
+static json_t *query_rows(sqlite3 *db, const char *sql, int64_t param, struct lerr *e)
+{
+    sqlite3_stmt *st = NULL;
+    json_t *rows = json_array();
+    int rc;
+
+    if (db_prepare(db, sql, &st, e) != 0) {
+        json_decref(rows);
+        return NULL;
+    }
+    if (sqlite3_bind_parameter_count(st) > 0)
+        sqlite3_bind_int64(st, 1, param);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *row = json_object();
+        for (int i = 0; i < sqlite3_column_count(st); i++)
+            json_object_set_new(row, sqlite3_column_name(st, i), column_json(st, i));
+        json_array_append_new(rows, row);
+    }
+    if (rc != SQLITE_DONE) {
+        lerr_set(e, "cannot run '%.60s': %s", sql, sqlite3_errmsg(db));
+        json_decref(rows);
+        rows = NULL;
+    }
+    sqlite3_finalize(st);
+    return rows;
+}
+
+/* Opens a file read-only; *db stays NULL when it does not exist yet. */
+static int open_if_exists(const char *data_dir, enum db_file f, sqlite3 **db, struct lerr *e)
+{
+    char path[4096];
+
+    *db = NULL;
+    db_path(data_dir, f, path, sizeof(path));
+    if (access(path, F_OK) != 0)
+        return 0;
+    return db_open_ro(data_dir, f, db, e);
+}
+
+static int gather_batch(sqlite3 *bdb, json_t *doc, struct lerr *e)
+{
+    json_t *versions, *cut = NULL, *v;
+    size_t i;
+
+    versions = query_rows(bdb,
+                          "SELECT id, state, cut_epoch, started_ms, finished_ms, orders,"
+                          " merchants, ingested, rejects, duplicates, checks FROM versions"
+                          " ORDER BY id",
+                          0, e);
+    if (!versions)
+        return -1;
+    json_array_foreach(versions, i, v)
+    {
+        json_t *checks = json_object_get(v, "checks");
+        int64_t at = json_integer_value(json_object_get(v, "finished_ms"));
+        if (json_is_string(checks))
+            json_object_set_new(v, "checks", json_loads(json_string_value(checks), 0, NULL));
+        if (!at)
+            at = json_integer_value(json_object_get(v, "started_ms"));
+        json_object_set_new(v, "age_ms", json_integer(tm_now_ms() - at));
+        if (!strcmp(json_string_value(json_object_get(v, "state")), "pending"))
+            cut = v;
+    }
+    json_object_set_new(doc, "versions", versions);
+    json_object_set(doc, "pending", cut ? cut : json_null());
+    if (!cut) /* the positions that matter now are those of the newest published cut */
+        for (i = json_array_size(versions); i-- > 0 && !cut;)
+            if (!strcmp(json_string_value(json_object_get(json_array_get(versions, i), "state")),
+                        "published"))
+                cut = json_array_get(versions, i);
+    if (cut) {
+        json_t *offs = query_rows(bdb,
+                                  "SELECT partition, offset AS cut FROM cut_offsets"
+                                  " WHERE version=? ORDER BY partition",
+                                  json_integer_value(json_object_get(cut, "id")), e);
+        if (!offs)
+            return -1;
+        json_object_set_new(doc, "cut_version", json_copy(json_object_get(cut, "id")));
+        json_object_set_new(doc, "partitions", offs);
+    }
+    return 0;
+}
+
+static int gather_master(sqlite3 *m, json_t *doc, struct lerr *e)
+{
+    json_t *offsets, *parts = json_object_get(doc, "partitions"), *p, *o, *counters, *c, *by;
+    size_t i, j;
+
+    offsets = query_rows(m, "SELECT partition, next_offset FROM ingest_offsets", 0, e);
+    by =
+        query_rows(m, "SELECT reason, count(*) AS n FROM rejects GROUP BY reason ORDER BY 1", 0, e);
+    counters = query_rows(m, "SELECT name, value FROM counters ORDER BY name", 0, e);
+    json_t *totals = query_rows(m,
+                                "SELECT (SELECT count(*) FROM orders) AS orders,"
+                                " (SELECT count(*) FROM rejects) AS rejects,"
+                                " (SELECT count(*) FROM imports) AS imports",
+                                0, e);
+    if (!offsets || !by || !counters || !totals) {
+        json_decref(offsets), json_decref(by), json_decref(counters), json_decref(totals);
+        return -1;
+    }
+    for (i = 0; i < json_array_size(parts); i++) {
+        p = json_array_get(parts, i);
+        for (j = 0; j < json_array_size(offsets); j++) {
+            o = json_array_get(offsets, j);
+            if (json_equal(json_object_get(p, "partition"), json_object_get(o, "partition")))
+                json_object_set(p, "ingested_to", json_object_get(o, "next_offset"));
+        }
+    }
+    json_object_set_new(doc, "ingest_offsets", offsets);
+    json_object_update(doc, json_array_get(totals, 0));
+    json_decref(totals);
+    json_t *reasons = json_object(), *names = json_object();
+    for (i = 0; i < json_array_size(by); i++) {
+        p = json_array_get(by, i);
+        json_object_set(reasons, json_string_value(json_object_get(p, "reason")),
+                        json_object_get(p, "n"));
+    }
+    for (i = 0; i < json_array_size(counters); i++) {
+        c = json_array_get(counters, i);
+        json_object_set(names, json_string_value(json_object_get(c, "name")),
+                        json_object_get(c, "value"));
+    }
+    json_decref(by);
+    json_decref(counters);
+    json_object_set_new(doc, "rejects_by_reason", reasons);
+    json_object_set_new(doc, "counters", names);
+    return 0;
+}
+
+static void format_age(int64_t ms, char *out, size_t size)
+{
+    int64_t s = ms / 1000;
+
+    if (s < 120)
+        snprintf(out, size, "%" PRId64 "s", s);
+    else if (s < 7200)
+        snprintf(out, size, "%" PRId64 "m", s / 60);
+    else if (s < 172800)
+        snprintf(out, size, "%" PRId64 "h", s / 3600);
+    else
+        snprintf(out, size, "%" PRId64 "d", s / 86400);
+}
+
+static int64_t num(const json_t *o, const char *key)
+{
+    return json_integer_value(json_object_get(o, key));
+}
+
+static void print_text(const json_t *doc, const char *data_dir)
+{
+    const json_t *v, *p, *versions = json_object_get(doc, "versions"),
+                         *pending = json_object_get(doc, "pending");
+    const char *k;
+    size_t i;
+
+    printf("data_dir %s\n", data_dir);
+    if (json_array_size(versions) == 0)
+        printf("versions: none (no batch run has published yet)\n");
+    else
+        printf("%4s  %-9s  %10s  %6s  %12s  %9s  %s\n", "id", "state", "cut_epoch", "age", "orders",
+               "merchants", "checks");
+    json_array_foreach(versions, i, v)
+    {
+        char age[32];
+        const json_t *checks = json_object_get(v, "checks");
+        format_age(num(v, "age_ms"), age, sizeof(age));
+        printf("%4" PRId64 "  %-9s  %10" PRId64 "  %6s  %12" PRId64 "  %9" PRId64 "  %s\n",
+               num(v, "id"), json_string_value(json_object_get(v, "state")), num(v, "cut_epoch"),
+               age, num(v, "orders"), num(v, "merchants"),
+               !json_is_object(checks)                           ? "-"
+               : json_is_true(json_object_get(checks, "passed")) ? "passed"
+                                                                 : "FAILED");
+    }
+    if (json_is_object(pending))
+        printf("pending cut: version %" PRId64 " cut_epoch %" PRId64 " (the next run reuses it)\n",
+               num(pending, "id"), num(pending, "cut_epoch"));
+    else
+        printf("pending cut: none\n");
+    if (json_array_size(json_object_get(doc, "partitions")))
+        printf("partitions (ingested up to / cut of version %" PRId64 "):\n",
+               num(doc, "cut_version"));
+    json_array_foreach(json_object_get(doc, "partitions"), i, p)
+        printf("  %4" PRId64 "  %12" PRId64 " / %" PRId64 "\n", num(p, "partition"),
+               num(p, "ingested_to"), num(p, "cut"));
+    printf("master: %" PRId64 " orders, %" PRId64 " imported files\n", num(doc, "orders"),
+           num(doc, "imports"));
+    printf("rejects: %" PRId64, num(doc, "rejects"));
+    json_object_foreach((json_t *)json_object_get(doc, "rejects_by_reason"), k, v)
+        printf(" %s=%" PRId64, k, (int64_t)json_integer_value(v));
+    printf("\ncounters:");
+    json_object_foreach((json_t *)json_object_get(doc, "counters"), k, v)
+        printf(" %s=%" PRId64, k, (int64_t)json_integer_value(v));
+    printf("\n");
+}
+
+int batch_status(const struct cfg *c, struct lerr *e)
+{
+    const char *data_dir = cfg_str(c, "data_dir");
+    sqlite3 *bdb = NULL, *m = NULL;
+    json_t *doc = json_object();
+    int rc = -1;
+
+    json_object_set_new(doc, "data_dir", json_string(data_dir));
+    json_object_set_new(doc, "partitions", json_array());
+    if (open_if_exists(data_dir, DB_BATCH, &bdb, e) != 0 ||
+        open_if_exists(data_dir, DB_MASTER, &m, e) != 0)
+        goto out;
+    if (bdb && gather_batch(bdb, doc, e) != 0)
+        goto out;
+    if (!bdb) {
+        json_object_set_new(doc, "versions", json_array());
+        json_object_set_new(doc, "pending", json_null());
+    }
+    if (m && gather_master(m, doc, e) != 0)
+        goto out;
+    if (cfg_bool(c, "json")) {
+        char *s = json_dumps(doc, JSON_COMPACT);
+        printf("%s\n", s);
+        free(s);
+    } else {
+        print_text(doc, data_dir);
+    }
+    rc = 0;
+out:
+    json_decref(doc);
+    sqlite3_close(bdb);
+    sqlite3_close(m);
+    return rc;
+}

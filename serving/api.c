@@ -1,0 +1,785 @@
+#include "api.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <uthash.h>
+
+#include "dashboard.h"
+#include "ev.h"
+#include "log.h"
+#include "tm.h"
+
+/* An event-time span asked for with ?window= or ?from=&to=, before it is resolved against a
+ * snapshot (a window ends at the stream watermark, which only the snapshot knows). */
+struct span {
+    const char *window; /* the parameter's text, or NULL */
+    int64_t window_ms;
+    bool has_from, has_to;
+    int64_t from_ms, to_ms;
+};
+
+static const char json_ctype[] = "application/json";
+
+static void reply_json(struct serve_reply *out, unsigned status, json_t *doc)
+{
+    out->owned = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    if (!out->owned) {
+        serve_api_error(out, 500, "out of memory");
+        return;
+    }
+    out->status = status;
+    out->content_type = json_ctype;
+    out->body = out->owned;
+    out->len = strlen(out->body);
+}
+
+void serve_api_error(struct serve_reply *out, unsigned status, const char *fmt, ...)
+{
+    static const char oom[] = "{\"error\":\"out of memory\"}";
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    /* Messages quote what the client sent, which need not be text: keep them printable ASCII
+     * so that they are always valid JSON strings. */
+    for (char *p = msg; *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+            *p = '?';
+    out->status = status;
+    out->content_type = json_ctype;
+    json_t *doc = json_pack("{s:s}", "error", msg);
+    out->owned = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    out->body = out->owned ? out->owned : oom;
+    if (!out->owned)
+        out->status = 500;
+    out->len = strlen(out->body);
+}
+
+/* A time as a JSON string; json_pack's "o" steals the reference. */
+static json_t *rfc3339(int64_t t_ms)
+{
+    char buf[TM_RFC3339_LEN];
+
+    tm_format_rfc3339(t_ms, buf);
+    return json_string(buf);
+}
+
+/* RFC 3339 or epoch milliseconds (a bare decimal integer). */
+static int parse_time(const char *s, int64_t *out)
+{
+    char *end;
+    long long v;
+
+    if (*s >= '0' && *s <= '9' && strspn(s, "0123456789") == strlen(s)) {
+        errno = 0;
+        v = strtoll(s, &end, 10);
+        if (errno || v > TM_MAX_MS)
+            return -1;
+        *out = v;
+        return 0;
+    }
+    return tm_parse_rfc3339(s, strlen(s), out);
+}
+
+static int64_t ceil_to(int64_t t_ms, int64_t step_ms)
+{
+    return tm_floor(t_ms + step_ms - 1, step_ms);
+}
+
+/* Reads window, from and to; on a bad one returns -1 with the message in e. */
+static int span_parse(serve_arg_fn arg, void *req, struct span *sp, struct lerr *e)
+{
+    const char *w = arg(req, "window"), *from = arg(req, "from"), *to = arg(req, "to");
+
+    memset(sp, 0, sizeof(*sp));
+    if (w) {
+        if (tm_parse_duration(w, &sp->window_ms) != 0 || sp->window_ms <= 0 ||
+            sp->window_ms > 366 * TM_DAY_MS)
+            return lerr_set(e, "bad window '%s': want a duration such as 5m, 1h or 7d", w);
+        if (from || to)
+            return lerr_set(e, "bad window '%s': give either window or from/to", w);
+        sp->window = w;
+    }
+    if (from && parse_time(from, &sp->from_ms) != 0)
+        return lerr_set(e, "bad from '%s': want RFC 3339 or epoch milliseconds", from);
+    if (to && parse_time(to, &sp->to_ms) != 0)
+        return lerr_set(e, "bad to '%s': want RFC 3339 or epoch milliseconds", to);
+    if (to && !from)
+        return lerr_set(e, "bad from: missing (to needs from)");
+    sp->has_from = from != NULL;
+    sp->has_to = to != NULL;
+    if (from && to && sp->to_ms <= sp->from_ms)
+        return lerr_set(e, "bad to '%s': must be after from", to);
+    return 0;
+}
+
+static bool span_given(const struct span *sp)
+{
+    return sp->window || sp->has_from;
+}
+
+/* Where a span without "to" ends: the bucket holding the stream watermark, else the newest
+ * bucket with data, else the current one. Exclusive, aligned to step_ms. */
+static int span_end(struct serve_store *st, const struct serve_view *v, int64_t step_ms,
+                    int64_t *end_ms, struct lerr *e)
+{
+    bool found;
+    int64_t newest;
+
+    if (v->has_watermark) {
+        *end_ms = tm_floor(v->watermark_ms, step_ms) + step_ms;
+        return 0;
+    }
+    if (serve_store_newest_minute(st, v, &found, &newest, e) != 0)
+        return -1;
+    *end_ms = tm_floor(found ? newest : tm_now_ms(), step_ms) + step_ms;
+    return 0;
+}
+
+/* Turns a span into [from, to) aligned to step_ms; def_window_ms when nothing was given. */
+static int span_resolve(struct serve_store *st, const struct serve_view *v, const struct span *sp,
+                        int64_t step_ms, int64_t def_window_ms, int64_t *from_ms, int64_t *to_ms,
+                        struct lerr *e)
+{
+    if (sp->has_from) {
+        *from_ms = tm_floor(sp->from_ms, step_ms);
+        if (sp->has_to)
+            *to_ms = ceil_to(sp->to_ms, step_ms);
+        else if (span_end(st, v, step_ms, to_ms, e) != 0)
+            return -1;
+        if (*to_ms <= *from_ms) /* from after the end of the data: an empty span */
+            *to_ms = *from_ms;
+        return 0;
+    }
+    if (span_end(st, v, step_ms, to_ms, e) != 0)
+        return -1;
+    *from_ms = *to_ms - ceil_to(sp->window ? sp->window_ms : def_window_ms, step_ms);
+    return 0;
+}
+
+static void add_span(json_t *doc, int64_t from_ms, int64_t to_ms)
+{
+    json_object_set_new(doc, "from", rfc3339(from_ms));
+    json_object_set_new(doc, "to", rfc3339(to_ms));
+}
+
+static json_t *merchant_doc(const char *id, const struct serve_view *v, const struct serve_sums *b,
+                            const struct serve_sums *s, int64_t now_ms)
+{
+    json_t *batch, *speed;
+
+    if (v->has_batch)
+        batch = json_pack("{s:I,s:I,s:I,s:I,s:o}", "order_count", (json_int_t)b->order_count,
+                          "revenue_cents", (json_int_t)b->revenue_cents, "version",
+                          (json_int_t)v->version, "cut_epoch", (json_int_t)v->cut_epoch, "as_of",
+                          rfc3339(v->started_ms));
+    else
+        batch = json_pack("{s:I,s:I,s:n,s:I,s:n}", "order_count", (json_int_t)0, "revenue_cents",
+                          (json_int_t)0, "version", "cut_epoch", (json_int_t)0, "as_of");
+    speed = json_pack("{s:I,s:I,s:o}", "order_count", (json_int_t)s->order_count, "revenue_cents",
+                      (json_int_t)s->revenue_cents, "checkpoint_age_ms",
+                      v->has_checkpoint ? json_integer(now_ms - v->checkpoint_ms) : json_null());
+    return json_pack("{s:s,s:I,s:I,s:o,s:o}", "merchant_id", id, "order_count",
+                     (json_int_t)(b->order_count + s->order_count), "revenue_cents",
+                     (json_int_t)(b->revenue_cents + s->revenue_cents), "batch", batch, "speed",
+                     speed);
+}
+
+/* One merchant's answer inside an open snapshot: all time, or the span when one was given. */
+static json_t *merchant_answer(struct serve_store *st, const struct serve_view *v, const char *id,
+                               const struct span *sp, struct lerr *e)
+{
+    struct serve_sums b, s;
+    int64_t from_ms = 0, to_ms = 0;
+    json_t *doc;
+
+    if (!span_given(sp)) {
+        if (serve_store_totals(st, v, id, &b, &s, e) != 0)
+            return NULL;
+    } else if (span_resolve(st, v, sp, TM_MINUTE_MS, 0, &from_ms, &to_ms, e) != 0 ||
+               serve_store_range(st, v, id, from_ms, to_ms, &b, &s, e) != 0) {
+        return NULL;
+    }
+    doc = merchant_doc(id, v, &b, &s, tm_now_ms());
+    if (doc && span_given(sp))
+        add_span(doc, from_ms, to_ms);
+    return doc;
+}
+
+static void db_failed(struct serve_reply *out, const char *route, const struct lerr *e)
+{
+    log_warn("serve", "read_failed route=%s err=\"%s\"", route, e->msg);
+    serve_api_error(out, 500, "%s", e->msg);
+}
+
+static bool id_valid(const char *id)
+{
+    return ev_merchant_id_valid(id, strlen(id));
+}
+
+static void handle_query(struct serve_store *st, const char *id, serve_arg_fn arg, void *req,
+                         struct serve_reply *out)
+{
+    struct lerr e = {{0}};
+    struct serve_view v;
+    struct span sp;
+    json_t *doc;
+
+    if (!id_valid(id))
+        return serve_api_error(out, 400, "bad merchant_id '%.80s': want 1..64 of [A-Za-z0-9_.:-]",
+                               id);
+    if (span_parse(arg, req, &sp, &e) != 0)
+        return serve_api_error(out, 400, "%s", e.msg);
+    if (serve_store_begin(st, &v, &e) != 0)
+        return db_failed(out, "query", &e);
+    doc = merchant_answer(st, &v, id, &sp, &e);
+    serve_store_end(st);
+    if (!doc)
+        return db_failed(out, "query", &e);
+    reply_json(out, 200, doc);
+}
+
+/* Splits ids on commas into list (pointers into buf); returns the count, or -1 when a part
+ * is not a merchant id (named in e) or there are too many. */
+static int split_ids(char *buf, const char **list, struct lerr *e)
+{
+    int n = 0;
+
+    for (char *p = buf, *comma;; p = comma + 1) {
+        comma = strchr(p, ',');
+        if (comma)
+            *comma = '\0';
+        if (!id_valid(p))
+            return lerr_set(e, "bad ids: merchant_id '%.80s' is not 1..64 of [A-Za-z0-9_.:-]", p);
+        if (n == SERVE_IDS_MAX) {
+            int total = n + 1;
+            while (comma && (comma = strchr(comma + 1, ',')))
+                total++;
+            return lerr_set(e, "too many ids: %d, at most %d", total, SERVE_IDS_MAX);
+        }
+        list[n++] = p;
+        if (!comma)
+            return n;
+    }
+}
+
+static void handle_ids(struct serve_store *st, serve_arg_fn arg, void *req, struct serve_reply *out)
+{
+    const char *ids = arg(req, "ids"), **list = NULL;
+    struct lerr e = {{0}};
+    struct serve_view v;
+    struct span sp;
+    char *buf = NULL;
+    json_t *arr = NULL, *doc;
+    int n;
+
+    if (!ids)
+        return serve_api_error(out, 400, "bad ids: missing (GET /query?ids=a,b,c)");
+    if (span_parse(arg, req, &sp, &e) != 0)
+        return serve_api_error(out, 400, "%s", e.msg);
+    buf = strdup(ids);
+    list = calloc(SERVE_IDS_MAX, sizeof(*list));
+    if (!buf || !list) {
+        serve_api_error(out, 500, "out of memory");
+        goto out;
+    }
+    if ((n = split_ids(buf, list, &e)) < 0) {
+        serve_api_error(out, 400, "%s", e.msg);
+        goto out;
+    }
+    if (serve_store_begin(st, &v, &e) != 0) {
+        db_failed(out, "query_ids", &e);
+        goto out;
+    }
+    arr = json_array();
+    for (int i = 0; arr && i < n; i++) {
+        if (!(doc = merchant_answer(st, &v, list[i], &sp, &e)) || json_array_append_new(arr, doc)) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
+    serve_store_end(st);
+    if (!arr)
+        db_failed(out, "query_ids", &e);
+    else
+        reply_json(out, 200, json_pack("{s:o}", "merchants", arr));
+out:
+    free(buf);
+    free(list);
+}
+
+struct series {
+    int64_t from_ms, step_ms;
+    size_t n;
+    struct serve_sums *pts;
+};
+
+static void series_add(void *arg, const char *merchant_id, int64_t t_ms, const struct serve_sums *s)
+{
+    struct series *sr = arg;
+    int64_t i = (t_ms - sr->from_ms) / sr->step_ms;
+
+    (void)merchant_id;
+    if (t_ms < sr->from_ms || i < 0 || (size_t)i >= sr->n)
+        return;
+    sr->pts[i].order_count += s->order_count;
+    sr->pts[i].revenue_cents += s->revenue_cents;
+}
+
+static json_t *series_doc(const struct serve_ctx *c, const struct serve_view *v, const char *id,
+                          const char *step, const struct series *sr)
+{
+    int64_t lateness =
+        v->allowed_lateness_ms >= 0 ? v->allowed_lateness_ms : c->allowed_lateness_ms;
+    json_t *pts = json_array(), *doc;
+
+    for (size_t i = 0; pts && i < sr->n; i++) {
+        int64_t t = sr->from_ms + (int64_t)i * sr->step_ms;
+        bool is_final = v->has_watermark && t + sr->step_ms + lateness <= v->watermark_ms;
+        json_array_append_new(pts,
+                              json_pack("{s:o,s:I,s:I,s:b}", "t", rfc3339(t), "order_count",
+                                        (json_int_t)sr->pts[i].order_count, "revenue_cents",
+                                        (json_int_t)sr->pts[i].revenue_cents, "final", is_final));
+    }
+    doc = json_pack("{s:s,s:s,s:o,s:o,s:o,s:o}", "merchant_id", id, "step", step, "from",
+                    rfc3339(sr->from_ms), "to", rfc3339(sr->from_ms + (int64_t)sr->n * sr->step_ms),
+                    "watermark", v->has_watermark ? rfc3339(v->watermark_ms) : json_null(),
+                    "points", pts);
+    return doc;
+}
+
+static int step_parse(const char *step, int64_t *step_ms)
+{
+    if (!strcmp(step, "1m"))
+        *step_ms = TM_MINUTE_MS;
+    else if (!strcmp(step, "1h"))
+        *step_ms = TM_HOUR_MS;
+    else if (!strcmp(step, "1d"))
+        *step_ms = TM_DAY_MS;
+    else
+        return -1;
+    return 0;
+}
+
+static void handle_series(const struct serve_ctx *c, struct serve_store *st, const char *id,
+                          serve_arg_fn arg, void *req, struct serve_reply *out)
+{
+    const char *step = arg(req, "step");
+    struct series sr = {0};
+    struct lerr e = {{0}};
+    struct serve_view v;
+    struct span sp;
+    int64_t to_ms;
+    json_t *doc = NULL;
+
+    if (!id_valid(id))
+        return serve_api_error(out, 400, "bad merchant_id '%.80s': want 1..64 of [A-Za-z0-9_.:-]",
+                               id);
+    if (!step)
+        step = "1m";
+    if (step_parse(step, &sr.step_ms) != 0)
+        return serve_api_error(out, 400, "bad step '%.40s': want 1m, 1h or 1d", step);
+    if (span_parse(arg, req, &sp, &e) != 0)
+        return serve_api_error(out, 400, "%s", e.msg);
+    if (sp.has_from && sp.has_to &&
+        (ceil_to(sp.to_ms, sr.step_ms) - tm_floor(sp.from_ms, sr.step_ms)) / sr.step_ms >
+            SERVE_POINTS_MAX)
+        return serve_api_error(out, 400, "bad step '%s': from..to holds more than %d points", step,
+                               SERVE_POINTS_MAX);
+    if (sp.window && ceil_to(sp.window_ms, sr.step_ms) / sr.step_ms > SERVE_POINTS_MAX)
+        return serve_api_error(out, 400, "bad window '%s': more than %d points of %s", sp.window,
+                               SERVE_POINTS_MAX, step);
+    if (serve_store_begin(st, &v, &e) != 0)
+        return db_failed(out, "series", &e);
+    if (span_resolve(st, &v, &sp, sr.step_ms, 60 * sr.step_ms, &sr.from_ms, &to_ms, &e) != 0)
+        goto out;
+    sr.n = (size_t)((to_ms - sr.from_ms) / sr.step_ms);
+    if (sr.n > SERVE_POINTS_MAX) { /* from given, to open: clip to the newest points */
+        sr.from_ms = to_ms - SERVE_POINTS_MAX * sr.step_ms;
+        sr.n = SERVE_POINTS_MAX;
+    }
+    if (!(sr.pts = calloc(sr.n + 1, sizeof(*sr.pts)))) {
+        lerr_set(&e, "out of memory");
+        goto out;
+    }
+    if (serve_store_rows(st, &v, id, sr.from_ms, to_ms, sr.step_ms != TM_MINUTE_MS, series_add, &sr,
+                         &e) != 0)
+        goto out;
+    doc = series_doc(c, &v, id, step, &sr);
+out:
+    serve_store_end(st);
+    free(sr.pts);
+    if (!doc)
+        return db_failed(out, "series", &e);
+    reply_json(out, 200, doc);
+}
+
+struct top_entry {
+    char merchant_id[EV_ID_MAX + 1];
+    struct serve_sums s;
+    UT_hash_handle hh;
+};
+
+struct top {
+    struct top_entry *map;
+    bool is_oom;
+};
+
+static void top_add(void *arg, const char *merchant_id, int64_t t_ms, const struct serve_sums *s)
+{
+    struct top *t = arg;
+    struct top_entry *en;
+
+    (void)t_ms;
+    if (!merchant_id || strlen(merchant_id) > EV_ID_MAX)
+        return;
+    HASH_FIND_STR(t->map, merchant_id, en);
+    if (!en) {
+        if (!(en = calloc(1, sizeof(*en)))) {
+            t->is_oom = true;
+            return;
+        }
+        strcpy(en->merchant_id, merchant_id);
+        HASH_ADD_STR(t->map, merchant_id, en);
+    }
+    en->s.order_count += s->order_count;
+    en->s.revenue_cents += s->revenue_cents;
+}
+
+static int by_orders(const void *a, const void *b)
+{
+    const struct top_entry *x = *(struct top_entry *const *)a, *y = *(struct top_entry *const *)b;
+
+    if (x->s.order_count != y->s.order_count)
+        return x->s.order_count > y->s.order_count ? -1 : 1;
+    return strcmp(x->merchant_id, y->merchant_id);
+}
+
+static int by_revenue(const void *a, const void *b)
+{
+    const struct top_entry *x = *(struct top_entry *const *)a, *y = *(struct top_entry *const *)b;
+
+    if (x->s.revenue_cents != y->s.revenue_cents)
+        return x->s.revenue_cents > y->s.revenue_cents ? -1 : 1;
+    return strcmp(x->merchant_id, y->merchant_id);
+}
+
+/* The n best of the map as a JSON array; frees the map. */
+static json_t *top_list(struct top *t, bool is_revenue, long n)
+{
+    size_t count = HASH_COUNT(t->map), i = 0;
+    struct top_entry **all = calloc(count + 1, sizeof(*all)), *en, *tmp;
+    json_t *arr = all ? json_array() : NULL;
+
+    HASH_ITER(hh, t->map, en, tmp)
+    {
+        if (all)
+            all[i++] = en;
+    }
+    if (all)
+        qsort(all, count, sizeof(*all), is_revenue ? by_revenue : by_orders);
+    for (i = 0; arr && i < count && i < (size_t)n; i++)
+        json_array_append_new(arr, json_pack("{s:s,s:I,s:I}", "merchant_id", all[i]->merchant_id,
+                                             "order_count", (json_int_t)all[i]->s.order_count,
+                                             "revenue_cents", (json_int_t)all[i]->s.revenue_cents));
+    HASH_ITER(hh, t->map, en, tmp)
+    {
+        HASH_DEL(t->map, en);
+        free(en);
+    }
+    free(all);
+    return arr;
+}
+
+static int n_parse(const char *s, long *n)
+{
+    char *end;
+
+    if (!s)
+        return 0;
+    errno = 0;
+    *n = strtol(s, &end, 10);
+    if (errno || end == s || *end || *n < 1 || *n > SERVE_TOP_MAX)
+        return -1;
+    return 0;
+}
+
+static void handle_top(struct serve_store *st, serve_arg_fn arg, void *req, struct serve_reply *out)
+{
+    const char *by = arg(req, "by"), *ntext = arg(req, "n");
+    struct lerr e = {{0}};
+    struct top t = {NULL, false};
+    struct serve_view v;
+    struct span sp;
+    long n = 10;
+    int64_t from_ms, to_ms;
+    json_t *list = NULL;
+
+    if (n_parse(ntext, &n) != 0)
+        return serve_api_error(out, 400, "bad n '%.40s': want an integer 1..%d", ntext,
+                               SERVE_TOP_MAX);
+    if (!by)
+        by = "orders";
+    if (strcmp(by, "orders") && strcmp(by, "revenue"))
+        return serve_api_error(out, 400, "bad by '%.40s': want orders or revenue", by);
+    if (span_parse(arg, req, &sp, &e) != 0)
+        return serve_api_error(out, 400, "%s", e.msg);
+    if (serve_store_begin(st, &v, &e) != 0)
+        return db_failed(out, "top", &e);
+    if (span_resolve(st, &v, &sp, TM_MINUTE_MS, 5 * TM_MINUTE_MS, &from_ms, &to_ms, &e) == 0 &&
+        serve_store_merchants(st, &v, from_ms, to_ms, top_add, &t, &e) == 0) {
+        list = top_list(&t, !strcmp(by, "revenue"), n);
+    } else {
+        json_decref(top_list(&t, false, 0));
+    }
+    serve_store_end(st);
+    if (!list || t.is_oom) {
+        json_decref(list);
+        return db_failed(out, "top", &e);
+    }
+    reply_json(out, 200,
+               json_pack("{s:s?,s:s,s:o,s:o,s:o}" /* window null for from/to */, "window",
+                         sp.window ? sp.window : (sp.has_from ? NULL : "5m"), "by", by, "from",
+                         rfc3339(from_ms), "to", rfc3339(to_ms), "merchants", list));
+}
+
+static void lag_sum(void *arg, const char *merchant_id, int64_t partition,
+                    const struct serve_sums *s)
+{
+    (void)merchant_id, (void)partition;
+    *(int64_t *)arg += s->order_count;
+}
+
+static void handle_health(struct serve_store *st, struct serve_reply *out)
+{
+    struct lerr e = {{0}};
+    struct serve_view v;
+    int64_t lag = 0, now_ms = tm_now_ms();
+    bool has_data;
+    json_t *batch, *speed;
+
+    if (serve_store_begin(st, &v, &e) != 0)
+        return db_failed(out, "health", &e);
+    if (v.has_speed && serve_store_lag(st, lag_sum, &lag, &e) != 0) {
+        serve_store_end(st);
+        return db_failed(out, "health", &e);
+    }
+    serve_store_end(st);
+    has_data = v.has_batch || v.has_checkpoint;
+    batch = json_pack("{s:o,s:o}", "version", v.has_batch ? json_integer(v.version) : json_null(),
+                      "age_ms", v.has_batch ? json_integer(now_ms - v.started_ms) : json_null());
+    speed = json_pack("{s:o,s:o}", "checkpoint_age_ms",
+                      v.has_checkpoint ? json_integer(now_ms - v.checkpoint_ms) : json_null(),
+                      "lag", v.has_speed ? json_integer(lag) : json_null());
+    reply_json(out, has_data ? 200 : 503,
+               json_pack("{s:s,s:o,s:o}", "status", has_data ? "ok" : "empty", "batch", batch,
+                         "speed", speed));
+}
+
+#define COUNTERS_MAX 128
+
+/* The counters of speed.db and master.db, gathered so that each metric family prints as one
+ * block, as the text format wants. */
+struct counters {
+    struct {
+        const char *layer;
+        char name[64];
+        int64_t value;
+    } row[COUNTERS_MAX];
+    int n;
+};
+
+static void counter_add(void *arg, const char *layer, const char *name, int64_t value)
+{
+    struct counters *cs = arg;
+
+    if (cs->n == COUNTERS_MAX)
+        return;
+    cs->row[cs->n].layer = layer; /* a static string of store.c */
+    snprintf(cs->row[cs->n].name, sizeof(cs->row[0].name), "%s", name);
+    cs->row[cs->n++].value = value;
+}
+
+/* Prints every counter named name (or, with is_prefix, starting with it) as one family. */
+static void counter_family(FILE *f, const struct counters *cs, const char *metric, const char *help,
+                           const char *name, bool is_prefix, bool with_layer)
+{
+    size_t plen = strlen(name);
+
+    fprintf(f, "# HELP %s %s\n# TYPE %s counter\n", metric, help, metric);
+    for (int i = 0; i < cs->n; i++) {
+        const char *k = cs->row[i].name;
+        if (is_prefix ? strncmp(k, name, plen) != 0 : strcmp(k, name) != 0)
+            continue;
+        if (is_prefix)
+            fprintf(f, "%s{layer=\"%s\",reason=\"%s\"} %" PRId64 "\n", metric, cs->row[i].layer,
+                    k + plen, cs->row[i].value);
+        else if (with_layer)
+            fprintf(f, "%s{layer=\"%s\"} %" PRId64 "\n", metric, cs->row[i].layer,
+                    cs->row[i].value);
+        else if (!strcmp(cs->row[i].layer, "speed"))
+            fprintf(f, "%s %" PRId64 "\n", metric, cs->row[i].value);
+    }
+}
+
+static void lag_line(void *arg, const char *merchant_id, int64_t partition,
+                     const struct serve_sums *s)
+{
+    (void)merchant_id;
+    fprintf(arg, "lambda_speed_lag{partition=\"%" PRId64 "\"} %" PRId64 "\n", partition,
+            s->order_count);
+}
+
+static void gauge(FILE *f, const char *metric, const char *help, double value)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n%s %.3f\n", metric, help, metric, metric, value);
+}
+
+/* The layers' gauges, read in one snapshot. */
+static int layer_gauges(struct serve_store *st, FILE *f, struct lerr *e)
+{
+    struct serve_view v;
+    int64_t now_ms = tm_now_ms();
+    int rc = 0;
+
+    if (serve_store_begin(st, &v, e) != 0)
+        return -1;
+    if (v.has_batch) {
+        fprintf(f,
+                "# HELP lambda_batch_version The batch version served.\n"
+                "# TYPE lambda_batch_version gauge\nlambda_batch_version %" PRId64 "\n",
+                v.version);
+        gauge(f, "lambda_batch_version_age_seconds", "Age of the served version's cut.",
+              (double)(now_ms - v.started_ms) / 1e3);
+    }
+    if (v.has_checkpoint)
+        gauge(f, "lambda_speed_checkpoint_age_seconds", "Age of the last speed checkpoint.",
+              (double)(now_ms - v.checkpoint_ms) / 1e3);
+    if (v.has_watermark)
+        gauge(f, "lambda_speed_watermark_seconds", "The stream watermark, epoch seconds.",
+              (double)v.watermark_ms / 1e3);
+    if (v.has_speed) {
+        fputs("# HELP lambda_speed_lag Messages not yet consumed, per partition.\n"
+              "# TYPE lambda_speed_lag gauge\n",
+              f);
+        rc = serve_store_lag(st, lag_line, f, e);
+    }
+    serve_store_end(st);
+    return rc;
+}
+
+static void handle_metrics(const struct serve_ctx *c, struct serve_store *st,
+                           struct serve_reply *out)
+{
+    struct counters *cs = calloc(1, sizeof(*cs));
+    struct lerr e = {{0}};
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = cs ? open_memstream(&buf, &len) : NULL;
+    int rc;
+
+    if (!f) {
+        free(cs);
+        return serve_api_error(out, 500, "out of memory");
+    }
+    serve_metrics_render(c->metrics, f);
+    rc = layer_gauges(st, f, &e);
+    if (rc == 0 && (rc = serve_store_counters(st, counter_add, cs, &e)) == 0) {
+        counter_family(f, cs, "lambda_rejects_total", "Events rejected, by layer and reason.",
+                       "rejects_", true, false);
+        counter_family(f, cs, "lambda_late_total", "Late events (counted, and recorded).", "late",
+                       false, false);
+        counter_family(f, cs, "lambda_duplicates_total", "Duplicate orders not counted again.",
+                       "duplicates", false, true);
+        counter_family(f, cs, "lambda_key_mismatch_total",
+                       "Events whose message key differs from merchant_id.", "key_mismatch", false,
+                       true);
+        counter_family(f, cs, "lambda_speed_consumed_total", "Messages the speed layer read.",
+                       "consumed", false, false);
+        counter_family(f, cs, "lambda_speed_applied_total", "Orders the speed layer counted.",
+                       "applied", false, false);
+    }
+    fclose(f);
+    free(cs);
+    if (rc != 0) {
+        free(buf);
+        return db_failed(out, "metrics", &e);
+    }
+    out->status = 200;
+    out->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    out->owned = buf;
+    out->body = buf;
+    out->len = len;
+}
+
+enum serve_route serve_api_route(const char *path)
+{
+    const char *rest, *slash;
+
+    if (!strcmp(path, "/"))
+        return SERVE_R_DASHBOARD;
+    if (!strcmp(path, "/health"))
+        return SERVE_R_HEALTH;
+    if (!strcmp(path, "/metrics"))
+        return SERVE_R_METRICS;
+    if (!strcmp(path, "/top"))
+        return SERVE_R_TOP;
+    if (!strcmp(path, "/query"))
+        return SERVE_R_QUERY_IDS;
+    if (strncmp(path, "/query/", 7) != 0)
+        return SERVE_R_OTHER;
+    rest = path + 7;
+    if (!(slash = strchr(rest, '/')))
+        return SERVE_R_QUERY;
+    return !strcmp(slash, "/series") ? SERVE_R_SERIES : SERVE_R_OTHER;
+}
+
+void serve_api_handle(const struct serve_ctx *c, struct serve_store *st, enum serve_route r,
+                      const char *path, serve_arg_fn arg, void *req, struct serve_reply *out)
+{
+    char id[EV_ID_MAX + 2];
+    size_t len;
+
+    memset(out, 0, sizeof(*out));
+    switch (r) {
+    case SERVE_R_DASHBOARD:
+        out->status = 200;
+        out->content_type = "text/html; charset=utf-8";
+        out->body = serve_dashboard_html;
+        out->len = serve_dashboard_len;
+        return;
+    case SERVE_R_QUERY:
+    case SERVE_R_SERIES:
+        len = strcspn(path + 7, "/");
+        if (len > EV_ID_MAX)
+            return serve_api_error(out, 400, "bad merchant_id '%.80s...': longer than %d bytes",
+                                   path + 7, EV_ID_MAX);
+        memcpy(id, path + 7, len);
+        id[len] = '\0';
+        if (r == SERVE_R_QUERY)
+            return handle_query(st, id, arg, req, out);
+        return handle_series(c, st, id, arg, req, out);
+    case SERVE_R_QUERY_IDS:
+        return handle_ids(st, arg, req, out);
+    case SERVE_R_TOP:
+        return handle_top(st, arg, req, out);
+    case SERVE_R_HEALTH:
+        return handle_health(st, out);
+    case SERVE_R_METRICS:
+        return handle_metrics(c, st, out);
+    case SERVE_R_OTHER:
+    case SERVE_R_COUNT:
+        break;
+    }
+    serve_api_error(out, 404, "no such route '%.200s'", path);
+}

@@ -1,0 +1,53 @@
+/* api.h - lambda-serve's routes (DESIGN.md section 5), independent of the HTTP library.
+ *
+ * serve.c maps a request to a route with serve_api_route(), then calls serve_api_handle() in
+ * the worker thread with that thread's store; the answer comes back as a status, a content
+ * type and a body. Bad input is an answer (4xx with {"error":"..."} naming the parameter),
+ * never a failure; a database error is a 500 with its message, logged once. */
+#ifndef LAMBDA_SERVE_API_H
+#define LAMBDA_SERVE_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "metrics.h"
+#include "store.h"
+
+/* Limits of a request (DESIGN.md section 5). */
+#define SERVE_IDS_MAX    1000
+#define SERVE_POINTS_MAX 10000
+#define SERVE_TOP_MAX    1000
+/* The longest request target (path and query) answered: 1000 ids of 64 bytes fit. */
+#define SERVE_URL_MAX (64 * 1024)
+
+/* What every handler shares; read-only once the server runs. */
+struct serve_ctx {
+    int64_t allowed_lateness_ms; /* used when speed.db does not record its own */
+    struct serve_metrics *metrics;
+};
+
+/* Gives the decoded value of query parameter name, or NULL when it is absent. */
+typedef const char *(*serve_arg_fn)(void *req, const char *name);
+
+struct serve_reply {
+    unsigned status;
+    const char *content_type;
+    const char *body; /* owned, or a static string */
+    size_t len;
+    char *owned;       /* what the caller frees: body when it was malloc'ed, else NULL */
+    const char *allow; /* the Allow header of a 405, else NULL */
+};
+
+/* The route of a request path ("/query/m-1/series" -> SERVE_R_SERIES). */
+enum serve_route serve_api_route(const char *path);
+
+/* Answers a GET of path on route r. Always fills out; the caller frees out->owned. */
+void serve_api_handle(const struct serve_ctx *c, struct serve_store *st, enum serve_route r,
+                      const char *path, serve_arg_fn arg, void *req, struct serve_reply *out);
+
+/* A {"error": msg} answer with status. */
+void serve_api_error(struct serve_reply *out, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

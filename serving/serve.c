@@ -1,0 +1,222 @@
+#include "serve.h"
+
+#include <netdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <microhttpd.h>
+
+#include "api.h"
+#include "log.h"
+#include "metrics.h"
+#include "store.h"
+
+struct serve {
+    struct MHD_Daemon *daemon;
+    char *data_dir;      /* owned copy: every store borrows it */
+    pthread_key_t store; /* the calling worker's struct serve_store */
+    bool has_key;
+    struct serve_ctx ctx; /* ctx.metrics points at metrics */
+    struct serve_metrics metrics;
+    int port;
+};
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void store_release(void *st)
+{
+    serve_store_free(st);
+}
+
+/* The calling worker thread's store, made on its first request. */
+static struct serve_store *thread_store(struct serve *s)
+{
+    struct serve_store *st = pthread_getspecific(s->store);
+
+    if (st)
+        return st;
+    if (!(st = serve_store_new(s->data_dir)))
+        return NULL;
+    if (pthread_setspecific(s->store, st) != 0) {
+        serve_store_free(st);
+        return NULL;
+    }
+    return st;
+}
+
+static const char *get_arg(void *req, const char *name)
+{
+    return MHD_lookup_connection_value(req, MHD_GET_ARGUMENT_KIND, name);
+}
+
+/* Runs before the request line is parsed into path and arguments; what it returns becomes the
+ * request's *req_cls. It carries the length of the whole target (path and query), which the
+ * handler checks against SERVE_URL_MAX: an integer in a pointer, never dereferenced. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls, (void)conn;
+    return (void *)(uintptr_t)(strlen(uri) + 1);
+}
+
+static enum MHD_Result respond(struct MHD_Connection *conn, const struct serve_reply *rep)
+{
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+
+    if (rep->owned)
+        resp = MHD_create_response_from_buffer(rep->len, rep->owned, MHD_RESPMEM_MUST_FREE);
+    else /* 0.9.75 has no const variant; PERSISTENT promises MHD never writes nor frees it */
+        resp = MHD_create_response_from_buffer(rep->len, (void *)rep->body, MHD_RESPMEM_PERSISTENT);
+    if (!resp) {
+        free(rep->owned);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, rep->content_type);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (rep->allow)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rep->allow);
+    ret = MHD_queue_response(conn, rep->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **req_cls)
+{
+    struct serve *s = cls;
+    int64_t start_us = mono_us();
+    size_t target_len = (size_t)(uintptr_t)*req_cls;
+    enum serve_route r = serve_api_route(url);
+    struct serve_reply rep = {0};
+    struct serve_store *st;
+    enum MHD_Result ret;
+
+    (void)version, (void)upload_data, (void)upload_size;
+    if (target_len > SERVE_URL_MAX + 1) {
+        serve_api_error(&rep, 414, "request target of %zu bytes: at most %d", target_len - 1,
+                        SERVE_URL_MAX);
+    } else if (r == SERVE_R_OTHER) {
+        serve_api_handle(&s->ctx, NULL, r, url, get_arg, conn, &rep);
+    } else if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD)) {
+        serve_api_error(&rep, 405, "method %.20s not allowed on '%.200s': use GET", method, url);
+        rep.allow = "GET, HEAD";
+    } else if (!(st = thread_store(s))) {
+        serve_api_error(&rep, 500, "out of memory");
+    } else {
+        serve_api_handle(&s->ctx, st, r, url, get_arg, conn, &rep);
+    }
+    ret = respond(conn, &rep);
+    serve_metrics_observe(&s->metrics, r, rep.status, mono_us() - start_us);
+    log_debug("serve", "request method=%s path=\"%.200s\" status=%u us=%lld", method, url,
+              rep.status, (long long)(mono_us() - start_us));
+    return ret;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    size_t n;
+
+    (void)cls;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    for (char *p = msg; *p; p++)
+        if (*p == '"')
+            *p = '\'';
+    log_warn("serve", "http_warning msg=\"%s\"", msg);
+}
+
+static int resolve_bind(const struct serve_opts *o, struct sockaddr_storage *ss, bool *is_v6,
+                        struct lerr *e)
+{
+    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE,
+                             .ai_socktype = SOCK_STREAM},
+                    *res = NULL;
+    char port[16];
+    int rc;
+
+    snprintf(port, sizeof(port), "%d", o->port);
+    if (o->port < 0 || o->port > 65535)
+        return lerr_set(e, "bad port %d: want 0..65535", o->port);
+    if ((rc = getaddrinfo(o->bind, port, &hints, &res)) != 0)
+        return lerr_set(e, "bad bind address '%s': %s", o->bind, gai_strerror(rc));
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *is_v6 = res->ai_family == AF_INET6;
+    freeaddrinfo(res);
+    return 0;
+}
+
+struct serve *serve_start(const struct serve_opts *o, struct lerr *e)
+{
+    struct sockaddr_storage ss = {0};
+    struct serve *s = calloc(1, sizeof(*s));
+    bool is_v6 = false;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    const union MHD_DaemonInfo *info;
+
+    if (!s || !(s->data_dir = strdup(o->data_dir))) {
+        lerr_set(e, "out of memory");
+        goto fail;
+    }
+    if (resolve_bind(o, &ss, &is_v6, e) != 0)
+        goto fail;
+    if (pthread_key_create(&s->store, store_release) != 0) {
+        lerr_set(e, "cannot make a thread key");
+        goto fail;
+    }
+    s->has_key = true;
+    serve_metrics_init(&s->metrics);
+    s->ctx =
+        (struct serve_ctx){.allowed_lateness_ms = o->allowed_lateness_ms, .metrics = &s->metrics};
+    if (is_v6)
+        flags |= MHD_USE_IPv6;
+    s->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)(o->threads > 1 ? o->threads : 1), MHD_OPTION_CONNECTION_LIMIT,
+        o->connection_limit, MHD_OPTION_CONNECTION_TIMEOUT, o->connection_timeout_s,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, o->connection_memory, MHD_OPTION_URI_LOG_CALLBACK,
+        on_uri, s, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+    if (!s->daemon) {
+        lerr_set(e, "cannot listen on '%s' port %d: address in use or not available", o->bind,
+                 o->port);
+        goto fail;
+    }
+    info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : o->port;
+    return s;
+fail:
+    serve_stop(s);
+    return NULL;
+}
+
+int serve_port(const struct serve *s)
+{
+    return s->port;
+}
+
+void serve_stop(struct serve *s)
+{
+    if (!s)
+        return;
+    if (s->daemon)
+        MHD_stop_daemon(s->daemon); /* joins the workers: their stores are closed by now */
+    if (s->has_key)
+        pthread_key_delete(s->store);
+    free(s->data_dir);
+    free(s);
+}

@@ -1,0 +1,38 @@
+/* serve.h - lambda-serve's HTTP server: libmicrohttpd with an internal thread pool.
+ *
+ * serve_start() binds and starts the workers; each worker thread lazily opens its own
+ * read-only store (store.h) on first use and closes it when the thread ends. Requests are
+ * answered by api.c; serve.c only maps HTTP to it: methods, the URL length limit, headers,
+ * and the request metrics. main.c owns signals and the process. */
+#ifndef LAMBDA_SERVE_SERVE_H
+#define LAMBDA_SERVE_SERVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lerr.h"
+
+struct serve_opts {
+    const char *data_dir; /* borrowed for the server's life */
+    const char *bind;     /* numeric IPv4 or IPv6 address */
+    int port;             /* 0: any free port (see serve_port) */
+    int threads;
+    int64_t allowed_lateness_ms;
+    unsigned connection_limit;
+    unsigned connection_timeout_s;
+    size_t connection_memory; /* per-connection buffer limit, bytes */
+};
+
+struct serve;
+
+/* Binds and starts serving. NULL with e set when the address cannot be used or the server
+ * does not start; nothing is left running then. */
+struct serve *serve_start(const struct serve_opts *o, struct lerr *e);
+
+/* The port actually bound. */
+int serve_port(const struct serve *s);
+
+/* Stops accepting, finishes the workers (closing their stores) and frees s; NULL is a no-op. */
+void serve_stop(struct serve *s);
+
+#endif

@@ -1,0 +1,442 @@
+#include "store.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "db.h"
+#include "log.h"
+#include "tm.h"
+
+/* Every statement binds the same numbered parameters, so one binder serves them all:
+ * ?1 merchant id, ?2 from_ms, ?3 to_ms, ?4 the cut (speed: epoch >= ?4; batch: version = ?4).
+ * A statement that does not use a parameter simply ignores its binding. */
+enum { S_BEGIN, S_COMMIT, S_META, S_SUM, S_RANGE, S_ROWS, S_TOP, S_NEWEST, S_LAG, S_COUNTERS };
+static const char *const speed_sql[] = {
+    "BEGIN",
+    "COMMIT",
+    "SELECT key, value FROM meta",
+    "SELECT coalesce(sum(order_count),0), coalesce(sum(revenue_cents),0) FROM deltas"
+    " WHERE merchant_id=?1 AND epoch>=?4",
+    "SELECT coalesce(sum(order_count),0), coalesce(sum(revenue_cents),0) FROM deltas"
+    " WHERE merchant_id=?1 AND minute_ms>=?2 AND minute_ms<?3 AND epoch>=?4",
+    "SELECT minute_ms, order_count, revenue_cents FROM deltas"
+    " WHERE merchant_id=?1 AND minute_ms>=?2 AND minute_ms<?3 AND epoch>=?4",
+    "SELECT merchant_id, sum(order_count), sum(revenue_cents) FROM deltas"
+    " WHERE minute_ms>=?2 AND minute_ms<?3 AND epoch>=?4 GROUP BY merchant_id",
+    "SELECT max(minute_ms) FROM deltas WHERE epoch>=?4",
+    "SELECT partition, max(coalesce(high_watermark, next_offset) - next_offset, 0) FROM offsets"
+    " ORDER BY partition",
+    "SELECT name, value FROM counters ORDER BY name",
+    NULL,
+};
+
+enum {
+    B_BEGIN,
+    B_COMMIT,
+    B_VERSION,
+    B_TOTAL,
+    B_MIN_SUM,
+    B_HOUR_SUM,
+    B_MIN_ROWS,
+    B_HOUR_ROWS,
+    B_MIN_TOP,
+    B_HOUR_TOP,
+    B_NEWEST
+};
+static const char *const batch_sql[] = {
+    "BEGIN",
+    "COMMIT",
+    "SELECT id, cut_epoch, started_ms FROM versions WHERE state='published'"
+    " ORDER BY id DESC LIMIT 1",
+    "SELECT order_count, revenue_cents FROM merchant_totals WHERE version=?4 AND merchant_id=?1",
+    "SELECT coalesce(sum(order_count),0), coalesce(sum(revenue_cents),0) FROM minutely"
+    " WHERE version=?4 AND merchant_id=?1 AND minute_ms>=?2 AND minute_ms<?3",
+    "SELECT coalesce(sum(order_count),0), coalesce(sum(revenue_cents),0) FROM hourly"
+    " WHERE version=?4 AND merchant_id=?1 AND hour_ms>=?2 AND hour_ms<?3",
+    "SELECT minute_ms, order_count, revenue_cents FROM minutely"
+    " WHERE version=?4 AND merchant_id=?1 AND minute_ms>=?2 AND minute_ms<?3",
+    "SELECT hour_ms, order_count, revenue_cents FROM hourly"
+    " WHERE version=?4 AND merchant_id=?1 AND hour_ms>=?2 AND hour_ms<?3",
+    "SELECT merchant_id, sum(order_count), sum(revenue_cents) FROM minutely"
+    " WHERE version=?4 AND minute_ms>=?2 AND minute_ms<?3 GROUP BY merchant_id",
+    "SELECT merchant_id, sum(order_count), sum(revenue_cents) FROM hourly"
+    " WHERE version=?4 AND hour_ms>=?2 AND hour_ms<?3 GROUP BY merchant_id",
+    "SELECT max(minute_ms) FROM minutely WHERE version=?4",
+    NULL,
+};
+
+enum { M_COUNTERS, M_REJECTS };
+static const char *const master_sql[] = {
+    "SELECT name, value FROM counters ORDER BY name",
+    "SELECT reason, count(*) FROM rejects GROUP BY reason ORDER BY reason",
+    NULL,
+};
+
+#define CONN_MAX_STMTS 12
+
+/* One read-only connection with its statements; db is NULL while the file is absent. */
+struct conn {
+    enum db_file file;
+    const char *const *sql;
+    sqlite3 *db;
+    sqlite3_stmt *st[CONN_MAX_STMTS];
+    bool in_txn;
+};
+
+struct serve_store {
+    const char *data_dir; /* borrowed */
+    struct conn speed, batch, master;
+};
+
+static void conn_close(struct conn *c)
+{
+    for (int i = 0; i < CONN_MAX_STMTS; i++) {
+        sqlite3_finalize(c->st[i]);
+        c->st[i] = NULL;
+    }
+    sqlite3_close(c->db);
+    c->db = NULL;
+    c->in_txn = false;
+}
+
+/* Opens the connection if its file exists and has its schema; false while it is absent. The
+ * writer may create the file before its tables, so a failed prepare means "not yet". */
+static bool conn_ready(struct serve_store *st, struct conn *c)
+{
+    char path[PATH_MAX];
+    struct lerr e = {{0}};
+
+    if (c->db)
+        return true;
+    db_path(st->data_dir, c->file, path, sizeof(path));
+    if (access(path, R_OK) != 0)
+        return false;
+    if (db_open_ro(st->data_dir, c->file, &c->db, &e) != 0) {
+        log_debug("serve", "db_unavailable file=%s err=\"%s\"", db_file_name(c->file), e.msg);
+        return false;
+    }
+    for (int i = 0; c->sql[i]; i++) {
+        if (db_prepare(c->db, c->sql[i], &c->st[i], &e) != 0) {
+            log_debug("serve", "db_unavailable file=%s err=\"%s\"", db_file_name(c->file), e.msg);
+            conn_close(c);
+            return false;
+        }
+    }
+    log_info("serve", "db_opened file=%s", db_file_name(c->file));
+    return true;
+}
+
+struct serve_store *serve_store_new(const char *data_dir)
+{
+    struct serve_store *st = calloc(1, sizeof(*st));
+
+    if (!st)
+        return NULL;
+    st->data_dir = data_dir;
+    st->speed = (struct conn){.file = DB_SPEED, .sql = speed_sql};
+    st->batch = (struct conn){.file = DB_BATCH, .sql = batch_sql};
+    st->master = (struct conn){.file = DB_MASTER, .sql = master_sql};
+    return st;
+}
+
+void serve_store_free(struct serve_store *st)
+{
+    if (!st)
+        return;
+    conn_close(&st->speed);
+    conn_close(&st->batch);
+    conn_close(&st->master);
+    free(st);
+}
+
+static sqlite3_stmt *bind(sqlite3_stmt *q, const char *merchant_id, int64_t from_ms, int64_t to_ms,
+                          int64_t cut)
+{
+    sqlite3_bind_text(q, 1, merchant_id ? merchant_id : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, from_ms);
+    sqlite3_bind_int64(q, 3, to_ms);
+    sqlite3_bind_int64(q, 4, cut);
+    return q;
+}
+
+static int fail(sqlite3_stmt *q, struct lerr *e)
+{
+    lerr_set(e, "cannot read '%.50s': %s", sqlite3_sql(q), sqlite3_errmsg(sqlite3_db_handle(q)));
+    sqlite3_reset(q);
+    return -1;
+}
+
+/* Steps a one-row statement and adds its two integer columns into out. */
+static int add_sums(sqlite3_stmt *q, struct serve_sums *out, struct lerr *e)
+{
+    int rc = sqlite3_step(q);
+
+    if (rc == SQLITE_ROW) {
+        out->order_count += sqlite3_column_int64(q, 0);
+        out->revenue_cents += sqlite3_column_int64(q, 1);
+    } else if (rc != SQLITE_DONE) {
+        return fail(q, e);
+    }
+    sqlite3_reset(q);
+    return 0;
+}
+
+/* Steps a statement of (key, order_count, revenue_cents) rows; the key is a time when
+ * is_time, else a merchant id. */
+static int each_row(sqlite3_stmt *q, bool is_time, serve_row_fn fn, void *arg, struct lerr *e)
+{
+    int rc;
+
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct serve_sums s = {sqlite3_column_int64(q, 1), sqlite3_column_int64(q, 2)};
+        if (is_time)
+            fn(arg, NULL, sqlite3_column_int64(q, 0), &s);
+        else
+            fn(arg, (const char *)sqlite3_column_text(q, 0), 0, &s);
+    }
+    if (rc != SQLITE_DONE)
+        return fail(q, e);
+    sqlite3_reset(q);
+    return 0;
+}
+
+static int step_once(sqlite3_stmt *q, struct lerr *e)
+{
+    int rc = sqlite3_step(q);
+
+    sqlite3_reset(q);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : fail(q, e);
+}
+
+static void read_meta(sqlite3_stmt *q, struct serve_view *v, int *rc)
+{
+    while ((*rc = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *k = (const char *)sqlite3_column_text(q, 0);
+        int64_t val = sqlite3_column_int64(q, 1);
+        if (!k || sqlite3_column_type(q, 1) == SQLITE_NULL)
+            continue;
+        if (!strcmp(k, "checkpoint_ms"))
+            v->has_checkpoint = true, v->checkpoint_ms = val;
+        else if (!strcmp(k, "watermark_ms"))
+            v->has_watermark = true, v->watermark_ms = val;
+        else if (!strcmp(k, "allowed_lateness_ms"))
+            v->allowed_lateness_ms = val;
+    }
+}
+
+int serve_store_begin(struct serve_store *st, struct serve_view *v, struct lerr *e)
+{
+    sqlite3_stmt *q;
+    int rc;
+
+    memset(v, 0, sizeof(*v));
+    v->allowed_lateness_ms = -1;
+    /* Speed first: its first SELECT fixes the WAL snapshot before batch.db is looked at. */
+    if (conn_ready(st, &st->speed)) {
+        if (step_once(st->speed.st[S_BEGIN], e) != 0)
+            goto fail;
+        st->speed.in_txn = true;
+        q = st->speed.st[S_META];
+        read_meta(q, v, &rc);
+        if (rc != SQLITE_DONE) {
+            fail(q, e);
+            goto fail;
+        }
+        sqlite3_reset(q);
+        v->has_speed = true;
+    }
+    if (conn_ready(st, &st->batch)) {
+        if (step_once(st->batch.st[B_BEGIN], e) != 0)
+            goto fail;
+        st->batch.in_txn = true;
+        q = st->batch.st[B_VERSION];
+        if ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+            v->has_batch = true;
+            v->version = sqlite3_column_int64(q, 0);
+            v->cut_epoch = sqlite3_column_int64(q, 1);
+            v->started_ms = sqlite3_column_int64(q, 2);
+        } else if (rc != SQLITE_DONE) {
+            fail(q, e);
+            goto fail;
+        }
+        sqlite3_reset(q);
+    }
+    return 0;
+fail:
+    serve_store_end(st);
+    return -1;
+}
+
+static void conn_end(struct conn *c, int commit)
+{
+    if (!c->in_txn)
+        return;
+    if (sqlite3_step(c->st[commit]) != SQLITE_DONE)
+        sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_reset(c->st[commit]);
+    c->in_txn = false;
+}
+
+void serve_store_end(struct serve_store *st)
+{
+    conn_end(&st->batch, B_COMMIT);
+    conn_end(&st->speed, S_COMMIT);
+}
+
+/* The speed rows that belong to the answer: epoch >= the served version's cut. */
+static int64_t speed_cut(const struct serve_view *v)
+{
+    return v->has_batch ? v->cut_epoch : 0;
+}
+
+int serve_store_totals(struct serve_store *st, const struct serve_view *v, const char *merchant_id,
+                       struct serve_sums *batch, struct serve_sums *speed, struct lerr *e)
+{
+    *batch = *speed = (struct serve_sums){0, 0};
+    if (v->has_batch &&
+        add_sums(bind(st->batch.st[B_TOTAL], merchant_id, 0, 0, v->version), batch, e) != 0)
+        return -1;
+    if (v->has_speed &&
+        add_sums(bind(st->speed.st[S_SUM], merchant_id, 0, 0, speed_cut(v)), speed, e) != 0)
+        return -1;
+    return 0;
+}
+
+/* The batch keeps minute rows for recent hours only and hour rows for all history, so a range
+ * is read as its partial first hour (minutes), its whole hours, and its partial last hour. */
+struct split {
+    int64_t m1_from, m1_to, h_from, h_to, m2_from, m2_to;
+};
+
+static struct split split_hours(int64_t from_ms, int64_t to_ms)
+{
+    int64_t h1 = tm_floor(from_ms + TM_HOUR_MS - 1, TM_HOUR_MS), h2 = tm_floor(to_ms, TM_HOUR_MS);
+
+    if (h1 >= h2)
+        return (struct split){from_ms, to_ms, 0, 0, 0, 0};
+    return (struct split){from_ms, h1, h1, h2, h2, to_ms};
+}
+
+int serve_store_range(struct serve_store *st, const struct serve_view *v, const char *merchant_id,
+                      int64_t from_ms, int64_t to_ms, struct serve_sums *batch,
+                      struct serve_sums *speed, struct lerr *e)
+{
+    struct split s = split_hours(from_ms, to_ms);
+    sqlite3_stmt *const *b = st->batch.st;
+
+    *batch = *speed = (struct serve_sums){0, 0};
+    if (v->has_batch &&
+        (add_sums(bind(b[B_MIN_SUM], merchant_id, s.m1_from, s.m1_to, v->version), batch, e) ||
+         add_sums(bind(b[B_HOUR_SUM], merchant_id, s.h_from, s.h_to, v->version), batch, e) ||
+         add_sums(bind(b[B_MIN_SUM], merchant_id, s.m2_from, s.m2_to, v->version), batch, e)))
+        return -1;
+    if (v->has_speed &&
+        add_sums(bind(st->speed.st[S_RANGE], merchant_id, from_ms, to_ms, speed_cut(v)), speed,
+                 e) != 0)
+        return -1;
+    return 0;
+}
+
+int serve_store_rows(struct serve_store *st, const struct serve_view *v, const char *merchant_id,
+                     int64_t from_ms, int64_t to_ms, bool hourly, serve_row_fn fn, void *arg,
+                     struct lerr *e)
+{
+    sqlite3_stmt *q;
+
+    if (v->has_batch) {
+        q = st->batch.st[hourly ? B_HOUR_ROWS : B_MIN_ROWS];
+        if (each_row(bind(q, merchant_id, from_ms, to_ms, v->version), true, fn, arg, e) != 0)
+            return -1;
+    }
+    if (v->has_speed) {
+        q = st->speed.st[S_ROWS];
+        if (each_row(bind(q, merchant_id, from_ms, to_ms, speed_cut(v)), true, fn, arg, e) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int serve_store_merchants(struct serve_store *st, const struct serve_view *v, int64_t from_ms,
+                          int64_t to_ms, serve_row_fn fn, void *arg, struct lerr *e)
+{
+    struct split s = split_hours(from_ms, to_ms);
+    sqlite3_stmt *const *b = st->batch.st;
+
+    if (v->has_batch &&
+        (each_row(bind(b[B_MIN_TOP], NULL, s.m1_from, s.m1_to, v->version), false, fn, arg, e) ||
+         each_row(bind(b[B_HOUR_TOP], NULL, s.h_from, s.h_to, v->version), false, fn, arg, e) ||
+         each_row(bind(b[B_MIN_TOP], NULL, s.m2_from, s.m2_to, v->version), false, fn, arg, e)))
+        return -1;
+    if (v->has_speed && each_row(bind(st->speed.st[S_TOP], NULL, from_ms, to_ms, speed_cut(v)),
+                                 false, fn, arg, e) != 0)
+        return -1;
+    return 0;
+}
+
+int serve_store_newest_minute(struct serve_store *st, const struct serve_view *v, bool *found,
+                              int64_t *minute_ms, struct lerr *e)
+{
+    int64_t b = INT64_MIN, s = INT64_MIN;
+
+    if (v->has_batch &&
+        db_step_int(bind(st->batch.st[B_NEWEST], NULL, 0, 0, v->version), &b, e) != 0)
+        return -1;
+    if (v->has_speed &&
+        db_step_int(bind(st->speed.st[S_NEWEST], NULL, 0, 0, speed_cut(v)), &s, e) != 0)
+        return -1;
+    *found = b != INT64_MIN || s != INT64_MIN;
+    *minute_ms = b > s ? b : s;
+    return 0;
+}
+
+int serve_store_lag(struct serve_store *st, serve_row_fn fn, void *arg, struct lerr *e)
+{
+    sqlite3_stmt *q;
+    int rc;
+
+    if (!conn_ready(st, &st->speed))
+        return 0;
+    q = st->speed.st[S_LAG];
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct serve_sums s = {sqlite3_column_int64(q, 1), 0};
+        fn(arg, NULL, sqlite3_column_int64(q, 0), &s);
+    }
+    if (rc != SQLITE_DONE)
+        return fail(q, e);
+    sqlite3_reset(q);
+    return 0;
+}
+
+static int each_counter(sqlite3_stmt *q, const char *layer, const char *prefix, serve_counter_fn fn,
+                        void *arg, struct lerr *e)
+{
+    char name[128];
+    int rc;
+
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *k = (const char *)sqlite3_column_text(q, 0);
+        snprintf(name, sizeof(name), "%s%s", prefix, k ? k : "");
+        fn(arg, layer, name, sqlite3_column_int64(q, 1));
+    }
+    if (rc != SQLITE_DONE)
+        return fail(q, e);
+    sqlite3_reset(q);
+    return 0;
+}
+
+int serve_store_counters(struct serve_store *st, serve_counter_fn fn, void *arg, struct lerr *e)
+{
+    if (conn_ready(st, &st->speed) &&
+        each_counter(st->speed.st[S_COUNTERS], "speed", "", fn, arg, e) != 0)
+        return -1;
+    if (conn_ready(st, &st->master) &&
+        (each_counter(st->master.st[M_COUNTERS], "batch", "", fn, arg, e) != 0 ||
+         each_counter(st->master.st[M_REJECTS], "batch", "rejects_", fn, arg, e) != 0))
+        return -1;
+    return 0;
+}

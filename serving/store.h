@@ -1,0 +1,93 @@
+/* store.h - what lambda-serve reads from a data directory, and the exact merge.
+ *
+ * One struct serve_store per worker thread holds read-only connections to batch.db, speed.db
+ * and (for metrics only) master.db, with statements prepared once. A file that does not exist
+ * yet, or whose schema is not there yet, is simply absent; it is opened by a later request.
+ *
+ * Every answer is read between serve_store_begin() and serve_store_end(), which implement the
+ * read order of DESIGN.md section 3: the speed.db read transaction is opened and its snapshot
+ * fixed by a first SELECT, then batch.db's newest published version is read in a transaction
+ * of its own, and both stay open until serve_store_end(). Speed rows are then those with
+ * epoch >= the version's cut_epoch (all of them when there is no version, cut_epoch 0), so an
+ * answer never pairs a new version with speed rows already expired.
+ *
+ * Times are epoch milliseconds; ranges are half-open [from_ms, to_ms) over minute starts.
+ * Callers are lambda-serve's route handlers (api.c). */
+#ifndef LAMBDA_SERVE_STORE_H
+#define LAMBDA_SERVE_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "lerr.h"
+
+struct serve_store;
+
+/* What one snapshot shows of each layer. */
+struct serve_view {
+    bool has_batch; /* a published version exists */
+    int64_t version, cut_epoch;
+    int64_t started_ms; /* when the version's cut was taken */
+    bool has_speed;     /* speed.db is readable */
+    bool has_checkpoint;
+    int64_t checkpoint_ms; /* wall time of the last speed commit */
+    bool has_watermark;
+    int64_t watermark_ms;        /* the stream watermark */
+    int64_t allowed_lateness_ms; /* -1 when speed.db does not say */
+};
+
+struct serve_sums {
+    int64_t order_count, revenue_cents;
+};
+
+/* Called once per row of a grouped read: a merchant's or a bucket's sums. */
+typedef void (*serve_row_fn)(void *arg, const char *merchant_id, int64_t t_ms,
+                             const struct serve_sums *s);
+
+/* A store for data_dir (borrowed: it must outlive the store). Opens nothing yet. NULL when
+ * out of memory. */
+struct serve_store *serve_store_new(const char *data_dir);
+/* Closes every connection; NULL is a no-op. */
+void serve_store_free(struct serve_store *st);
+
+/* Opens the snapshot (the read order above) and fills v. On error returns -1 and leaves no
+ * transaction open. Every successful begin needs a serve_store_end(). */
+int serve_store_begin(struct serve_store *st, struct serve_view *v, struct lerr *e);
+void serve_store_end(struct serve_store *st);
+
+/* A merchant's all-time totals, batch part and speed part. */
+int serve_store_totals(struct serve_store *st, const struct serve_view *v, const char *merchant_id,
+                       struct serve_sums *batch, struct serve_sums *speed, struct lerr *e);
+
+/* A merchant's totals over the minutes starting in [from_ms, to_ms) (minute-aligned). */
+int serve_store_range(struct serve_store *st, const struct serve_view *v, const char *merchant_id,
+                      int64_t from_ms, int64_t to_ms, struct serve_sums *batch,
+                      struct serve_sums *speed, struct lerr *e);
+
+/* Calls fn for every stored bucket of a merchant in [from_ms, to_ms): minute rows of both
+ * layers when hourly is false; hour rows of the batch and minute rows of speed otherwise. t_ms
+ * is the row's start; several rows may share one t_ms (the caller sums). */
+int serve_store_rows(struct serve_store *st, const struct serve_view *v, const char *merchant_id,
+                     int64_t from_ms, int64_t to_ms, bool hourly, serve_row_fn fn, void *arg,
+                     struct lerr *e);
+
+/* Calls fn once per merchant and layer with its sums over the minutes in [from_ms, to_ms)
+ * (minute-aligned): t_ms is 0; a merchant may come twice (batch, then speed). */
+int serve_store_merchants(struct serve_store *st, const struct serve_view *v, int64_t from_ms,
+                          int64_t to_ms, serve_row_fn fn, void *arg, struct lerr *e);
+
+/* The start of the newest minute with data in either layer; *found false when there is none. */
+int serve_store_newest_minute(struct serve_store *st, const struct serve_view *v, bool *found,
+                              int64_t *minute_ms, struct lerr *e);
+
+/* Speed lag: calls fn per partition with t_ms = partition and order_count = high watermark
+ * minus next offset (never negative). Nothing when speed.db is absent. */
+int serve_store_lag(struct serve_store *st, serve_row_fn fn, void *arg, struct lerr *e);
+
+/* Counters for metrics, outside any snapshot: fn(arg, layer, name, value) for every row of
+ * speed.db's counters (layer "speed") and master.db's counters (layer "batch"), and
+ * "rejects_<reason>" per reason of master.db's rejects table (layer "batch"). */
+typedef void (*serve_counter_fn)(void *arg, const char *layer, const char *name, int64_t value);
+int serve_store_counters(struct serve_store *st, serve_counter_fn fn, void *arg, struct lerr *e);
+
+#endif
