@@ -1,7 +1,4 @@
-/* test_dedup.c - the duplicate rule (shared/dedup.c) on real SQLite files.
- *
- * No .timeout here: these tests cannot block, and criterion 2.4 leaks 48 bytes (LeakSanitizer
- * fails the run) when several short tests with a timeout run under --jobs 2. */
+/* test_dedup.c - the duplicate rule (shared/dedup.c) on real SQLite files. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 
@@ -61,7 +58,7 @@ static int64_t seen_rows(struct fix *f)
     return n;
 }
 
-Test(dedup, a_counted_id_is_a_duplicate_before_and_after_the_flush)
+Test(dedup, a_counted_id_is_a_duplicate_before_and_after_the_flush, .timeout = 30)
 {
     struct fix f;
 
@@ -76,7 +73,7 @@ Test(dedup, a_counted_id_is_a_duplicate_before_and_after_the_flush)
     fix_down(&f);
 }
 
-Test(dedup, the_seen_set_survives_a_restart)
+Test(dedup, the_seen_set_survives_a_restart, .timeout = 30)
 {
     struct fix f;
     struct dedup_stats s;
@@ -98,7 +95,7 @@ Test(dedup, the_seen_set_survives_a_restart)
     fix_down(&f);
 }
 
-Test(dedup, master_rows_are_earlier_copies_unless_at_or_after_this_offset)
+Test(dedup, master_rows_are_earlier_copies_unless_at_or_after_this_offset, .timeout = 30)
 {
     struct fix f;
     sqlite3 *m;
@@ -120,7 +117,7 @@ Test(dedup, master_rows_are_earlier_copies_unless_at_or_after_this_offset)
     fix_down(&f);
 }
 
-Test(dedup, an_overflowing_cache_asks_the_seen_table)
+Test(dedup, an_overflowing_cache_asks_the_seen_table, .timeout = 30)
 {
     struct fix f;
     struct dedup_stats s;
@@ -150,7 +147,7 @@ Test(dedup, an_overflowing_cache_asks_the_seen_table)
     fix_down(&f);
 }
 
-Test(dedup, expiry_forgets_only_ids_older_than_the_cut)
+Test(dedup, expiry_forgets_only_ids_older_than_the_cut, .timeout = 30)
 {
     struct fix f;
     struct dedup_stats s;
@@ -185,7 +182,7 @@ Test(dedup, expiry_forgets_only_ids_older_than_the_cut)
     fix_down(&f);
 }
 
-Test(dedup, many_ids_survive_a_sweep)
+Test(dedup, many_ids_survive_a_sweep, .timeout = 30)
 {
     struct fix f;
     char o[32];
