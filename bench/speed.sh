@@ -11,7 +11,7 @@
 #
 # Environment: SPEED_BENCH_EVENTS (1000000), SPEED_BENCH_RSS_EVENTS (10000000),
 # SPEED_BENCH_RSS_RATE (50000/s), SPEED_BENCH_FRESH_RATE (5000/s), SPEED_BENCH_FRESH_SECS (20),
-# LAMBDA_BIN (bin).
+# SPEED_BENCH_PHASES ("catchup rss fresh"), LAMBDA_BIN (bin).
 set -eu
 cd "$(dirname "$0")/.."
 BIN=${LAMBDA_BIN:-bin}
@@ -20,6 +20,7 @@ RSS_N=${SPEED_BENCH_RSS_EVENTS:-10000000}
 RSS_RATE=${SPEED_BENCH_RSS_RATE:-50000}
 FRESH_RATE=${SPEED_BENCH_FRESH_RATE:-5000}
 FRESH_SECS=${SPEED_BENCH_FRESH_SECS:-20}
+PHASES=" ${SPEED_BENCH_PHASES:-catchup rss fresh} "
 W=$(mktemp -d "${TMPDIR:-/tmp}/lambda-bench-speed-XXXXXX")
 PIDS=""
 
@@ -71,7 +72,10 @@ rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
+phase() { case "$PHASES" in *" $1 "*) return 0 ;; esac; return 1; }
+
 # 1. catch-up rate against the bare consumer.
+if phase catchup; then
 start_kafka catchup 32
 "$BIN/lambda-gen" --brokers "$BS" --count "$N" --merchants 10000 --seed 1 --dup-pct 1 \
     --truth "$W/catchup.truth" 2>"$W/gen1.err"
@@ -92,8 +96,10 @@ for variant in default fixed200; do
         'BEGIN { r = n / (b - a); printf "speed.catchup checkpoints=%s events=%d seconds=%.2f speed_eps=%.0f bare_eps=%d ratio=%.2f rss_kb=%d goal_ratio>=0.80\n", v, n, b - a, r, bare, r / bare, rss }'
 done
 stop "$KPID"
+fi
 
 # 2. RSS after 1M and after RSS_N events, paced.
+if phase rss; then
 start_kafka rss 32
 start_speed rss
 "$BIN/lambda-gen" --brokers "$BS" --count "$RSS_N" --rate "$RSS_RATE" --merchants 10000 \
@@ -115,8 +121,10 @@ awk -v a="$rss1" -v b="$r" -v n="$RSS_N" \
 grep msg=checkpoint_summary "$W/rss.err" | tail -1 | sed 's/.*msg=/speed.rss last_summary: /'
 stop "$SPID"
 stop "$KPID"
+fi
 
 # 3. freshness under a paced stream.
+if phase fresh; then
 start_kafka fresh 8
 start_speed fresh
 i=0
@@ -130,4 +138,5 @@ fresh=$("$W/speed_fresh" "$BS" orders "$W/fresh" "$FRESH_RATE" "$FRESH_SECS")
 echo "speed.freshness $fresh checkpoint_ms=200 goal_p99_ms<=300"
 stop "$SPID"
 stop "$KPID"
+fi
 rm -rf "$W"
