@@ -13,6 +13,7 @@
 #ifndef LAMBDA_SPEED_H
 #define LAMBDA_SPEED_H
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -55,6 +56,25 @@ struct speed_counters {
     int64_t rejects[EV_REASON_COUNT];
 };
 
+/* One checkpoint handed to the writer thread: the interval's changes and a copy of what the
+ * consumer knew at its end. Owned by the writer from submit until reaped. */
+struct speed_job {
+    struct speed_delta *deltas;
+    size_t ndeltas;
+    struct speed_reject *rejects;
+    size_t nrejects, caprejects;
+    struct speed_late *lates;
+    size_t nlates, caplates;
+    struct speed_part *parts; /* copy, nparts long */
+    int64_t epoch, watermark_ms, now_ms;
+    int64_t expire_to; /* drop state with epoch < this; 0: no expiry */
+    bool need_boundary;
+    int64_t us; /* how long the transaction took */
+    int rc;     /* 0 committed, -1 failed (e says why) */
+    struct lerr e;
+    struct speed_counters n; /* as they were at the end of the interval */
+};
+
 struct speed {
     const struct cfg *cfg; /* borrowed, read-only */
     const char *data_dir, *topic;
@@ -90,6 +110,16 @@ struct speed {
     size_t nlates, caplates;
 
     struct speed_counters n;
+
+    /* The checkpoint writer thread: the consumer hands it one job at a time. */
+    pthread_t writer;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool has_writer, has_sync;
+    bool job_ready, job_done, writer_quit; /* under mu */
+    bool is_writing;                       /* consumer's view: a job is out */
+    struct speed_job job;
+
     int64_t interval_mono; /* monotonic ms when the current interval began */
     int64_t next_checkpoint_mono, next_expiry_mono, next_summary_mono, last_kafka_log_mono;
     int64_t summary_consumed; /* n.consumed at the last summary line */
