@@ -7,6 +7,11 @@
  * is set, committing one SQLite transaction per checkpoint interval, and writes a last
  * checkpoint before it returns; speed_close() releases everything, the lock last.
  *
+ * Two threads: the consumer (parse, dedup, deltas) and a checkpoint writer. At each
+ * checkpoint the consumer hands the interval's state over as one job and goes on with the
+ * next interval while the writer commits it; a job still being written when the next is due
+ * makes that interval longer. Only the writer touches speed.db's write connection.
+ *
  * Exactness rests on one rule: everything an event changes (its delta, its seen id, a reject
  * or late row, the counters) commits in the same transaction as the position after it, so a
  * crash replays exactly the events whose effects were lost. */
@@ -139,7 +144,8 @@ int speed_connect(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e);
  * when a checkpoint cannot be written (what was not committed replays at the next start). */
 int speed_run(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e);
 
-/* Commits everything applied since the last checkpoint, and starts the next interval. */
+/* Commits everything applied since the last checkpoint (waiting for the writer), and starts
+ * the next interval. */
 int speed_checkpoint(struct speed *s, struct lerr *e);
 
 /* Releases the consumer, the databases and the lock; safe on a zeroed or failed speed. */
