@@ -1,6 +1,5 @@
 #include "dedup.h"
 
-#include <assert.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,24 +20,14 @@ struct pend {
     int partition;
 };
 
-/* A set of pending ids with an index on their fingerprints (index + 1, 0 empty). */
-struct pendset {
-    struct pend *v;
-    size_t n, cap;
-    uint32_t *idx;
-    size_t mask;
-};
-
 struct dedup {
-    sqlite3 *seen_db; /* borrowed: the writer's connection (flush, expiry deletes) */
-    sqlite3 *seen_ro; /* own read-only connection for look-ups and loads */
-    bool in_seen_txn; /* a read transaction on seen_ro is open (see dedup_refresh) */
+    sqlite3 *seen_db; /* borrowed */
     sqlite3_stmt *seen_get, *seen_put, *seen_del, *seen_all, *seen_min;
     char data_dir[PATH_MAX];
     sqlite3 *master; /* NULL until master.db with its orders table exists */
     sqlite3_stmt *master_get;
-    bool in_master_txn; /* a read transaction is open: look-ups share one snapshot */
     bool is_master_due; /* look for a missing master.db at the next look-up */
+    bool in_master_txn; /* a read transaction is open: look-ups share one snapshot */
 
     /* The fingerprint cache: open addressing, linear probing, 0 marks an empty slot.
      * ep[i] is the epoch of fp[i] minus base_epoch, so it fits 32 bits. */
@@ -48,8 +37,11 @@ struct dedup {
     int64_t base_epoch;
     bool has_base, is_complete;
 
-    /* Ids added since the last detach, and those detached and being written. */
-    struct pendset cur, flight;
+    /* Ids added since the last flush, and an index on their fingerprints (index + 1). */
+    struct pend *pend;
+    size_t npend, cappend;
+    uint32_t *pidx;
+    size_t pmask;
 
     int64_t seen_reads, master_reads;
 };
@@ -135,7 +127,7 @@ static int cache_load(struct dedup *d, struct lerr *e)
     }
     sqlite3_reset(d->seen_all);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return lerr_set(e, "cannot read seen ids: %s", sqlite3_errmsg(d->seen_ro));
+        return lerr_set(e, "cannot read seen ids: %s", sqlite3_errmsg(d->seen_db));
     return 0;
 }
 
@@ -160,8 +152,6 @@ struct dedup *dedup_new(sqlite3 *seen_db, const char *data_dir, size_t cache_max
     d->seen_db = seen_db;
     d->is_master_due = true;
     snprintf(d->data_dir, sizeof(d->data_dir), "%s", data_dir);
-    if (db_open_ro(data_dir, DB_SPEED, &d->seen_ro, e) != 0)
-        goto fail;
     d->max = cache_max ? cache_max : 1;
     cap = pow2_at_least(d->max + d->max / 3 + 1); /* load stays under 3/4 */
     d->mask = cap - 1;
@@ -171,16 +161,16 @@ struct dedup *dedup_new(sqlite3 *seen_db, const char *data_dir, size_t cache_max
         lerr_set(e, "out of memory for a dedup cache of %zu ids", d->max);
         goto fail;
     }
-    if (db_prepare(d->seen_ro, "SELECT 1 FROM seen WHERE merchant_id=?1 AND order_id=?2",
-                   &d->seen_get, e) != 0 ||
+    if (db_prepare(seen_db, "SELECT 1 FROM seen WHERE merchant_id=?1 AND order_id=?2", &d->seen_get,
+                   e) != 0 ||
         db_prepare(seen_db,
                    "INSERT OR IGNORE INTO seen(merchant_id, order_id, epoch, partition, offset)"
                    " VALUES(?1, ?2, ?3, ?4, ?5)",
                    &d->seen_put, e) != 0 ||
         db_prepare(seen_db, "DELETE FROM seen WHERE epoch < ?1", &d->seen_del, e) != 0 ||
-        db_prepare(d->seen_ro, "SELECT merchant_id, order_id, epoch FROM seen", &d->seen_all, e) !=
+        db_prepare(seen_db, "SELECT merchant_id, order_id, epoch FROM seen", &d->seen_all, e) !=
             0 ||
-        db_prepare(d->seen_ro, "SELECT min(epoch) FROM seen", &d->seen_min, e) != 0)
+        db_prepare(seen_db, "SELECT min(epoch) FROM seen", &d->seen_min, e) != 0)
         goto fail;
     if (cache_load(d, e) != 0)
         goto fail;
@@ -205,16 +195,6 @@ void dedup_refresh(struct dedup *d)
         sqlite3_exec(d->master, "COMMIT", NULL, NULL, NULL);
     d->in_master_txn = false;
     d->is_master_due = true;
-    if (d->in_seen_txn)
-        sqlite3_exec(d->seen_ro, "COMMIT", NULL, NULL, NULL);
-    d->in_seen_txn = false;
-}
-
-static void pendset_release(struct pendset *ps)
-{
-    free(ps->v);
-    free(ps->idx);
-    memset(ps, 0, sizeof(*ps));
 }
 
 void dedup_free(struct dedup *d)
@@ -227,11 +207,10 @@ void dedup_free(struct dedup *d)
     sqlite3_finalize(d->seen_all);
     sqlite3_finalize(d->seen_min);
     master_close(d);
-    sqlite3_close(d->seen_ro);
     free(d->fp);
     free(d->ep);
-    pendset_release(&d->cur);
-    pendset_release(&d->flight);
+    free(d->pend);
+    free(d->pidx);
     free(d);
 }
 
@@ -243,7 +222,7 @@ static void master_try_open(struct dedup *d)
     struct lerr ignored;
 
     /* Called per order, so it looks for the file once per dedup_refresh() (per checkpoint),
-     * not per call. */
+     * not per call: reading the clock here cost more than the rest of a new order's check. */
     if (d->master || !d->is_master_due)
         return;
     d->is_master_due = false;
@@ -292,12 +271,12 @@ static int master_has_earlier(struct dedup *d, const char *m, const char *o, int
     return dup;
 }
 
-static bool pendset_has(const struct pendset *ps, uint64_t h, const char *m, const char *o)
+static bool pending_has(const struct dedup *d, uint64_t h, const char *m, const char *o)
 {
-    if (!ps->idx)
+    if (!d->pidx)
         return false;
-    for (size_t i = h & ps->mask; ps->idx[i]; i = (i + 1) & ps->mask) {
-        const struct pend *p = &ps->v[ps->idx[i] - 1];
+    for (size_t i = h & d->pmask; d->pidx[i]; i = (i + 1) & d->pmask) {
+        const struct pend *p = &d->pend[d->pidx[i] - 1];
         if (p->fp == h && strcmp(p->merchant_id, m) == 0 && strcmp(p->order_id, o) == 0)
             return true;
     }
@@ -309,13 +288,8 @@ static int seen_has(struct dedup *d, uint64_t h, const char *m, const char *o, s
 {
     int64_t one = 0;
 
-    if (pendset_has(&d->cur, h, m, o) || pendset_has(&d->flight, h, m, o))
+    if (pending_has(d, h, m, o))
         return 1;
-    if (!d->in_seen_txn) {
-        if (sqlite3_exec(d->seen_ro, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
-            return lerr_set(e, "cannot read seen ids: %s", sqlite3_errmsg(d->seen_ro));
-        d->in_seen_txn = true;
-    }
     d->seen_reads++;
     sqlite3_bind_text(d->seen_get, 1, m, -1, SQLITE_STATIC);
     sqlite3_bind_text(d->seen_get, 2, o, -1, SQLITE_STATIC);
@@ -339,48 +313,42 @@ int dedup_check(struct dedup *d, const char *merchant_id, const char *order_id, 
     return master_has_earlier(d, merchant_id, order_id, partition, offset, e);
 }
 
-static int pendset_grow(struct pendset *ps, struct lerr *e)
+static int pidx_grow(struct dedup *d, struct lerr *e)
 {
-    size_t cap = ps->cap ? 2 * ps->cap : 4096, icap = pow2_at_least(4 * cap);
-    struct pend *v = realloc(ps->v, cap * sizeof(*v));
-    uint32_t *idx;
+    size_t cap = pow2_at_least(2 * d->cappend);
+    uint32_t *idx = calloc(cap, sizeof(*idx));
 
-    if (!v)
-        return lerr_set(e, "out of memory");
-    ps->v = v;
-    ps->cap = cap;
-    idx = calloc(icap, sizeof(*idx));
     if (!idx)
         return lerr_set(e, "out of memory");
-    free(ps->idx);
-    ps->idx = idx;
-    ps->mask = icap - 1;
-    for (size_t k = 0; k < ps->n; k++) {
-        size_t i = ps->v[k].fp & ps->mask;
-        while (ps->idx[i])
-            i = (i + 1) & ps->mask;
-        ps->idx[i] = (uint32_t)(k + 1);
+    free(d->pidx);
+    d->pidx = idx;
+    d->pmask = cap - 1;
+    for (size_t k = 0; k < d->npend; k++) {
+        size_t i = d->pend[k].fp & d->pmask;
+        while (d->pidx[i])
+            i = (i + 1) & d->pmask;
+        d->pidx[i] = (uint32_t)(k + 1);
     }
     return 0;
-}
-
-static void pendset_clear(struct pendset *ps)
-{
-    if (ps->n && ps->idx)
-        memset(ps->idx, 0, (ps->mask + 1) * sizeof(*ps->idx));
-    ps->n = 0;
 }
 
 int dedup_add(struct dedup *d, const char *merchant_id, const char *order_id, int64_t epoch,
               int partition, int64_t offset, struct lerr *e)
 {
-    struct pendset *ps = &d->cur;
     struct pend *p;
     size_t i, ml = strnlen(merchant_id, EV_ID_MAX), ol = strnlen(order_id, EV_ID_MAX);
 
-    if (ps->n == ps->cap && pendset_grow(ps, e) != 0)
-        return -1;
-    p = &ps->v[ps->n];
+    if (d->npend == d->cappend) {
+        size_t cap = d->cappend ? 2 * d->cappend : 4096;
+        struct pend *np = realloc(d->pend, cap * sizeof(*np));
+        if (!np)
+            return lerr_set(e, "out of memory");
+        d->pend = np;
+        d->cappend = cap;
+        if (pidx_grow(d, e) != 0)
+            return -1;
+    }
+    p = &d->pend[d->npend];
     memcpy(p->merchant_id, merchant_id, ml);
     p->merchant_id[ml] = '\0';
     memcpy(p->order_id, order_id, ol);
@@ -389,27 +357,11 @@ int dedup_add(struct dedup *d, const char *merchant_id, const char *order_id, in
     p->partition = partition;
     p->offset = offset;
     p->fp = fingerprint(merchant_id, order_id);
-    for (i = p->fp & ps->mask; ps->idx[i]; i = (i + 1) & ps->mask)
+    for (i = p->fp & d->pmask; d->pidx[i]; i = (i + 1) & d->pmask)
         ;
-    ps->idx[i] = (uint32_t)(++ps->n);
+    d->pidx[i] = (uint32_t)(++d->npend);
     cache_put(d, p->fp, epoch);
     return 0;
-}
-
-void dedup_detach(struct dedup *d)
-{
-    struct pendset t = d->flight;
-
-    assert(d->flight.n == 0);
-    d->flight = d->cur;
-    d->cur = t;
-}
-
-void dedup_release(struct dedup *d)
-{
-    /* A fresh snapshot first: from here on the table, not the set, answers for these ids. */
-    dedup_refresh(d);
-    pendset_clear(&d->flight);
 }
 
 static int cmp_pend(const void *a, const void *b)
@@ -422,19 +374,18 @@ static int cmp_pend(const void *a, const void *b)
 
 int dedup_flush(struct dedup *d, struct lerr *e)
 {
-    const struct pendset *ps = &d->flight;
-    const struct pend **order;
+    struct pend **order;
 
-    if (ps->n == 0)
+    if (d->npend == 0)
         return 0;
     /* Key order turns random B-tree inserts into a sweep across the pages. */
-    order = malloc(ps->n * sizeof(*order));
+    order = malloc(d->npend * sizeof(*order));
     if (!order)
         return lerr_set(e, "out of memory");
-    for (size_t k = 0; k < ps->n; k++)
-        order[k] = &ps->v[k];
-    qsort(order, ps->n, sizeof(*order), cmp_pend);
-    for (size_t k = 0; k < ps->n; k++) {
+    for (size_t k = 0; k < d->npend; k++)
+        order[k] = &d->pend[k];
+    qsort(order, d->npend, sizeof(*order), cmp_pend);
+    for (size_t k = 0; k < d->npend; k++) {
         const struct pend *p = order[k];
         sqlite3_bind_text(d->seen_put, 1, p->merchant_id, -1, SQLITE_STATIC);
         sqlite3_bind_text(d->seen_put, 2, p->order_id, -1, SQLITE_STATIC);
@@ -447,6 +398,8 @@ int dedup_flush(struct dedup *d, struct lerr *e)
         }
     }
     free(order);
+    d->npend = 0;
+    memset(d->pidx, 0, (d->pmask + 1) * sizeof(*d->pidx));
     return 0;
 }
 
@@ -476,27 +429,19 @@ static void cache_sweep(struct dedup *d, int64_t cut_epoch)
     }
 }
 
-int dedup_expire_rows(struct dedup *d, int64_t cut_epoch, struct lerr *e)
+int dedup_expire(struct dedup *d, int64_t cut_epoch, struct lerr *e)
 {
+    if (dedup_flush(d, e) != 0) /* a reload below reads the table only */
+        return -1;
     sqlite3_bind_int64(d->seen_del, 1, cut_epoch);
-    return db_step_done(d->seen_del, e);
-}
-
-int dedup_expire_cache(struct dedup *d, int64_t cut_epoch, struct lerr *e)
-{
-    assert(d->flight.n == 0);
+    if (db_step_done(d->seen_del, e) != 0)
+        return -1;
     if (!d->has_base)
         return 0;
-    if (d->is_complete) {
+    if (d->is_complete)
         cache_sweep(d, cut_epoch);
-        return 0;
-    }
-    /* What is left may fit again: reload the committed table, then the ids added since. */
-    dedup_refresh(d);
-    if (cache_load(d, e) != 0)
+    else if (cache_load(d, e) != 0) /* what is left may fit again */
         return -1;
-    for (size_t k = 0; k < d->cur.n; k++)
-        cache_put(d, d->cur.v[k].fp, d->cur.v[k].epoch);
     return 0;
 }
 
@@ -504,7 +449,7 @@ void dedup_get_stats(const struct dedup *d, struct dedup_stats *out)
 {
     out->cache_ids = d->n;
     out->cache_max = d->max;
-    out->pending = d->cur.n + d->flight.n;
+    out->pending = d->npend;
     out->is_complete = d->is_complete;
     out->seen_reads = d->seen_reads;
     out->master_reads = d->master_reads;

@@ -1,9 +1,7 @@
 #include "speed.h"
 
-#include <assert.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -169,17 +167,6 @@ void speed_close(struct speed *s)
 {
     struct speed_delta *d, *tmp;
 
-    if (s->has_writer) {
-        pthread_mutex_lock(&s->mu);
-        s->writer_quit = true; /* after the job it may be writing */
-        pthread_cond_broadcast(&s->cv);
-        pthread_mutex_unlock(&s->mu);
-        pthread_join(s->writer, NULL);
-    }
-    if (s->has_sync) {
-        pthread_mutex_destroy(&s->mu);
-        pthread_cond_destroy(&s->cv);
-    }
     if (s->rk) {
         rd_kafka_assign(s->rk, NULL);
         if (s->queue)
@@ -187,6 +174,8 @@ void speed_close(struct speed *s)
         rd_kafka_destroy_flags(s->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     }
     dedup_free(s->dedup);
+    if (s->db && !sqlite3_get_autocommit(s->db))
+        db_exec(s->db, "ROLLBACK", NULL); /* the empty interval after the last checkpoint */
     sqlite3_stmt *sts[] = {s->st_delta,      s->st_offset,   s->st_boundary, s->st_reject,
                            s->st_late,       s->st_counter,  s->st_meta,     s->st_del_deltas,
                            s->st_del_bounds, s->st_published};
@@ -204,17 +193,9 @@ void speed_close(struct speed *s)
         s->spare = d->next_spare;
         free(d);
     }
-    HASH_ITER(hh, s->job.deltas, d, tmp)
-    {
-        HASH_DEL(s->job.deltas, d);
-        free(d);
-    }
     free(s->parts);
     free(s->rejects);
     free(s->lates);
-    free(s->job.parts);
-    free(s->job.rejects);
-    free(s->job.lates);
     lock_release(s->lock_fd);
     memset(s, 0, sizeof(*s));
     s->lock_fd = -1;
@@ -412,11 +393,12 @@ static int write_meta(struct speed *s, const char *key, int64_t v, struct lerr *
     return run_step(s->st_meta, e);
 }
 
-static int write_deltas(struct speed *s, const struct speed_job *j, struct lerr *e)
+static int write_deltas(struct speed *s, struct lerr *e)
 {
-    const struct speed_delta *d;
+    struct speed_delta *d, *tmp;
 
-    for (d = j->deltas; d; d = d->hh.next) {
+    HASH_ITER(hh, s->deltas, d, tmp)
+    {
         sqlite3_bind_text(s->st_delta, 1, d->key.merchant_id, -1, SQLITE_STATIC);
         sqlite3_bind_int64(s->st_delta, 2, d->key.minute_ms);
         sqlite3_bind_int64(s->st_delta, 3, d->key.epoch);
@@ -428,20 +410,20 @@ static int write_deltas(struct speed *s, const struct speed_job *j, struct lerr 
     return 0;
 }
 
-static int write_rows(struct speed *s, const struct speed_job *j, struct lerr *e)
+static int write_rows(struct speed *s, int64_t now_ms, struct lerr *e)
 {
-    for (size_t i = 0; i < j->nrejects; i++) {
-        const struct speed_reject *r = &j->rejects[i];
+    for (size_t i = 0; i < s->nrejects; i++) {
+        const struct speed_reject *r = &s->rejects[i];
         sqlite3_bind_int(s->st_reject, 1, r->partition);
         sqlite3_bind_int64(s->st_reject, 2, r->offset);
         sqlite3_bind_text(s->st_reject, 3, ev_reason_name(r->reason), -1, SQLITE_STATIC);
         sqlite3_bind_blob(s->st_reject, 4, r->payload, (int)r->len, SQLITE_STATIC);
-        sqlite3_bind_int64(s->st_reject, 5, j->now_ms);
+        sqlite3_bind_int64(s->st_reject, 5, now_ms);
         if (run_step(s->st_reject, e) != 0)
             return -1;
     }
-    for (size_t i = 0; i < j->nlates; i++) {
-        const struct speed_late *l = &j->lates[i];
+    for (size_t i = 0; i < s->nlates; i++) {
+        const struct speed_late *l = &s->lates[i];
         sqlite3_bind_int(s->st_late, 1, l->partition);
         sqlite3_bind_int64(s->st_late, 2, l->offset);
         sqlite3_bind_text(s->st_late, 3, l->merchant_id, -1, SQLITE_STATIC);
@@ -450,17 +432,23 @@ static int write_rows(struct speed *s, const struct speed_job *j, struct lerr *e
         sqlite3_bind_int64(s->st_late, 6, l->minute_ms);
         sqlite3_bind_int64(s->st_late, 7, l->watermark_ms);
         sqlite3_bind_int64(s->st_late, 8, l->watermark_ms - (l->minute_ms + TM_MINUTE_MS));
-        sqlite3_bind_int64(s->st_late, 9, j->now_ms);
+        sqlite3_bind_int64(s->st_late, 9, now_ms);
         if (run_step(s->st_late, e) != 0)
             return -1;
     }
     return 0;
 }
 
-static int write_positions(struct speed *s, const struct speed_job *j, struct lerr *e)
+static int write_positions(struct speed *s, int64_t now_ms, struct lerr *e)
 {
     for (int p = 0; p < s->nparts; p++) {
-        const struct speed_part *pt = &j->parts[p];
+        struct speed_part *pt = &s->parts[p];
+        int64_t low, high;
+        if (s->rk &&
+            rd_kafka_get_watermark_offsets(s->rk, s->topic, p, &low, &high) ==
+                RD_KAFKA_RESP_ERR_NO_ERROR &&
+            high >= 0)
+            pt->high_watermark = high;
         sqlite3_bind_int(s->st_offset, 1, p);
         sqlite3_bind_int64(s->st_offset, 2, pt->next_offset);
         if (pt->max_event_ms == INT64_MIN)
@@ -471,118 +459,73 @@ static int write_positions(struct speed *s, const struct speed_job *j, struct le
             sqlite3_bind_null(s->st_offset, 4);
         else
             sqlite3_bind_int64(s->st_offset, 4, pt->high_watermark);
-        sqlite3_bind_int64(s->st_offset, 5, j->now_ms);
+        sqlite3_bind_int64(s->st_offset, 5, now_ms);
         if (run_step(s->st_offset, e) != 0)
             return -1;
     }
-    if (!j->need_boundary)
+    if (!s->need_boundary)
         return 0;
     for (int p = 0; p < s->nparts; p++) {
-        sqlite3_bind_int64(s->st_boundary, 1, j->epoch);
+        sqlite3_bind_int64(s->st_boundary, 1, s->epoch);
         sqlite3_bind_int(s->st_boundary, 2, p);
-        sqlite3_bind_int64(s->st_boundary, 3, j->parts[p].interval_offset);
+        sqlite3_bind_int64(s->st_boundary, 3, s->parts[p].interval_offset);
         if (run_step(s->st_boundary, e) != 0)
             return -1;
     }
     return 0;
 }
 
-static int write_counters(struct speed *s, const struct speed_job *j, struct lerr *e)
+static int write_counters(struct speed *s, struct lerr *e)
 {
     char name[64];
     const struct {
         const char *name;
         int64_t v;
-    } list[] = {{"consumed", j->n.consumed},
-                {"applied", j->n.applied},
-                {"duplicates", j->n.duplicates},
-                {"late", j->n.late},
-                {"key_mismatch", j->n.key_mismatch},
-                {"checkpoints", j->n.checkpoints + 1},
-                {"skipped_offsets", j->n.skipped_offsets},
-                {"checkpoint_us", j->n.checkpoint_us}};
+    } list[] = {{"consumed", s->n.consumed},
+                {"applied", s->n.applied},
+                {"duplicates", s->n.duplicates},
+                {"late", s->n.late},
+                {"key_mismatch", s->n.key_mismatch},
+                {"checkpoints", s->n.checkpoints + 1},
+                {"skipped_offsets", s->n.skipped_offsets},
+                {"checkpoint_us", s->n.checkpoint_us}};
 
     for (size_t i = 0; i < sizeof(list) / sizeof(list[0]); i++)
         if (write_counter(s, list[i].name, list[i].v, e) != 0)
             return -1;
     for (int r = 1; r < EV_REASON_COUNT; r++) {
         snprintf(name, sizeof(name), "rejects_%s", ev_reason_name(r));
-        if (write_counter(s, name, j->n.rejects[r], e) != 0)
+        if (write_counter(s, name, s->n.rejects[r], e) != 0)
             return -1;
     }
     return 0;
 }
 
-static int write_meta_all(struct speed *s, const struct speed_job *j, struct lerr *e)
+static int write_meta_all(struct speed *s, int64_t now_ms, struct lerr *e)
 {
-    if (write_meta(s, "checkpoint_ms", j->now_ms, e) != 0 ||
-        write_meta(s, "epoch", j->epoch, e) != 0 || write_meta(s, "epoch_ms", s->epoch_ms, e) ||
+    if (write_meta(s, "checkpoint_ms", now_ms, e) != 0 || write_meta(s, "epoch", s->epoch, e) ||
+        write_meta(s, "epoch_ms", s->epoch_ms, e) != 0 ||
         write_meta(s, "allowed_lateness_ms", s->allowed_lateness_ms, e) != 0)
         return -1;
-    if (j->watermark_ms == INT64_MIN)
+    if (s->watermark_ms == INT64_MIN)
         return 0;
-    return write_meta(s, "watermark_ms", j->watermark_ms, e);
+    return write_meta(s, "watermark_ms", s->watermark_ms, e);
 }
 
 /* Drops state the newest published batch version covers (epoch < its cut_epoch). */
-static int write_expiry(struct speed *s, const struct speed_job *j, struct lerr *e)
+static int write_expiry(struct speed *s, struct lerr *e)
 {
-    int deleted;
-
-    if (!j->expire_to)
+    if (s->expire_to <= s->expired_cut)
         return 0;
-    sqlite3_bind_int64(s->st_del_deltas, 1, j->expire_to);
-    sqlite3_bind_int64(s->st_del_bounds, 1, j->expire_to);
-    if (run_step(s->st_del_deltas, e) != 0)
+    sqlite3_bind_int64(s->st_del_deltas, 1, s->expire_to);
+    sqlite3_bind_int64(s->st_del_bounds, 1, s->expire_to);
+    if (run_step(s->st_del_deltas, e) != 0 || run_step(s->st_del_bounds, e) != 0 ||
+        dedup_expire(s->dedup, s->expire_to, e) != 0)
         return -1;
-    deleted = sqlite3_changes(s->db);
-    if (run_step(s->st_del_bounds, e) != 0 || dedup_expire_rows(s->dedup, j->expire_to, e) != 0)
-        return -1;
-    log_info("speed", "expired cut_epoch=%" PRId64 " deleted_deltas=%d", j->expire_to, deleted);
+    log_info("speed", "expired cut_epoch=%" PRId64 " deleted_deltas=%d", s->expire_to,
+             sqlite3_changes(s->db));
+    s->expired_cut = s->expire_to;
     return 0;
-}
-
-/* The writer thread's work: one checkpoint, one transaction. Reads only the job, the
- * detached ids of the dedup and the statements of s->db, which no other thread touches. */
-static void write_job(struct speed *s, struct speed_job *j)
-{
-    struct timespec a, b;
-
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    j->rc = -1;
-    if (db_exec(s->db, "BEGIN IMMEDIATE", &j->e) != 0)
-        return;
-    if (write_deltas(s, j, &j->e) != 0 || dedup_flush(s->dedup, &j->e) != 0 ||
-        write_rows(s, j, &j->e) != 0 || write_positions(s, j, &j->e) != 0 ||
-        write_expiry(s, j, &j->e) != 0 || write_counters(s, j, &j->e) != 0 ||
-        write_meta_all(s, j, &j->e) != 0 || db_exec(s->db, "COMMIT", &j->e) != 0) {
-        db_exec(s->db, "ROLLBACK", NULL);
-        return;
-    }
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    j->us = (b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000;
-    j->rc = 0;
-}
-
-static void *writer_main(void *arg)
-{
-    struct speed *s = arg;
-
-    pthread_mutex_lock(&s->mu);
-    for (;;) {
-        while (!s->job_ready && !s->writer_quit)
-            pthread_cond_wait(&s->cv, &s->mu);
-        if (!s->job_ready)
-            break;
-        s->job_ready = false;
-        pthread_mutex_unlock(&s->mu);
-        write_job(s, &s->job);
-        pthread_mutex_lock(&s->mu);
-        s->job_done = true;
-        pthread_cond_broadcast(&s->cv);
-    }
-    pthread_mutex_unlock(&s->mu);
-    return NULL;
 }
 
 /* The next interval belongs to the epoch current now (never an earlier one); the first
@@ -600,116 +543,59 @@ static void begin_interval(struct speed *s, int64_t now_ms)
         s->parts[p].interval_offset = s->parts[p].next_offset;
 }
 
-/* Hands the interval's state to the writer thread and begins the next interval; the consumer
- * goes on while it commits. The writer must be idle. */
-static void submit(struct speed *s)
+static void reset_interval_state(struct speed *s)
 {
-    struct speed_job *j = &s->job;
-    int64_t now_ms = tm_now_ms(), low, high, mono = tm_mono_ms();
-    void *tmp;
-    size_t cap;
+    struct speed_delta *d, *tmp;
 
-    assert(!s->is_writing);
-    for (int p = 0; p < s->nparts; p++)
-        if (s->rk &&
-            rd_kafka_get_watermark_offsets(s->rk, s->topic, p, &low, &high) ==
-                RD_KAFKA_RESP_ERR_NO_ERROR &&
-            high >= 0)
-            s->parts[p].high_watermark = high;
-    j->deltas = s->deltas;
-    j->ndeltas = s->ndeltas;
-    s->deltas = NULL;
-    s->ndeltas = 0;
-    tmp = j->rejects, j->rejects = s->rejects, s->rejects = tmp;
-    cap = j->caprejects, j->caprejects = s->caprejects, s->caprejects = cap;
-    j->nrejects = s->nrejects, s->nrejects = 0;
-    tmp = j->lates, j->lates = s->lates, s->lates = tmp;
-    cap = j->caplates, j->caplates = s->caplates, s->caplates = cap;
-    j->nlates = s->nlates, s->nlates = 0;
-    memcpy(j->parts, s->parts, (size_t)s->nparts * sizeof(*s->parts));
-    j->n = s->n;
-    j->epoch = s->epoch;
-    j->need_boundary = s->need_boundary;
-    j->watermark_ms = s->watermark_ms;
-    j->expire_to = s->expire_to > s->expired_cut ? s->expire_to : 0;
-    j->now_ms = now_ms;
-    dedup_detach(s->dedup);
-    pthread_mutex_lock(&s->mu);
-    s->job_ready = true;
-    s->job_done = false;
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    s->is_writing = true;
-    begin_interval(s, now_ms);
-    s->interval_mono = mono;
-    s->next_checkpoint_mono = mono + s->checkpoint_ms;
-}
-
-/* Takes a finished job back (waiting for it when wait is set): 1 when one finished, 0 when
- * it is still being written, -1 with e set when its transaction failed. */
-static int reap(struct speed *s, bool wait, struct lerr *e)
-{
-    struct speed_job *j = &s->job;
-    struct speed_delta *d, *next;
-    bool done;
-
-    if (!s->is_writing)
-        return 0;
-    pthread_mutex_lock(&s->mu);
-    while (wait && !s->job_done)
-        pthread_cond_wait(&s->cv, &s->mu);
-    done = s->job_done;
-    pthread_mutex_unlock(&s->mu);
-    if (!done)
-        return 0;
-    s->is_writing = false;
-    if (j->rc != 0) {
-        *e = j->e;
-        return -1;
-    }
-    for (d = j->deltas; d; d = next) {
-        next = d->hh.next;
+    HASH_ITER(hh, s->deltas, d, tmp)
+    {
+        HASH_DEL(s->deltas, d);
         d->next_spare = s->spare;
         s->spare = d;
     }
-    if (j->deltas)
-        HASH_CLEAR(hh, j->deltas);
-    j->deltas = NULL;
-    dedup_release(s->dedup);
-    if (j->expire_to) {
-        s->expired_cut = j->expire_to;
-        if (dedup_expire_cache(s->dedup, j->expire_to, e) != 0)
-            return -1;
-    }
-    s->n.checkpoints++;
-    s->n.checkpoint_us = j->us;
-    log_debug("speed",
-              "checkpoint_committed epoch=%" PRId64 " deltas=%zu consumed=%" PRId64 " us=%" PRId64,
-              j->epoch, j->ndeltas, j->n.consumed, j->us);
-    if (j->need_boundary)
-        log_info("speed", "epoch_started epoch=%" PRId64, j->epoch);
-    return 1;
+    s->ndeltas = 0;
+    s->nrejects = 0;
+    s->nlates = 0;
+}
+
+/* Each interval runs inside one write transaction, committed by the next checkpoint: the
+ * seen-table look-ups of the interval then take no locks, and speed.db has one writer
+ * anyway. Readers in other processes see only what was committed (WAL). */
+static int open_interval(struct speed *s, struct lerr *e)
+{
+    return db_exec(s->db, "BEGIN IMMEDIATE", e);
 }
 
 int speed_checkpoint(struct speed *s, struct lerr *e)
 {
-    if (reap(s, true, e) < 0)
-        return -1;
-    submit(s);
-    return reap(s, true, e) < 0 ? -1 : 0;
-}
+    int64_t t0 = tm_mono_ms(), now_ms = tm_now_ms();
+    struct timespec a, b;
+    size_t ndeltas = s->ndeltas;
 
-static int start_writer(struct speed *s, struct lerr *e)
-{
-    s->job.parts = calloc((size_t)s->nparts, sizeof(*s->job.parts));
-    if (!s->job.parts)
-        return lerr_set(e, "out of memory");
-    if (pthread_mutex_init(&s->mu, NULL) != 0 || pthread_cond_init(&s->cv, NULL) != 0)
-        return lerr_set(e, "cannot create the checkpoint writer's lock");
-    s->has_sync = true;
-    if (pthread_create(&s->writer, NULL, writer_main, s) != 0)
-        return lerr_set(e, "cannot start the checkpoint writer thread");
-    s->has_writer = true;
+    /* The interval's transaction has been open since the last checkpoint (see open_interval). */
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    if (write_deltas(s, e) != 0 || dedup_flush(s->dedup, e) != 0 || write_rows(s, now_ms, e) ||
+        write_positions(s, now_ms, e) != 0 || write_expiry(s, e) != 0 ||
+        write_counters(s, e) != 0 || write_meta_all(s, now_ms, e) != 0 ||
+        db_exec(s->db, "COMMIT", e) != 0) {
+        db_exec(s->db, "ROLLBACK", NULL);
+        return -1;
+    }
+    dedup_refresh(s->dedup);
+    if (open_interval(s, e) != 0)
+        return -1;
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    s->n.checkpoints++;
+    s->n.checkpoint_us = (b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000;
+    log_debug("speed",
+              "checkpoint_committed epoch=%" PRId64 " deltas=%zu consumed=%" PRId64 " us=%" PRId64,
+              s->epoch, ndeltas, s->n.consumed, s->n.checkpoint_us);
+    if (s->need_boundary)
+        log_info("speed", "epoch_started epoch=%" PRId64, s->epoch);
+    reset_interval_state(s);
+    begin_interval(s, now_ms);
+    s->next_checkpoint_mono = t0 + s->checkpoint_ms;
+    s->interval_mono = t0;
     return 0;
 }
 
@@ -793,7 +679,7 @@ int speed_run(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e)
 
     if (!msgs)
         return lerr_set(e, "out of memory");
-    if (start_writer(s, e) != 0) {
+    if (open_interval(s, e) != 0) {
         free(msgs);
         return -1;
     }
@@ -802,24 +688,24 @@ int speed_run(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e)
     s->next_summary_mono = tm_mono_ms() + SUMMARY_MS;
     while (!*stop) {
         int64_t now = tm_mono_ms(), wait = s->next_checkpoint_mono - now;
-        if (wait > (s->is_writing ? 10 : 100))
-            wait = s->is_writing ? 10 : 100; /* the stop flag and the writer, this often */
+        if (wait > 100)
+            wait = 100; /* the stop flag is looked at this often */
         ssize_t n = consume_some(s, msgs, wait > 0 ? (int)wait : 0, e);
-        if (n < 0 || reap(s, false, e) < 0)
+        if (n < 0)
             goto out;
         /* While catching up (a full batch), a checkpoint may wait up to checkpoint_max_ms:
          * each commit rewrites the pages it touches, so fewer, larger ones catch up faster.
-         * With no backlog it is every checkpoint_ms, for freshness. A checkpoint still being
-         * written makes the next interval longer. */
+         * With no backlog it is every checkpoint_ms, for freshness. */
         is_behind = n == BATCH_MAX;
         now = tm_mono_ms();
         if (now >= s->next_expiry_mono) {
             poll_published_cut(s);
             s->next_expiry_mono = now + EXPIRY_POLL_MS;
         }
-        if (!s->is_writing && now >= s->next_checkpoint_mono &&
-            (!is_behind || now >= s->interval_mono + s->checkpoint_max_ms))
-            submit(s);
+        if (now >= s->next_checkpoint_mono &&
+            (!is_behind || now >= s->interval_mono + s->checkpoint_max_ms) &&
+            speed_checkpoint(s, e) != 0)
+            goto out;
         if (now >= s->next_summary_mono)
             log_summary(s, now);
     }

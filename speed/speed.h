@@ -7,18 +7,12 @@
  * is set, committing one SQLite transaction per checkpoint interval, and writes a last
  * checkpoint before it returns; speed_close() releases everything, the lock last.
  *
- * Two threads: the consumer (parse, dedup, deltas) and a checkpoint writer. At each
- * checkpoint the consumer hands the interval's state over as one job and goes on with the
- * next interval while the writer commits it; a job still being written when the next is due
- * makes that interval longer. Only the writer touches speed.db's write connection.
- *
  * Exactness rests on one rule: everything an event changes (its delta, its seen id, a reject
  * or late row, the counters) commits in the same transaction as the position after it, so a
  * crash replays exactly the events whose effects were lost. */
 #ifndef LAMBDA_SPEED_H
 #define LAMBDA_SPEED_H
 
-#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -61,25 +55,6 @@ struct speed_counters {
     int64_t rejects[EV_REASON_COUNT];
 };
 
-/* One checkpoint handed to the writer thread: the interval's changes and a copy of what the
- * consumer knew at its end. Owned by the writer from submit until reaped. */
-struct speed_job {
-    struct speed_delta *deltas;
-    size_t ndeltas;
-    struct speed_reject *rejects;
-    size_t nrejects, caprejects;
-    struct speed_late *lates;
-    size_t nlates, caplates;
-    struct speed_part *parts; /* copy, nparts long */
-    int64_t epoch, watermark_ms, now_ms;
-    int64_t expire_to; /* drop state with epoch < this; 0: no expiry */
-    bool need_boundary;
-    int64_t us; /* how long the transaction took */
-    int rc;     /* 0 committed, -1 failed (e says why) */
-    struct lerr e;
-    struct speed_counters n; /* as they were at the end of the interval */
-};
-
 struct speed {
     const struct cfg *cfg; /* borrowed, read-only */
     const char *data_dir, *topic;
@@ -115,16 +90,6 @@ struct speed {
     size_t nlates, caplates;
 
     struct speed_counters n;
-
-    /* The checkpoint writer thread: the consumer hands it one job at a time. */
-    pthread_t writer;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool has_writer, has_sync;
-    bool job_ready, job_done, writer_quit; /* under mu */
-    bool is_writing;                       /* consumer's view: a job is out */
-    struct speed_job job;
-
     int64_t interval_mono; /* monotonic ms when the current interval began */
     int64_t next_checkpoint_mono, next_expiry_mono, next_summary_mono, last_kafka_log_mono;
     int64_t summary_consumed; /* n.consumed at the last summary line */
@@ -144,8 +109,7 @@ int speed_connect(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e);
  * when a checkpoint cannot be written (what was not committed replays at the next start). */
 int speed_run(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e);
 
-/* Commits everything applied since the last checkpoint (waiting for the writer), and starts
- * the next interval. */
+/* Commits everything applied since the last checkpoint, and starts the next interval. */
 int speed_checkpoint(struct speed *s, struct lerr *e);
 
 /* Releases the consumer, the databases and the lock; safe on a zeroed or failed speed. */

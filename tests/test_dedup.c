@@ -40,26 +40,11 @@ static void add(struct fix *f, const char *m, const char *o, int64_t epoch, int 
     cr_assert_eq(dedup_add(f->d, m, o, epoch, p, off, &f->e), 0, "%s", f->e.msg);
 }
 
-/* A checkpoint as lambda-speed makes one: detach, write in a transaction, release. */
 static void flush(struct fix *f)
 {
-    dedup_detach(f->d);
     cr_assert_eq(db_exec(f->speed, "BEGIN", &f->e), 0);
     cr_assert_eq(dedup_flush(f->d, &f->e), 0, "%s", f->e.msg);
     cr_assert_eq(db_exec(f->speed, "COMMIT", &f->e), 0);
-    dedup_release(f->d);
-}
-
-/* A checkpoint that also expires ids older than cut. */
-static void expire(struct fix *f, int64_t cut)
-{
-    dedup_detach(f->d);
-    cr_assert_eq(db_exec(f->speed, "BEGIN", &f->e), 0);
-    cr_assert_eq(dedup_flush(f->d, &f->e), 0, "%s", f->e.msg);
-    cr_assert_eq(dedup_expire_rows(f->d, cut, &f->e), 0, "%s", f->e.msg);
-    cr_assert_eq(db_exec(f->speed, "COMMIT", &f->e), 0);
-    dedup_release(f->d);
-    cr_assert_eq(dedup_expire_cache(f->d, cut, &f->e), 0, "%s", f->e.msg);
 }
 
 static int64_t seen_rows(struct fix *f)
@@ -174,7 +159,9 @@ Test(dedup, expiry_forgets_only_ids_older_than_the_cut, .timeout = 30)
     add(&f, "m", "d", 6, 0, 4);
     dedup_get_stats(f.d, &s);
     cr_assert(!s.is_complete);
-    expire(&f, 6);
+    cr_assert_eq(db_exec(f.speed, "BEGIN", &f.e), 0);
+    cr_assert_eq(dedup_expire(f.d, 6, &f.e), 0, "%s", f.e.msg);
+    cr_assert_eq(db_exec(f.speed, "COMMIT", &f.e), 0);
     cr_assert_eq(seen_rows(&f), 2);
     dedup_get_stats(f.d, &s);
     cr_assert(s.is_complete, "what is left fits the cache again");
@@ -187,7 +174,9 @@ Test(dedup, expiry_forgets_only_ids_older_than_the_cut, .timeout = 30)
     /* A complete cache sweeps in place, keeping its probe chains whole. */
     add(&f, "m", "e", 7, 0, 5);
     flush(&f);
-    expire(&f, 7);
+    cr_assert_eq(db_exec(f.speed, "BEGIN", &f.e), 0);
+    cr_assert_eq(dedup_expire(f.d, 7, &f.e), 0);
+    cr_assert_eq(db_exec(f.speed, "COMMIT", &f.e), 0);
     cr_assert_eq(check(&f, "m", "c", 0, 9), 0);
     cr_assert_eq(check(&f, "m", "e", 0, 9), 1);
     fix_down(&f);
@@ -205,7 +194,9 @@ Test(dedup, many_ids_survive_a_sweep, .timeout = 30)
         add(&f, "m", o, 10 + i % 4, 0, i);
     }
     flush(&f);
-    expire(&f, 12);
+    cr_assert_eq(db_exec(f.speed, "BEGIN", &f.e), 0);
+    cr_assert_eq(dedup_expire(f.d, 12, &f.e), 0);
+    cr_assert_eq(db_exec(f.speed, "COMMIT", &f.e), 0);
     for (int i = 0; i < 20000; i++) {
         snprintf(o, sizeof(o), "o-%d", i);
         cr_assert_eq(check(&f, "m", o, 0, 99999), 10 + i % 4 >= 12, "%s", o);
