@@ -12,9 +12,6 @@
 #include "ev.h"
 #include "tm.h"
 
-/* How often a missing or schema-less master.db is looked for again. */
-#define MASTER_RETRY_MS 200
-
 /* An id counted since the last flush, waiting for the checkpoint transaction. */
 struct pend {
     char merchant_id[EV_ID_MAX + 1], order_id[EV_ID_MAX + 1];
@@ -29,7 +26,8 @@ struct dedup {
     char data_dir[PATH_MAX];
     sqlite3 *master; /* NULL until master.db with its orders table exists */
     sqlite3_stmt *master_get;
-    int64_t master_retry_ms; /* monotonic time of the next attempt to open it */
+    bool is_master_due; /* look for a missing master.db at the next look-up */
+    bool in_master_txn; /* a read transaction is open: look-ups share one snapshot */
 
     /* The fingerprint cache: open addressing, linear probing, 0 marks an empty slot.
      * ep[i] is the epoch of fp[i] minus base_epoch, so it fits 32 bits. */
@@ -152,6 +150,7 @@ struct dedup *dedup_new(sqlite3 *seen_db, const char *data_dir, size_t cache_max
         return NULL;
     }
     d->seen_db = seen_db;
+    d->is_master_due = true;
     snprintf(d->data_dir, sizeof(d->data_dir), "%s", data_dir);
     d->max = cache_max ? cache_max : 1;
     cap = pow2_at_least(d->max + d->max / 3 + 1); /* load stays under 3/4 */
@@ -187,6 +186,15 @@ static void master_close(struct dedup *d)
     sqlite3_close(d->master);
     d->master_get = NULL;
     d->master = NULL;
+    d->in_master_txn = false;
+}
+
+void dedup_refresh(struct dedup *d)
+{
+    if (d->in_master_txn)
+        sqlite3_exec(d->master, "COMMIT", NULL, NULL, NULL);
+    d->in_master_txn = false;
+    d->is_master_due = true;
 }
 
 void dedup_free(struct dedup *d)
@@ -212,11 +220,12 @@ static void master_try_open(struct dedup *d)
 {
     char path[PATH_MAX];
     struct lerr ignored;
-    int64_t now = tm_mono_ms();
 
-    if (d->master || now < d->master_retry_ms)
+    /* Called per order, so it looks for the file once per dedup_refresh() (per checkpoint),
+     * not per call: reading the clock here cost more than the rest of a new order's check. */
+    if (d->master || !d->is_master_due)
         return;
-    d->master_retry_ms = now + MASTER_RETRY_MS;
+    d->is_master_due = false;
     db_path(d->data_dir, DB_MASTER, path, sizeof(path));
     if (access(path, F_OK) != 0)
         return;
@@ -239,6 +248,12 @@ static int master_has_earlier(struct dedup *d, const char *m, const char *o, int
     master_try_open(d);
     if (!d->master)
         return 0;
+    /* One read transaction until dedup_refresh(): a look-up then costs no lock calls. */
+    if (!d->in_master_txn) {
+        if (sqlite3_exec(d->master, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+            return lerr_set(e, "cannot read master.db: %s", sqlite3_errmsg(d->master));
+        d->in_master_txn = true;
+    }
     st = d->master_get;
     d->master_reads++;
     sqlite3_bind_text(st, 1, m, -1, SQLITE_STATIC);
@@ -321,7 +336,7 @@ int dedup_add(struct dedup *d, const char *merchant_id, const char *order_id, in
               int partition, int64_t offset, struct lerr *e)
 {
     struct pend *p;
-    size_t i;
+    size_t i, ml = strnlen(merchant_id, EV_ID_MAX), ol = strnlen(order_id, EV_ID_MAX);
 
     if (d->npend == d->cappend) {
         size_t cap = d->cappend ? 2 * d->cappend : 4096;
@@ -334,8 +349,10 @@ int dedup_add(struct dedup *d, const char *merchant_id, const char *order_id, in
             return -1;
     }
     p = &d->pend[d->npend];
-    snprintf(p->merchant_id, sizeof(p->merchant_id), "%s", merchant_id);
-    snprintf(p->order_id, sizeof(p->order_id), "%s", order_id);
+    memcpy(p->merchant_id, merchant_id, ml);
+    p->merchant_id[ml] = '\0';
+    memcpy(p->order_id, order_id, ol);
+    p->order_id[ol] = '\0';
     p->epoch = epoch;
     p->partition = partition;
     p->offset = offset;

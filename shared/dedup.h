@@ -13,7 +13,8 @@
  * fits, a miss is conclusive and the common path (a new id) never touches the seen table;
  * once it overflowed, a miss asks the table (the authority). A fingerprint hit is always
  * confirmed against the exact ids, so a collision can never drop an order. master.db is read
- * through its own read-only connection, opened when the file appears. */
+ * through its own read-only connection, opened when the file appears. The seen table is read
+ * on the caller's connection, inside whatever transaction the caller holds. */
 #ifndef LAMBDA_DEDUP_H
 #define LAMBDA_DEDUP_H
 
@@ -61,6 +62,12 @@ int dedup_flush(struct dedup *d, struct lerr *e);
  * transaction) and from the cache. Call only after a batch version with that cut was
  * published (its master dataset then holds them). */
 int dedup_expire(struct dedup *d, int64_t cut_epoch, struct lerr *e);
+
+/* Look-ups in master.db share one read snapshot (no lock calls per look-up) until this ends
+ * it; the next look-up sees everything master.db committed by then. Call it once per
+ * checkpoint, after any expiry committed, so the snapshot is never older than one interval
+ * and never older than a cut the caller has expired. */
+void dedup_refresh(struct dedup *d);
 
 void dedup_get_stats(const struct dedup *d, struct dedup_stats *out);
 

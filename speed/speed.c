@@ -94,9 +94,13 @@ static int load_counters(struct speed *s, struct lerr *e)
         struct {
             const char *name;
             int64_t *at;
-        } map[] = {{"consumed", &s->n.consumed},         {"applied", &s->n.applied},
-                   {"duplicates", &s->n.duplicates},     {"late", &s->n.late},
-                   {"key_mismatch", &s->n.key_mismatch}, {"checkpoints", &s->n.checkpoints}};
+        } map[] = {{"consumed", &s->n.consumed},
+                   {"applied", &s->n.applied},
+                   {"duplicates", &s->n.duplicates},
+                   {"late", &s->n.late},
+                   {"key_mismatch", &s->n.key_mismatch},
+                   {"checkpoints", &s->n.checkpoints},
+                   {"skipped_offsets", &s->n.skipped_offsets}};
         for (size_t i = 0; name && i < sizeof(map) / sizeof(map[0]); i++)
             if (strcmp(name, map[i].name) == 0)
                 *map[i].at = v;
@@ -170,6 +174,8 @@ void speed_close(struct speed *s)
         rd_kafka_destroy_flags(s->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     }
     dedup_free(s->dedup);
+    if (s->db && !sqlite3_get_autocommit(s->db))
+        db_exec(s->db, "ROLLBACK", NULL); /* the empty interval after the last checkpoint */
     sqlite3_stmt *sts[] = {s->st_delta,      s->st_offset,   s->st_boundary, s->st_reject,
                            s->st_late,       s->st_counter,  s->st_meta,     s->st_del_deltas,
                            s->st_del_bounds, s->st_published};
@@ -298,6 +304,17 @@ static void update_watermark(struct speed *s, int64_t now_mono)
         s->watermark_ms = wm;
 }
 
+/* Offsets the log no longer has (retention deleted them before they were read) or never had
+ * (transaction markers): counted, and said loudly, since deleted events are lost here. */
+static void skipped(struct speed *s, int partition, int64_t from, int64_t to)
+{
+    s->n.skipped_offsets += to - from;
+    log_warn("speed",
+             "offsets_skipped partition=%d from=%" PRId64 " to=%" PRId64 " count=%" PRId64
+             " total=%" PRId64,
+             partition, from, to, to - from, s->n.skipped_offsets);
+}
+
 static int apply_message(struct speed *s, const rd_kafka_message_t *m, int64_t now_mono,
                          struct lerr *e)
 {
@@ -309,6 +326,8 @@ static int apply_message(struct speed *s, const rd_kafka_message_t *m, int64_t n
     int dup;
 
     s->n.consumed++;
+    if (pt->next_offset >= 0 && m->offset > pt->next_offset)
+        skipped(s, m->partition, pt->next_offset, m->offset);
     pt->next_offset = m->offset + 1;
     r = ev_parse(&s->rules, m->key, m->key_len, m->payload, m->len,
                  tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts, &o);
@@ -462,9 +481,13 @@ static int write_counters(struct speed *s, struct lerr *e)
     const struct {
         const char *name;
         int64_t v;
-    } list[] = {{"consumed", s->n.consumed},          {"applied", s->n.applied},
-                {"duplicates", s->n.duplicates},      {"late", s->n.late},
-                {"key_mismatch", s->n.key_mismatch},  {"checkpoints", s->n.checkpoints + 1},
+    } list[] = {{"consumed", s->n.consumed},
+                {"applied", s->n.applied},
+                {"duplicates", s->n.duplicates},
+                {"late", s->n.late},
+                {"key_mismatch", s->n.key_mismatch},
+                {"checkpoints", s->n.checkpoints + 1},
+                {"skipped_offsets", s->n.skipped_offsets},
                 {"checkpoint_us", s->n.checkpoint_us}};
 
     for (size_t i = 0; i < sizeof(list) / sizeof(list[0]); i++)
@@ -535,15 +558,22 @@ static void reset_interval_state(struct speed *s)
     s->nlates = 0;
 }
 
+/* Each interval runs inside one write transaction, committed by the next checkpoint: the
+ * seen-table look-ups of the interval then take no locks, and speed.db has one writer
+ * anyway. Readers in other processes see only what was committed (WAL). */
+static int open_interval(struct speed *s, struct lerr *e)
+{
+    return db_exec(s->db, "BEGIN IMMEDIATE", e);
+}
+
 int speed_checkpoint(struct speed *s, struct lerr *e)
 {
     int64_t t0 = tm_mono_ms(), now_ms = tm_now_ms();
     struct timespec a, b;
     size_t ndeltas = s->ndeltas;
 
+    /* The interval's transaction has been open since the last checkpoint (see open_interval). */
     clock_gettime(CLOCK_MONOTONIC, &a);
-    if (db_exec(s->db, "BEGIN IMMEDIATE", e) != 0)
-        return -1;
     if (write_deltas(s, e) != 0 || dedup_flush(s->dedup, e) != 0 || write_rows(s, now_ms, e) ||
         write_positions(s, now_ms, e) != 0 || write_expiry(s, e) != 0 ||
         write_counters(s, e) != 0 || write_meta_all(s, now_ms, e) != 0 ||
@@ -551,6 +581,9 @@ int speed_checkpoint(struct speed *s, struct lerr *e)
         db_exec(s->db, "ROLLBACK", NULL);
         return -1;
     }
+    dedup_refresh(s->dedup);
+    if (open_interval(s, e) != 0)
+        return -1;
     clock_gettime(CLOCK_MONOTONIC, &b);
     s->n.checkpoints++;
     s->n.checkpoint_us = (b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000;
@@ -646,6 +679,10 @@ int speed_run(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e)
 
     if (!msgs)
         return lerr_set(e, "out of memory");
+    if (open_interval(s, e) != 0) {
+        free(msgs);
+        return -1;
+    }
     s->interval_mono = tm_mono_ms();
     s->next_checkpoint_mono = s->interval_mono + s->checkpoint_ms;
     s->next_summary_mono = tm_mono_ms() + SUMMARY_MS;
@@ -688,6 +725,14 @@ static void sleep_ms(int64_t ms)
     nanosleep(&ts, NULL);
 }
 
+static bool kafka_key_given(const struct cfg *c, const char *name)
+{
+    for (int i = 0; i < c->nkafka; i++)
+        if (strcmp(c->kafka_name[i], name) == 0)
+            return true;
+    return false;
+}
+
 /* Creates the consumer: explicit assignment, positions never committed to Kafka. */
 static int make_consumer(struct speed *s, struct lerr *e)
 {
@@ -696,6 +741,13 @@ static int make_consumer(struct speed *s, struct lerr *e)
 
     if (!conf)
         return -1;
+    /* A fetch that finds nothing new waits at most this long: freshness is checkpoint_ms
+     * plus about this (librdkafka's 500 ms default would dominate it). */
+    if (!kafka_key_given(s->cfg, "fetch.wait.max.ms") &&
+        kafka_conf_set(conf, "fetch.wait.max.ms", "50", e) != 0) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
     if (kafka_conf_set(conf, "group.id", cfg_str(s->cfg, "group"), e) != 0 ||
         kafka_conf_set(conf, "enable.auto.commit", "false", e) != 0 ||
         kafka_conf_set(conf, "enable.auto.offset.store", "false", e) != 0 ||

@@ -51,6 +51,7 @@ struct speed_delta; /* speed.c: the in-memory delta map */
 
 struct speed_counters {
     int64_t consumed, applied, duplicates, late, key_mismatch, checkpoints, checkpoint_us;
+    int64_t skipped_offsets; /* offsets the log no longer had when read */
     int64_t rejects[EV_REASON_COUNT];
 };
 

@@ -103,7 +103,7 @@ static int watermarks(struct speed *s, int p, volatile sig_atomic_t *stop, int64
 
 /* Reads the first message at or after offset of p: its offset and timestamp. */
 static int read_one(rd_kafka_t *rk, const char *topic, int p, int64_t offset, int64_t timeout_ms,
-                    int64_t *got, int64_t *ts, struct lerr *e)
+                    volatile sig_atomic_t *stop, int64_t *got, int64_t *ts, struct lerr *e)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     int64_t end = tm_mono_ms() + timeout_ms;
@@ -112,7 +112,7 @@ static int read_one(rd_kafka_t *rk, const char *topic, int p, int64_t offset, in
     rd_kafka_topic_partition_list_add(l, topic, p)->offset = offset;
     rd_kafka_assign(rk, l);
     rd_kafka_topic_partition_list_destroy(l);
-    while (rc != 0 && tm_mono_ms() < end) {
+    while (rc != 0 && tm_mono_ms() < end && !*stop) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
         if (!m)
             continue;
@@ -134,13 +134,13 @@ static int read_one(rd_kafka_t *rk, const char *topic, int p, int64_t offset, in
  * search over single messages, right wherever timestamps grow with offsets (as Kafka's own
  * time index assumes). */
 static int search_time(struct speed *s, rd_kafka_t *rk, int p, int64_t low, int64_t high,
-                       int64_t t_ms, int64_t *out, struct lerr *e)
+                       int64_t t_ms, volatile sig_atomic_t *stop, int64_t *out, struct lerr *e)
 {
     int64_t lo = low, hi = high;
 
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2, got = mid, ts = 0;
-        if (read_one(rk, s->topic, p, mid, s->kafka_timeout_ms, &got, &ts, e) != 0)
+        if (read_one(rk, s->topic, p, mid, s->kafka_timeout_ms, stop, &got, &ts, e) != 0)
             return -1;
         if (ts >= t_ms)
             hi = mid;
@@ -203,8 +203,11 @@ static int time_positions(struct speed *s, int64_t t_ms, volatile sig_atomic_t *
         rc = -1;
         if (!rk && !(rk = search_consumer(s, e)))
             goto out;
-        if (search_time(s, rk, l->elems[i].partition, low, high, t_ms, &pt->next_offset, e))
+        if (search_time(s, rk, l->elems[i].partition, low, high, t_ms, stop, &pt->next_offset, e) !=
+            0) {
+            rc = *stop ? 1 : -1; /* a stop request cuts the search short */
             goto out;
+        }
         log_info("speed", "start_time_offset partition=%d offset=%" PRId64 " via=search",
                  l->elems[i].partition, pt->next_offset);
     }

@@ -58,7 +58,7 @@ static int64_t seen_rows(struct fix *f)
     return n;
 }
 
-Test(dedup, a_counted_id_is_a_duplicate_before_and_after_the_flush, .timeout = 10)
+Test(dedup, a_counted_id_is_a_duplicate_before_and_after_the_flush, .timeout = 30)
 {
     struct fix f;
 
@@ -73,7 +73,7 @@ Test(dedup, a_counted_id_is_a_duplicate_before_and_after_the_flush, .timeout = 1
     fix_down(&f);
 }
 
-Test(dedup, the_seen_set_survives_a_restart, .timeout = 10)
+Test(dedup, the_seen_set_survives_a_restart, .timeout = 30)
 {
     struct fix f;
     struct dedup_stats s;
@@ -95,7 +95,7 @@ Test(dedup, the_seen_set_survives_a_restart, .timeout = 10)
     fix_down(&f);
 }
 
-Test(dedup, master_rows_are_earlier_copies_unless_at_or_after_this_offset, .timeout = 10)
+Test(dedup, master_rows_are_earlier_copies_unless_at_or_after_this_offset, .timeout = 30)
 {
     struct fix f;
     sqlite3 *m;
@@ -117,7 +117,7 @@ Test(dedup, master_rows_are_earlier_copies_unless_at_or_after_this_offset, .time
     fix_down(&f);
 }
 
-Test(dedup, an_overflowing_cache_asks_the_seen_table, .timeout = 10)
+Test(dedup, an_overflowing_cache_asks_the_seen_table, .timeout = 30)
 {
     struct fix f;
     struct dedup_stats s;
@@ -147,7 +147,7 @@ Test(dedup, an_overflowing_cache_asks_the_seen_table, .timeout = 10)
     fix_down(&f);
 }
 
-Test(dedup, expiry_forgets_only_ids_older_than_the_cut, .timeout = 10)
+Test(dedup, expiry_forgets_only_ids_older_than_the_cut, .timeout = 30)
 {
     struct fix f;
     struct dedup_stats s;

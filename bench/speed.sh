@@ -1,0 +1,142 @@
+#!/bin/sh
+# bench/speed.sh - lambda-speed figures (issue 5); prints, never fails on a figure.
+#
+#  1. catch-up: events/s applied by lambda-speed on a topic pre-filled with N events (32
+#     partitions, lz4, so the embedded Kafka keeps them all), beside a bare librdkafka +
+#     jansson consumer on the same topic (bench/speed_bare.c). Goal: >= 80% of the bare rate.
+#  2. memory: RSS after 1M and after RSS_N events (10,000 merchants, paced so nothing is
+#     deleted before it is read). Goal: flat within 10% (bounded duplicate state).
+#  3. freshness: p99 of (commit time of the first checkpoint holding an event - its produce
+#     time) under a paced stream (bench/speed_fresh.c). Goal: <= checkpoint_ms + 100 ms.
+#
+# Environment: SPEED_BENCH_EVENTS (1000000), SPEED_BENCH_RSS_EVENTS (10000000),
+# SPEED_BENCH_RSS_RATE (50000/s), SPEED_BENCH_FRESH_RATE (5000/s), SPEED_BENCH_FRESH_SECS (20),
+# SPEED_BENCH_PHASES ("catchup rss fresh"), LAMBDA_BIN (bin).
+set -eu
+cd "$(dirname "$0")/.."
+BIN=${LAMBDA_BIN:-bin}
+N=${SPEED_BENCH_EVENTS:-1000000}
+RSS_N=${SPEED_BENCH_RSS_EVENTS:-10000000}
+RSS_RATE=${SPEED_BENCH_RSS_RATE:-50000}
+FRESH_RATE=${SPEED_BENCH_FRESH_RATE:-5000}
+FRESH_SECS=${SPEED_BENCH_FRESH_SECS:-20}
+PHASES=" ${SPEED_BENCH_PHASES:-catchup rss fresh} "
+W=$(mktemp -d "${TMPDIR:-/tmp}/lambda-bench-speed-XXXXXX")
+PIDS=""
+
+cleanup() {
+    for p in $PIDS; do kill "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT INT TERM
+
+cc -O2 -o "$W/speed_bare" bench/speed_bare.c -lrdkafka -ljansson
+cc -O2 -o "$W/speed_fresh" bench/speed_fresh.c -lrdkafka -lsqlite3
+
+now() { date +%s.%N; }
+
+# start_kafka NAME PARTITIONS: an embedded Kafka; sets BS and KPID.
+start_kafka() {
+    "$BIN/lambda-devkafka" --partitions "$2" --bootstrap-file "$W/$1.bs" \
+        >"$W/$1.dk.out" 2>"$W/$1.dk.err" &
+    KPID=$!
+    PIDS="$PIDS $KPID"
+    i=0
+    while [ ! -s "$W/$1.bs" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+    BS=$(cat "$W/$1.bs")
+}
+
+# start_speed NAME [flags...]: lambda-speed on $BS with data in $W/NAME; sets SPID.
+start_speed() {
+    name=$1
+    shift
+    "$BIN/lambda-speed" --brokers "$BS" --data-dir "$W/$name" "$@" 2>"$W/$name.err" &
+    SPID=$!
+    PIDS="$PIDS $SPID"
+}
+
+committed() {
+    sqlite3 "$1/speed.db" 'SELECT coalesce(sum(next_offset), 0) FROM offsets' 2>/dev/null ||
+        echo 0
+}
+
+# wait_committed DIR N: until the committed positions sum to N (bounded: 20 minutes).
+wait_committed() {
+    end=$(($(date +%s) + 1200))
+    while [ "$(committed "$1")" -lt "$2" ]; do
+        [ "$(date +%s)" -lt $end ] || { echo "bench: speed never committed $2" >&2; return 1; }
+        sleep 0.05
+    done
+}
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+phase() { case "$PHASES" in *" $1 "*) return 0 ;; esac; return 1; }
+
+# 1. catch-up rate against the bare consumer.
+if phase catchup; then
+start_kafka catchup 32
+"$BIN/lambda-gen" --brokers "$BS" --count "$N" --merchants 10000 --seed 1 --dup-pct 1 \
+    --truth "$W/catchup.truth" 2>"$W/gen1.err"
+bare=$("$W/speed_bare" "$BS" orders)
+echo "$bare"
+bare_eps=$(echo "$bare" | sed 's/.*rate=\([0-9]*\).*/\1/')
+for variant in default fixed200; do
+    flags=""
+    [ $variant = fixed200 ] && flags="--checkpoint-max-ms 200"
+    t0=$(now)
+    # shellcheck disable=SC2086
+    start_speed "catchup-$variant" $flags
+    wait_committed "$W/catchup-$variant" "$N"
+    t1=$(now)
+    rss=$(rss_kb "$SPID")
+    stop "$SPID"
+    awk -v n="$N" -v a="$t0" -v b="$t1" -v bare="$bare_eps" -v v="$variant" -v rss="$rss" \
+        'BEGIN { r = n / (b - a); printf "speed.catchup checkpoints=%s events=%d seconds=%.2f speed_eps=%.0f bare_eps=%d ratio=%.2f rss_kb=%d goal_ratio>=0.80\n", v, n, b - a, r, bare, r / bare, rss }'
+done
+stop "$KPID"
+fi
+
+# 2. RSS after 1M and after RSS_N events, paced.
+if phase rss; then
+start_kafka rss 32
+start_speed rss
+"$BIN/lambda-gen" --brokers "$BS" --count "$RSS_N" --rate "$RSS_RATE" --merchants 10000 \
+    --seed 2 --dup-pct 1 --truth "$W/rss.truth" 2>"$W/gen2.err" &
+GPID=$!
+PIDS="$PIDS $GPID"
+step=1000000
+mark=$step
+while [ $mark -le "$RSS_N" ]; do
+    wait_committed "$W/rss" $mark
+    r=$(rss_kb "$SPID")
+    [ $mark -eq $step ] && rss1=$r
+    echo "speed.rss events=$mark rss_kb=$r"
+    mark=$((mark + step))
+done
+wait "$GPID" || true
+awk -v a="$rss1" -v b="$r" -v n="$RSS_N" \
+    'BEGIN { printf "speed.rss after_1M_kb=%d after_%d_kb=%d growth_pct=%.1f goal_growth_pct<=10\n", a, n, b, (b - a) * 100 / a }'
+grep msg=checkpoint_summary "$W/rss.err" | tail -1 | sed 's/.*msg=/speed.rss last_summary: /'
+stop "$SPID"
+stop "$KPID"
+fi
+
+# 3. freshness under a paced stream.
+if phase fresh; then
+start_kafka fresh 8
+start_speed fresh
+i=0
+until sqlite3 "$W/fresh/speed.db" "SELECT value FROM meta WHERE key = 'checkpoint_ms'" \
+    2>/dev/null | grep -q .; do
+    i=$((i + 1))
+    [ $i -lt 400 ] || break
+    sleep 0.05
+done
+fresh=$("$W/speed_fresh" "$BS" orders "$W/fresh" "$FRESH_RATE" "$FRESH_SECS")
+echo "speed.freshness $fresh checkpoint_ms=200 goal_p99_ms<=300"
+stop "$SPID"
+stop "$KPID"
+fi
+rm -rf "$W"
