@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -94,6 +95,8 @@ void it_spawn(struct it_proc *p, const char *dir, const char *tag, char *const a
         dup2(o, STDOUT_FILENO);
         dup2(e, STDERR_FILENO);
         setpgid(0, 0);
+        /* A test that fails or times out must not leave its servers running. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         for (size_t i = 0; env && env[i]; i++)
             putenv(env[i]);
         execv(path, argv);
