@@ -45,6 +45,9 @@ int64_t it_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* How often it_wait_until() asks its condition again. */
+static const struct timespec wait_until_tick = {.tv_nsec = 20 * 1000 * 1000};
+
 bool it_wait_until(bool (*cond)(void *), void *arg, int64_t timeout_ms)
 {
     int64_t end = it_now_ms() + timeout_ms;
@@ -52,7 +55,7 @@ bool it_wait_until(bool (*cond)(void *), void *arg, int64_t timeout_ms)
     do {
         if (cond(arg))
             return true;
-        nanosleep(&(struct timespec){.tv_nsec = 20 * 1000 * 1000}, NULL);
+        nanosleep(&wait_until_tick, NULL);
     } while (it_now_ms() < end);
     return cond(arg);
 }
@@ -113,21 +116,20 @@ static int decode(int status)
     return 128 + WTERMSIG(status);
 }
 
+static bool reaped(void *arg)
+{
+    struct it_proc *p = arg;
+
+    if (p->pid > 0 && waitpid(p->pid, &p->status, WNOHANG) == p->pid)
+        p->pid = 0;
+    return p->pid == 0;
+}
+
 int it_wait_exit(struct it_proc *p, int64_t timeout_ms)
 {
-    int64_t end = it_now_ms() + timeout_ms;
-
-    if (p->pid == 0)
-        return decode(p->status);
-    do {
-        pid_t r = waitpid(p->pid, &p->status, WNOHANG);
-        if (r == p->pid) {
-            p->pid = 0;
-            return decode(p->status);
-        }
-        nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
-    } while (it_now_ms() < end);
-    return -1;
+    if (p->pid != 0 && !(timeout_ms <= 0 ? reaped(p) : it_wait_until(reaped, p, timeout_ms)))
+        return -1;
+    return decode(p->status);
 }
 
 int it_signal(struct it_proc *p, int sig, int64_t timeout_ms)
