@@ -1,6 +1,7 @@
 #include "ev.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -107,6 +108,43 @@ static enum ev_reason classify(const struct ev_rules *r, json_t *root, int64_t m
     return check_time(event_ms, msg_ts_ms, r);
 }
 
+/* The jansson tree of one event lives in a per-thread arena, so that parsing an event
+ * allocates nothing on the heap: jansson's allocator is swapped (once, process-wide) for one
+ * that serves the calling thread's arena while a parse is under way and malloc() otherwise;
+ * its free() ignores arena pointers. Safe at any moment, for every thread: memory from either
+ * side is always released by the side that gave it out. A payload whose tree outgrows the
+ * arena falls back to malloc() for the rest. */
+#define ARENA_BYTES (64 * 1024)
+
+static _Thread_local struct {
+    _Alignas(16) char buf[ARENA_BYTES];
+    size_t used;
+    bool is_active;
+} arena;
+
+static void *arena_malloc(size_t n)
+{
+    n = (n + 15) & ~(size_t)15;
+    if (arena.is_active && n <= ARENA_BYTES - arena.used) {
+        void *p = arena.buf + arena.used;
+        arena.used += n;
+        return p;
+    }
+    return malloc(n);
+}
+
+static void arena_free(void *p)
+{
+    if ((char *)p >= arena.buf && (char *)p < arena.buf + ARENA_BYTES)
+        return; /* reclaimed wholesale by the next parse */
+    free(p);
+}
+
+static void arena_install(void)
+{
+    json_set_alloc_funcs(arena_malloc, arena_free);
+}
+
 /* Duplicate keys are rejected: "amount_cents" twice has no single meaning. */
 #define JSON_FLAGS (JSON_REJECT_DUPLICATES | JSON_DECODE_ANY)
 /* More numbers beyond int64 than this in one payload and it is refused as out_of_range. */
@@ -154,9 +192,15 @@ enum ev_reason ev_parse(const struct ev_rules *r, const char *key, size_t key_le
     json_t *root;
     enum ev_reason rc;
 
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+
     if (!buf || len == 0)
         return EV_BAD_JSON;
+    pthread_once(&once, arena_install);
+    arena.used = 0;
+    arena.is_active = true;
     root = load_json(buf, len, &jerr);
+    arena.is_active = false;
     if (!root)
         return json_error_code(&jerr) == json_error_numeric_overflow ? EV_OUT_OF_RANGE
                                                                      : EV_BAD_JSON;
