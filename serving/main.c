@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cfg.h"
 #include "log.h"
@@ -12,7 +13,8 @@ static const struct cfg_key keys[] = {
     CFG_SHARED,
     {"port", CFG_INT, "8080", "TCP port (0: any free port, logged as listening port=N)"},
     {"bind", CFG_STR, "127.0.0.1", "address to listen on"},
-    {"threads", CFG_INT, "2", "worker threads"},
+    {"threads", CFG_INT, "0",
+     "worker threads; 0: one per core but one, at least 1 (the speed layer shares the machine)"},
     {"allowed_lateness", CFG_MS, "10m",
      "a minute is final once the watermark passes its end + this"},
     {"max_connections", CFG_INT, "512", "at most this many client connections at once"},
@@ -21,6 +23,17 @@ static const struct cfg_key keys[] = {
      "per-connection buffer limit in bytes (bounds the request head)"},
     {NULL, 0, NULL, NULL},
 };
+
+/* Requests are short and CPU-bound; a worker per core but one leaves a core to the speed layer
+ * (and, in a benchmark, to the load generator) instead of making threads queue for cores. */
+static int default_threads(int64_t configured)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+    if (configured > 0)
+        return (int)configured;
+    return cores > 2 ? (int)(cores - 1) : 1;
+}
 
 int main(int argc, char **argv)
 {
@@ -41,8 +54,8 @@ int main(int argc, char **argv)
         rc = 0;
         goto out;
     }
-    if (cfg_int(&c, "threads") < 1 || cfg_int(&c, "threads") > 64) {
-        fprintf(stderr, "lambda-serve: bad threads %lld: want 1..64\n",
+    if (cfg_int(&c, "threads") > 64) {
+        fprintf(stderr, "lambda-serve: bad threads %lld: want 0..64\n",
                 (long long)cfg_int(&c, "threads"));
         goto out;
     }
@@ -73,7 +86,7 @@ int main(int argc, char **argv)
         .data_dir = cfg_str(&c, "data_dir"),
         .bind = cfg_str(&c, "bind"),
         .port = (int)cfg_int(&c, "port"),
-        .threads = (int)cfg_int(&c, "threads"),
+        .threads = default_threads(cfg_int(&c, "threads")),
         .allowed_lateness_ms = cfg_ms(&c, "allowed_lateness"),
         .connection_limit = (unsigned)cfg_int(&c, "max_connections"),
         .connection_timeout_s = (unsigned)((cfg_ms(&c, "connection_timeout") + 999) / 1000),
