@@ -654,7 +654,7 @@ Test(serve, bad_requests_get_json_errors, .timeout = 60)
 Test(serve, bad_flags_stop_at_start, .timeout = 30)
 {
     char dir[512];
-    char *a1[] = {"lambda-serve", "--port", "0", "--threads", "0", NULL};
+    char *a1[] = {"lambda-serve", "--port", "0", "--threads", "65", NULL};
     char *a2[] = {"lambda-serve", "--port", "0", "--bogus", "1", NULL};
     char *a3[] = {"lambda-serve", "--port", "0", "--bind", "not-an-address", NULL};
 
