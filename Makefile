@@ -79,7 +79,7 @@ bench: deps all
 demo: deps all
 	@scripts/demo.sh
 
-FMTSRC = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find . -name '*.[ch]' -not -path './build/*')
+FMTSRC = $(shell git ls-files --cached --others --exclude-standard '*.c' '*.h' 2>/dev/null || find . -name '*.[ch]' -not -path './build/*')
 fmt:
 	clang-format -i $(FMTSRC)
 fmt-check:

@@ -36,9 +36,28 @@ static void produce(int seed, int count, int64_t start_ms)
     snprintf(st, sizeof(st), "%" PRId64, start_ms);
     snprintf(path, sizeof(path), "%s/truth%d", dir, seed);
     snprintf(tag, sizeof(tag), "gen%d", seed);
-    char *argv[] = {"lambda-gen", "--brokers", bs, "--count", c, "--merchants", "30",
-                    "--late-pct", "2", "--dup-pct", "4", "--invalid-pct", "2", "--seed", s,
-                    "--start-time", st, "--time-step", "100ms", "--truth", path, NULL};
+    char *argv[] = {"lambda-gen",
+                    "--brokers",
+                    bs,
+                    "--count",
+                    c,
+                    "--merchants",
+                    "30",
+                    "--late-pct",
+                    "2",
+                    "--dup-pct",
+                    "4",
+                    "--invalid-pct",
+                    "2",
+                    "--seed",
+                    s,
+                    "--start-time",
+                    st,
+                    "--time-step",
+                    "100ms",
+                    "--truth",
+                    path,
+                    NULL};
     cr_assert_eq(it_run(dir, tag, argv, NULL, 60000), 0, "lambda-gen failed");
     it_truth_load(&t, path);
     it_truth_add(&truth, &t);
@@ -117,8 +136,8 @@ static void start(void)
     it_tmpdir("serve-real", dir);
     snprintf(data, sizeof(data), "%s/data", dir);
     it_devkafka(&kafka, dir, 4, bs);
-    char *sargv[] = {"lambda-speed", "--brokers", bs, "--data-dir", data, "--epoch-ms", "1000",
-                     "--checkpoint-ms", "100", NULL};
+    char *sargv[] = {"lambda-speed", "--brokers",       bs,    "--data-dir", data, "--epoch-ms",
+                     "1000",         "--checkpoint-ms", "100", NULL};
     it_spawn(&speed, dir, "speed", sargv, NULL);
     char *vargv[] = {"lambda-serve", "--port", "0", "--data-dir", data, NULL};
     it_spawn(&serve, dir, "serve", vargv, NULL);
@@ -139,8 +158,8 @@ Test(serve_real, routes_over_real_batch_and_speed_data_equal_the_truth, .timeout
     /* two epochs on, the newest boundary lies past everything: the batch cut takes it all */
     int target = epochs_started() + 2;
     cr_assert(it_wait_until(two_more_epochs, &target, 30000), "the speed layer started no epoch");
-    char *bargv[] = {"lambda-batch", "run", "--brokers", bs, "--data-dir", data, "--epoch-ms",
-                     "1000", NULL};
+    char *bargv[] = {"lambda-batch", "run",        "--brokers", bs,  "--data-dir",
+                     data,           "--epoch-ms", "1000",      NULL};
     cr_assert_eq(it_run(dir, "batch", bargv, NULL, 120000), 0, "lambda-batch run failed");
     produce(2, 2000, START_MS + 3000 * 100);
     cr_assert(it_wait_until(all_exact, NULL, 60000), "the merge never matched the truth");
@@ -184,8 +203,9 @@ Test(serve_real, routes_over_real_batch_and_speed_data_equal_the_truth, .timeout
     json_decref(d);
 
     /* hour series */
-    snprintf(path, sizeof(path), "/query/m-3/series?step=1h&from=2026-11-21T09:00:00Z&to="
-                                 "2026-11-21T11:00:00Z");
+    snprintf(path, sizeof(path),
+             "/query/m-3/series?step=1h&from=2026-11-21T09:00:00Z&to="
+             "2026-11-21T11:00:00Z");
     d = get_json(path);
     pts = json_object_get(d, "points");
     cr_assert_eq(json_array_size(pts), 2);
@@ -220,9 +240,10 @@ Test(serve_real, routes_over_real_batch_and_speed_data_equal_the_truth, .timeout
     for (size_t k = 0; k < truth.nmerchants; k++) {
         bool listed = false;
         for (size_t i = 0; i < 5; i++)
-            listed = listed || !strcmp(truth.merchants[k].merchant_id,
-                                       json_string_value(json_object_get(
-                                           json_array_get(top, i), "merchant_id")));
+            listed =
+                listed ||
+                !strcmp(truth.merchants[k].merchant_id,
+                        json_string_value(json_object_get(json_array_get(top, i), "merchant_id")));
         truth_range(truth.merchants[k].merchant_id, from_ms, to_ms, &c, &r);
         cr_assert(listed || r <= prev, "%s (%" PRId64 ") belongs in the top 5",
                   truth.merchants[k].merchant_id, r);
