@@ -166,35 +166,13 @@ static void batch_run(struct stack *s, const char *tag)
     cr_assert_eq(it_run(s->dir, tag, argv, NULL, 120000), 0, "lambda-batch %s failed", tag);
 }
 
-static int count_log(const struct it_proc *p, const char *needle)
-{
-    char *log = it_read_file(p->err, NULL);
-    int n = 0;
-
-    for (char *q = log; q && (q = strstr(q, needle)); q++)
-        n++;
-    free(log);
-    return n;
-}
-
-struct epoch_wait {
-    struct stack *s;
-    int target;
-};
-
-static bool epochs_reached(void *arg)
-{
-    struct epoch_wait *w = arg;
-
-    return count_log(&w->s->speed, "msg=epoch_started") >= w->target;
-}
-
 /* Waits until the running speed layer has started n more epochs. */
 static void wait_epochs(struct stack *s, int n)
 {
-    struct epoch_wait w = {s, count_log(&s->speed, "msg=epoch_started") + n};
+    int target = it_log_count(&s->speed, "msg=epoch_started") + n;
 
-    cr_assert(it_wait_until(epochs_reached, &w, 30000), "the speed layer started no epoch");
+    cr_assert(it_wait_log_count(&s->speed, "msg=epoch_started", target, 30000),
+              "the speed layer started no epoch");
 }
 
 static void kill_speed(struct stack *s)

@@ -35,19 +35,6 @@ struct srv {
     char *threads;         /* --threads, NULL for the default */
 };
 
-static void sql(sqlite3 *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sql(sqlite3 *db, const char *fmt, ...)
-{
-    char buf[4096];
-    struct lerr e = {{0}};
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    cr_assert_eq(db_exec(db, buf, &e), 0, "%s", e.msg);
-}
-
 static sqlite3 *open_rw(const char *data, enum db_file f)
 {
     sqlite3 *db = NULL;
@@ -61,28 +48,29 @@ static void fixture_batch(const char *data)
 {
     sqlite3 *db = open_rw(data, DB_BATCH);
 
-    sql(db,
-        "INSERT INTO versions(id, state, cut_epoch, started_ms, finished_ms) VALUES"
-        "(1, 'published', 100, %lld, %lld), (2, 'published', 200, %lld, %lld),"
-        "(3, 'pending', 300, %lld, NULL)",
-        MIN(9, 0), MIN(9, 1), STARTED_MS, STARTED_MS + 5000, MIN(10, 30));
+    it_sql(db,
+           "INSERT INTO versions(id, state, cut_epoch, started_ms, finished_ms) VALUES"
+           "(1, 'published', 100, %lld, %lld), (2, 'published', 200, %lld, %lld),"
+           "(3, 'pending', 300, %lld, NULL)",
+           MIN(9, 0), MIN(9, 1), STARTED_MS, STARTED_MS + 5000, MIN(10, 30));
     /* Version 1 must never show. */
-    sql(db,
-        "INSERT INTO merchant_totals VALUES (1, 'm-both', 1, 1), (1, 'm-batch', 1, 1);"
-        "INSERT INTO minutely VALUES (1, 'm-both', %lld, 1, 1);"
-        "INSERT INTO hourly VALUES (1, 'm-both', %lld, 1, 1)",
-        MIN(10, 1), MIN(10, 0));
-    sql(db,
+    it_sql(db,
+           "INSERT INTO merchant_totals VALUES (1, 'm-both', 1, 1), (1, 'm-batch', 1, 1);"
+           "INSERT INTO minutely VALUES (1, 'm-both', %lld, 1, 1);"
+           "INSERT INTO hourly VALUES (1, 'm-both', %lld, 1, 1)",
+           MIN(10, 1), MIN(10, 0));
+    it_sql(
+        db,
         "INSERT INTO merchant_totals VALUES (2, 'm-both', 1000, 500000), (2, 'm-batch', 10, 1000)");
     /* Hour 09 is older than the minute retention: only its hour row exists. */
-    sql(db,
-        "INSERT INTO hourly VALUES (2, 'm-both', %lld, 400, 200000), (2, 'm-both', %lld, 600,"
-        " 300000), (2, 'm-batch', %lld, 10, 1000)",
-        MIN(9, 0), MIN(10, 0), MIN(10, 0));
-    sql(db,
-        "INSERT INTO minutely VALUES (2, 'm-both', %lld, 100, 50000), (2, 'm-both', %lld, 500,"
-        " 250000), (2, 'm-batch', %lld, 10, 1000)",
-        MIN(10, 0), MIN(10, 1), MIN(10, 1));
+    it_sql(db,
+           "INSERT INTO hourly VALUES (2, 'm-both', %lld, 400, 200000), (2, 'm-both', %lld, 600,"
+           " 300000), (2, 'm-batch', %lld, 10, 1000)",
+           MIN(9, 0), MIN(10, 0), MIN(10, 0));
+    it_sql(db,
+           "INSERT INTO minutely VALUES (2, 'm-both', %lld, 100, 50000), (2, 'm-both', %lld, 500,"
+           " 250000), (2, 'm-batch', %lld, 10, 1000)",
+           MIN(10, 0), MIN(10, 1), MIN(10, 1));
     sqlite3_close(db);
 }
 
@@ -91,20 +79,21 @@ static void fixture_speed(struct srv *s)
     sqlite3 *db = open_rw(s->data, DB_SPEED);
 
     s->checkpoint_ms = tm_now_ms() - 1000;
-    sql(db,
-        "INSERT INTO meta VALUES ('checkpoint_ms', %lld), ('epoch', 205), ('epoch_ms', 60000),"
-        " ('watermark_ms', %lld), ('allowed_lateness_ms', 120000)",
-        (long long)s->checkpoint_ms, MIN(10, 5) + 30000);
-    sql(db,
-        "INSERT INTO deltas VALUES ('m-both', %lld, 200, 30, 15000),"
-        " ('m-both', %lld, 199, 7, 700), ('m-both', %lld, 201, 20, 10000),"
-        " ('m-speed', %lld, 203, 5, 2500), ('m-a', %lld, 203, 5, 9999)",
-        MIN(10, 2), MIN(10, 1), MIN(10, 3), MIN(10, 4), MIN(10, 4));
-    sql(db, "INSERT INTO offsets VALUES (0, 100, %lld, 110, %lld), (1, 50, %lld, 50, %lld)",
-        MIN(10, 5), (long long)s->checkpoint_ms, MIN(10, 5), (long long)s->checkpoint_ms);
-    sql(db, "INSERT INTO counters VALUES ('consumed', 150), ('applied', 140), ('duplicates', 3),"
-            " ('late', 2), ('key_mismatch', 1), ('rejects_bad_json', 4), ('rejects_bad_time', 1),"
-            " ('checkpoints', 9), ('checkpoint_us', 1200)");
+    it_sql(db,
+           "INSERT INTO meta VALUES ('checkpoint_ms', %lld), ('epoch', 205), ('epoch_ms', 60000),"
+           " ('watermark_ms', %lld), ('allowed_lateness_ms', 120000)",
+           (long long)s->checkpoint_ms, MIN(10, 5) + 30000);
+    it_sql(db,
+           "INSERT INTO deltas VALUES ('m-both', %lld, 200, 30, 15000),"
+           " ('m-both', %lld, 199, 7, 700), ('m-both', %lld, 201, 20, 10000),"
+           " ('m-speed', %lld, 203, 5, 2500), ('m-a', %lld, 203, 5, 9999)",
+           MIN(10, 2), MIN(10, 1), MIN(10, 3), MIN(10, 4), MIN(10, 4));
+    it_sql(db, "INSERT INTO offsets VALUES (0, 100, %lld, 110, %lld), (1, 50, %lld, 50, %lld)",
+           MIN(10, 5), (long long)s->checkpoint_ms, MIN(10, 5), (long long)s->checkpoint_ms);
+    it_sql(db,
+           "INSERT INTO counters VALUES ('consumed', 150), ('applied', 140), ('duplicates', 3),"
+           " ('late', 2), ('key_mismatch', 1), ('rejects_bad_json', 4), ('rejects_bad_time', 1),"
+           " ('checkpoints', 9), ('checkpoint_us', 1200)");
     sqlite3_close(db);
 }
 
@@ -112,11 +101,11 @@ static void fixture_master(const char *data)
 {
     sqlite3 *db = open_rw(data, DB_MASTER);
 
-    sql(db, "INSERT INTO counters VALUES ('duplicates', 5), ('key_mismatch', 0),"
-            " ('deleted_offsets', 0);"
-            "INSERT INTO rejects(source, partition, offset, reason, payload, at_ms) VALUES"
-            " ('kafka', 0, 1, 'bad_json', 'x', 0), ('kafka', 0, 2, 'bad_json', 'y', 0),"
-            " ('kafka', 1, 3, 'out_of_range', 'z', 0)");
+    it_sql(db, "INSERT INTO counters VALUES ('duplicates', 5), ('key_mismatch', 0),"
+               " ('deleted_offsets', 0);"
+               "INSERT INTO rejects(source, partition, offset, reason, payload, at_ms) VALUES"
+               " ('kafka', 0, 1, 'bad_json', 'x', 0), ('kafka', 0, 2, 'bad_json', 'y', 0),"
+               " ('kafka', 1, 3, 'out_of_range', 'z', 0)");
     sqlite3_close(db);
 }
 
@@ -478,17 +467,17 @@ Test(serve, answers_change_as_soon_as_a_layer_commits, .timeout = 60)
     expect(&s, "/query/m-both", 200, want);
     /* A speed checkpoint commits: the very next answer has it. */
     db = open_rw(s.data, DB_SPEED);
-    sql(db, "INSERT INTO deltas VALUES ('m-both', %lld, 204, 1, 100)", MIN(10, 5));
+    it_sql(db, "INSERT INTO deltas VALUES ('m-both', %lld, 204, 1, 100)", MIN(10, 5));
     sqlite3_close(db);
     merchant_json(want, sizeof(want), "m-both", 1000, 500000, 51, 25100, NULL);
     expect(&s, "/query/m-both", 200, want);
     /* A batch version is published with cut 201: the epoch-200 speed row leaves the answer. */
     db = open_rw(s.data, DB_BATCH);
-    sql(db,
-        "INSERT INTO versions(id, state, cut_epoch, started_ms, finished_ms) VALUES"
-        " (4, 'published', 201, %lld, %lld);"
-        "INSERT INTO merchant_totals VALUES (4, 'm-both', 1030, 515000)",
-        STARTED_MS, STARTED_MS + 1000);
+    it_sql(db,
+           "INSERT INTO versions(id, state, cut_epoch, started_ms, finished_ms) VALUES"
+           " (4, 'published', 201, %lld, %lld);"
+           "INSERT INTO merchant_totals VALUES (4, 'm-both', 1030, 515000)",
+           STARTED_MS, STARTED_MS + 1000);
     sqlite3_close(db);
     snprintf(want, sizeof(want),
              "{\"merchant_id\":\"m-both\",\"order_count\":1051,\"revenue_cents\":525100,"

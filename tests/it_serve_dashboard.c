@@ -33,19 +33,6 @@ static int64_t orders(int i, int k)
     return base + (k % 10 == 3 ? 4 : 0);
 }
 
-static void sql(sqlite3 *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sql(sqlite3 *db, const char *fmt, ...)
-{
-    char buf[1024];
-    struct lerr e = {{0}};
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    cr_assert_eq(db_exec(db, buf, &e), 0, "%s", e.msg);
-}
-
 static void fixture(const char *data)
 {
     sqlite3 *b = NULL, *s = NULL;
@@ -54,36 +41,36 @@ static void fixture(const char *data)
     cr_assert_eq(db_ensure_dir(data, &e), 0, "%s", e.msg);
     cr_assert_eq(db_open_rw(data, DB_BATCH, &b, &e), 0, "%s", e.msg);
     cr_assert_eq(db_open_rw(data, DB_SPEED, &s, &e), 0, "%s", e.msg);
-    sql(b,
-        "BEGIN; INSERT INTO versions(id, state, cut_epoch, started_ms, finished_ms)"
-        " VALUES (1, 'published', 100, %lld, %lld)",
-        T9 + BATCH_MINS * TM_MINUTE_MS, T9 + BATCH_MINS * TM_MINUTE_MS + 4000);
-    sql(s,
-        "BEGIN; INSERT INTO meta VALUES ('checkpoint_ms', %lld), ('watermark_ms', %lld),"
-        " ('allowed_lateness_ms', 600000)",
-        (long long)tm_now_ms(), T9 + MINUTES * TM_MINUTE_MS - 20000);
-    sql(s, "INSERT INTO offsets VALUES (0, 1000, 0, 1004, 0), (1, 990, 0, 990, 0)");
+    it_sql(b,
+           "BEGIN; INSERT INTO versions(id, state, cut_epoch, started_ms, finished_ms)"
+           " VALUES (1, 'published', 100, %lld, %lld)",
+           T9 + BATCH_MINS * TM_MINUTE_MS, T9 + BATCH_MINS * TM_MINUTE_MS + 4000);
+    it_sql(s,
+           "BEGIN; INSERT INTO meta VALUES ('checkpoint_ms', %lld), ('watermark_ms', %lld),"
+           " ('allowed_lateness_ms', 600000)",
+           (long long)tm_now_ms(), T9 + MINUTES * TM_MINUTE_MS - 20000);
+    it_sql(s, "INSERT INTO offsets VALUES (0, 1000, 0, 1004, 0), (1, 990, 0, 990, 0)");
     for (int i = 0; i < MERCHANTS; i++) {
         int64_t total = 0;
         for (int k = 0; k < MINUTES; k++) {
             int64_t n = orders(i, k), t = T9 + k * TM_MINUTE_MS;
             if (k < BATCH_MINS) {
-                sql(b, "INSERT INTO minutely VALUES (1, 'm-%02d', %lld, %lld, %lld)", i + 1,
-                    (long long)t, (long long)n, (long long)n * 1250);
+                it_sql(b, "INSERT INTO minutely VALUES (1, 'm-%02d', %lld, %lld, %lld)", i + 1,
+                       (long long)t, (long long)n, (long long)n * 1250);
                 total += n;
             } else {
-                sql(s, "INSERT INTO deltas VALUES ('m-%02d', %lld, %d, %lld, %lld)", i + 1,
-                    (long long)t, 100 + k - BATCH_MINS, (long long)n, (long long)n * 1250);
+                it_sql(s, "INSERT INTO deltas VALUES ('m-%02d', %lld, %d, %lld, %lld)", i + 1,
+                       (long long)t, 100 + k - BATCH_MINS, (long long)n, (long long)n * 1250);
             }
         }
-        sql(b,
-            "INSERT INTO hourly VALUES (1, 'm-%02d', %lld, %lld, %lld);"
-            "INSERT INTO merchant_totals VALUES (1, 'm-%02d', %lld, %lld)",
-            i + 1, T9, (long long)total, (long long)total * 1250, i + 1, (long long)total,
-            (long long)total * 1250);
+        it_sql(b,
+               "INSERT INTO hourly VALUES (1, 'm-%02d', %lld, %lld, %lld);"
+               "INSERT INTO merchant_totals VALUES (1, 'm-%02d', %lld, %lld)",
+               i + 1, T9, (long long)total, (long long)total * 1250, i + 1, (long long)total,
+               (long long)total * 1250);
     }
-    sql(b, "COMMIT");
-    sql(s, "COMMIT");
+    it_sql(b, "COMMIT");
+    it_sql(s, "COMMIT");
     sqlite3_close(b);
     sqlite3_close(s);
 }

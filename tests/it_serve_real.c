@@ -115,22 +115,6 @@ static bool all_exact(void *arg)
     return true;
 }
 
-static int epochs_started(void)
-{
-    char *log = it_read_file(speed.err, NULL);
-    int n = 0;
-
-    for (char *q = log; q && (q = strstr(q, "msg=epoch_started")); q++)
-        n++;
-    free(log);
-    return n;
-}
-
-static bool two_more_epochs(void *arg)
-{
-    return epochs_started() >= *(int *)arg;
-}
-
 static void start(void)
 {
     it_tmpdir("serve-real", dir);
@@ -156,8 +140,9 @@ Test(serve_real, routes_over_real_batch_and_speed_data_equal_the_truth, .timeout
     produce(1, 3000, START_MS);
     cr_assert(it_wait_until(all_exact, NULL, 60000), "speed layer never matched the truth");
     /* two epochs on, the newest boundary lies past everything: the batch cut takes it all */
-    int target = epochs_started() + 2;
-    cr_assert(it_wait_until(two_more_epochs, &target, 30000), "the speed layer started no epoch");
+    int target = it_log_count(&speed, "msg=epoch_started") + 2;
+    cr_assert(it_wait_log_count(&speed, "msg=epoch_started", target, 30000),
+              "the speed layer started no epoch");
     char *bargv[] = {"lambda-batch", "run",        "--brokers", bs,  "--data-dir",
                      data,           "--epoch-ms", "1000",      NULL};
     cr_assert_eq(it_run(dir, "batch", bargv, NULL, 120000), 0, "lambda-batch run failed");

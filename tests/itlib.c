@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "db.h"
 #include "ev.h"
 
 extern char **environ;
@@ -213,6 +215,49 @@ bool it_wait_log(struct it_proc *p, const char *needle, int64_t timeout_ms)
 
     it_wait_until(log_cond, &w, timeout_ms);
     return it_log_has(p, needle);
+}
+
+int it_log_count(const struct it_proc *p, const char *needle)
+{
+    char *log = it_read_file(p->err, NULL);
+    int n = 0;
+
+    for (char *q = log; q && (q = strstr(q, needle)); q++)
+        n++;
+    free(log);
+    return n;
+}
+
+struct count_wait {
+    const struct it_proc *p;
+    const char *needle;
+    int n;
+};
+
+static bool count_cond(void *arg)
+{
+    const struct count_wait *w = arg;
+
+    return it_log_count(w->p, w->needle) >= w->n;
+}
+
+bool it_wait_log_count(const struct it_proc *p, const char *needle, int n, int64_t timeout_ms)
+{
+    struct count_wait w = {p, needle, n};
+
+    return it_wait_until(count_cond, &w, timeout_ms);
+}
+
+void it_sql(struct sqlite3 *db, const char *fmt, ...)
+{
+    char buf[4096];
+    struct lerr e = {{0}};
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    cr_assert_eq(db_exec(db, buf, &e), 0, "%s", e.msg);
 }
 
 int64_t it_log_int(const struct it_proc *p, const char *needle, const char *key)

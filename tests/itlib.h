@@ -56,6 +56,16 @@ bool it_log_has(const struct it_proc *p, const char *needle);
 /* Waits until the child's stderr contains needle; false at timeout or if it exited. */
 bool it_wait_log(struct it_proc *p, const char *needle, int64_t timeout_ms);
 
+/* How many times needle occurs in the child's stderr. */
+int it_log_count(const struct it_proc *p, const char *needle);
+
+/* Waits until needle occurs at least n times in the child's stderr. */
+bool it_wait_log_count(const struct it_proc *p, const char *needle, int n, int64_t timeout_ms);
+
+/* Runs printf-formatted SQL on db (a fixture); aborts the test when it fails. */
+struct sqlite3;
+void it_sql(struct sqlite3 *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Finds "key=<integer>" in the last stderr line containing needle; -1 when absent. */
 int64_t it_log_int(const struct it_proc *p, const char *needle, const char *key);
 
