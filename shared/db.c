@@ -47,10 +47,9 @@ static const char speed_schema[] =
     " updated_ms INTEGER);"
     "CREATE TABLE IF NOT EXISTS boundaries(epoch INTEGER NOT NULL, partition INTEGER NOT NULL,"
     " offset INTEGER NOT NULL, PRIMARY KEY(epoch, partition)) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS seen(merchant_id TEXT NOT NULL, order_id TEXT NOT NULL,"
-    " epoch INTEGER NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,"
-    " PRIMARY KEY(merchant_id, order_id)) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS seen_by_epoch ON seen(epoch);"
+    "CREATE TABLE IF NOT EXISTS seen(seq INTEGER PRIMARY KEY, merchant_id TEXT NOT NULL,"
+    " order_id TEXT NOT NULL, epoch INTEGER NOT NULL, partition INTEGER NOT NULL,"
+    " offset INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS rejects(id INTEGER PRIMARY KEY, partition INTEGER,"
     " offset INTEGER, reason TEXT NOT NULL, payload BLOB, at_ms INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS late(id INTEGER PRIMARY KEY, partition INTEGER NOT NULL,"
@@ -140,6 +139,39 @@ int db_ensure_dir(const char *data_dir, struct lerr *e)
     return 0;
 }
 
+/* speed.db files made before seen became an append-only log (seq) are moved over once. */
+static int migrate_speed(sqlite3 *db, struct lerr *e)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t old = 0;
+
+    if (db_prepare(db,
+                   "SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'table' AND"
+                   " name = 'seen') - (SELECT count(*) FROM pragma_table_info('seen') WHERE"
+                   " name = 'seq')",
+                   &st, e) != 0 ||
+        db_step_int(st, &old, e) != 0) {
+        sqlite3_finalize(st);
+        return -1;
+    }
+    sqlite3_finalize(st);
+    if (old != 1)
+        return 0;
+    if (db_exec(db,
+                "BEGIN IMMEDIATE; ALTER TABLE seen RENAME TO seen_v1;"
+                "CREATE TABLE seen(seq INTEGER PRIMARY KEY, merchant_id TEXT NOT NULL,"
+                " order_id TEXT NOT NULL, epoch INTEGER NOT NULL, partition INTEGER NOT NULL,"
+                " offset INTEGER NOT NULL);"
+                "INSERT INTO seen SELECT row_number() OVER (ORDER BY epoch, partition, offset),"
+                " merchant_id, order_id, epoch, partition, offset FROM seen_v1;"
+                "DROP TABLE seen_v1; COMMIT",
+                e) != 0) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
 static int open_db(const char *data_dir, enum db_file f, int flags, sqlite3 **out, struct lerr *e)
 {
     char path[PATH_MAX];
@@ -156,7 +188,7 @@ static int open_db(const char *data_dir, enum db_file f, int flags, sqlite3 **ou
         if (db_exec(db, "PRAGMA query_only=1", e) != 0)
             goto out;
     } else if (db_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL", e) != 0 ||
-               db_exec(db, schemas[f], e) != 0) {
+               (f == DB_SPEED && migrate_speed(db, e) != 0) || db_exec(db, schemas[f], e) != 0) {
         goto out;
     }
     *out = db;

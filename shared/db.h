@@ -30,7 +30,9 @@
  *   deltas(merchant_id, minute_ms, epoch, order_count, revenue_cents)
  *   offsets(partition, next_offset, max_event_ms, high_watermark, updated_ms)
  *   boundaries(epoch, partition, offset): the position at which epoch's first interval began.
- *   seen(merchant_id, order_id, epoch, partition, offset): ids counted since the cut.
+ *   seen(seq, merchant_id, order_id, epoch, partition, offset): ids counted since the cut,
+ *       an append-only log (epoch never decreases along seq); the index seen_by_id exists
+ *       only while more ids are live than lambda-speed's dedup_cache holds (shared/dedup.h).
  *   rejects(id, partition, offset, reason, payload, at_ms)
  *   late(id, partition, offset, merchant_id, order_id, event_ms, minute_ms, watermark_ms,
  *        late_ms, at_ms)

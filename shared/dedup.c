@@ -12,17 +12,37 @@
 #include "ev.h"
 #include "tm.h"
 
-/* An id counted since the last flush, waiting for the checkpoint transaction. */
+/* An id counted and not yet written; its two strings are in the set's byte arena. */
 struct pend {
-    char merchant_id[EV_ID_MAX + 1], order_id[EV_ID_MAX + 1];
-    int64_t epoch, offset;
     uint64_t fp;
-    int partition;
+    int64_t seq, epoch, offset;
+    int32_t partition;
+    uint32_t at; /* merchant_id at bytes[at], order_id right after its NUL */
+};
+
+/* Ids added (or sealed) since the last write, with an index on their fingerprints. */
+struct pset {
+    struct pend *v;
+    size_t n, cap;
+    char *bytes;
+    size_t nbytes, capbytes;
+    uint32_t *idx; /* position + 1; 0 marks an empty slot */
+    size_t imask;
+};
+
+/* Where an epoch's ids begin in the sequence: the cache sweeps by sequence number. */
+struct mark {
+    int64_t epoch, first_seq;
 };
 
 struct dedup {
-    sqlite3 *seen_db; /* borrowed */
-    sqlite3_stmt *seen_get, *seen_put, *seen_del, *seen_all, *seen_min;
+    sqlite3 *wdb; /* borrowed: writes, and reads unless a reader was given */
+    sqlite3 *rdb; /* borrowed: look-ups */
+    int (*quiesce)(void *, struct lerr *);
+    void *opaque;
+    sqlite3_stmt *w_put, *w_del, *r_by_seq, *r_by_id;
+    bool in_rdb_txn;
+    bool has_index;
     char data_dir[PATH_MAX];
     sqlite3 *master; /* NULL until master.db with its orders table exists */
     sqlite3_stmt *master_get;
@@ -30,105 +50,31 @@ struct dedup {
     bool in_master_txn; /* a read transaction is open: look-ups share one snapshot */
 
     /* The fingerprint cache: open addressing, linear probing, 0 marks an empty slot.
-     * ep[i] is the epoch of fp[i] minus base_epoch, so it fits 32 bits. */
+     * rs[i] is the sequence number of fp[i]'s row minus base_seq, so it fits 32 bits. */
     uint64_t *fp;
-    uint32_t *ep;
+    uint32_t *rs;
     size_t mask, n, max;
-    int64_t base_epoch;
+    int64_t base_seq;
     bool has_base, is_complete;
 
-    /* Ids added since the last flush, and an index on their fingerprints (index + 1). */
-    struct pend *pend;
-    size_t npend, cappend;
-    uint32_t *pidx;
-    size_t pmask;
+    int64_t next_seq, last_epoch;
+    struct mark *marks;
+    size_t nmarks, capmarks;
+
+    struct pset cur, sealed;
 
     int64_t seen_reads, master_reads;
 };
 
-static uint64_t fingerprint(const char *m, const char *o)
+static uint64_t fingerprint(const char *m, size_t ml, const char *o, size_t ol)
 {
     char buf[2 * EV_ID_MAX + 2];
-    size_t ml = strlen(m), ol = strlen(o);
     uint64_t h;
 
     memcpy(buf, m, ml + 1);
     memcpy(buf + ml + 1, o, ol);
     h = XXH3_64bits(buf, ml + 1 + ol);
     return h ? h : 1; /* 0 marks an empty slot */
-}
-
-static bool cache_has(const struct dedup *d, uint64_t h)
-{
-    for (size_t i = h & d->mask;; i = (i + 1) & d->mask) {
-        if (d->fp[i] == h)
-            return true;
-        if (d->fp[i] == 0)
-            return false;
-    }
-}
-
-/* Places h without counting it (used to re-seat entries after a sweep). */
-static void cache_place(struct dedup *d, uint64_t h, uint32_t rel)
-{
-    size_t i = h & d->mask;
-
-    while (d->fp[i] != 0 && d->fp[i] != h)
-        i = (i + 1) & d->mask;
-    if (d->fp[i] == h) {
-        if (rel > d->ep[i])
-            d->ep[i] = rel; /* two ids, one fingerprint: keep it while either lives */
-        return;
-    }
-    d->fp[i] = h;
-    d->ep[i] = rel;
-    d->n++;
-}
-
-static void cache_put(struct dedup *d, uint64_t h, int64_t epoch)
-{
-    if (!d->has_base) {
-        d->base_epoch = epoch;
-        d->has_base = true;
-    }
-    /* A full cache, or an epoch it cannot encode, makes the seen table the authority. */
-    if (d->n >= d->max || epoch < d->base_epoch || epoch - d->base_epoch > UINT32_MAX) {
-        d->is_complete = false;
-        return;
-    }
-    cache_place(d, h, (uint32_t)(epoch - d->base_epoch));
-}
-
-static void cache_clear(struct dedup *d)
-{
-    memset(d->fp, 0, (d->mask + 1) * sizeof(*d->fp));
-    d->n = 0;
-    d->is_complete = true;
-}
-
-static int cache_load(struct dedup *d, struct lerr *e)
-{
-    int64_t min_epoch = INT64_MIN;
-    int rc;
-
-    cache_clear(d);
-    if (db_step_int(d->seen_min, &min_epoch, e) != 0)
-        return -1;
-    if (min_epoch != INT64_MIN && (!d->has_base || min_epoch < d->base_epoch)) {
-        d->base_epoch = min_epoch;
-        d->has_base = true;
-    }
-    while ((rc = sqlite3_step(d->seen_all)) == SQLITE_ROW) {
-        const char *m = (const char *)sqlite3_column_text(d->seen_all, 0);
-        const char *o = (const char *)sqlite3_column_text(d->seen_all, 1);
-        cache_put(d, fingerprint(m ? m : "", o ? o : ""), sqlite3_column_int64(d->seen_all, 2));
-        if (!d->is_complete)
-            break;
-    }
-    sqlite3_reset(d->seen_all);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return lerr_set(e, "cannot read seen ids: %s", sqlite3_errmsg(d->seen_db));
-    return 0;
 }
 
 static size_t pow2_at_least(size_t n)
@@ -140,44 +86,211 @@ static size_t pow2_at_least(size_t n)
     return p;
 }
 
-struct dedup *dedup_new(sqlite3 *seen_db, const char *data_dir, size_t cache_max, struct lerr *e)
+/* ---- the fingerprint cache ---- */
+
+static void cache_place(struct dedup *d, uint64_t h, uint32_t rel)
+{
+    size_t i = h & d->mask;
+
+    while (d->fp[i] != 0)
+        i = (i + 1) & d->mask;
+    d->fp[i] = h;
+    d->rs[i] = rel;
+    d->n++;
+}
+
+/* False when the id cannot be held (full, or a sequence number it cannot encode): the seen
+ * table is then the authority for misses. */
+static bool cache_put(struct dedup *d, uint64_t h, int64_t seq)
+{
+    if (!d->has_base) {
+        d->base_seq = seq;
+        d->has_base = true;
+    }
+    if (d->n >= d->max || seq < d->base_seq || seq - d->base_seq > UINT32_MAX) {
+        d->is_complete = false;
+        return false;
+    }
+    cache_place(d, h, (uint32_t)(seq - d->base_seq));
+    return true;
+}
+
+static void cache_clear(struct dedup *d)
+{
+    memset(d->fp, 0, (d->mask + 1) * sizeof(*d->fp));
+    d->n = 0;
+    d->has_base = false;
+    d->is_complete = true;
+}
+
+static int add_mark(struct dedup *d, int64_t epoch, int64_t seq)
+{
+    if (d->nmarks == d->capmarks) {
+        size_t cap = d->capmarks ? 2 * d->capmarks : 64;
+        struct mark *m = realloc(d->marks, cap * sizeof(*m));
+        if (!m)
+            return -1;
+        d->marks = m;
+        d->capmarks = cap;
+    }
+    d->marks[d->nmarks].epoch = epoch;
+    d->marks[d->nmarks].first_seq = seq;
+    d->nmarks++;
+    return 0;
+}
+
+/* The first sequence number of an epoch >= cut_epoch (next_seq when there is none). */
+static int64_t seq_of_cut(const struct dedup *d, int64_t cut_epoch)
+{
+    for (size_t k = 0; k < d->nmarks; k++)
+        if (d->marks[k].epoch >= cut_epoch)
+            return d->marks[k].first_seq;
+    return d->next_seq;
+}
+
+static void drop_marks_before(struct dedup *d, int64_t cut_epoch)
+{
+    size_t k = 0;
+
+    while (k < d->nmarks && d->marks[k].epoch < cut_epoch)
+        k++;
+    memmove(d->marks, d->marks + k, (d->nmarks - k) * sizeof(*d->marks));
+    d->nmarks -= k;
+}
+
+/* ---- the seen table ---- */
+
+static int index_make(struct dedup *d, bool want, struct lerr *e)
+{
+    if (d->has_index == want)
+        return 0;
+    if (d->quiesce && d->quiesce(d->opaque, e) != 0)
+        return -1;
+    if (db_exec(d->wdb,
+                want ? "CREATE INDEX IF NOT EXISTS seen_by_id ON seen(merchant_id, order_id)"
+                     : "DROP INDEX IF EXISTS seen_by_id",
+                e) != 0)
+        return -1;
+    d->has_index = want;
+    /* A reader's snapshot keeps the schema it began with: end it. */
+    if (d->in_rdb_txn)
+        sqlite3_exec(d->rdb, "COMMIT", NULL, NULL, NULL);
+    d->in_rdb_txn = false;
+    return 0;
+}
+
+static int cache_load(struct dedup *d, struct lerr *e)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    cache_clear(d);
+    d->nmarks = 0;
+    if (db_prepare(d->wdb, "SELECT seq, merchant_id, order_id, epoch FROM seen ORDER BY seq", &st,
+                   e) != 0)
+        return -1;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t seq = sqlite3_column_int64(st, 0), epoch = sqlite3_column_int64(st, 3);
+        const char *m = (const char *)sqlite3_column_text(st, 1);
+        const char *o = (const char *)sqlite3_column_text(st, 2);
+        if (d->nmarks == 0 || epoch > d->marks[d->nmarks - 1].epoch) {
+            if (add_mark(d, epoch, seq) != 0) {
+                sqlite3_finalize(st);
+                return lerr_set(e, "out of memory");
+            }
+        }
+        if (d->is_complete) {
+            m = m ? m : "";
+            o = o ? o : "";
+            cache_put(d, fingerprint(m, strlen(m), o, strlen(o)), seq);
+        }
+        d->last_epoch = epoch;
+        d->next_seq = seq + 1;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return lerr_set(e, "cannot read seen ids: %s", sqlite3_errmsg(d->wdb));
+    return index_make(d, !d->is_complete, e);
+}
+
+static int prepare_reads(struct dedup *d, struct lerr *e)
+{
+    sqlite3_finalize(d->r_by_seq);
+    sqlite3_finalize(d->r_by_id);
+    d->r_by_seq = d->r_by_id = NULL;
+    if (db_prepare(d->rdb, "SELECT merchant_id, order_id FROM seen WHERE seq = ?1", &d->r_by_seq,
+                   e) != 0 ||
+        db_prepare(d->rdb, "SELECT 1 FROM seen WHERE merchant_id = ?1 AND order_id = ?2",
+                   &d->r_by_id, e) != 0)
+        return -1;
+    return 0;
+}
+
+struct dedup *dedup_new(sqlite3 *wdb, const char *data_dir, size_t cache_max, struct lerr *e)
 {
     struct dedup *d = calloc(1, sizeof(*d));
+    sqlite3_stmt *st = NULL;
+    int64_t n = 0;
     size_t cap;
 
     if (!d) {
         lerr_set(e, "out of memory");
         return NULL;
     }
-    d->seen_db = seen_db;
+    d->wdb = d->rdb = wdb;
     d->is_master_due = true;
+    d->next_seq = 1;
+    d->last_epoch = INT64_MIN;
     snprintf(d->data_dir, sizeof(d->data_dir), "%s", data_dir);
     d->max = cache_max ? cache_max : 1;
     cap = pow2_at_least(d->max + d->max / 3 + 1); /* load stays under 3/4 */
     d->mask = cap - 1;
     d->fp = calloc(cap, sizeof(*d->fp));
-    d->ep = calloc(cap, sizeof(*d->ep));
-    if (!d->fp || !d->ep) {
+    d->rs = calloc(cap, sizeof(*d->rs));
+    if (!d->fp || !d->rs) {
         lerr_set(e, "out of memory for a dedup cache of %zu ids", d->max);
         goto fail;
     }
-    if (db_prepare(seen_db, "SELECT 1 FROM seen WHERE merchant_id=?1 AND order_id=?2", &d->seen_get,
-                   e) != 0 ||
-        db_prepare(seen_db,
-                   "INSERT OR IGNORE INTO seen(merchant_id, order_id, epoch, partition, offset)"
-                   " VALUES(?1, ?2, ?3, ?4, ?5)",
-                   &d->seen_put, e) != 0 ||
-        db_prepare(seen_db, "DELETE FROM seen WHERE epoch < ?1", &d->seen_del, e) != 0 ||
-        db_prepare(seen_db, "SELECT merchant_id, order_id, epoch FROM seen", &d->seen_all, e) !=
-            0 ||
-        db_prepare(seen_db, "SELECT min(epoch) FROM seen", &d->seen_min, e) != 0)
+    if (db_prepare(wdb,
+                   "INSERT INTO seen(seq, merchant_id, order_id, epoch, partition, offset)"
+                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                   &d->w_put, e) != 0 ||
+        /* Epochs never decrease along seq: the rows to drop are a prefix, found by a scan
+         * that stops at the first row to keep. */
+        db_prepare(wdb,
+                   "DELETE FROM seen WHERE seq < coalesce((SELECT seq FROM seen WHERE epoch >= ?1"
+                   " ORDER BY seq LIMIT 1), 9223372036854775807)",
+                   &d->w_del, e) != 0 ||
+        prepare_reads(d, e) != 0 ||
+        db_prepare(wdb,
+                   "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = "
+                   "'seen_by_id'",
+                   &st, e) != 0 ||
+        db_step_int(st, &n, e) != 0)
         goto fail;
+    d->has_index = n > 0;
     if (cache_load(d, e) != 0)
         goto fail;
+    sqlite3_finalize(st);
     return d;
 fail:
+    sqlite3_finalize(st);
     dedup_free(d);
     return NULL;
+}
+
+void dedup_set_reader(struct dedup *d, sqlite3 *rdb, int (*quiesce)(void *, struct lerr *),
+                      void *opaque)
+{
+    struct lerr e;
+
+    d->rdb = rdb ? rdb : d->wdb;
+    d->quiesce = quiesce;
+    d->opaque = opaque;
+    if (prepare_reads(d, &e) != 0) { /* kept NULL: look-ups then fail, saying so */
+        sqlite3_finalize(d->r_by_seq);
+        d->r_by_seq = d->r_by_id = NULL;
+    }
 }
 
 static void master_close(struct dedup *d)
@@ -195,24 +308,38 @@ void dedup_refresh(struct dedup *d)
         sqlite3_exec(d->master, "COMMIT", NULL, NULL, NULL);
     d->in_master_txn = false;
     d->is_master_due = true;
+    if (d->in_rdb_txn)
+        sqlite3_exec(d->rdb, "COMMIT", NULL, NULL, NULL);
+    d->in_rdb_txn = false;
+}
+
+static void pset_free(struct pset *p)
+{
+    free(p->v);
+    free(p->bytes);
+    free(p->idx);
 }
 
 void dedup_free(struct dedup *d)
 {
     if (!d)
         return;
-    sqlite3_finalize(d->seen_get);
-    sqlite3_finalize(d->seen_put);
-    sqlite3_finalize(d->seen_del);
-    sqlite3_finalize(d->seen_all);
-    sqlite3_finalize(d->seen_min);
+    if (d->in_rdb_txn && d->rdb != d->wdb)
+        sqlite3_exec(d->rdb, "COMMIT", NULL, NULL, NULL);
+    sqlite3_finalize(d->w_put);
+    sqlite3_finalize(d->w_del);
+    sqlite3_finalize(d->r_by_seq);
+    sqlite3_finalize(d->r_by_id);
     master_close(d);
     free(d->fp);
-    free(d->ep);
-    free(d->pend);
-    free(d->pidx);
+    free(d->rs);
+    free(d->marks);
+    pset_free(&d->cur);
+    pset_free(&d->sealed);
     free(d);
 }
+
+/* ---- master.db ---- */
 
 /* Opens master.db once it exists and has its orders table. A missing file holds no ids, so
  * not having it yet is not an error. */
@@ -271,29 +398,162 @@ static int master_has_earlier(struct dedup *d, const char *m, const char *o, int
     return dup;
 }
 
-static bool pending_has(const struct dedup *d, uint64_t h, const char *m, const char *o)
+/* ---- the ids not yet written ---- */
+
+static bool pset_has(const struct pset *p, uint64_t h, const char *m, const char *o)
 {
-    if (!d->pidx)
+    if (!p->idx || p->n == 0)
         return false;
-    for (size_t i = h & d->pmask; d->pidx[i]; i = (i + 1) & d->pmask) {
-        const struct pend *p = &d->pend[d->pidx[i] - 1];
-        if (p->fp == h && strcmp(p->merchant_id, m) == 0 && strcmp(p->order_id, o) == 0)
+    for (size_t i = h & p->imask; p->idx[i]; i = (i + 1) & p->imask) {
+        const struct pend *x = &p->v[p->idx[i] - 1];
+        const char *xm = p->bytes + x->at;
+        if (x->fp == h && strcmp(xm, m) == 0 && strcmp(xm + strlen(xm) + 1, o) == 0)
             return true;
     }
     return false;
 }
 
-/* 1 when the id is in the seen set (pending or table), 0 when not, -1 on error. */
+static int pset_reindex(struct pset *p, size_t want, struct lerr *e)
+{
+    size_t cap = pow2_at_least(2 * want);
+    uint32_t *idx = calloc(cap, sizeof(*idx));
+
+    if (!idx)
+        return lerr_set(e, "out of memory");
+    free(p->idx);
+    p->idx = idx;
+    p->imask = cap - 1;
+    for (size_t k = 0; k < p->n; k++) {
+        size_t i = p->v[k].fp & p->imask;
+        while (p->idx[i])
+            i = (i + 1) & p->imask;
+        p->idx[i] = (uint32_t)(k + 1);
+    }
+    return 0;
+}
+
+static struct pend *pset_push(struct pset *p, const char *m, size_t ml, const char *o, size_t ol,
+                              struct lerr *e)
+{
+    struct pend *x;
+    size_t need = ml + ol + 2;
+
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? 2 * p->cap : 4096;
+        struct pend *v = realloc(p->v, cap * sizeof(*v));
+        if (!v) {
+            lerr_set(e, "out of memory");
+            return NULL;
+        }
+        p->v = v;
+        p->cap = cap;
+        if (pset_reindex(p, cap, e) != 0)
+            return NULL;
+    }
+    if (p->nbytes + need > p->capbytes) {
+        size_t cap = p->capbytes ? 2 * p->capbytes : 65536;
+        char *b;
+        while (cap < p->nbytes + need)
+            cap *= 2;
+        if (cap > UINT32_MAX || !(b = realloc(p->bytes, cap))) {
+            lerr_set(e, "out of memory");
+            return NULL;
+        }
+        p->bytes = b;
+        p->capbytes = cap;
+    }
+    x = &p->v[p->n];
+    x->at = (uint32_t)p->nbytes;
+    memcpy(p->bytes + p->nbytes, m, ml);
+    p->bytes[p->nbytes + ml] = '\0';
+    memcpy(p->bytes + p->nbytes + ml + 1, o, ol);
+    p->bytes[p->nbytes + ml + 1 + ol] = '\0';
+    p->nbytes += need;
+    p->n++;
+    return x;
+}
+
+static void pset_index_last(struct pset *p)
+{
+    size_t i = p->v[p->n - 1].fp & p->imask;
+
+    while (p->idx[i])
+        i = (i + 1) & p->imask;
+    p->idx[i] = (uint32_t)p->n;
+}
+
+static void pset_clear(struct pset *p)
+{
+    if (p->idx && p->n)
+        memset(p->idx, 0, (p->imask + 1) * sizeof(*p->idx));
+    p->n = 0;
+    p->nbytes = 0;
+}
+
+/* ---- look-ups ---- */
+
+static int rdb_begin(struct dedup *d, struct lerr *e)
+{
+    if (!d->r_by_seq)
+        return lerr_set(e, "cannot read the seen table");
+    if (d->rdb == d->wdb || d->in_rdb_txn)
+        return 0; /* the writer's own connection reads inside its transaction */
+    if (sqlite3_exec(d->rdb, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+        return lerr_set(e, "cannot read speed.db: %s", sqlite3_errmsg(d->rdb));
+    d->in_rdb_txn = true;
+    return 0;
+}
+
+/* 1 when the row seq holds (m, o), 0 when not (or there is no such row), -1 on error. */
+static int row_is(struct dedup *d, int64_t seq, const char *m, const char *o, struct lerr *e)
+{
+    sqlite3_stmt *st = d->r_by_seq;
+    int rc, same = 0;
+
+    d->seen_reads++;
+    sqlite3_bind_int64(st, 1, seq);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const char *rm = (const char *)sqlite3_column_text(st, 0);
+        const char *ro = (const char *)sqlite3_column_text(st, 1);
+        same = rm && ro && strcmp(rm, m) == 0 && strcmp(ro, o) == 0;
+    } else if (rc != SQLITE_DONE) {
+        same = lerr_set(e, "cannot read seen ids: %s", sqlite3_errmsg(d->rdb));
+    }
+    sqlite3_reset(st);
+    return same;
+}
+
+/* 1 when the id is in the seen set, 0 when not, -1 on error. */
 static int seen_has(struct dedup *d, uint64_t h, const char *m, const char *o, struct lerr *e)
 {
+    bool hit = false;
     int64_t one = 0;
 
-    if (pending_has(d, h, m, o))
+    for (size_t i = h & d->mask; d->fp[i]; i = (i + 1) & d->mask) {
+        if (d->fp[i] != h)
+            continue;
+        if (!hit) {
+            hit = true;
+            if (pset_has(&d->cur, h, m, o) || pset_has(&d->sealed, h, m, o))
+                return 1;
+            if (rdb_begin(d, e) != 0)
+                return -1;
+        }
+        int r = row_is(d, d->base_seq + d->rs[i], m, o, e);
+        if (r != 0)
+            return r;
+    }
+    if (d->is_complete)
+        return 0; /* every seen id is in the cache */
+    if (!hit && (pset_has(&d->cur, h, m, o) || pset_has(&d->sealed, h, m, o)))
         return 1;
+    if (rdb_begin(d, e) != 0)
+        return -1;
     d->seen_reads++;
-    sqlite3_bind_text(d->seen_get, 1, m, -1, SQLITE_STATIC);
-    sqlite3_bind_text(d->seen_get, 2, o, -1, SQLITE_STATIC);
-    if (db_step_int(d->seen_get, &one, e) != 0)
+    sqlite3_bind_text(d->r_by_id, 1, m, -1, SQLITE_STATIC);
+    sqlite3_bind_text(d->r_by_id, 2, o, -1, SQLITE_STATIC);
+    if (db_step_int(d->r_by_id, &one, e) != 0)
         return -1;
     return one == 1;
 }
@@ -301,122 +561,105 @@ static int seen_has(struct dedup *d, uint64_t h, const char *m, const char *o, s
 int dedup_check(struct dedup *d, const char *merchant_id, const char *order_id, int partition,
                 int64_t offset, struct lerr *e)
 {
-    uint64_t h = fingerprint(merchant_id, order_id);
+    size_t ml = strnlen(merchant_id, EV_ID_MAX), ol = strnlen(order_id, EV_ID_MAX);
+    int r = seen_has(d, fingerprint(merchant_id, ml, order_id, ol), merchant_id, order_id, e);
 
-    /* A hit is confirmed (a collision must not drop an order); a miss is conclusive only
-     * while the cache holds every seen id. */
-    if (cache_has(d, h) || !d->is_complete) {
-        int r = seen_has(d, h, merchant_id, order_id, e);
-        if (r != 0)
-            return r;
-    }
+    if (r != 0)
+        return r;
     return master_has_earlier(d, merchant_id, order_id, partition, offset, e);
-}
-
-static int pidx_grow(struct dedup *d, struct lerr *e)
-{
-    size_t cap = pow2_at_least(2 * d->cappend);
-    uint32_t *idx = calloc(cap, sizeof(*idx));
-
-    if (!idx)
-        return lerr_set(e, "out of memory");
-    free(d->pidx);
-    d->pidx = idx;
-    d->pmask = cap - 1;
-    for (size_t k = 0; k < d->npend; k++) {
-        size_t i = d->pend[k].fp & d->pmask;
-        while (d->pidx[i])
-            i = (i + 1) & d->pmask;
-        d->pidx[i] = (uint32_t)(k + 1);
-    }
-    return 0;
 }
 
 int dedup_add(struct dedup *d, const char *merchant_id, const char *order_id, int64_t epoch,
               int partition, int64_t offset, struct lerr *e)
 {
-    struct pend *p;
-    size_t i, ml = strnlen(merchant_id, EV_ID_MAX), ol = strnlen(order_id, EV_ID_MAX);
+    size_t ml = strnlen(merchant_id, EV_ID_MAX), ol = strnlen(order_id, EV_ID_MAX);
+    struct pend *x;
 
-    if (d->npend == d->cappend) {
-        size_t cap = d->cappend ? 2 * d->cappend : 4096;
-        struct pend *np = realloc(d->pend, cap * sizeof(*np));
-        if (!np)
+    if (epoch < d->last_epoch)
+        return lerr_set(e, "dedup: epoch %lld after %lld (epochs must not decrease)",
+                        (long long)epoch, (long long)d->last_epoch);
+    x = pset_push(&d->cur, merchant_id, ml, order_id, ol, e);
+    if (!x)
+        return -1;
+    x->fp = fingerprint(merchant_id, ml, order_id, ol);
+    x->seq = d->next_seq++;
+    x->epoch = epoch;
+    x->partition = partition;
+    x->offset = offset;
+    pset_index_last(&d->cur);
+    if (epoch > d->last_epoch || d->nmarks == 0) {
+        if (add_mark(d, epoch, x->seq) != 0)
             return lerr_set(e, "out of memory");
-        d->pend = np;
-        d->cappend = cap;
-        if (pidx_grow(d, e) != 0)
-            return -1;
+        d->last_epoch = epoch;
     }
-    p = &d->pend[d->npend];
-    memcpy(p->merchant_id, merchant_id, ml);
-    p->merchant_id[ml] = '\0';
-    memcpy(p->order_id, order_id, ol);
-    p->order_id[ol] = '\0';
-    p->epoch = epoch;
-    p->partition = partition;
-    p->offset = offset;
-    p->fp = fingerprint(merchant_id, order_id);
-    for (i = p->fp & d->pmask; d->pidx[i]; i = (i + 1) & d->pmask)
-        ;
-    d->pidx[i] = (uint32_t)(++d->npend);
-    cache_put(d, p->fp, epoch);
+    /* From the first id the cache cannot hold, misses ask the table: index it by id. */
+    if (!cache_put(d, x->fp, x->seq) && index_make(d, true, e) != 0)
+        return -1;
     return 0;
 }
 
-static int cmp_pend(const void *a, const void *b)
-{
-    const struct pend *x = *(const struct pend *const *)a, *y = *(const struct pend *const *)b;
-    int c = strcmp(x->merchant_id, y->merchant_id);
+/* ---- the writing side ---- */
 
-    return c ? c : strcmp(x->order_id, y->order_id);
+int dedup_seal(struct dedup *d, struct lerr *e)
+{
+    struct pset t;
+
+    if (d->sealed.n)
+        return lerr_set(e, "dedup: sealed ids were not released");
+    t = d->sealed;
+    d->sealed = d->cur;
+    d->cur = t;
+    return 0;
+}
+
+int dedup_write_sealed(struct dedup *d, struct lerr *e)
+{
+    const struct pset *p = &d->sealed;
+
+    for (size_t k = 0; k < p->n; k++) {
+        const struct pend *x = &p->v[k];
+        const char *m = p->bytes + x->at;
+        sqlite3_bind_int64(d->w_put, 1, x->seq);
+        sqlite3_bind_text(d->w_put, 2, m, -1, SQLITE_STATIC);
+        sqlite3_bind_text(d->w_put, 3, m + strlen(m) + 1, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(d->w_put, 4, x->epoch);
+        sqlite3_bind_int(d->w_put, 5, x->partition);
+        sqlite3_bind_int64(d->w_put, 6, x->offset);
+        if (db_step_done(d->w_put, e) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+void dedup_release_sealed(struct dedup *d)
+{
+    pset_clear(&d->sealed);
 }
 
 int dedup_flush(struct dedup *d, struct lerr *e)
 {
-    struct pend **order;
-
-    if (d->npend == 0)
-        return 0;
-    /* Key order turns random B-tree inserts into a sweep across the pages. */
-    order = malloc(d->npend * sizeof(*order));
-    if (!order)
-        return lerr_set(e, "out of memory");
-    for (size_t k = 0; k < d->npend; k++)
-        order[k] = &d->pend[k];
-    qsort(order, d->npend, sizeof(*order), cmp_pend);
-    for (size_t k = 0; k < d->npend; k++) {
-        const struct pend *p = order[k];
-        sqlite3_bind_text(d->seen_put, 1, p->merchant_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(d->seen_put, 2, p->order_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(d->seen_put, 3, p->epoch);
-        sqlite3_bind_int(d->seen_put, 4, p->partition);
-        sqlite3_bind_int64(d->seen_put, 5, p->offset);
-        if (db_step_done(d->seen_put, e) != 0) {
-            free(order);
-            return -1;
-        }
-    }
-    free(order);
-    d->npend = 0;
-    memset(d->pidx, 0, (d->pmask + 1) * sizeof(*d->pidx));
+    if (dedup_seal(d, e) != 0 || dedup_write_sealed(d, e) != 0)
+        return -1;
+    dedup_release_sealed(d);
     return 0;
 }
 
-/* Drops cached ids older than cut_epoch, then re-seats the survivors: each is taken out and
- * placed again, starting just after an empty slot, so no probe chain keeps a hole. */
-static void cache_sweep(struct dedup *d, int64_t cut_epoch)
+/* Drops cached ids below cut_seq, then re-seats the survivors: each is taken out and placed
+ * again, starting just after an empty slot, so no probe chain keeps a hole. */
+static void cache_sweep(struct dedup *d, int64_t cut_seq)
 {
     size_t cap = d->mask + 1, start = 0;
-    int64_t rel_cut = cut_epoch - d->base_epoch;
+    int64_t rel_cut = cut_seq - d->base_seq;
 
+    if (rel_cut <= 0)
+        return;
     for (size_t i = 0; i < cap; i++) {
-        if (d->fp[i] && (int64_t)d->ep[i] < rel_cut) {
+        if (d->fp[i] && (int64_t)d->rs[i] < rel_cut) {
             d->fp[i] = 0;
             d->n--;
         }
     }
-    while (d->fp[start])
+    while (start < cap && d->fp[start])
         start++;
     for (size_t k = 1; k <= cap; k++) {
         size_t i = (start + k) & d->mask;
@@ -425,32 +668,44 @@ static void cache_sweep(struct dedup *d, int64_t cut_epoch)
             continue;
         d->fp[i] = 0;
         d->n--;
-        cache_place(d, h, d->ep[i]);
+        cache_place(d, h, d->rs[i]);
     }
+}
+
+int dedup_expire_rows(struct dedup *d, int64_t cut_epoch, struct lerr *e)
+{
+    sqlite3_bind_int64(d->w_del, 1, cut_epoch);
+    return db_step_done(d->w_del, e);
+}
+
+int dedup_expire_cache(struct dedup *d, int64_t cut_epoch, struct lerr *e)
+{
+    if (d->is_complete) {
+        cache_sweep(d, seq_of_cut(d, cut_epoch));
+        drop_marks_before(d, cut_epoch);
+        return 0;
+    }
+    if (d->quiesce && d->quiesce(d->opaque, e) != 0)
+        return -1;
+    return cache_load(d, e); /* what is left may fit again (read through wdb) */
 }
 
 int dedup_expire(struct dedup *d, int64_t cut_epoch, struct lerr *e)
 {
     if (dedup_flush(d, e) != 0) /* a reload below reads the table only */
         return -1;
-    sqlite3_bind_int64(d->seen_del, 1, cut_epoch);
-    if (db_step_done(d->seen_del, e) != 0)
+    if (dedup_expire_rows(d, cut_epoch, e) != 0)
         return -1;
-    if (!d->has_base)
-        return 0;
-    if (d->is_complete)
-        cache_sweep(d, cut_epoch);
-    else if (cache_load(d, e) != 0) /* what is left may fit again */
-        return -1;
-    return 0;
+    return dedup_expire_cache(d, cut_epoch, e);
 }
 
 void dedup_get_stats(const struct dedup *d, struct dedup_stats *out)
 {
     out->cache_ids = d->n;
     out->cache_max = d->max;
-    out->pending = d->npend;
+    out->pending = d->cur.n + d->sealed.n;
     out->is_complete = d->is_complete;
+    out->has_index = d->has_index;
     out->seen_reads = d->seen_reads;
     out->master_reads = d->master_reads;
 }

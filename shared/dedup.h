@@ -5,16 +5,24 @@
  *   (b) master.db `orders` holds the id with partition -1 (an import), another partition, or
  *       the same partition and an offset < o (an earlier copy; a row at o or later was
  *       ingested by a batch run ahead of the caller and is this very copy, or a later one).
- * lambda-speed calls it; the seen set is the `seen` table of the database given to
- * dedup_new() (speed.db) plus the ids added since the last dedup_flush().
+ * lambda-speed calls it; the seen set is the `seen` table of speed.db plus the ids added
+ * since they were last written.
  *
- * Memory stays bounded however long the stream runs: an in-memory table of 64-bit
- * fingerprints (XXH3 of "merchant\0order") holds at most cache_max ids. While every seen id
- * fits, a miss is conclusive and the common path (a new id) never touches the seen table;
- * once it overflowed, a miss asks the table (the authority). A fingerprint hit is always
- * confirmed against the exact ids, so a collision can never drop an order. master.db is read
- * through its own read-only connection, opened when the file appears. The seen table is read
- * on the caller's connection, inside whatever transaction the caller holds. */
+ * The seen table is an append-only log: each id gets the next sequence number (its rowid), and
+ * epochs never decrease along it, so a checkpoint appends at the end of one B-tree and expiry
+ * cuts a prefix. Nothing on disk is indexed by id while memory can answer:
+ *   - an in-memory table of 64-bit fingerprints (XXH3 of "merchant\0order"), each with the
+ *     sequence number of its row, holds at most cache_max ids. While every seen id fits, a
+ *     miss is conclusive, and a hit is confirmed by reading that one row (a collision can
+ *     never drop an order);
+ *   - once more ids are live than the cache holds, the index seen_by_id is built and a miss
+ *     asks the table; when expiry brings them back under the bound, the index is dropped.
+ * master.db is read through its own read-only connection, opened when the file appears.
+ *
+ * Threads: the writing side (dedup_write_sealed, dedup_expire_rows) may run on another thread
+ * than the rest, as long as the caller never runs both at once on the write connection:
+ * dedup_check and dedup_add may then need that connection (to build the index), and get it
+ * through the quiesce callback, which must return only when no write is under way. */
 #ifndef LAMBDA_DEDUP_H
 #define LAMBDA_DEDUP_H
 
@@ -31,42 +39,63 @@ struct dedup;
 struct dedup_stats {
     size_t cache_ids;   /* fingerprints held in memory */
     size_t cache_max;   /* the bound */
-    size_t pending;     /* ids added since the last flush */
+    size_t pending;     /* ids added and not yet written */
     bool is_complete;   /* every seen id is in the cache: a miss needs no table look-up */
+    bool has_index;     /* seen_by_id exists (the cache overflowed) */
     int64_t seen_reads; /* look-ups in the seen table (overflow or confirmation) */
     int64_t master_reads;
 };
 
-/* A dedup over seen_db's `seen` table (borrowed; it must outlive the dedup) and
- * data_dir/master.db. Loads the fingerprints of the seen table (up to cache_max). NULL with
- * e set when the table cannot be read or memory is short. */
-struct dedup *dedup_new(sqlite3 *seen_db, const char *data_dir, size_t cache_max, struct lerr *e);
+/* A dedup over wdb's `seen` table (borrowed; it must outlive the dedup; speed.db opened
+ * read-write) and data_dir/master.db. Loads the fingerprints of the seen table (up to
+ * cache_max). NULL with e set when the table cannot be read or memory is short. */
+struct dedup *dedup_new(sqlite3 *wdb, const char *data_dir, size_t cache_max, struct lerr *e);
 void dedup_free(struct dedup *d);
+
+/* Look-ups in the seen table go through rdb (borrowed, another connection to the same
+ * speed.db) instead of wdb, and the build of the index first calls quiesce(opaque) (0 when
+ * wdb is free, else -1 with e set). For a writer on another thread. */
+void dedup_set_reader(struct dedup *d, sqlite3 *rdb, int (*quiesce)(void *, struct lerr *),
+                      void *opaque);
 
 /* 1 when the order at (partition, offset) is a duplicate, 0 when it is new, -1 with e set
  * when a database cannot be read (the caller should stop: the answer is unknown). */
 int dedup_check(struct dedup *d, const char *merchant_id, const char *order_id, int partition,
                 int64_t offset, struct lerr *e);
 
-/* Records a counted id (tagged with its epoch) in memory; dedup_flush() writes it. The id must
- * have been checked new. -1 only when out of memory. */
+/* Records a counted id (tagged with its epoch) in memory. The id must have been checked new;
+ * epochs must not decrease from one call to the next. -1 when out of memory, or when the
+ * index the overflow needs cannot be built. */
 int dedup_add(struct dedup *d, const char *merchant_id, const char *order_id, int64_t epoch,
               int partition, int64_t offset, struct lerr *e);
 
-/* Writes the ids added since the last flush into `seen`. Call it inside the transaction that
- * also commits the positions of those events, so a crash neither forgets nor doubles an id.
- * On error nothing is forgotten in memory (the transaction should be rolled back). */
+/* Writes the ids added since the last flush into `seen`: seal, write, release in one call.
+ * Call it inside the transaction that also commits the positions of those events, so a crash
+ * neither forgets nor doubles an id. On error nothing is forgotten in memory (the
+ * transaction should be rolled back). */
 int dedup_flush(struct dedup *d, struct lerr *e);
 
-/* Forgets ids tagged with an epoch < cut_epoch: deletes them from `seen` (inside the caller's
- * transaction) and from the cache. Call only after a batch version with that cut was
- * published (its master dataset then holds them). */
-int dedup_expire(struct dedup *d, int64_t cut_epoch, struct lerr *e);
+/* The same in three steps, for a writer thread: seal sets the added ids aside (-1 when ids
+ * sealed earlier were not released yet); write_sealed appends them to `seen` through wdb,
+ * inside the caller's transaction; release forgets them once that transaction committed
+ * (until then they still answer look-ups). A failed write or commit keeps them sealed: the
+ * caller rolls back and stops, and the events replay at the next start. */
+int dedup_seal(struct dedup *d, struct lerr *e);
+int dedup_write_sealed(struct dedup *d, struct lerr *e);
+void dedup_release_sealed(struct dedup *d);
 
-/* Look-ups in master.db share one read snapshot (no lock calls per look-up) until this ends
- * it; the next look-up sees everything master.db committed by then. Call it once per
- * checkpoint, after any expiry committed, so the snapshot is never older than one interval
- * and never older than a cut the caller has expired. */
+/* Forgets ids tagged with an epoch < cut_epoch. dedup_expire does both halves: expire_rows
+ * deletes them from `seen` (inside the caller's transaction; writing side); expire_cache
+ * drops them from memory once that committed. Call only after a batch version with that cut
+ * was published (its master dataset then holds them). */
+int dedup_expire(struct dedup *d, int64_t cut_epoch, struct lerr *e);
+int dedup_expire_rows(struct dedup *d, int64_t cut_epoch, struct lerr *e);
+int dedup_expire_cache(struct dedup *d, int64_t cut_epoch, struct lerr *e);
+
+/* Look-ups in master.db (and in the seen table through a reader) share one read snapshot
+ * (no lock calls per look-up) until this ends it; the next look-up sees everything committed
+ * by then. Call it once per checkpoint, after any expiry committed, so the snapshot is never
+ * older than one interval and never older than a cut the caller has expired. */
 void dedup_refresh(struct dedup *d);
 
 void dedup_get_stats(const struct dedup *d, struct dedup_stats *out);

@@ -1,6 +1,7 @@
 /* test_dedup.c - the duplicate rule (shared/dedup.c) on real SQLite files. */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "db.h"
 #include "dedup.h"
@@ -191,7 +192,7 @@ Test(dedup, many_ids_survive_a_sweep, .timeout = 30)
     for (int i = 0; i < 20000; i++) {
         snprintf(o, sizeof(o), "o-%d", i);
         cr_assert_eq(check(&f, "m", o, 0, i), 0);
-        add(&f, "m", o, 10 + i % 4, 0, i);
+        add(&f, "m", o, 10 + i / 5000, 0, i);
     }
     flush(&f);
     cr_assert_eq(db_exec(f.speed, "BEGIN", &f.e), 0);
@@ -199,7 +200,102 @@ Test(dedup, many_ids_survive_a_sweep, .timeout = 30)
     cr_assert_eq(db_exec(f.speed, "COMMIT", &f.e), 0);
     for (int i = 0; i < 20000; i++) {
         snprintf(o, sizeof(o), "o-%d", i);
-        cr_assert_eq(check(&f, "m", o, 0, 99999), 10 + i % 4 >= 12, "%s", o);
+        cr_assert_eq(check(&f, "m", o, 0, 99999), 10 + i / 5000 >= 12, "%s", o);
     }
+    fix_down(&f);
+}
+
+static int64_t q_int1(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st;
+    int64_t n = -1;
+    struct lerr e;
+
+    cr_assert_eq(db_prepare(db, sql, &st, &e), 0, "%s", e.msg);
+    cr_assert_eq(db_step_int(st, &n, &e), 0, "%s", e.msg);
+    sqlite3_finalize(st);
+    return n;
+}
+
+Test(dedup, the_id_index_lives_only_while_the_cache_overflows, .timeout = 30)
+{
+    struct fix f;
+    struct dedup_stats s;
+    const char *has_index = "SELECT count(*) FROM sqlite_master WHERE name = 'seen_by_id'";
+
+    fix_up(&f, 2);
+    add(&f, "m", "a", 5, 0, 1);
+    add(&f, "m", "b", 5, 0, 2);
+    flush(&f);
+    cr_assert_eq(q_int1(f.speed, has_index), 0, "two ids fit: no index");
+    add(&f, "m", "c", 6, 0, 3);
+    dedup_get_stats(f.d, &s);
+    cr_assert(!s.is_complete);
+    cr_assert(s.has_index);
+    cr_assert_eq(q_int1(f.speed, has_index), 1);
+    flush(&f);
+    cr_assert_eq(check(&f, "m", "a", 0, 9), 1);
+    cr_assert_eq(check(&f, "m", "c", 0, 9), 1);
+    cr_assert_eq(check(&f, "m", "z", 0, 9), 0);
+
+    /* A restart while overflowing keeps the index; expiry below the bound drops it. */
+    dedup_free(f.d);
+    f.d = dedup_new(f.speed, f.dir, 2, &f.e);
+    cr_assert_not_null(f.d, "%s", f.e.msg);
+    dedup_get_stats(f.d, &s);
+    cr_assert(s.has_index);
+    cr_assert_eq(check(&f, "m", "b", 0, 9), 1);
+    cr_assert_eq(dedup_expire(f.d, 6, &f.e), 0, "%s", f.e.msg);
+    dedup_get_stats(f.d, &s);
+    cr_assert(s.is_complete);
+    cr_assert(!s.has_index);
+    cr_assert_eq(q_int1(f.speed, has_index), 0);
+    cr_assert_eq(seen_rows(&f), 1);
+    cr_assert_eq(check(&f, "m", "c", 0, 9), 1);
+    cr_assert_eq(check(&f, "m", "a", 0, 9), 0);
+    fix_down(&f);
+}
+
+Test(dedup, epochs_must_not_decrease, .timeout = 30)
+{
+    struct fix f;
+
+    fix_up(&f, 10);
+    add(&f, "m", "a", 5, 0, 1);
+    cr_assert_eq(dedup_add(f.d, "m", "b", 4, 0, 2, &f.e), -1);
+    cr_assert(strstr(f.e.msg, "epoch") != NULL, "%s", f.e.msg);
+    fix_down(&f);
+}
+
+Test(dedup, a_speed_db_of_the_first_layout_is_moved_over, .timeout = 30)
+{
+    struct fix f;
+    sqlite3 *old;
+    char path[600];
+
+    it_tmpdir("dedup-old", f.dir);
+    snprintf(path, sizeof(path), "%s/speed.db", f.dir);
+    cr_assert_eq(sqlite3_open(path, &old), SQLITE_OK);
+    cr_assert_eq(db_exec(old,
+                         "CREATE TABLE seen(merchant_id TEXT NOT NULL, order_id TEXT NOT NULL,"
+                         " epoch INTEGER NOT NULL, partition INTEGER NOT NULL, offset INTEGER"
+                         " NOT NULL, PRIMARY KEY(merchant_id, order_id)) WITHOUT ROWID;"
+                         "CREATE INDEX seen_by_epoch ON seen(epoch);"
+                         "INSERT INTO seen VALUES('m','x',8,0,5),('m','y',7,0,3),('n','z',9,1,2)",
+                         &f.e),
+                 0, "%s", f.e.msg);
+    sqlite3_close(old);
+    cr_assert_eq(db_open_rw(f.dir, DB_SPEED, &f.speed, &f.e), 0, "%s", f.e.msg);
+    f.d = dedup_new(f.speed, f.dir, 100, &f.e);
+    cr_assert_not_null(f.d, "%s", f.e.msg);
+    cr_assert_eq(q_int1(f.speed, "SELECT count(*) FROM seen WHERE (seq, epoch) IN"
+                                 " (VALUES (1, 7), (2, 8), (3, 9))"),
+                 3, "seq follows epoch");
+    cr_assert_eq(check(&f, "m", "x", 0, 9), 1);
+    cr_assert_eq(check(&f, "n", "z", 1, 9), 1);
+    cr_assert_eq(check(&f, "n", "w", 1, 9), 0);
+    add(&f, "n", "w", 9, 1, 10);
+    flush(&f);
+    cr_assert_eq(q_int1(f.speed, "SELECT max(seq) FROM seen"), 4);
     fix_down(&f);
 }
