@@ -2,10 +2,12 @@
  * partition of a topic from the start to its high watermark and parses each payload with
  * jansson, nothing else. Prints "bare events=N seconds=S rate=R".
  *
- *   speed_bare BROKERS TOPIC */
+ *   speed_bare BROKERS TOPIC [PROPERTY=VALUE ...]   (librdkafka properties, as lambda-speed's
+ *                                                  kafka.* keys) */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -31,13 +33,25 @@ int main(int argc, char **argv)
     double t0;
     int n;
 
-    if (argc != 3) {
-        fprintf(stderr, "usage: speed_bare BROKERS TOPIC\n");
+    if (argc < 3) {
+        fprintf(stderr, "usage: speed_bare BROKERS TOPIC [PROPERTY=VALUE ...]\n");
         return 2;
     }
     rd_kafka_conf_set(conf, "bootstrap.servers", argv[1], err, sizeof(err));
     rd_kafka_conf_set(conf, "group.id", "bench-bare", err, sizeof(err));
     rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err));
+    for (int i = 3; i < argc; i++) {
+        char *eq = strchr(argv[i], '=');
+        if (!eq) {
+            fprintf(stderr, "speed_bare: want PROPERTY=VALUE, not '%s'\n", argv[i]);
+            return 2;
+        }
+        *eq = '\0';
+        if (rd_kafka_conf_set(conf, argv[i], eq + 1, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
+            fprintf(stderr, "speed_bare: %s\n", err);
+            return 2;
+        }
+    }
     rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
     if (!rk) {
         fprintf(stderr, "speed_bare: %s\n", err);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <xxhash.h>
@@ -20,7 +21,9 @@ struct pend {
     uint32_t at; /* merchant_id at bytes[at], order_id right after its NUL */
 };
 
-/* Ids added (or sealed) since the last write, with an index on their fingerprints. */
+/* Ids added (or sealed) since the last write. Their sequence numbers are consecutive, so a
+ * cache hit finds its entry by number; an index on their fingerprints is kept only while the
+ * cache is incomplete (a miss must then look here too). */
 struct pset {
     struct pend *v;
     size_t n, cap;
@@ -28,6 +31,7 @@ struct pset {
     size_t nbytes, capbytes;
     uint32_t *idx; /* position + 1; 0 marks an empty slot */
     size_t imask;
+    bool is_indexed;
 };
 
 /* Where an epoch's ids begin in the sequence: the cache sweeps by sequence number. */
@@ -53,6 +57,7 @@ struct dedup {
      * rs[i] is the sequence number of fp[i]'s row minus base_seq, so it fits 32 bits. */
     uint64_t *fp;
     uint32_t *rs;
+    size_t cap_bytes_fp, cap_bytes_rs;
     size_t mask, n, max;
     int64_t base_seq;
     bool has_base, is_complete;
@@ -75,6 +80,24 @@ static uint64_t fingerprint(const char *m, size_t ml, const char *o, size_t ol)
     memcpy(buf + ml + 1, o, ol);
     h = XXH3_64bits(buf, ml + 1 + ol);
     return h ? h : 1; /* 0 marks an empty slot */
+}
+
+/* The cache's arrays: zeroed anonymous memory, in huge pages where the kernel allows them
+ * (a probe lands on a random slot: 4 KiB pages would make nearly every one a TLB miss). */
+static void *table_new(size_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    if (p == MAP_FAILED)
+        return NULL;
+    madvise(p, bytes, MADV_HUGEPAGE); /* advice only: fine if refused */
+    return p;
+}
+
+static void table_free(void *p, size_t bytes)
+{
+    if (p)
+        munmap(p, bytes);
 }
 
 static size_t pow2_at_least(size_t n)
@@ -117,7 +140,8 @@ static bool cache_put(struct dedup *d, uint64_t h, int64_t seq)
 
 static void cache_clear(struct dedup *d)
 {
-    memset(d->fp, 0, (d->mask + 1) * sizeof(*d->fp));
+    if (d->n) /* a new table is zeroed already: do not touch its pages */
+        memset(d->fp, 0, (d->mask + 1) * sizeof(*d->fp));
     d->n = 0;
     d->has_base = false;
     d->is_complete = true;
@@ -179,8 +203,27 @@ static int index_make(struct dedup *d, bool want, struct lerr *e)
     return 0;
 }
 
+/* Takes one id into the marks and the cache while (re)loading, in sequence order. */
+static int load_one(struct dedup *d, uint64_t h, int64_t seq, int64_t epoch)
+{
+    if (d->nmarks == 0 || epoch > d->marks[d->nmarks - 1].epoch) {
+        if (add_mark(d, epoch, seq) != 0)
+            return -1;
+    }
+    if (d->is_complete)
+        cache_put(d, h, seq);
+    if (epoch > d->last_epoch)
+        d->last_epoch = epoch;
+    if (seq >= d->next_seq)
+        d->next_seq = seq + 1;
+    return 0;
+}
+
+/* Rebuilds the cache and the marks from the seen table, then from the ids not yet written
+ * (sealed, then added), which follow the table in sequence order. */
 static int cache_load(struct dedup *d, struct lerr *e)
 {
+    const struct pset *sets[] = {&d->sealed, &d->cur};
     sqlite3_stmt *st;
     int rc;
 
@@ -190,26 +233,23 @@ static int cache_load(struct dedup *d, struct lerr *e)
                    e) != 0)
         return -1;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        int64_t seq = sqlite3_column_int64(st, 0), epoch = sqlite3_column_int64(st, 3);
         const char *m = (const char *)sqlite3_column_text(st, 1);
         const char *o = (const char *)sqlite3_column_text(st, 2);
-        if (d->nmarks == 0 || epoch > d->marks[d->nmarks - 1].epoch) {
-            if (add_mark(d, epoch, seq) != 0) {
-                sqlite3_finalize(st);
-                return lerr_set(e, "out of memory");
-            }
+        m = m ? m : "";
+        o = o ? o : "";
+        if (load_one(d, fingerprint(m, strlen(m), o, strlen(o)), sqlite3_column_int64(st, 0),
+                     sqlite3_column_int64(st, 3)) != 0) {
+            sqlite3_finalize(st);
+            return lerr_set(e, "out of memory");
         }
-        if (d->is_complete) {
-            m = m ? m : "";
-            o = o ? o : "";
-            cache_put(d, fingerprint(m, strlen(m), o, strlen(o)), seq);
-        }
-        d->last_epoch = epoch;
-        d->next_seq = seq + 1;
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
         return lerr_set(e, "cannot read seen ids: %s", sqlite3_errmsg(d->wdb));
+    for (size_t k = 0; k < 2; k++)
+        for (size_t i = 0; i < sets[k]->n; i++)
+            if (load_one(d, sets[k]->v[i].fp, sets[k]->v[i].seq, sets[k]->v[i].epoch) != 0)
+                return lerr_set(e, "out of memory");
     return index_make(d, !d->is_complete, e);
 }
 
@@ -245,8 +285,10 @@ struct dedup *dedup_new(sqlite3 *wdb, const char *data_dir, size_t cache_max, st
     d->max = cache_max ? cache_max : 1;
     cap = pow2_at_least(d->max + d->max / 3 + 1); /* load stays under 3/4 */
     d->mask = cap - 1;
-    d->fp = calloc(cap, sizeof(*d->fp));
-    d->rs = calloc(cap, sizeof(*d->rs));
+    d->fp = table_new(cap * sizeof(*d->fp));
+    d->rs = table_new(cap * sizeof(*d->rs));
+    d->cap_bytes_fp = cap * sizeof(*d->fp);
+    d->cap_bytes_rs = cap * sizeof(*d->rs);
     if (!d->fp || !d->rs) {
         lerr_set(e, "out of memory for a dedup cache of %zu ids", d->max);
         goto fail;
@@ -331,8 +373,8 @@ void dedup_free(struct dedup *d)
     sqlite3_finalize(d->r_by_seq);
     sqlite3_finalize(d->r_by_id);
     master_close(d);
-    free(d->fp);
-    free(d->rs);
+    table_free(d->fp, d->cap_bytes_fp);
+    table_free(d->rs, d->cap_bytes_rs);
     free(d->marks);
     pset_free(&d->cur);
     pset_free(&d->sealed);
@@ -400,14 +442,28 @@ static int master_has_earlier(struct dedup *d, const char *m, const char *o, int
 
 /* ---- the ids not yet written ---- */
 
+static bool pend_is(const struct pset *p, const struct pend *x, const char *m, const char *o)
+{
+    const char *xm = p->bytes + x->at;
+
+    return strcmp(xm, m) == 0 && strcmp(xm + strlen(xm) + 1, o) == 0;
+}
+
+/* The entry holding seq, or NULL when seq is not in this set. */
+static const struct pend *pset_at(const struct pset *p, int64_t seq)
+{
+    if (p->n == 0 || seq < p->v[0].seq || seq >= p->v[0].seq + (int64_t)p->n)
+        return NULL;
+    return &p->v[seq - p->v[0].seq];
+}
+
 static bool pset_has(const struct pset *p, uint64_t h, const char *m, const char *o)
 {
-    if (!p->idx || p->n == 0)
+    if (!p->is_indexed || p->n == 0)
         return false;
     for (size_t i = h & p->imask; p->idx[i]; i = (i + 1) & p->imask) {
         const struct pend *x = &p->v[p->idx[i] - 1];
-        const char *xm = p->bytes + x->at;
-        if (x->fp == h && strcmp(xm, m) == 0 && strcmp(xm + strlen(xm) + 1, o) == 0)
+        if (x->fp == h && pend_is(p, x, m, o))
             return true;
     }
     return false;
@@ -423,6 +479,7 @@ static int pset_reindex(struct pset *p, size_t want, struct lerr *e)
     free(p->idx);
     p->idx = idx;
     p->imask = cap - 1;
+    p->is_indexed = true;
     for (size_t k = 0; k < p->n; k++) {
         size_t i = p->v[k].fp & p->imask;
         while (p->idx[i])
@@ -447,7 +504,7 @@ static struct pend *pset_push(struct pset *p, const char *m, size_t ml, const ch
         }
         p->v = v;
         p->cap = cap;
-        if (pset_reindex(p, cap, e) != 0)
+        if (p->is_indexed && pset_reindex(p, cap, e) != 0)
             return NULL;
     }
     if (p->nbytes + need > p->capbytes) {
@@ -484,7 +541,7 @@ static void pset_index_last(struct pset *p)
 
 static void pset_clear(struct pset *p)
 {
-    if (p->idx && p->n)
+    if (p->is_indexed && p->n)
         memset(p->idx, 0, (p->imask + 1) * sizeof(*p->idx));
     p->n = 0;
     p->nbytes = 0;
@@ -524,29 +581,34 @@ static int row_is(struct dedup *d, int64_t seq, const char *m, const char *o, st
     return same;
 }
 
-/* 1 when the id is in the seen set, 0 when not, -1 on error. */
+/* 1 when the id (fingerprint h) is in the seen set, 0 when not, -1 on error. */
 static int seen_has(struct dedup *d, uint64_t h, const char *m, const char *o, struct lerr *e)
 {
-    bool hit = false;
     int64_t one = 0;
 
     for (size_t i = h & d->mask; d->fp[i]; i = (i + 1) & d->mask) {
+        int64_t seq = d->base_seq + d->rs[i];
+        const struct pset *p;
+        const struct pend *x;
+        int r;
         if (d->fp[i] != h)
             continue;
-        if (!hit) {
-            hit = true;
-            if (pset_has(&d->cur, h, m, o) || pset_has(&d->sealed, h, m, o))
+        p = &d->cur;
+        if (!(x = pset_at(p, seq)))
+            x = pset_at(p = &d->sealed, seq);
+        if (x) { /* not written yet */
+            if (pend_is(p, x, m, o))
                 return 1;
-            if (rdb_begin(d, e) != 0)
-                return -1;
+            continue;
         }
-        int r = row_is(d, d->base_seq + d->rs[i], m, o, e);
-        if (r != 0)
+        if (rdb_begin(d, e) != 0)
+            return -1;
+        if ((r = row_is(d, seq, m, o, e)) != 0)
             return r;
     }
     if (d->is_complete)
         return 0; /* every seen id is in the cache */
-    if (!hit && (pset_has(&d->cur, h, m, o) || pset_has(&d->sealed, h, m, o)))
+    if (pset_has(&d->cur, h, m, o) || pset_has(&d->sealed, h, m, o))
         return 1;
     if (rdb_begin(d, e) != 0)
         return -1;
@@ -569,33 +631,65 @@ int dedup_check(struct dedup *d, const char *merchant_id, const char *order_id, 
     return master_has_earlier(d, merchant_id, order_id, partition, offset, e);
 }
 
-int dedup_add(struct dedup *d, const char *merchant_id, const char *order_id, int64_t epoch,
-              int partition, int64_t offset, struct lerr *e)
+/* From the first id the cache cannot hold, misses ask the table and the unwritten sets:
+ * index both by id. */
+static int overflowed(struct dedup *d, struct lerr *e)
 {
-    size_t ml = strnlen(merchant_id, EV_ID_MAX), ol = strnlen(order_id, EV_ID_MAX);
+    if ((!d->cur.is_indexed && pset_reindex(&d->cur, d->cur.cap, e) != 0) ||
+        (!d->sealed.is_indexed && pset_reindex(&d->sealed, d->sealed.cap, e) != 0))
+        return -1;
+    return index_make(d, true, e);
+}
+
+static int add(struct dedup *d, uint64_t h, const char *m, size_t ml, const char *o, size_t ol,
+               int64_t epoch, int partition, int64_t offset, struct lerr *e)
+{
     struct pend *x;
 
     if (epoch < d->last_epoch)
         return lerr_set(e, "dedup: epoch %lld after %lld (epochs must not decrease)",
                         (long long)epoch, (long long)d->last_epoch);
-    x = pset_push(&d->cur, merchant_id, ml, order_id, ol, e);
+    x = pset_push(&d->cur, m, ml, o, ol, e);
     if (!x)
         return -1;
-    x->fp = fingerprint(merchant_id, ml, order_id, ol);
+    x->fp = h;
     x->seq = d->next_seq++;
     x->epoch = epoch;
     x->partition = partition;
     x->offset = offset;
-    pset_index_last(&d->cur);
+    if (d->cur.is_indexed)
+        pset_index_last(&d->cur);
     if (epoch > d->last_epoch || d->nmarks == 0) {
         if (add_mark(d, epoch, x->seq) != 0)
             return lerr_set(e, "out of memory");
         d->last_epoch = epoch;
     }
-    /* From the first id the cache cannot hold, misses ask the table: index it by id. */
-    if (!cache_put(d, x->fp, x->seq) && index_make(d, true, e) != 0)
+    if (!cache_put(d, h, x->seq) && overflowed(d, e) != 0)
         return -1;
     return 0;
+}
+
+int dedup_add(struct dedup *d, const char *merchant_id, const char *order_id, int64_t epoch,
+              int partition, int64_t offset, struct lerr *e)
+{
+    size_t ml = strnlen(merchant_id, EV_ID_MAX), ol = strnlen(order_id, EV_ID_MAX);
+
+    return add(d, fingerprint(merchant_id, ml, order_id, ol), merchant_id, ml, order_id, ol, epoch,
+               partition, offset, e);
+}
+
+int dedup_admit(struct dedup *d, const char *merchant_id, const char *order_id, int64_t epoch,
+                int partition, int64_t offset, struct lerr *e)
+{
+    size_t ml = strnlen(merchant_id, EV_ID_MAX), ol = strnlen(order_id, EV_ID_MAX);
+    uint64_t h = fingerprint(merchant_id, ml, order_id, ol);
+    int r = seen_has(d, h, merchant_id, order_id, e);
+
+    if (r == 0)
+        r = master_has_earlier(d, merchant_id, order_id, partition, offset, e);
+    if (r != 0)
+        return r;
+    return add(d, h, merchant_id, ml, order_id, ol, epoch, partition, offset, e);
 }
 
 /* ---- the writing side ---- */

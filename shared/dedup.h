@@ -69,6 +69,11 @@ int dedup_check(struct dedup *d, const char *merchant_id, const char *order_id, 
 int dedup_add(struct dedup *d, const char *merchant_id, const char *order_id, int64_t epoch,
               int partition, int64_t offset, struct lerr *e);
 
+/* dedup_check, then dedup_add when new, with one fingerprint: 1 a duplicate, 0 new (and
+ * recorded), -1 with e set. */
+int dedup_admit(struct dedup *d, const char *merchant_id, const char *order_id, int64_t epoch,
+                int partition, int64_t offset, struct lerr *e);
+
 /* Writes the ids added since the last flush into `seen`: seal, write, release in one call.
  * Call it inside the transaction that also commits the positions of those events, so a crash
  * neither forgets nor doubles an id. On error nothing is forgotten in memory (the

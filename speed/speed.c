@@ -2,11 +2,17 @@
 
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
+/* The delta map hashes its 88-byte keys with XXH3 rather than uthash's byte-wise default. */
+#define HASH_FUNCTION(keyptr, keylen, hashv) ((hashv) = (unsigned)XXH3_64bits((keyptr), (keylen)))
 #include <uthash.h>
 
 #include "db.h"
@@ -18,6 +24,8 @@
 #define BATCH_MAX      1024  /* messages taken from the queue at once */
 #define SUMMARY_MS     10000 /* one info line per this much time */
 #define EXPIRY_POLL_MS 1000  /* how often batch.db is asked for a newer published cut */
+/* An interval holds at most this many events (memory stays bounded while catching up). */
+#define INTERVAL_MAX_EVENTS 65536
 
 /* The key is hashed as raw bytes, so it is zeroed before it is filled (padding included). */
 struct speed_delta_key {
@@ -163,9 +171,12 @@ int speed_open(struct speed *s, const struct cfg *c, struct lerr *e)
     return 0;
 }
 
+static void recycle_deltas(struct speed *s, struct speed_delta **head);
+static void writer_stop(struct speed *s);
+
 void speed_close(struct speed *s)
 {
-    struct speed_delta *d, *tmp;
+    struct speed_delta *d;
 
     if (s->rk) {
         rd_kafka_assign(s->rk, NULL);
@@ -173,9 +184,9 @@ void speed_close(struct speed *s)
             rd_kafka_queue_destroy(s->queue);
         rd_kafka_destroy_flags(s->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     }
+    writer_stop(s);
     dedup_free(s->dedup);
-    if (s->db && !sqlite3_get_autocommit(s->db))
-        db_exec(s->db, "ROLLBACK", NULL); /* the empty interval after the last checkpoint */
+    sqlite3_close(s->rdb);
     sqlite3_stmt *sts[] = {s->st_delta,      s->st_offset,   s->st_boundary, s->st_reject,
                            s->st_late,       s->st_counter,  s->st_meta,     s->st_del_deltas,
                            s->st_del_bounds, s->st_published};
@@ -183,11 +194,8 @@ void speed_close(struct speed *s)
         sqlite3_finalize(sts[i]);
     sqlite3_close(s->db);
     sqlite3_close(s->batch_db);
-    HASH_ITER(hh, s->deltas, d, tmp)
-    {
-        HASH_DEL(s->deltas, d);
-        free(d);
-    }
+    recycle_deltas(s, &s->deltas);
+    recycle_deltas(s, &s->job.deltas);
     while (s->spare) {
         d = s->spare;
         s->spare = d->next_spare;
@@ -196,6 +204,9 @@ void speed_close(struct speed *s)
     free(s->parts);
     free(s->rejects);
     free(s->lates);
+    free(s->job.rejects);
+    free(s->job.lates);
+    free(s->job.parts);
     lock_release(s->lock_fd);
     memset(s, 0, sizeof(*s));
     s->lock_fd = -1;
@@ -335,7 +346,7 @@ static int apply_message(struct speed *s, const rd_kafka_message_t *m, int64_t n
         return add_reject(s, m, r, e);
     if (o.is_key_mismatch)
         s->n.key_mismatch++;
-    dup = dedup_check(s->dedup, o.merchant_id, o.order_id, m->partition, m->offset, e);
+    dup = dedup_admit(s->dedup, o.merchant_id, o.order_id, s->epoch, m->partition, m->offset, e);
     if (dup < 0)
         return -1;
     if (dup) {
@@ -343,8 +354,7 @@ static int apply_message(struct speed *s, const rd_kafka_message_t *m, int64_t n
         return 0;
     }
     minute_ms = tm_floor(o.event_ms, TM_MINUTE_MS);
-    if (add_delta(s, &o, minute_ms, e) != 0 ||
-        dedup_add(s->dedup, o.merchant_id, o.order_id, s->epoch, m->partition, m->offset, e) != 0)
+    if (add_delta(s, &o, minute_ms, e) != 0)
         return -1;
     /* Late: its minute was already final. Exactness wins, so it is counted all the same. */
     if (s->watermark_ms != INT64_MIN &&
@@ -393,11 +403,24 @@ static int write_meta(struct speed *s, const char *key, int64_t v, struct lerr *
     return run_step(s->st_meta, e);
 }
 
-static int write_deltas(struct speed *s, struct lerr *e)
+static int delta_cmp(const struct speed_delta *a, const struct speed_delta *b)
+{
+    int c = strcmp(a->key.merchant_id, b->key.merchant_id);
+
+    if (c)
+        return c;
+    if (a->key.minute_ms != b->key.minute_ms)
+        return a->key.minute_ms < b->key.minute_ms ? -1 : 1;
+    return (a->key.epoch > b->key.epoch) - (a->key.epoch < b->key.epoch);
+}
+
+static int write_deltas(struct speed *s, struct speed_job *j, struct lerr *e)
 {
     struct speed_delta *d, *tmp;
 
-    HASH_ITER(hh, s->deltas, d, tmp)
+    /* In key order the upserts sweep the B-tree once instead of hopping across it. */
+    HASH_SRT(hh, j->deltas, delta_cmp);
+    HASH_ITER(hh, j->deltas, d, tmp)
     {
         sqlite3_bind_text(s->st_delta, 1, d->key.merchant_id, -1, SQLITE_STATIC);
         sqlite3_bind_int64(s->st_delta, 2, d->key.minute_ms);
@@ -410,20 +433,20 @@ static int write_deltas(struct speed *s, struct lerr *e)
     return 0;
 }
 
-static int write_rows(struct speed *s, int64_t now_ms, struct lerr *e)
+static int write_rows(struct speed *s, const struct speed_job *j, struct lerr *e)
 {
-    for (size_t i = 0; i < s->nrejects; i++) {
-        const struct speed_reject *r = &s->rejects[i];
+    for (size_t i = 0; i < j->nrejects; i++) {
+        const struct speed_reject *r = &j->rejects[i];
         sqlite3_bind_int(s->st_reject, 1, r->partition);
         sqlite3_bind_int64(s->st_reject, 2, r->offset);
         sqlite3_bind_text(s->st_reject, 3, ev_reason_name(r->reason), -1, SQLITE_STATIC);
         sqlite3_bind_blob(s->st_reject, 4, r->payload, (int)r->len, SQLITE_STATIC);
-        sqlite3_bind_int64(s->st_reject, 5, now_ms);
+        sqlite3_bind_int64(s->st_reject, 5, j->now_ms);
         if (run_step(s->st_reject, e) != 0)
             return -1;
     }
-    for (size_t i = 0; i < s->nlates; i++) {
-        const struct speed_late *l = &s->lates[i];
+    for (size_t i = 0; i < j->nlates; i++) {
+        const struct speed_late *l = &j->lates[i];
         sqlite3_bind_int(s->st_late, 1, l->partition);
         sqlite3_bind_int64(s->st_late, 2, l->offset);
         sqlite3_bind_text(s->st_late, 3, l->merchant_id, -1, SQLITE_STATIC);
@@ -432,23 +455,17 @@ static int write_rows(struct speed *s, int64_t now_ms, struct lerr *e)
         sqlite3_bind_int64(s->st_late, 6, l->minute_ms);
         sqlite3_bind_int64(s->st_late, 7, l->watermark_ms);
         sqlite3_bind_int64(s->st_late, 8, l->watermark_ms - (l->minute_ms + TM_MINUTE_MS));
-        sqlite3_bind_int64(s->st_late, 9, now_ms);
+        sqlite3_bind_int64(s->st_late, 9, j->now_ms);
         if (run_step(s->st_late, e) != 0)
             return -1;
     }
     return 0;
 }
 
-static int write_positions(struct speed *s, int64_t now_ms, struct lerr *e)
+static int write_positions(struct speed *s, const struct speed_job *j, struct lerr *e)
 {
-    for (int p = 0; p < s->nparts; p++) {
-        struct speed_part *pt = &s->parts[p];
-        int64_t low, high;
-        if (s->rk &&
-            rd_kafka_get_watermark_offsets(s->rk, s->topic, p, &low, &high) ==
-                RD_KAFKA_RESP_ERR_NO_ERROR &&
-            high >= 0)
-            pt->high_watermark = high;
+    for (int p = 0; p < j->nparts; p++) {
+        const struct speed_part *pt = &j->parts[p];
         sqlite3_bind_int(s->st_offset, 1, p);
         sqlite3_bind_int64(s->st_offset, 2, pt->next_offset);
         if (pt->max_event_ms == INT64_MIN)
@@ -459,73 +476,212 @@ static int write_positions(struct speed *s, int64_t now_ms, struct lerr *e)
             sqlite3_bind_null(s->st_offset, 4);
         else
             sqlite3_bind_int64(s->st_offset, 4, pt->high_watermark);
-        sqlite3_bind_int64(s->st_offset, 5, now_ms);
+        sqlite3_bind_int64(s->st_offset, 5, j->now_ms);
         if (run_step(s->st_offset, e) != 0)
             return -1;
     }
-    if (!s->need_boundary)
+    if (!j->need_boundary)
         return 0;
-    for (int p = 0; p < s->nparts; p++) {
-        sqlite3_bind_int64(s->st_boundary, 1, s->epoch);
+    for (int p = 0; p < j->nparts; p++) {
+        sqlite3_bind_int64(s->st_boundary, 1, j->epoch);
         sqlite3_bind_int(s->st_boundary, 2, p);
-        sqlite3_bind_int64(s->st_boundary, 3, s->parts[p].interval_offset);
+        sqlite3_bind_int64(s->st_boundary, 3, j->parts[p].interval_offset);
         if (run_step(s->st_boundary, e) != 0)
             return -1;
     }
     return 0;
 }
 
-static int write_counters(struct speed *s, struct lerr *e)
+static int write_counters(struct speed *s, const struct speed_job *j, struct lerr *e)
 {
     char name[64];
     const struct {
         const char *name;
         int64_t v;
-    } list[] = {{"consumed", s->n.consumed},
-                {"applied", s->n.applied},
-                {"duplicates", s->n.duplicates},
-                {"late", s->n.late},
-                {"key_mismatch", s->n.key_mismatch},
-                {"checkpoints", s->n.checkpoints + 1},
-                {"skipped_offsets", s->n.skipped_offsets},
-                {"checkpoint_us", s->n.checkpoint_us}};
+    } list[] = {{"consumed", j->n.consumed},
+                {"applied", j->n.applied},
+                {"duplicates", j->n.duplicates},
+                {"late", j->n.late},
+                {"key_mismatch", j->n.key_mismatch},
+                {"checkpoints", j->n.checkpoints + 1},
+                {"skipped_offsets", j->n.skipped_offsets},
+                {"checkpoint_us", j->n.checkpoint_us}};
 
     for (size_t i = 0; i < sizeof(list) / sizeof(list[0]); i++)
         if (write_counter(s, list[i].name, list[i].v, e) != 0)
             return -1;
     for (int r = 1; r < EV_REASON_COUNT; r++) {
         snprintf(name, sizeof(name), "rejects_%s", ev_reason_name(r));
-        if (write_counter(s, name, s->n.rejects[r], e) != 0)
+        if (write_counter(s, name, j->n.rejects[r], e) != 0)
             return -1;
     }
     return 0;
 }
 
-static int write_meta_all(struct speed *s, int64_t now_ms, struct lerr *e)
+static int write_meta_all(struct speed *s, const struct speed_job *j, struct lerr *e)
 {
-    if (write_meta(s, "checkpoint_ms", now_ms, e) != 0 || write_meta(s, "epoch", s->epoch, e) ||
+    if (write_meta(s, "checkpoint_ms", j->now_ms, e) != 0 || write_meta(s, "epoch", j->epoch, e) ||
         write_meta(s, "epoch_ms", s->epoch_ms, e) != 0 ||
         write_meta(s, "allowed_lateness_ms", s->allowed_lateness_ms, e) != 0)
         return -1;
-    if (s->watermark_ms == INT64_MIN)
+    if (j->watermark_ms == INT64_MIN)
         return 0;
-    return write_meta(s, "watermark_ms", s->watermark_ms, e);
+    return write_meta(s, "watermark_ms", j->watermark_ms, e);
 }
 
 /* Drops state the newest published batch version covers (epoch < its cut_epoch). */
-static int write_expiry(struct speed *s, struct lerr *e)
+static int write_expiry(struct speed *s, struct speed_job *j, struct lerr *e)
 {
-    if (s->expire_to <= s->expired_cut)
+    if (j->expire_to == INT64_MIN)
         return 0;
-    sqlite3_bind_int64(s->st_del_deltas, 1, s->expire_to);
-    sqlite3_bind_int64(s->st_del_bounds, 1, s->expire_to);
-    if (run_step(s->st_del_deltas, e) != 0 || run_step(s->st_del_bounds, e) != 0 ||
-        dedup_expire(s->dedup, s->expire_to, e) != 0)
+    sqlite3_bind_int64(s->st_del_deltas, 1, j->expire_to);
+    sqlite3_bind_int64(s->st_del_bounds, 1, j->expire_to);
+    if (run_step(s->st_del_deltas, e) != 0)
         return -1;
-    log_info("speed", "expired cut_epoch=%" PRId64 " deleted_deltas=%d", s->expire_to,
-             sqlite3_changes(s->db));
-    s->expired_cut = s->expire_to;
+    j->expired_deltas = sqlite3_changes(s->db);
+    if (run_step(s->st_del_bounds, e) != 0 || dedup_expire_rows(s->dedup, j->expire_to, e) != 0)
+        return -1;
     return 0;
+}
+
+/* One checkpoint, one transaction (the writer thread). */
+static int write_job(struct speed *s, struct speed_job *j, struct lerr *e)
+{
+    if (db_exec(s->db, "BEGIN IMMEDIATE", e) != 0)
+        return -1;
+    if (write_deltas(s, j, e) != 0 || dedup_write_sealed(s->dedup, e) != 0 ||
+        write_rows(s, j, e) != 0 || write_positions(s, j, e) != 0 || write_expiry(s, j, e) != 0 ||
+        write_counters(s, j, e) != 0 || write_meta_all(s, j, e) != 0 ||
+        db_exec(s->db, "COMMIT", e) != 0) {
+        db_exec(s->db, "ROLLBACK", NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* The writer thread: commits each job handed over, one at a time, in order. */
+static void *writer_main(void *arg)
+{
+    struct speed *s = arg;
+    sigset_t all;
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals are the consumer's */
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        struct timespec a, b;
+        int rc;
+        while (!s->is_job_posted && !s->is_writer_stopping)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (!s->is_job_posted)
+            break;
+        pthread_mutex_unlock(&s->mu);
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        rc = write_job(s, &s->job, &s->job.err);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        pthread_mutex_lock(&s->mu);
+        s->job.rc = rc;
+        s->job.us = (b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000;
+        s->is_job_posted = false;
+        s->is_job_done = true;
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+static void recycle_deltas(struct speed *s, struct speed_delta **head)
+{
+    struct speed_delta *d, *tmp;
+
+    HASH_ITER(hh, *head, d, tmp)
+    {
+        HASH_DEL(*head, d);
+        d->next_spare = s->spare;
+        s->spare = d;
+    }
+}
+
+/* The consumer's half of a committed job: what memory held for it goes, the look-ups move to
+ * the new snapshot, and an expiry reaches the cache. */
+static int finish_job(struct speed *s, struct lerr *e)
+{
+    struct speed_job *j = &s->job;
+
+    if (j->rc != 0) {
+        *e = j->err;
+        return -1;
+    }
+    recycle_deltas(s, &j->deltas);
+    j->nrejects = 0;
+    j->nlates = 0;
+    dedup_release_sealed(s->dedup);
+    if (j->expire_to != INT64_MIN) {
+        if (dedup_expire_cache(s->dedup, j->expire_to, e) != 0)
+            return -1;
+        log_info("speed", "expired cut_epoch=%" PRId64 " deleted_deltas=%" PRId64, j->expire_to,
+                 j->expired_deltas);
+        s->expired_cut = j->expire_to;
+    }
+    dedup_refresh(s->dedup);
+    s->n.checkpoints++;
+    s->n.checkpoint_us = j->us;
+    log_debug("speed",
+              "checkpoint_committed epoch=%" PRId64 " deltas=%zu consumed=%" PRId64 " us=%" PRId64,
+              j->epoch, j->ndeltas, j->n.consumed, j->us);
+    if (j->need_boundary)
+        log_info("speed", "epoch_started epoch=%" PRId64, j->epoch);
+    return 0;
+}
+
+/* Waits until the writer holds no job, then finishes the last one on this side. After it,
+ * nothing writes to speed.db until the next speed_checkpoint(). */
+int speed_checkpoint_wait(struct speed *s, struct lerr *e)
+{
+    bool done;
+
+    if (!s->has_writer)
+        return 0;
+    pthread_mutex_lock(&s->mu);
+    while (s->is_job_posted)
+        pthread_cond_wait(&s->cv, &s->mu);
+    done = s->is_job_done;
+    s->is_job_done = false;
+    pthread_mutex_unlock(&s->mu);
+    return done ? finish_job(s, e) : 0;
+}
+
+static int quiesce(void *opaque, struct lerr *e)
+{
+    return speed_checkpoint_wait(opaque, e);
+}
+
+static int writer_start(struct speed *s, struct lerr *e)
+{
+    if (pthread_mutex_init(&s->mu, NULL) != 0 || pthread_cond_init(&s->cv, NULL) != 0)
+        return lerr_set(e, "cannot create the checkpoint writer");
+    if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
+        pthread_cond_destroy(&s->cv);
+        pthread_mutex_destroy(&s->mu);
+        return lerr_set(e, "cannot start the checkpoint writer thread");
+    }
+    pthread_setname_np(s->writer, "speed-writer"); /* as top -H and perf show it */
+    s->has_writer = true;
+    return 0;
+}
+
+static void writer_stop(struct speed *s)
+{
+    if (!s->has_writer)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->is_writer_stopping = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->writer, NULL); /* a job handed over is committed first */
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    s->has_writer = false;
 }
 
 /* The next interval belongs to the epoch current now (never an earlier one); the first
@@ -535,6 +691,7 @@ static void begin_interval(struct speed *s, int64_t now_ms)
     int64_t e = now_ms / s->epoch_ms;
 
     s->need_boundary = false;
+    s->interval_consumed = s->n.consumed;
     if (e <= s->epoch)
         return;
     s->epoch = e;
@@ -543,56 +700,74 @@ static void begin_interval(struct speed *s, int64_t now_ms)
         s->parts[p].interval_offset = s->parts[p].next_offset;
 }
 
-static void reset_interval_state(struct speed *s)
-{
-    struct speed_delta *d, *tmp;
-
-    HASH_ITER(hh, s->deltas, d, tmp)
-    {
-        HASH_DEL(s->deltas, d);
-        d->next_spare = s->spare;
-        s->spare = d;
-    }
-    s->ndeltas = 0;
-    s->nrejects = 0;
-    s->nlates = 0;
-}
-
-/* Each interval runs inside one write transaction, committed by the next checkpoint: the
- * seen-table look-ups of the interval then take no locks, and speed.db has one writer
- * anyway. Readers in other processes see only what was committed (WAL). */
-static int open_interval(struct speed *s, struct lerr *e)
-{
-    return db_exec(s->db, "BEGIN IMMEDIATE", e);
-}
-
+/* Hands the interval over to the writer (after the previous one committed) and starts the
+ * next: the consumer never waits for SQLite unless the writer falls a whole interval behind. */
 int speed_checkpoint(struct speed *s, struct lerr *e)
 {
     int64_t t0 = tm_mono_ms(), now_ms = tm_now_ms();
-    struct timespec a, b;
-    size_t ndeltas = s->ndeltas;
+    struct speed_job *j = &s->job;
 
-    /* The interval's transaction has been open since the last checkpoint (see open_interval). */
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    if (write_deltas(s, e) != 0 || dedup_flush(s->dedup, e) != 0 || write_rows(s, now_ms, e) ||
-        write_positions(s, now_ms, e) != 0 || write_expiry(s, e) != 0 ||
-        write_counters(s, e) != 0 || write_meta_all(s, now_ms, e) != 0 ||
-        db_exec(s->db, "COMMIT", e) != 0) {
-        db_exec(s->db, "ROLLBACK", NULL);
+    if (speed_checkpoint_wait(s, e) != 0)
         return -1;
+    if (j->capparts < s->nparts) {
+        struct speed_part *np = realloc(j->parts, (size_t)s->nparts * sizeof(*np));
+        if (!np)
+            return lerr_set(e, "out of memory");
+        j->parts = np;
+        j->capparts = s->nparts;
     }
-    dedup_refresh(s->dedup);
-    if (open_interval(s, e) != 0)
+    for (int p = 0; p < s->nparts; p++) {
+        int64_t low, high;
+        if (s->rk &&
+            rd_kafka_get_watermark_offsets(s->rk, s->topic, p, &low, &high) ==
+                RD_KAFKA_RESP_ERR_NO_ERROR &&
+            high >= 0)
+            s->parts[p].high_watermark = high;
+    }
+    if (dedup_seal(s->dedup, e) != 0)
         return -1;
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    s->n.checkpoints++;
-    s->n.checkpoint_us = (b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000;
-    log_debug("speed",
-              "checkpoint_committed epoch=%" PRId64 " deltas=%zu consumed=%" PRId64 " us=%" PRId64,
-              s->epoch, ndeltas, s->n.consumed, s->n.checkpoint_us);
-    if (s->need_boundary)
-        log_info("speed", "epoch_started epoch=%" PRId64, s->epoch);
-    reset_interval_state(s);
+    memcpy(j->parts, s->parts, (size_t)s->nparts * sizeof(*j->parts));
+    j->nparts = s->nparts;
+    j->deltas = s->deltas;
+    j->ndeltas = s->ndeltas;
+    s->deltas = NULL;
+    s->ndeltas = 0;
+    /* The rows go with the job; the consumer takes the job's emptied buffers back. */
+    {
+        struct speed_reject *r = j->rejects;
+        struct speed_late *l = j->lates;
+        size_t rc = j->caprejects, lc = j->caplates;
+        j->rejects = s->rejects;
+        j->nrejects = s->nrejects;
+        j->caprejects = s->caprejects;
+        j->lates = s->lates;
+        j->nlates = s->nlates;
+        j->caplates = s->caplates;
+        s->rejects = r;
+        s->nrejects = 0;
+        s->caprejects = rc;
+        s->lates = l;
+        s->nlates = 0;
+        s->caplates = lc;
+    }
+    j->need_boundary = s->need_boundary;
+    j->epoch = s->epoch;
+    j->now_ms = now_ms;
+    j->watermark_ms = s->watermark_ms;
+    j->n = s->n;
+    j->expire_to = s->expire_to > s->expired_cut ? s->expire_to : INT64_MIN;
+    j->expired_deltas = 0;
+    if (s->has_writer) {
+        pthread_mutex_lock(&s->mu);
+        s->is_job_posted = true;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    } else {
+        j->rc = write_job(s, j, &j->err);
+        j->us = tm_mono_ms() - t0;
+        if (finish_job(s, e) != 0)
+            return -1;
+    }
     begin_interval(s, now_ms);
     s->next_checkpoint_mono = t0 + s->checkpoint_ms;
     s->interval_mono = t0;
@@ -679,10 +854,14 @@ int speed_run(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e)
 
     if (!msgs)
         return lerr_set(e, "out of memory");
-    if (open_interval(s, e) != 0) {
+    /* Look-ups in speed.db go through their own connection: the writer thread owns the other
+     * one while it commits. */
+    if (db_open_ro(s->data_dir, DB_SPEED, &s->rdb, e) != 0 || writer_start(s, e) != 0) {
         free(msgs);
         return -1;
     }
+    dedup_set_reader(s->dedup, s->rdb, quiesce, s);
+    s->interval_consumed = s->n.consumed;
     s->interval_mono = tm_mono_ms();
     s->next_checkpoint_mono = s->interval_mono + s->checkpoint_ms;
     s->next_summary_mono = tm_mono_ms() + SUMMARY_MS;
@@ -702,18 +881,23 @@ int speed_run(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e)
             poll_published_cut(s);
             s->next_expiry_mono = now + EXPIRY_POLL_MS;
         }
-        if (now >= s->next_checkpoint_mono &&
-            (!is_behind || now >= s->interval_mono + s->checkpoint_max_ms) &&
+        if (((now >= s->next_checkpoint_mono &&
+              (!is_behind || now >= s->interval_mono + s->checkpoint_max_ms)) ||
+             s->n.consumed - s->interval_consumed >= INTERVAL_MAX_EVENTS) &&
             speed_checkpoint(s, e) != 0)
             goto out;
         if (now >= s->next_summary_mono)
             log_summary(s, now);
     }
-    if (speed_checkpoint(s, e) != 0)
+    if (speed_checkpoint(s, e) != 0 || speed_checkpoint_wait(s, e) != 0)
         goto out;
     log_summary(s, tm_mono_ms());
     rc = 0;
 out:
+    writer_stop(s);
+    dedup_set_reader(s->dedup, NULL, NULL, NULL);
+    sqlite3_close(s->rdb);
+    s->rdb = NULL;
     free(msgs);
     return rc;
 }
@@ -745,6 +929,14 @@ static int make_consumer(struct speed *s, struct lerr *e)
      * plus about this (librdkafka's 500 ms default would dominate it). */
     if (!kafka_key_given(s->cfg, "fetch.wait.max.ms") &&
         kafka_conf_set(conf, "fetch.wait.max.ms", "50", e) != 0) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    /* With librdkafka's default (100,000) a catch-up over 32 partitions spent about a quarter
+     * of its time with an empty queue (bench/speed.sh); the prefetch stays bounded by
+     * queued.max.messages.kbytes all the same. */
+    if (!kafka_key_given(s->cfg, "queued.min.messages") &&
+        kafka_conf_set(conf, "queued.min.messages", "1000000", e) != 0) {
         rd_kafka_conf_destroy(conf);
         return -1;
     }

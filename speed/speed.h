@@ -13,6 +13,7 @@
 #ifndef LAMBDA_SPEED_H
 #define LAMBDA_SPEED_H
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -55,6 +56,27 @@ struct speed_counters {
     int64_t rejects[EV_REASON_COUNT];
 };
 
+/* One checkpoint handed to the writer thread: everything it commits, moved out of the
+ * consumer's way (the seen ids sealed in the dedup). */
+struct speed_job {
+    struct speed_delta *deltas;
+    size_t ndeltas;
+    struct speed_reject *rejects;
+    size_t nrejects, caprejects;
+    struct speed_late *lates;
+    size_t nlates, caplates;
+    struct speed_part *parts; /* positions (and boundary offsets) at the hand-over */
+    int nparts, capparts;
+    bool need_boundary;
+    int64_t epoch, now_ms, watermark_ms;
+    int64_t expire_to; /* INT64_MIN: no expiry in this one */
+    struct speed_counters n;
+    /* filled by the writer */
+    int rc;
+    struct lerr err;
+    int64_t us, expired_deltas;
+};
+
 struct speed {
     const struct cfg *cfg; /* borrowed, read-only */
     const char *data_dir, *topic;
@@ -64,7 +86,8 @@ struct speed {
     struct ev_rules rules;
 
     int lock_fd;
-    sqlite3 *db; /* speed.db, the only writer */
+    sqlite3 *db;  /* speed.db, the only writer: the writer thread's while speed_run runs */
+    sqlite3 *rdb; /* speed.db read-only: the consumer's look-ups while speed_run runs */
     sqlite3_stmt *st_delta, *st_offset, *st_boundary, *st_reject, *st_late, *st_counter, *st_meta,
         *st_del_deltas, *st_del_bounds;
     struct dedup *dedup;
@@ -90,9 +113,17 @@ struct speed {
     size_t nlates, caplates;
 
     struct speed_counters n;
-    int64_t interval_mono; /* monotonic ms when the current interval began */
+    int64_t interval_consumed; /* n.consumed when the current interval began */
+    int64_t interval_mono;     /* monotonic ms when the current interval began */
     int64_t next_checkpoint_mono, next_expiry_mono, next_summary_mono, last_kafka_log_mono;
     int64_t summary_consumed; /* n.consumed at the last summary line */
+
+    /* The checkpoint writer thread and the one job it may hold. */
+    bool has_writer, is_job_posted, is_job_done, is_writer_stopping;
+    pthread_t writer;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct speed_job job;
 };
 
 /* Takes the lock, opens speed.db and loads its committed state (positions, counters, meta),
@@ -109,8 +140,12 @@ int speed_connect(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e);
  * when a checkpoint cannot be written (what was not committed replays at the next start). */
 int speed_run(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e);
 
-/* Commits everything applied since the last checkpoint, and starts the next interval. */
+/* Hands everything applied since the last checkpoint to the writer thread (which commits it
+ * in one transaction, after the previous one) and starts the next interval. Without a writer
+ * (outside speed_run) it commits at once. speed_checkpoint_wait() returns once nothing is
+ * left to commit; -1 with e set when a commit failed. */
 int speed_checkpoint(struct speed *s, struct lerr *e);
+int speed_checkpoint_wait(struct speed *s, struct lerr *e);
 
 /* Releases the consumer, the databases and the lock; safe on a zeroed or failed speed. */
 void speed_close(struct speed *s);

@@ -299,3 +299,49 @@ Test(dedup, a_speed_db_of_the_first_layout_is_moved_over, .timeout = 30)
     cr_assert_eq(q_int1(f.speed, "SELECT max(seq) FROM seen"), 4);
     fix_down(&f);
 }
+
+Test(dedup, a_reload_keeps_the_ids_not_yet_written, .timeout = 30)
+{
+    struct fix f;
+    struct dedup_stats s;
+
+    fix_up(&f, 1);
+    add(&f, "m", "a", 5, 0, 1);
+    add(&f, "m", "b", 5, 0, 2); /* overflows: the cache is incomplete */
+    flush(&f);
+    add(&f, "m", "c", 6, 0, 3); /* written by no one yet */
+    cr_assert_eq(dedup_seal(f.d, &f.e), 0);
+    add(&f, "m", "d", 6, 0, 4);
+    /* The writer's half: c is written, and the rows below the cut are deleted. */
+    cr_assert_eq(db_exec(f.speed, "BEGIN", &f.e), 0);
+    cr_assert_eq(dedup_write_sealed(f.d, &f.e), 0, "%s", f.e.msg);
+    cr_assert_eq(dedup_expire_rows(f.d, 6, &f.e), 0, "%s", f.e.msg);
+    cr_assert_eq(db_exec(f.speed, "COMMIT", &f.e), 0);
+    dedup_release_sealed(f.d);
+    /* The reader's half reloads: d was never written, and must still be known. */
+    cr_assert_eq(dedup_expire_cache(f.d, 6, &f.e), 0, "%s", f.e.msg);
+    dedup_get_stats(f.d, &s);
+    cr_assert(!s.is_complete, "c and d do not fit one slot");
+    cr_assert_eq(check(&f, "m", "c", 0, 9), 1);
+    cr_assert_eq(check(&f, "m", "d", 0, 9), 1);
+    cr_assert_eq(check(&f, "m", "a", 0, 9), 0);
+    flush(&f);
+    cr_assert_eq(seen_rows(&f), 2);
+    cr_assert_eq(check(&f, "m", "d", 0, 9), 1);
+    fix_down(&f);
+}
+
+Test(dedup, a_sweep_keeps_the_ids_not_yet_written, .timeout = 30)
+{
+    struct fix f;
+
+    fix_up(&f, 100);
+    add(&f, "m", "a", 5, 0, 1);
+    flush(&f);
+    add(&f, "m", "b", 6, 0, 2);
+    cr_assert_eq(dedup_expire_rows(f.d, 6, &f.e), 0, "%s", f.e.msg);
+    cr_assert_eq(dedup_expire_cache(f.d, 6, &f.e), 0, "%s", f.e.msg);
+    cr_assert_eq(check(&f, "m", "a", 0, 9), 0);
+    cr_assert_eq(check(&f, "m", "b", 0, 9), 1);
+    fix_down(&f);
+}
