@@ -22,7 +22,7 @@ BIN=${LAMBDA_BIN:-bin}
 N=${SPEED_BENCH_EVENTS:-1000000}
 ROUNDS=${SPEED_BENCH_ROUNDS:-3}
 # What lambda-speed sets on its consumer unless told otherwise (speed/speed.c make_consumer).
-SPEED_PROPS="queued.min.messages=1000000 fetch.wait.max.ms=50"
+SPEED_PROPS="queued.min.messages=200000 fetch.wait.max.ms=50"
 RSS_N=${SPEED_BENCH_RSS_EVENTS:-10000000}
 RSS_RATE=${SPEED_BENCH_RSS_RATE:-50000}
 FRESH_RATE=${SPEED_BENCH_FRESH_RATE:-5000}

@@ -4,13 +4,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <xxhash.h>
 
 #include "db.h"
 #include "ev.h"
+#include "mem.h"
 #include "tm.h"
 
 /* An id counted and not yet written; its two strings are in the set's byte arena. */
@@ -82,24 +82,6 @@ static uint64_t fingerprint(const char *m, size_t ml, const char *o, size_t ol)
     return h ? h : 1; /* 0 marks an empty slot */
 }
 
-/* The cache's arrays: zeroed anonymous memory, in huge pages where the kernel allows them
- * (a probe lands on a random slot: 4 KiB pages would make nearly every one a TLB miss). */
-static void *table_new(size_t bytes)
-{
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-    if (p == MAP_FAILED)
-        return NULL;
-    madvise(p, bytes, MADV_HUGEPAGE); /* advice only: fine if refused */
-    return p;
-}
-
-static void table_free(void *p, size_t bytes)
-{
-    if (p)
-        munmap(p, bytes);
-}
-
 static size_t pow2_at_least(size_t n)
 {
     size_t p = 1024;
@@ -140,7 +122,7 @@ static bool cache_put(struct dedup *d, uint64_t h, int64_t seq)
 
 static void cache_clear(struct dedup *d)
 {
-    if (d->n) /* a new table is zeroed already: do not touch its pages */
+    if (d->n) /* a new table is zeroed already */
         memset(d->fp, 0, (d->mask + 1) * sizeof(*d->fp));
     d->n = 0;
     d->has_base = false;
@@ -285,8 +267,8 @@ struct dedup *dedup_new(sqlite3 *wdb, const char *data_dir, size_t cache_max, st
     d->max = cache_max ? cache_max : 1;
     cap = pow2_at_least(d->max + d->max / 3 + 1); /* load stays under 3/4 */
     d->mask = cap - 1;
-    d->fp = table_new(cap * sizeof(*d->fp));
-    d->rs = table_new(cap * sizeof(*d->rs));
+    d->fp = mem_reserve(cap * sizeof(*d->fp));
+    d->rs = mem_reserve(cap * sizeof(*d->rs));
     d->cap_bytes_fp = cap * sizeof(*d->fp);
     d->cap_bytes_rs = cap * sizeof(*d->rs);
     if (!d->fp || !d->rs) {
@@ -373,8 +355,8 @@ void dedup_free(struct dedup *d)
     sqlite3_finalize(d->r_by_seq);
     sqlite3_finalize(d->r_by_id);
     master_close(d);
-    table_free(d->fp, d->cap_bytes_fp);
-    table_free(d->rs, d->cap_bytes_rs);
+    mem_release(d->fp, d->cap_bytes_fp);
+    mem_release(d->rs, d->cap_bytes_rs);
     free(d->marks);
     pset_free(&d->cur);
     pset_free(&d->sealed);

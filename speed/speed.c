@@ -936,7 +936,7 @@ static int make_consumer(struct speed *s, struct lerr *e)
      * of its time with an empty queue (bench/speed.sh); the prefetch stays bounded by
      * queued.max.messages.kbytes all the same. */
     if (!kafka_key_given(s->cfg, "queued.min.messages") &&
-        kafka_conf_set(conf, "queued.min.messages", "1000000", e) != 0) {
+        kafka_conf_set(conf, "queued.min.messages", "200000", e) != 0) {
         rd_kafka_conf_destroy(conf);
         return -1;
     }
