@@ -38,6 +38,7 @@ trap cleanup EXIT INT TERM
 
 cc -O2 -o "$W/speed_bare" bench/speed_bare.c -lrdkafka -ljansson
 cc -O2 -o "$W/speed_fresh" bench/speed_fresh.c -lrdkafka -lsqlite3
+cc -O2 -o "$W/speed_wait" bench/speed_wait.c -lsqlite3
 
 now() { date +%s.%N; }
 
@@ -61,18 +62,9 @@ start_speed() {
     PIDS="$PIDS $SPID"
 }
 
-committed() {
-    sqlite3 "$1/speed.db" 'SELECT coalesce(sum(next_offset), 0) FROM offsets' 2>/dev/null ||
-        echo 0
-}
-
 # wait_committed DIR N: until the committed positions sum to N (bounded: 20 minutes).
 wait_committed() {
-    end=$(($(date +%s) + 1200))
-    while [ "$(committed "$1")" -lt "$2" ]; do
-        [ "$(date +%s)" -lt $end ] || { echo "bench: speed never committed $2" >&2; return 1; }
-        sleep 0.05
-    done
+    "$W/speed_wait" "$1" "$2" 1200
 }
 
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }

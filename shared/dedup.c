@@ -1,6 +1,9 @@
 #include "dedup.h"
 
 #include <limits.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +13,7 @@
 
 #include "db.h"
 #include "ev.h"
+#include "log.h"
 #include "mem.h"
 #include "tm.h"
 
@@ -44,7 +48,7 @@ struct dedup {
     sqlite3 *rdb; /* borrowed: look-ups */
     int (*quiesce)(void *, struct lerr *);
     void *opaque;
-    sqlite3_stmt *w_put, *w_del, *r_by_seq, *r_by_id;
+    sqlite3_stmt *w_put, *w_put_many, *w_del, *r_by_seq, *r_by_id;
     bool in_rdb_txn;
     bool has_index;
     char data_dir[PATH_MAX];
@@ -172,11 +176,37 @@ static int index_make(struct dedup *d, bool want, struct lerr *e)
         return 0;
     if (d->quiesce && d->quiesce(d->opaque, e) != 0)
         return -1;
-    if (db_exec(d->wdb,
-                want ? "CREATE INDEX IF NOT EXISTS seen_by_id ON seen(merchant_id, order_id)"
-                     : "DROP INDEX IF EXISTS seen_by_id",
-                e) != 0)
+    if (want) {
+        /* The sort that builds the index takes up to the page cache's size in memory: make
+         * it small meanwhile (the rest spills to a temporary file), so memory stays flat. */
+        int64_t pages = 0;
+        sqlite3_stmt *st = NULL;
+        char sql[64];
+        int rc;
+        if (db_prepare(d->wdb, "PRAGMA cache_size", &st, e) != 0 ||
+            db_step_int(st, &pages, e) != 0) {
+            sqlite3_finalize(st);
+            return -1;
+        }
+        sqlite3_finalize(st);
+        int64_t t0 = tm_mono_ms();
+        rc = db_exec(d->wdb,
+                     "PRAGMA cache_size = -2048;"
+                     "CREATE INDEX IF NOT EXISTS seen_by_id ON seen(merchant_id, order_id)",
+                     e);
+        log_info("dedup", "seen_indexed reason=\"more live ids than dedup_cache=%zu\" ms=%lld",
+                 d->max, (long long)(tm_mono_ms() - t0));
+        snprintf(sql, sizeof(sql), "PRAGMA cache_size = %lld", (long long)pages);
+        if (db_exec(d->wdb, sql, rc == 0 ? e : NULL) != 0 || rc != 0)
+            return -1;
+#ifdef __GLIBC__
+        malloc_trim(0); /* hand the sort's memory back */
+#endif
+    } else if (db_exec(d->wdb, "DROP INDEX IF EXISTS seen_by_id", e) != 0) {
         return -1;
+    } else {
+        log_info("dedup", "seen_index_dropped reason=\"the live ids fit dedup_cache=%zu\"", d->max);
+    }
     d->has_index = want;
     /* A reader's snapshot keeps the schema it began with: end it. */
     if (d->in_rdb_txn)
@@ -248,6 +278,25 @@ static int prepare_reads(struct dedup *d, struct lerr *e)
     return 0;
 }
 
+/* Rows appended per statement: one step per PUT_MANY ids instead of one per id. */
+#define PUT_MANY 64
+
+static int prepare_put_many(struct dedup *d, struct lerr *e)
+{
+    static const char head[] =
+        "INSERT INTO seen(seq, merchant_id, order_id, epoch, partition, offset) VALUES";
+    char sql[sizeof(head) + PUT_MANY * 16];
+    size_t n = sizeof(head) - 1;
+
+    memcpy(sql, head, n);
+    for (int i = 0; i < PUT_MANY; i++) {
+        memcpy(sql + n, i ? ",(?,?,?,?,?,?)" : "(?,?,?,?,?,?)", i ? 14 : 13);
+        n += i ? 14 : 13;
+    }
+    sql[n] = '\0';
+    return db_prepare(d->wdb, sql, &d->w_put_many, e);
+}
+
 struct dedup *dedup_new(sqlite3 *wdb, const char *data_dir, size_t cache_max, struct lerr *e)
 {
     struct dedup *d = calloc(1, sizeof(*d));
@@ -279,6 +328,7 @@ struct dedup *dedup_new(sqlite3 *wdb, const char *data_dir, size_t cache_max, st
                    "INSERT INTO seen(seq, merchant_id, order_id, epoch, partition, offset)"
                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
                    &d->w_put, e) != 0 ||
+        prepare_put_many(d, e) != 0 ||
         /* Epochs never decrease along seq: the rows to drop are a prefix, found by a scan
          * that stops at the first row to keep. */
         db_prepare(wdb,
@@ -351,6 +401,7 @@ void dedup_free(struct dedup *d)
     if (d->in_rdb_txn && d->rdb != d->wdb)
         sqlite3_exec(d->rdb, "COMMIT", NULL, NULL, NULL);
     sqlite3_finalize(d->w_put);
+    sqlite3_finalize(d->w_put_many);
     sqlite3_finalize(d->w_del);
     sqlite3_finalize(d->r_by_seq);
     sqlite3_finalize(d->r_by_id);
@@ -617,6 +668,11 @@ int dedup_check(struct dedup *d, const char *merchant_id, const char *order_id, 
  * index both by id. */
 static int overflowed(struct dedup *d, struct lerr *e)
 {
+    /* Let a commit under way finish first: it may expire enough ids to fit again. */
+    if (d->quiesce && d->quiesce(d->opaque, e) != 0)
+        return -1;
+    if (d->is_complete)
+        return 0;
     if ((!d->cur.is_indexed && pset_reindex(&d->cur, d->cur.cap, e) != 0) ||
         (!d->sealed.is_indexed && pset_reindex(&d->sealed, d->sealed.cap, e) != 0))
         return -1;
@@ -688,19 +744,31 @@ int dedup_seal(struct dedup *d, struct lerr *e)
     return 0;
 }
 
+static void bind_pend(sqlite3_stmt *st, int at, const struct pset *p, const struct pend *x)
+{
+    const char *m = p->bytes + x->at;
+
+    sqlite3_bind_int64(st, at + 1, x->seq);
+    sqlite3_bind_text(st, at + 2, m, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, at + 3, m + strlen(m) + 1, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, at + 4, x->epoch);
+    sqlite3_bind_int(st, at + 5, x->partition);
+    sqlite3_bind_int64(st, at + 6, x->offset);
+}
+
 int dedup_write_sealed(struct dedup *d, struct lerr *e)
 {
     const struct pset *p = &d->sealed;
+    size_t k = 0;
 
-    for (size_t k = 0; k < p->n; k++) {
-        const struct pend *x = &p->v[k];
-        const char *m = p->bytes + x->at;
-        sqlite3_bind_int64(d->w_put, 1, x->seq);
-        sqlite3_bind_text(d->w_put, 2, m, -1, SQLITE_STATIC);
-        sqlite3_bind_text(d->w_put, 3, m + strlen(m) + 1, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(d->w_put, 4, x->epoch);
-        sqlite3_bind_int(d->w_put, 5, x->partition);
-        sqlite3_bind_int64(d->w_put, 6, x->offset);
+    for (; k + PUT_MANY <= p->n; k += PUT_MANY) {
+        for (int i = 0; i < PUT_MANY; i++)
+            bind_pend(d->w_put_many, 6 * i, p, &p->v[k + (size_t)i]);
+        if (db_step_done(d->w_put_many, e) != 0)
+            return -1;
+    }
+    for (; k < p->n; k++) {
+        bind_pend(d->w_put, 0, p, &p->v[k]);
         if (db_step_done(d->w_put, e) != 0)
             return -1;
     }

@@ -120,6 +120,7 @@ static _Thread_local struct {
     _Alignas(16) char buf[ARENA_BYTES];
     size_t used;
     bool is_active;
+    bool has_spilled; /* part of this parse's tree came from malloc() */
 } arena;
 
 static void *arena_malloc(size_t n)
@@ -130,6 +131,8 @@ static void *arena_malloc(size_t n)
         arena.used += n;
         return p;
     }
+    if (arena.is_active)
+        arena.has_spilled = true;
     return malloc(n);
 }
 
@@ -198,6 +201,7 @@ enum ev_reason ev_parse(const struct ev_rules *r, const char *key, size_t key_le
         return EV_BAD_JSON;
     pthread_once(&once, arena_install);
     arena.used = 0;
+    arena.has_spilled = false;
     arena.is_active = true;
     root = load_json(buf, len, &jerr);
     arena.is_active = false;
@@ -208,7 +212,8 @@ enum ev_reason ev_parse(const struct ev_rules *r, const char *key, size_t key_le
         rc = EV_NOT_OBJECT;
     else
         rc = classify(r, root, msg_ts_ms, out);
-    json_decref(root);
+    if (arena.has_spilled)
+        json_decref(root); /* else the whole tree is in the arena: the next parse reuses it */
     if (rc == EV_OK)
         out->is_key_mismatch =
             key && (key_len != strlen(out->merchant_id) || memcmp(key, out->merchant_id, key_len));

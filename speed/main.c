@@ -39,10 +39,11 @@ static const struct cfg_key keys[] = {
 
 static volatile sig_atomic_t stop_requested;
 
-/* speed.db's page cache (PRAGMA cache_size, 64 MiB) gets one pool reserved up front
+/* The page caches (speed.db's writer 64 MiB, its reader 8 MiB, a little for master.db and
+ * batch.db) get one pool reserved up front
  * (shared/mem.h): filling it page by page from malloc cost the checkpoint writer a sixth of
  * its time in heap growth and page faults. Beyond the pool SQLite uses malloc. */
-#define PAGE_POOL_PAGES 16384
+#define PAGE_POOL_PAGES (16384 + 2048 + 512) /* the writer's, the reader's, the rest */
 
 static void page_pool_init(void)
 {

@@ -19,6 +19,7 @@
 #include "kafka.h"
 #include "lock.h"
 #include "log.h"
+#include "mem.h"
 #include "tm.h"
 
 #define BATCH_MAX      1024  /* messages taken from the queue at once */
@@ -567,6 +568,7 @@ static void *writer_main(void *arg)
 
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals are the consumer's */
+    mem_prefault_all(); /* the dedup table and the page pool, while the consumer starts */
     pthread_mutex_lock(&s->mu);
     for (;;) {
         struct timespec a, b;
@@ -856,7 +858,8 @@ int speed_run(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e)
         return lerr_set(e, "out of memory");
     /* Look-ups in speed.db go through their own connection: the writer thread owns the other
      * one while it commits. */
-    if (db_open_ro(s->data_dir, DB_SPEED, &s->rdb, e) != 0 || writer_start(s, e) != 0) {
+    if (db_open_ro(s->data_dir, DB_SPEED, &s->rdb, e) != 0 ||
+        db_exec(s->rdb, "PRAGMA cache_size = -8192", e) != 0 || writer_start(s, e) != 0) {
         free(msgs);
         return -1;
     }
