@@ -716,11 +716,27 @@ int dedup_add(struct dedup *d, const char *merchant_id, const char *order_id, in
                partition, offset, e);
 }
 
+uint64_t dedup_key(const struct dedup *d, const char *merchant_id, const char *order_id)
+{
+    uint64_t h = fingerprint(merchant_id, strnlen(merchant_id, EV_ID_MAX), order_id,
+                             strnlen(order_id, EV_ID_MAX));
+
+    __builtin_prefetch(&d->fp[h & d->mask]);
+    __builtin_prefetch(&d->rs[h & d->mask]);
+    return h;
+}
+
 int dedup_admit(struct dedup *d, const char *merchant_id, const char *order_id, int64_t epoch,
                 int partition, int64_t offset, struct lerr *e)
 {
+    return dedup_admit_key(d, dedup_key(d, merchant_id, order_id), merchant_id, order_id, epoch,
+                           partition, offset, e);
+}
+
+int dedup_admit_key(struct dedup *d, uint64_t h, const char *merchant_id, const char *order_id,
+                    int64_t epoch, int partition, int64_t offset, struct lerr *e)
+{
     size_t ml = strnlen(merchant_id, EV_ID_MAX), ol = strnlen(order_id, EV_ID_MAX);
-    uint64_t h = fingerprint(merchant_id, ml, order_id, ol);
     int r = seen_has(d, h, merchant_id, order_id, e);
 
     if (r == 0)

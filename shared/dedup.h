@@ -74,6 +74,13 @@ int dedup_add(struct dedup *d, const char *merchant_id, const char *order_id, in
 int dedup_admit(struct dedup *d, const char *merchant_id, const char *order_id, int64_t epoch,
                 int partition, int64_t offset, struct lerr *e);
 
+/* The same in two steps for a batch of orders: dedup_key() gives an order's fingerprint and
+ * starts loading its cache slot (so a batch's memory latencies overlap); dedup_admit_key()
+ * takes it back. Orders must still be admitted one by one, in log order. */
+uint64_t dedup_key(const struct dedup *d, const char *merchant_id, const char *order_id);
+int dedup_admit_key(struct dedup *d, uint64_t key, const char *merchant_id, const char *order_id,
+                    int64_t epoch, int partition, int64_t offset, struct lerr *e);
+
 /* Writes the ids added since the last flush into `seen`: seal, write, release in one call.
  * Call it inside the transaction that also commits the positions of those events, so a crash
  * neither forgets nor doubles an id. On error nothing is forgotten in memory (the

@@ -34,6 +34,17 @@ struct speed_delta_key {
     int64_t minute_ms, epoch;
 };
 
+/* A message of the batch being applied, parsed in a first pass: by the second pass the
+ * memory its duplicate check and its delta need is on its way into the cache. */
+struct speed_parsed {
+    enum ev_reason reason;
+    struct ev_order o;
+    int64_t minute_ms;
+    uint64_t dedup_key;
+    struct speed_delta_key key;
+    unsigned hashv;
+};
+
 struct speed_delta {
     struct speed_delta_key key;
     int64_t order_count, revenue_cents;
@@ -208,6 +219,7 @@ void speed_close(struct speed *s)
     free(s->job.rejects);
     free(s->job.lates);
     free(s->job.parts);
+    free(s->parsed);
     lock_release(s->lock_fd);
     memset(s, 0, sizeof(*s));
     s->lock_fd = -1;
@@ -269,16 +281,11 @@ static int add_late(struct speed *s, const rd_kafka_message_t *m, const struct e
     return 0;
 }
 
-static int add_delta(struct speed *s, const struct ev_order *o, int64_t minute_ms, struct lerr *e)
+static int add_delta(struct speed *s, const struct speed_parsed *pm, struct lerr *e)
 {
-    struct speed_delta_key k;
     struct speed_delta *d;
 
-    memset(&k, 0, sizeof(k));
-    memcpy(k.merchant_id, o->merchant_id, strlen(o->merchant_id));
-    k.minute_ms = minute_ms;
-    k.epoch = s->epoch;
-    HASH_FIND(hh, s->deltas, &k, sizeof(k), d);
+    HASH_FIND_BYHASHVALUE(hh, s->deltas, &pm->key, sizeof(pm->key), pm->hashv, d);
     if (!d) {
         if (s->spare) {
             d = s->spare;
@@ -286,14 +293,14 @@ static int add_delta(struct speed *s, const struct ev_order *o, int64_t minute_m
         } else if (!(d = malloc(sizeof(*d)))) {
             return lerr_set(e, "out of memory");
         }
-        d->key = k;
+        d->key = pm->key;
         d->order_count = 0;
         d->revenue_cents = 0;
-        HASH_ADD(hh, s->deltas, key, sizeof(d->key), d);
+        HASH_ADD_BYHASHVALUE(hh, s->deltas, key, sizeof(d->key), pm->hashv, d);
         s->ndeltas++;
     }
     d->order_count++;
-    d->revenue_cents += o->amount_cents;
+    d->revenue_cents += pm->o.amount_cents;
     return 0;
 }
 
@@ -327,45 +334,63 @@ static void skipped(struct speed *s, int partition, int64_t from, int64_t to)
              partition, from, to, to - from, s->n.skipped_offsets);
 }
 
-static int apply_message(struct speed *s, const rd_kafka_message_t *m, int64_t now_mono,
-                         struct lerr *e)
+/* First pass: parse, and start loading what the second pass will look up. */
+static void parse_message(struct speed *s, const rd_kafka_message_t *m, struct speed_parsed *pm)
+{
+    rd_kafka_timestamp_type_t tstype;
+    int64_t ts = rd_kafka_message_timestamp(m, &tstype);
+
+    pm->reason = ev_parse(&s->rules, m->key, m->key_len, m->payload, m->len,
+                          tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts, &pm->o);
+    if (pm->reason != EV_OK)
+        return;
+    pm->dedup_key = dedup_key(s->dedup, pm->o.merchant_id, pm->o.order_id);
+    pm->minute_ms = tm_floor(pm->o.event_ms, TM_MINUTE_MS);
+    memset(&pm->key, 0, sizeof(pm->key)); /* hashed as raw bytes, padding included */
+    memcpy(pm->key.merchant_id, pm->o.merchant_id, strlen(pm->o.merchant_id));
+    pm->key.minute_ms = pm->minute_ms;
+    pm->key.epoch = s->epoch;
+    HASH_VALUE(&pm->key, sizeof(pm->key), pm->hashv);
+    if (s->deltas)
+        __builtin_prefetch(
+            &s->deltas->hh.tbl->buckets[pm->hashv & (s->deltas->hh.tbl->num_buckets - 1)]);
+}
+
+/* Second pass, in log order: everything that depends on the events before. */
+static int apply_message(struct speed *s, const rd_kafka_message_t *m,
+                         const struct speed_parsed *pm, int64_t now_mono, struct lerr *e)
 {
     struct speed_part *pt = &s->parts[m->partition];
-    struct ev_order o;
-    rd_kafka_timestamp_type_t tstype;
-    int64_t ts = rd_kafka_message_timestamp(m, &tstype), minute_ms;
-    enum ev_reason r;
+    const struct ev_order *o = &pm->o;
     int dup;
 
     s->n.consumed++;
     if (pt->next_offset >= 0 && m->offset > pt->next_offset)
         skipped(s, m->partition, pt->next_offset, m->offset);
     pt->next_offset = m->offset + 1;
-    r = ev_parse(&s->rules, m->key, m->key_len, m->payload, m->len,
-                 tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts, &o);
-    if (r != EV_OK)
-        return add_reject(s, m, r, e);
-    if (o.is_key_mismatch)
+    if (pm->reason != EV_OK)
+        return add_reject(s, m, pm->reason, e);
+    if (o->is_key_mismatch)
         s->n.key_mismatch++;
-    dup = dedup_admit(s->dedup, o.merchant_id, o.order_id, s->epoch, m->partition, m->offset, e);
+    dup = dedup_admit_key(s->dedup, pm->dedup_key, o->merchant_id, o->order_id, s->epoch,
+                          m->partition, m->offset, e);
     if (dup < 0)
         return -1;
     if (dup) {
         s->n.duplicates++;
         return 0;
     }
-    minute_ms = tm_floor(o.event_ms, TM_MINUTE_MS);
-    if (add_delta(s, &o, minute_ms, e) != 0)
+    if (add_delta(s, pm, e) != 0)
         return -1;
     /* Late: its minute was already final. Exactness wins, so it is counted all the same. */
     if (s->watermark_ms != INT64_MIN &&
-        s->watermark_ms >= minute_ms + TM_MINUTE_MS + s->allowed_lateness_ms &&
-        add_late(s, m, &o, minute_ms, e) != 0)
+        s->watermark_ms >= pm->minute_ms + TM_MINUTE_MS + s->allowed_lateness_ms &&
+        add_late(s, m, o, pm->minute_ms, e) != 0)
         return -1;
     s->n.applied++;
     pt->last_event_mono = now_mono;
-    if (o.event_ms > pt->max_event_ms) {
-        pt->max_event_ms = o.event_ms;
+    if (o->event_ms > pt->max_event_ms) {
+        pt->max_event_ms = o->event_ms;
         update_watermark(s, now_mono);
     }
     return 0;
@@ -828,19 +853,29 @@ static void log_summary(struct speed *s, int64_t now_mono)
 
 /* Applies one batch of messages from the queue; waits at most wait_ms for the first.
  * Returns how many messages it took, or -1. */
+static bool is_applicable(const struct speed *s, const rd_kafka_message_t *m)
+{
+    return !m->err && m->partition >= 0 && m->partition < s->nparts;
+}
+
+/* Applies one batch of messages from the queue; waits at most wait_ms for the first.
+ * Returns how many messages it took, or -1. */
 static ssize_t consume_some(struct speed *s, rd_kafka_message_t **msgs, int wait_ms, struct lerr *e)
 {
     ssize_t n = rd_kafka_consume_batch_queue(s->queue, wait_ms, msgs, BATCH_MAX);
     int64_t now_mono = tm_mono_ms();
     int rc = 0;
 
+    for (ssize_t i = 0; i < n; i++)
+        if (is_applicable(s, msgs[i]))
+            parse_message(s, msgs[i], &s->parsed[i]);
     for (ssize_t i = 0; i < n; i++) {
         rd_kafka_message_t *m = msgs[i];
         if (rc == 0 && m->err) {
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 on_kafka_error(s->rk, m->err, rd_kafka_message_errstr(m), s);
-        } else if (rc == 0 && m->partition >= 0 && m->partition < s->nparts) {
-            rc = apply_message(s, m, now_mono, e);
+        } else if (rc == 0 && is_applicable(s, m)) {
+            rc = apply_message(s, m, &s->parsed[i], now_mono, e);
         }
         rd_kafka_message_destroy(m);
     }
@@ -854,8 +889,12 @@ int speed_run(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e)
     bool is_behind = false;
     int rc = -1;
 
-    if (!msgs)
+    free(s->parsed);
+    s->parsed = malloc(BATCH_MAX * sizeof(*s->parsed));
+    if (!msgs || !s->parsed) {
+        free(msgs);
         return lerr_set(e, "out of memory");
+    }
     /* Look-ups in speed.db go through their own connection: the writer thread owns the other
      * one while it commits. */
     if (db_open_ro(s->data_dir, DB_SPEED, &s->rdb, e) != 0 ||

@@ -48,7 +48,8 @@ struct speed_late {
     char merchant_id[EV_ID_MAX + 1], order_id[EV_ID_MAX + 1];
 };
 
-struct speed_delta; /* speed.c: the in-memory delta map */
+struct speed_delta;  /* speed.c: the in-memory delta map */
+struct speed_parsed; /* speed.c: a batch of messages, parsed */
 
 struct speed_counters {
     int64_t consumed, applied, duplicates, late, key_mismatch, checkpoints, checkpoint_us;
@@ -105,6 +106,7 @@ struct speed {
     int64_t expired_cut;  /* state with epoch < this was dropped */
     int64_t expire_to;    /* drop state with epoch < this at the next checkpoint */
 
+    struct speed_parsed *parsed;        /* one consume batch, parsed before it is applied */
     struct speed_delta *deltas, *spare; /* changed since the last checkpoint; a free list */
     size_t ndeltas;
     struct speed_reject *rejects;
