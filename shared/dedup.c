@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <xxhash.h>
@@ -48,8 +49,8 @@ struct dedup {
     sqlite3 *rdb; /* borrowed: look-ups */
     int (*quiesce)(void *, struct lerr *);
     void *opaque;
-    sqlite3_stmt *w_put, *w_put_many, *w_del, *r_by_seq, *r_by_id;
     bool in_rdb_txn;
+    sqlite3_stmt *w_put, *w_put_many, *w_del, *r_by_seq, *r_by_id;
     bool has_index;
     char data_dir[PATH_MAX];
     sqlite3 *master; /* NULL until master.db with its orders table exists */
@@ -170,6 +171,9 @@ static void drop_marks_before(struct dedup *d, int64_t cut_epoch)
 
 /* ---- the seen table ---- */
 
+static void rdb_end(struct dedup *d);
+static void settle_log(struct dedup *d);
+
 static int index_make(struct dedup *d, bool want, struct lerr *e)
 {
     if (d->has_index == want)
@@ -208,10 +212,7 @@ static int index_make(struct dedup *d, bool want, struct lerr *e)
         log_info("dedup", "seen_index_dropped reason=\"the live ids fit dedup_cache=%zu\"", d->max);
     }
     d->has_index = want;
-    /* A reader's snapshot keeps the schema it began with: end it. */
-    if (d->in_rdb_txn)
-        sqlite3_exec(d->rdb, "COMMIT", NULL, NULL, NULL);
-    d->in_rdb_txn = false;
+    rdb_end(d); /* a snapshot keeps the schema it began with */
     return 0;
 }
 
@@ -382,9 +383,8 @@ void dedup_refresh(struct dedup *d)
         sqlite3_exec(d->master, "COMMIT", NULL, NULL, NULL);
     d->in_master_txn = false;
     d->is_master_due = true;
-    if (d->in_rdb_txn)
-        sqlite3_exec(d->rdb, "COMMIT", NULL, NULL, NULL);
-    d->in_rdb_txn = false;
+    rdb_end(d);
+    settle_log(d);
 }
 
 static void pset_free(struct pset *p)
@@ -398,8 +398,8 @@ void dedup_free(struct dedup *d)
 {
     if (!d)
         return;
-    if (d->in_rdb_txn && d->rdb != d->wdb)
-        sqlite3_exec(d->rdb, "COMMIT", NULL, NULL, NULL);
+    if (d->rdb != d->wdb)
+        rdb_end(d);
     sqlite3_finalize(d->w_put);
     sqlite3_finalize(d->w_put_many);
     sqlite3_finalize(d->w_del);
@@ -582,16 +582,56 @@ static void pset_clear(struct pset *p)
 
 /* ---- look-ups ---- */
 
+/* Look-ups through a reader share one read transaction until dedup_refresh() (a transaction
+ * per look-up cost two lock calls each, and halved the overflowed rate). On the writer's own
+ * connection they read inside the writer's transaction. */
 static int rdb_begin(struct dedup *d, struct lerr *e)
 {
     if (!d->r_by_seq)
         return lerr_set(e, "cannot read the seen table");
     if (d->rdb == d->wdb || d->in_rdb_txn)
-        return 0; /* the writer's own connection reads inside its transaction */
+        return 0;
     if (sqlite3_exec(d->rdb, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
         return lerr_set(e, "cannot read speed.db: %s", sqlite3_errmsg(d->rdb));
     d->in_rdb_txn = true;
     return 0;
+}
+
+static void rdb_end(struct dedup *d)
+{
+    if (d->in_rdb_txn)
+        sqlite3_exec(d->rdb, "COMMIT", NULL, NULL, NULL);
+    d->in_rdb_txn = false;
+}
+
+/* A reader that always holds some snapshot keeps the writer from ever restarting the
+ * write-ahead log, which then only grows (534 MB after 2M events, cache overflowed). So when
+ * the log has outgrown journal_size_limit (64 MiB if unset), and no snapshot of ours is open,
+ * fold it into the file and truncate it. Other processes' readers (lambda-serve) hold theirs
+ * for one request: the busy timeout covers them. */
+static void settle_log(struct dedup *d)
+{
+    const char *file = sqlite3_db_filename(d->wdb, "main");
+    char wal[PATH_MAX];
+    struct stat sb;
+    int64_t limit = 0;
+    sqlite3_stmt *st = NULL;
+    struct lerr ignored;
+
+    if (d->rdb == d->wdb || !file || !*file)
+        return;
+    snprintf(wal, sizeof(wal), "%s-wal", file);
+    if (db_prepare(d->wdb, "PRAGMA journal_size_limit", &st, &ignored) == 0)
+        db_step_int(st, &limit, &ignored);
+    sqlite3_finalize(st);
+    if (limit <= 0)
+        limit = 64 << 20;
+    if (stat(wal, &sb) != 0 || sb.st_size <= limit)
+        return;
+    if (sqlite3_wal_checkpoint_v2(d->wdb, "main", SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL) !=
+        SQLITE_OK)
+        log_warn("dedup", "log_not_truncated file=\"%s\" bytes=%lld err=\"%s\"", wal,
+                 (long long)sb.st_size, sqlite3_errmsg(d->wdb));
 }
 
 /* 1 when the row seq holds (m, o), 0 when not (or there is no such row), -1 on error. */

@@ -104,10 +104,12 @@ int dedup_expire(struct dedup *d, int64_t cut_epoch, struct lerr *e);
 int dedup_expire_rows(struct dedup *d, int64_t cut_epoch, struct lerr *e);
 int dedup_expire_cache(struct dedup *d, int64_t cut_epoch, struct lerr *e);
 
-/* Look-ups in master.db (and in the seen table through a reader) share one read snapshot
- * (no lock calls per look-up) until this ends it; the next look-up sees everything committed
- * by then. Call it once per checkpoint, after any expiry committed, so the snapshot is never
- * older than one interval and never older than a cut the caller has expired. */
+/* Look-ups in master.db and through a reader share one read snapshot each (no lock calls per
+ * look-up) until this ends them; the next look-up sees everything committed by then. With a
+ * reader, it also truncates speed.db's write-ahead log once it outgrew journal_size_limit
+ * (our snapshots would otherwise keep the writer from ever restarting it), so call it only
+ * while no write is under way. Call it once per checkpoint, after any expiry committed, so the
+ * snapshot is never older than one interval and never older than a cut the caller has expired. */
 void dedup_refresh(struct dedup *d);
 
 void dedup_get_stats(const struct dedup *d, struct dedup_stats *out);

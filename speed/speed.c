@@ -2,6 +2,9 @@
 
 #include <inttypes.h>
 #include <limits.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -168,7 +171,10 @@ int speed_open(struct speed *s, const struct cfg *c, struct lerr *e)
     /* The deltas and seen B-trees take random updates every checkpoint: keep their pages
      * in memory (a fixed bound) rather than re-reading them from the file each time. */
     if (db_open_rw(s->data_dir, DB_SPEED, &s->db, e) != 0 ||
-        db_exec(s->db, "PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 16384", e) != 0 ||
+        db_exec(s->db,
+                "PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 16384;"
+                "PRAGMA journal_size_limit = 67108864",
+                e) != 0 ||
         prepare_all(s, e) != 0 || load_counters(s, e) != 0)
         return -1;
     v = INT64_MIN;
@@ -849,6 +855,12 @@ static void log_summary(struct speed *s, int64_t now_mono)
              ds.cache_ids, ds.is_complete);
     s->summary_consumed = s->n.consumed;
     s->next_summary_mono = now_mono + SUMMARY_MS;
+#ifdef __GLIBC__
+    /* A spike (a backlog held in librdkafka's queue while the id index was built) leaves
+     * freed memory in malloc's arenas: give it back, so the resident size returns to the
+     * steady state instead of keeping every high-water mark. */
+    malloc_trim(0);
+#endif
 }
 
 /* Applies one batch of messages from the queue; waits at most wait_ms for the first.
