@@ -120,26 +120,6 @@ static void note_failed_checks(struct batch *b, int64_t version, const char *che
     sqlite3_finalize(st);
 }
 
-/* Folds the write-ahead logs of master.db and batch.db into their files and truncates them.
- * Readers in other processes (lambda-speed's look-ups, lambda-serve) always hold some
- * snapshot, so the logs would otherwise only ever grow; a TRUNCATE checkpoint waits (the busy
- * timeout) for each reader to move to the newest snapshot, which they do within a checkpoint
- * interval. Not fatal: the version is published; the next run tries again. */
-static void settle_logs(struct batch *b)
-{
-    sqlite3 *dbs[] = {b->master, b->bdb};
-    const char *names[] = {"master.db", "batch.db"};
-
-    for (int i = 0; i < 2; i++) {
-        int log_frames = -1, done = -1;
-        int rc =
-            sqlite3_wal_checkpoint_v2(dbs[i], NULL, SQLITE_CHECKPOINT_TRUNCATE, &log_frames, &done);
-        if (rc != SQLITE_OK)
-            log_warn("batch", "log_not_truncated file=%s err=\"%s\" action=next_run", names[i],
-                     sqlite3_errmsg(dbs[i]));
-    }
-}
-
 static int run_locked(struct batch *b, struct lerr *e)
 {
     struct batch_cut cut = {0};
@@ -173,7 +153,6 @@ static int run_locked(struct batch *b, struct lerr *e)
              " seconds=%.2f read_now=%" PRId64,
              s.version, s.cut_epoch, s.ingested, s.orders, s.merchants, s.rejects, s.duplicates,
              secs, ingested);
-    settle_logs(b);
     rc = 0;
 out:
     free(checks);

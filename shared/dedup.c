@@ -607,8 +607,8 @@ static void rdb_end(struct dedup *d)
 /* A reader that always holds some snapshot keeps the writer from ever restarting the
  * write-ahead log, which then only grows (534 MB after 2M events, cache overflowed). So when
  * the log has outgrown journal_size_limit (64 MiB if unset), and no snapshot of ours is open,
- * fold it into the file and truncate it. Other processes' readers (lambda-serve) hold theirs
- * for one request: the busy timeout covers them. */
+ * fold it into the file so that the next commit restarts it. Other processes' readers
+ * (lambda-serve) hold theirs for one request: the busy timeout covers them. */
 static void settle_log(struct dedup *d)
 {
     const char *file = sqlite3_db_filename(d->wdb, "main");
@@ -628,9 +628,11 @@ static void settle_log(struct dedup *d)
         limit = 64 << 20;
     if (stat(wal, &sb) != 0 || sb.st_size <= limit)
         return;
-    if (sqlite3_wal_checkpoint_v2(d->wdb, "main", SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL) !=
+    /* RESTART, not TRUNCATE: the next commit starts the log over, and journal_size_limit
+     * shrinks the file then, the path SQLite takes on its own when no reader holds on. */
+    if (sqlite3_wal_checkpoint_v2(d->wdb, "main", SQLITE_CHECKPOINT_RESTART, NULL, NULL) !=
         SQLITE_OK)
-        log_warn("dedup", "log_not_truncated file=\"%s\" bytes=%lld err=\"%s\"", wal,
+        log_warn("dedup", "log_not_restarted file=\"%s\" bytes=%lld err=\"%s\"", wal,
                  (long long)sb.st_size, sqlite3_errmsg(d->wdb));
 }
 
