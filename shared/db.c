@@ -107,6 +107,17 @@ int db_step_int(sqlite3_stmt *st, int64_t *out, struct lerr *e)
     return 0;
 }
 
+int db_query_int(sqlite3 *db, const char *sql, int64_t *out, struct lerr *e)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = db_prepare(db, sql, &st, e);
+
+    if (rc == 0)
+        rc = db_step_int(st, out, e);
+    sqlite3_finalize(st);
+    return rc;
+}
+
 int db_step_done(sqlite3_stmt *st, struct lerr *e)
 {
     int rc = sqlite3_step(st);

@@ -77,6 +77,9 @@ int db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out, struct lerr *e)
  * resets it; *out keeps its value when there is no row or it is NULL. */
 int db_step_int(sqlite3_stmt *st, int64_t *out, struct lerr *e);
 
+/* Prepares, runs and finalizes a one-off statement returning one integer (as db_step_int). */
+int db_query_int(sqlite3 *db, const char *sql, int64_t *out, struct lerr *e);
+
 /* Steps a statement to completion (no rows expected) and resets it. */
 int db_step_done(sqlite3_stmt *st, struct lerr *e);
 

@@ -50,6 +50,8 @@ struct dedup {
     int (*quiesce)(void *, struct lerr *);
     void *opaque;
     bool in_rdb_txn;
+    char wal_path[PATH_MAX + 8]; /* speed.db-wal, and when settle_log() folds it back */
+    int64_t wal_limit;
     sqlite3_stmt *w_put, *w_put_many, *w_del, *r_by_seq, *r_by_id;
     bool has_index;
     char data_dir[PATH_MAX];
@@ -183,17 +185,11 @@ static int index_make(struct dedup *d, bool want, struct lerr *e)
     if (want) {
         /* The sort that builds the index takes up to the page cache's size in memory: make
          * it small meanwhile (the rest spills to a temporary file), so memory stays flat. */
-        int64_t pages = 0;
-        sqlite3_stmt *st = NULL;
+        int64_t pages = 0, t0 = tm_mono_ms();
         char sql[64];
         int rc;
-        if (db_prepare(d->wdb, "PRAGMA cache_size", &st, e) != 0 ||
-            db_step_int(st, &pages, e) != 0) {
-            sqlite3_finalize(st);
+        if (db_query_int(d->wdb, "PRAGMA cache_size", &pages, e) != 0)
             return -1;
-        }
-        sqlite3_finalize(st);
-        int64_t t0 = tm_mono_ms();
         rc = db_exec(d->wdb,
                      "PRAGMA cache_size = -2048;"
                      "CREATE INDEX IF NOT EXISTS seen_by_id ON seen(merchant_id, order_id)",
@@ -282,7 +278,8 @@ static int prepare_reads(struct dedup *d, struct lerr *e)
 /* Rows appended per statement: one step per PUT_MANY ids instead of one per id. */
 #define PUT_MANY 64
 
-static int prepare_put_many(struct dedup *d, struct lerr *e)
+/* The insert of `rows` seen rows in one statement. */
+static int prepare_put(struct dedup *d, int rows, sqlite3_stmt **out, struct lerr *e)
 {
     static const char head[] =
         "INSERT INTO seen(seq, merchant_id, order_id, epoch, partition, offset) VALUES";
@@ -290,18 +287,17 @@ static int prepare_put_many(struct dedup *d, struct lerr *e)
     size_t n = sizeof(head) - 1;
 
     memcpy(sql, head, n);
-    for (int i = 0; i < PUT_MANY; i++) {
+    for (int i = 0; i < rows; i++) {
         memcpy(sql + n, i ? ",(?,?,?,?,?,?)" : "(?,?,?,?,?,?)", i ? 14 : 13);
         n += i ? 14 : 13;
     }
     sql[n] = '\0';
-    return db_prepare(d->wdb, sql, &d->w_put_many, e);
+    return db_prepare(d->wdb, sql, out, e);
 }
 
 struct dedup *dedup_new(sqlite3 *wdb, const char *data_dir, size_t cache_max, struct lerr *e)
 {
     struct dedup *d = calloc(1, sizeof(*d));
-    sqlite3_stmt *st = NULL;
     int64_t n = 0;
     size_t cap;
 
@@ -325,11 +321,7 @@ struct dedup *dedup_new(sqlite3 *wdb, const char *data_dir, size_t cache_max, st
         lerr_set(e, "out of memory for a dedup cache of %zu ids", d->max);
         goto fail;
     }
-    if (db_prepare(wdb,
-                   "INSERT INTO seen(seq, merchant_id, order_id, epoch, partition, offset)"
-                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
-                   &d->w_put, e) != 0 ||
-        prepare_put_many(d, e) != 0 ||
+    if (prepare_put(d, 1, &d->w_put, e) != 0 || prepare_put(d, PUT_MANY, &d->w_put_many, e) != 0 ||
         /* Epochs never decrease along seq: the rows to drop are a prefix, found by a scan
          * that stops at the first row to keep. */
         db_prepare(wdb,
@@ -337,19 +329,16 @@ struct dedup *dedup_new(sqlite3 *wdb, const char *data_dir, size_t cache_max, st
                    " ORDER BY seq LIMIT 1), 9223372036854775807)",
                    &d->w_del, e) != 0 ||
         prepare_reads(d, e) != 0 ||
-        db_prepare(wdb,
-                   "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = "
-                   "'seen_by_id'",
-                   &st, e) != 0 ||
-        db_step_int(st, &n, e) != 0)
+        db_query_int(wdb,
+                     "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = "
+                     "'seen_by_id'",
+                     &n, e) != 0)
         goto fail;
     d->has_index = n > 0;
     if (cache_load(d, e) != 0)
         goto fail;
-    sqlite3_finalize(st);
     return d;
 fail:
-    sqlite3_finalize(st);
     dedup_free(d);
     return NULL;
 }
@@ -359,9 +348,19 @@ void dedup_set_reader(struct dedup *d, sqlite3 *rdb, int (*quiesce)(void *, stru
 {
     struct lerr e;
 
+    const char *file = sqlite3_db_filename(d->wdb, "main");
+
     d->rdb = rdb ? rdb : d->wdb;
     d->quiesce = quiesce;
     d->opaque = opaque;
+    /* What settle_log() watches: looked up once, not at every checkpoint. */
+    snprintf(d->wal_path, sizeof(d->wal_path), "%s-wal", file && *file ? file : "");
+    if (!file || !*file)
+        d->wal_path[0] = '\0';
+    d->wal_limit = 0;
+    db_query_int(d->wdb, "PRAGMA journal_size_limit", &d->wal_limit, &e);
+    if (d->wal_limit <= 0)
+        d->wal_limit = 64 << 20;
     if (prepare_reads(d, &e) != 0) { /* kept NULL: look-ups then fail, saying so */
         sqlite3_finalize(d->r_by_seq);
         d->r_by_seq = d->r_by_id = NULL;
@@ -611,28 +610,16 @@ static void rdb_end(struct dedup *d)
  * (lambda-serve) hold theirs for one request: the busy timeout covers them. */
 static void settle_log(struct dedup *d)
 {
-    const char *file = sqlite3_db_filename(d->wdb, "main");
-    char wal[PATH_MAX];
     struct stat sb;
-    int64_t limit = 0;
-    sqlite3_stmt *st = NULL;
-    struct lerr ignored;
 
-    if (d->rdb == d->wdb || !file || !*file)
-        return;
-    snprintf(wal, sizeof(wal), "%s-wal", file);
-    if (db_prepare(d->wdb, "PRAGMA journal_size_limit", &st, &ignored) == 0)
-        db_step_int(st, &limit, &ignored);
-    sqlite3_finalize(st);
-    if (limit <= 0)
-        limit = 64 << 20;
-    if (stat(wal, &sb) != 0 || sb.st_size <= limit)
+    if (d->rdb == d->wdb || !d->wal_path[0] || stat(d->wal_path, &sb) != 0 ||
+        sb.st_size <= d->wal_limit)
         return;
     /* RESTART, not TRUNCATE: the next commit starts the log over, and journal_size_limit
      * shrinks the file then, the path SQLite takes on its own when no reader holds on. */
     if (sqlite3_wal_checkpoint_v2(d->wdb, "main", SQLITE_CHECKPOINT_RESTART, NULL, NULL) !=
         SQLITE_OK)
-        log_warn("dedup", "log_not_restarted file=\"%s\" bytes=%lld err=\"%s\"", wal,
+        log_warn("dedup", "log_not_restarted file=\"%s\" bytes=%lld err=\"%s\"", d->wal_path,
                  (long long)sb.st_size, sqlite3_errmsg(d->wdb));
 }
 

@@ -62,24 +62,18 @@ out:
 static int check_savepoint(const char *path, struct lerr *e)
 {
     sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
     int64_t n = 0;
-    int rc = -1;
+    int rc = 0;
 
     if (access(path, R_OK) != 0)
         return lerr_set(e, "cannot read savepoint '%s': %s", path, strerror(errno));
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
-        db_prepare(db,
-                   "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
-                   " ('deltas','offsets','boundaries','seen','counters','meta')",
-                   &st, e) != 0 ||
-        db_step_int(st, &n, e) != 0 || n != 6) {
-        lerr_set(e, "'%s' is not a lambda-speed savepoint", path);
-        goto out;
-    }
-    rc = 0;
-out:
-    sqlite3_finalize(st);
+        db_query_int(db,
+                     "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
+                     " ('deltas','offsets','boundaries','seen','counters','meta')",
+                     &n, e) != 0 ||
+        n != 6)
+        rc = lerr_set(e, "'%s' is not a lambda-speed savepoint", path);
     sqlite3_close(db);
     return rc;
 }

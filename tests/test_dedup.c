@@ -51,12 +51,9 @@ static void flush(struct fix *f)
 
 static int64_t seen_rows(struct fix *f)
 {
-    sqlite3_stmt *st;
     int64_t n = -1;
 
-    cr_assert_eq(db_prepare(f->speed, "SELECT count(*) FROM seen", &st, &f->e), 0);
-    cr_assert_eq(db_step_int(st, &n, &f->e), 0);
-    sqlite3_finalize(st);
+    cr_assert_eq(db_query_int(f->speed, "SELECT count(*) FROM seen", &n, &f->e), 0, "%s", f->e.msg);
     return n;
 }
 
@@ -208,13 +205,10 @@ Test(dedup, many_ids_survive_a_sweep, .timeout = 30)
 
 static int64_t q_int1(sqlite3 *db, const char *sql)
 {
-    sqlite3_stmt *st;
     int64_t n = -1;
     struct lerr e;
 
-    cr_assert_eq(db_prepare(db, sql, &st, &e), 0, "%s", e.msg);
-    cr_assert_eq(db_step_int(st, &n, &e), 0, "%s", e.msg);
-    sqlite3_finalize(st);
+    cr_assert_eq(db_query_int(db, sql, &n, &e), 0, "%s", e.msg);
     return n;
 }
 
