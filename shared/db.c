@@ -50,6 +50,9 @@ static const char speed_schema[] =
     "CREATE TABLE IF NOT EXISTS seen(seq INTEGER PRIMARY KEY, merchant_id TEXT NOT NULL,"
     " order_id TEXT NOT NULL, epoch INTEGER NOT NULL, partition INTEGER NOT NULL,"
     " offset INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS seen_fp(gen INTEGER NOT NULL, fp INTEGER NOT NULL,"
+    " seq INTEGER NOT NULL, PRIMARY KEY(gen, fp, seq)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS seen_spill(gen INTEGER PRIMARY KEY, hi INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS rejects(id INTEGER PRIMARY KEY, partition INTEGER,"
     " offset INTEGER, reason TEXT NOT NULL, payload BLOB, at_ms INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS late(id INTEGER PRIMARY KEY, partition INTEGER NOT NULL,"
@@ -150,11 +153,15 @@ int db_ensure_dir(const char *data_dir, struct lerr *e)
     return 0;
 }
 
-/* speed.db files made before seen became an append-only log (seq) are moved over once. */
+/* speed.db files made before seen became an append-only log (seq) are moved over once; the
+ * id index of the layout after it gave way to spilled fingerprints (seen_fp). */
 static int migrate_speed(sqlite3 *db, struct lerr *e)
 {
     sqlite3_stmt *st = NULL;
     int64_t old = 0;
+
+    if (db_exec(db, "DROP INDEX IF EXISTS seen_by_id", e) != 0)
+        return -1;
 
     if (db_prepare(db,
                    "SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'table' AND"

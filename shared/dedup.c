@@ -1,9 +1,6 @@
 #include "dedup.h"
 
 #include <limits.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,21 +24,46 @@ struct pend {
 };
 
 /* Ids added (or sealed) since the last write. Their sequence numbers are consecutive, so a
- * cache hit finds its entry by number; an index on their fingerprints is kept only while the
- * cache is incomplete (a miss must then look here too). */
+ * table hit finds its entry by number. */
 struct pset {
     struct pend *v;
     size_t n, cap;
     char *bytes;
     size_t nbytes, capbytes;
-    uint32_t *idx; /* position + 1; 0 marks an empty slot */
-    size_t imask;
-    bool is_indexed;
 };
 
-/* Where an epoch's ids begin in the sequence: the cache sweeps by sequence number. */
+/* Where an epoch's ids begin in the sequence: expiry cuts by sequence number. */
 struct mark {
     int64_t epoch, first_seq;
+};
+
+/* A table of fingerprints: open addressing with linear probing from the slot that the
+ * fingerprint's high bits name, so slot order is (nearly) fingerprint order and a spill in
+ * slot order appends to seen_fp. 0 marks an empty slot; rs[i] is the sequence number of
+ * fp[i]'s id minus base, so it fits 32 bits. */
+struct ftab {
+    uint64_t *fp;
+    uint32_t *rs;
+    size_t mask, n, max, bytes_fp, bytes_rs;
+    unsigned shift;
+    int64_t base, hi;
+    bool has_base;
+};
+
+/* The ids of one spilled table: seen_fp rows (gen, fingerprint, seq), seq up to hi. */
+struct gen {
+    int64_t gen, hi;
+};
+
+/* The spill of the older table into seen_fp, in slot order, a slice per checkpoint. The
+ * reading side starts it (rotate) and paces it (dedup_seal moves `until`), both while no write
+ * is under way; the writing side moves `next` and sets is_done in the transaction that writes
+ * the last slice and the generation's seen_spill row. */
+struct spill {
+    struct ftab *t; /* NULL when no spill is under way */
+    int64_t gen, hi;
+    size_t next, until;
+    bool is_done;
 };
 
 struct dedup {
@@ -52,30 +74,32 @@ struct dedup {
     bool in_rdb_txn;
     char wal_path[PATH_MAX + 8]; /* speed.db-wal, and when settle_log() folds it back */
     int64_t wal_limit;
-    sqlite3_stmt *w_put, *w_put_many, *w_del, *r_by_seq, *r_by_id;
-    bool has_index;
+    sqlite3_stmt *w_put, *w_put_many, *w_fp, *w_fp_many, *w_gen_done, *w_del, *w_del_fp, *w_del_gen,
+        *r_by_seq, *r_by_fp;
     char data_dir[PATH_MAX];
     sqlite3 *master; /* NULL until master.db with its orders table exists */
     sqlite3_stmt *master_get;
     bool is_master_due; /* look for a missing master.db at the next look-up */
     bool in_master_txn; /* a read transaction is open: look-ups share one snapshot */
 
-    /* The fingerprint cache: open addressing, linear probing, 0 marks an empty slot.
-     * rs[i] is the sequence number of fp[i]'s row minus base_seq, so it fits 32 bits. */
-    uint64_t *fp;
-    uint32_t *rs;
-    size_t cap_bytes_fp, cap_bytes_rs;
-    size_t mask, n, max;
-    int64_t base_seq;
-    bool has_base, is_complete;
+    size_t max;             /* the bound on fingerprints in memory */
+    struct ftab tabs[2];    /* each holds max/2 */
+    struct ftab *act, *old; /* new ids go to act; old is being spilled, or empty */
+    struct spill sp;
+    struct gen *gens; /* spilled generations, oldest first */
+    size_t ngens, capgens;
+    uint64_t *bloom; /* over every spilled fingerprint: 64-byte blocks */
+    size_t bloom_bytes;
+    unsigned bloom_shift;
 
     int64_t next_seq, last_epoch;
+    int64_t written_upto; /* the writing side's: the last seq written */
     struct mark *marks;
     size_t nmarks, capmarks;
 
     struct pset cur, sealed;
 
-    int64_t seen_reads, master_reads;
+    int64_t seen_reads, spill_reads, master_reads;
 };
 
 static uint64_t fingerprint(const char *m, size_t ml, const char *o, size_t ol)
@@ -89,6 +113,12 @@ static uint64_t fingerprint(const char *m, size_t ml, const char *o, size_t ol)
     return h ? h : 1; /* 0 marks an empty slot */
 }
 
+/* seen_fp's key for a fingerprint: signed order is then unsigned order. */
+static int64_t fp_key(uint64_t h)
+{
+    return (int64_t)(h ^ 0x8000000000000000ULL);
+}
+
 static size_t pow2_at_least(size_t n)
 {
     size_t p = 1024;
@@ -98,43 +128,135 @@ static size_t pow2_at_least(size_t n)
     return p;
 }
 
-/* ---- the fingerprint cache ---- */
+/* ---- fingerprint tables ---- */
 
-static void cache_place(struct dedup *d, uint64_t h, uint32_t rel)
+static int ftab_init(struct ftab *t, size_t max)
 {
-    size_t i = h & d->mask;
+    size_t cap = pow2_at_least(max + max / 3 + 1); /* load stays under 3/4 */
 
-    while (d->fp[i] != 0)
-        i = (i + 1) & d->mask;
-    d->fp[i] = h;
-    d->rs[i] = rel;
-    d->n++;
+    t->max = max;
+    t->mask = cap - 1;
+    t->shift = 64u - (unsigned)__builtin_ctzll(cap);
+    t->bytes_fp = cap * sizeof(*t->fp);
+    t->bytes_rs = cap * sizeof(*t->rs);
+    t->fp = mem_reserve(t->bytes_fp);
+    t->rs = mem_reserve(t->bytes_rs);
+    return t->fp && t->rs ? 0 : -1;
 }
 
-/* False when the id cannot be held (full, or a sequence number it cannot encode): the seen
- * table is then the authority for misses. */
-static bool cache_put(struct dedup *d, uint64_t h, int64_t seq)
+static void ftab_free(struct ftab *t)
 {
-    if (!d->has_base) {
-        d->base_seq = seq;
-        d->has_base = true;
+    mem_release(t->fp, t->bytes_fp);
+    mem_release(t->rs, t->bytes_rs);
+}
+
+static void ftab_place(struct ftab *t, uint64_t h, uint32_t rel)
+{
+    size_t i = (size_t)(h >> t->shift);
+
+    while (t->fp[i] != 0)
+        i = (i + 1) & t->mask;
+    t->fp[i] = h;
+    t->rs[i] = rel;
+    t->n++;
+}
+
+/* False when the table cannot take the id (full, or a number it cannot encode). */
+static bool ftab_put(struct ftab *t, uint64_t h, int64_t seq)
+{
+    if (!t->has_base) {
+        t->base = t->hi = seq;
+        t->has_base = true;
     }
-    if (d->n >= d->max || seq < d->base_seq || seq - d->base_seq > UINT32_MAX) {
-        d->is_complete = false;
+    if (t->n >= t->max || seq < t->base || seq - t->base > UINT32_MAX)
         return false;
-    }
-    cache_place(d, h, (uint32_t)(seq - d->base_seq));
+    ftab_place(t, h, (uint32_t)(seq - t->base));
+    if (seq > t->hi)
+        t->hi = seq;
     return true;
 }
 
-static void cache_clear(struct dedup *d)
+static void ftab_clear(struct ftab *t)
 {
-    if (d->n) /* a new table is zeroed already */
-        memset(d->fp, 0, (d->mask + 1) * sizeof(*d->fp));
-    d->n = 0;
-    d->has_base = false;
-    d->is_complete = true;
+    if (t->n) /* a new table is zeroed already */
+        memset(t->fp, 0, (t->mask + 1) * sizeof(*t->fp));
+    t->n = 0;
+    t->has_base = false;
 }
+
+/* Drops the ids below cut_seq, then re-seats the survivors: each is taken out and placed
+ * again, starting just after an empty slot, so no probe chain keeps a hole. How many went. */
+static size_t ftab_sweep(struct ftab *t, int64_t cut_seq)
+{
+    size_t cap = t->mask + 1, start = 0, before = t->n;
+    int64_t rel_cut = cut_seq - t->base;
+
+    if (t->n == 0 || rel_cut <= 0)
+        return 0;
+    for (size_t i = 0; i < cap; i++) {
+        if (t->fp[i] && (int64_t)t->rs[i] < rel_cut) {
+            t->fp[i] = 0;
+            t->n--;
+        }
+    }
+    if (t->n == before)
+        return 0;
+    while (start < cap && t->fp[start])
+        start++;
+    for (size_t k = 1; k <= cap; k++) {
+        size_t i = (start + k) & t->mask;
+        uint64_t h = t->fp[i];
+        if (!h)
+            continue;
+        t->fp[i] = 0;
+        t->n--;
+        ftab_place(t, h, t->rs[i]);
+    }
+    if (t->n == 0)
+        t->has_base = false;
+    return before - t->n;
+}
+
+/* ---- the Bloom filter over spilled fingerprints ---- */
+
+#define BLOOM_K 6 /* bits per fingerprint, all in one 64-byte block */
+
+static uint64_t remix(uint64_t h) /* the bits inside a block, independent of its number */
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    return h ^ (h >> 33);
+}
+
+static void bloom_add(struct dedup *d, uint64_t h)
+{
+    uint64_t *b = d->bloom + ((h >> d->bloom_shift) << 3), g = remix(h);
+
+    for (int k = 0; k < BLOOM_K; k++, g >>= 9)
+        b[(g >> 6) & 7] |= 1ULL << (g & 63);
+}
+
+static bool bloom_maybe(const struct dedup *d, uint64_t h)
+{
+    const uint64_t *b = d->bloom + ((h >> d->bloom_shift) << 3);
+    uint64_t g = remix(h);
+
+    for (int k = 0; k < BLOOM_K; k++, g >>= 9)
+        if (!(b[(g >> 6) & 7] & (1ULL << (g & 63))))
+            return false;
+    return true;
+}
+
+static void bloom_add_table(struct dedup *d, const struct ftab *t)
+{
+    for (size_t i = 0; t->n && i <= t->mask; i++)
+        if (t->fp[i])
+            bloom_add(d, t->fp[i]);
+}
+
+/* ---- epochs along the sequence ---- */
 
 static int add_mark(struct dedup *d, int64_t epoch, int64_t seq)
 {
@@ -171,201 +293,121 @@ static void drop_marks_before(struct dedup *d, int64_t cut_epoch)
     d->nmarks -= k;
 }
 
-/* ---- the seen table ---- */
+/* ---- the seen table and its snapshots ---- */
 
-static void rdb_end(struct dedup *d);
-static void settle_log(struct dedup *d);
+/* Rows appended per statement: one step per PUT_MANY rows instead of one per row. */
+#define PUT_MANY 64
 
-static int index_make(struct dedup *d, bool want, struct lerr *e)
+/* An insert of `rows` rows of `cols` values each, in one statement. */
+static int prepare_rows(sqlite3 *db, const char *head, int cols, int rows, sqlite3_stmt **out,
+                        struct lerr *e)
 {
-    if (d->has_index == want)
-        return 0;
-    if (d->quiesce && d->quiesce(d->opaque, e) != 0)
-        return -1;
-    if (want) {
-        /* The sort that builds the index takes up to the page cache's size in memory: make
-         * it small meanwhile (the rest spills to a temporary file), so memory stays flat. */
-        int64_t pages = 0, t0 = tm_mono_ms();
-        char sql[64];
-        int rc;
-        if (db_query_int(d->wdb, "PRAGMA cache_size", &pages, e) != 0)
-            return -1;
-        rc = db_exec(d->wdb,
-                     "PRAGMA cache_size = -2048;"
-                     "CREATE INDEX IF NOT EXISTS seen_by_id ON seen(merchant_id, order_id)",
-                     e);
-        log_info("dedup", "seen_indexed reason=\"more live ids than dedup_cache=%zu\" ms=%lld",
-                 d->max, (long long)(tm_mono_ms() - t0));
-        snprintf(sql, sizeof(sql), "PRAGMA cache_size = %lld", (long long)pages);
-        if (db_exec(d->wdb, sql, rc == 0 ? e : NULL) != 0 || rc != 0)
-            return -1;
-#ifdef __GLIBC__
-        malloc_trim(0); /* hand the sort's memory back */
-#endif
-    } else if (db_exec(d->wdb, "DROP INDEX IF EXISTS seen_by_id", e) != 0) {
-        return -1;
-    } else {
-        log_info("dedup", "seen_index_dropped reason=\"the live ids fit dedup_cache=%zu\"", d->max);
-    }
-    d->has_index = want;
-    rdb_end(d); /* a snapshot keeps the schema it began with */
-    return 0;
-}
+    char sql[256 + PUT_MANY * 20];
+    size_t n = (size_t)snprintf(sql, sizeof(sql), "%s", head);
 
-/* Takes one id into the marks and the cache while (re)loading, in sequence order. */
-static int load_one(struct dedup *d, uint64_t h, int64_t seq, int64_t epoch)
-{
-    if (d->nmarks == 0 || epoch > d->marks[d->nmarks - 1].epoch) {
-        if (add_mark(d, epoch, seq) != 0)
-            return -1;
-    }
-    if (d->is_complete)
-        cache_put(d, h, seq);
-    if (epoch > d->last_epoch)
-        d->last_epoch = epoch;
-    if (seq >= d->next_seq)
-        d->next_seq = seq + 1;
-    return 0;
-}
-
-/* Rebuilds the cache and the marks from the seen table, then from the ids not yet written
- * (sealed, then added), which follow the table in sequence order. */
-static int cache_load(struct dedup *d, struct lerr *e)
-{
-    const struct pset *sets[] = {&d->sealed, &d->cur};
-    sqlite3_stmt *st;
-    int rc;
-
-    cache_clear(d);
-    d->nmarks = 0;
-    if (db_prepare(d->wdb, "SELECT seq, merchant_id, order_id, epoch FROM seen ORDER BY seq", &st,
-                   e) != 0)
-        return -1;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *m = (const char *)sqlite3_column_text(st, 1);
-        const char *o = (const char *)sqlite3_column_text(st, 2);
-        m = m ? m : "";
-        o = o ? o : "";
-        if (load_one(d, fingerprint(m, strlen(m), o, strlen(o)), sqlite3_column_int64(st, 0),
-                     sqlite3_column_int64(st, 3)) != 0) {
-            sqlite3_finalize(st);
-            return lerr_set(e, "out of memory");
+    for (int i = 0; i < rows; i++) {
+        sql[n++] = i ? ',' : ' ';
+        sql[n++] = '(';
+        for (int c = 0; c < cols; c++) {
+            if (c)
+                sql[n++] = ',';
+            sql[n++] = '?';
         }
+        sql[n++] = ')';
     }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        return lerr_set(e, "cannot read seen ids: %s", sqlite3_errmsg(d->wdb));
-    for (size_t k = 0; k < 2; k++)
-        for (size_t i = 0; i < sets[k]->n; i++)
-            if (load_one(d, sets[k]->v[i].fp, sets[k]->v[i].seq, sets[k]->v[i].epoch) != 0)
-                return lerr_set(e, "out of memory");
-    return index_make(d, !d->is_complete, e);
+    sql[n] = '\0';
+    return db_prepare(db, sql, out, e);
 }
 
 static int prepare_reads(struct dedup *d, struct lerr *e)
 {
     sqlite3_finalize(d->r_by_seq);
-    sqlite3_finalize(d->r_by_id);
-    d->r_by_seq = d->r_by_id = NULL;
+    sqlite3_finalize(d->r_by_fp);
+    d->r_by_seq = d->r_by_fp = NULL;
     if (db_prepare(d->rdb, "SELECT merchant_id, order_id FROM seen WHERE seq = ?1", &d->r_by_seq,
                    e) != 0 ||
-        db_prepare(d->rdb, "SELECT 1 FROM seen WHERE merchant_id = ?1 AND order_id = ?2",
-                   &d->r_by_id, e) != 0)
+        db_prepare(d->rdb, "SELECT seq FROM seen_fp WHERE gen = ?1 AND fp = ?2", &d->r_by_fp, e) !=
+            0)
         return -1;
     return 0;
 }
 
-/* Rows appended per statement: one step per PUT_MANY ids instead of one per id. */
-#define PUT_MANY 64
-
-/* The insert of `rows` seen rows in one statement. */
-static int prepare_put(struct dedup *d, int rows, sqlite3_stmt **out, struct lerr *e)
+static int prepare_writes(struct dedup *d, struct lerr *e)
 {
-    static const char head[] =
+    static const char put[] =
         "INSERT INTO seen(seq, merchant_id, order_id, epoch, partition, offset) VALUES";
-    char sql[sizeof(head) + PUT_MANY * 16];
-    size_t n = sizeof(head) - 1;
+    static const char fp[] = "INSERT OR IGNORE INTO seen_fp(gen, fp, seq) VALUES";
+    /* Below the first id kept, or below the first not yet written when none is kept. */
+    static const char below[] = "hi < coalesce((SELECT min(seq) FROM seen), ?1)";
 
-    memcpy(sql, head, n);
-    for (int i = 0; i < rows; i++) {
-        memcpy(sql + n, i ? ",(?,?,?,?,?,?)" : "(?,?,?,?,?,?)", i ? 14 : 13);
-        n += i ? 14 : 13;
-    }
-    sql[n] = '\0';
-    return db_prepare(d->wdb, sql, out, e);
-}
-
-struct dedup *dedup_new(sqlite3 *wdb, const char *data_dir, size_t cache_max, struct lerr *e)
-{
-    struct dedup *d = calloc(1, sizeof(*d));
-    int64_t n = 0;
-    size_t cap;
-
-    if (!d) {
-        lerr_set(e, "out of memory");
-        return NULL;
-    }
-    d->wdb = d->rdb = wdb;
-    d->is_master_due = true;
-    d->next_seq = 1;
-    d->last_epoch = INT64_MIN;
-    snprintf(d->data_dir, sizeof(d->data_dir), "%s", data_dir);
-    d->max = cache_max ? cache_max : 1;
-    cap = pow2_at_least(d->max + d->max / 3 + 1); /* load stays under 3/4 */
-    d->mask = cap - 1;
-    d->fp = mem_reserve(cap * sizeof(*d->fp));
-    d->rs = mem_reserve(cap * sizeof(*d->rs));
-    d->cap_bytes_fp = cap * sizeof(*d->fp);
-    d->cap_bytes_rs = cap * sizeof(*d->rs);
-    if (!d->fp || !d->rs) {
-        lerr_set(e, "out of memory for a dedup cache of %zu ids", d->max);
-        goto fail;
-    }
-    if (prepare_put(d, 1, &d->w_put, e) != 0 || prepare_put(d, PUT_MANY, &d->w_put_many, e) != 0 ||
+    if (prepare_rows(d->wdb, put, 6, 1, &d->w_put, e) != 0 ||
+        prepare_rows(d->wdb, put, 6, PUT_MANY, &d->w_put_many, e) != 0 ||
+        prepare_rows(d->wdb, fp, 3, 1, &d->w_fp, e) != 0 ||
+        prepare_rows(d->wdb, fp, 3, PUT_MANY, &d->w_fp_many, e) != 0 ||
+        db_prepare(d->wdb, "INSERT OR REPLACE INTO seen_spill(gen, hi) VALUES(?1, ?2)",
+                   &d->w_gen_done, e) != 0 ||
         /* Epochs never decrease along seq: the rows to drop are a prefix, found by a scan
          * that stops at the first row to keep. */
-        db_prepare(wdb,
+        db_prepare(d->wdb,
                    "DELETE FROM seen WHERE seq < coalesce((SELECT seq FROM seen WHERE epoch >= ?1"
                    " ORDER BY seq LIMIT 1), 9223372036854775807)",
-                   &d->w_del, e) != 0 ||
-        prepare_reads(d, e) != 0 ||
-        db_query_int(wdb,
-                     "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = "
-                     "'seen_by_id'",
-                     &n, e) != 0)
-        goto fail;
-    d->has_index = n > 0;
-    if (cache_load(d, e) != 0)
-        goto fail;
-    return d;
-fail:
-    dedup_free(d);
-    return NULL;
-}
-
-void dedup_set_reader(struct dedup *d, sqlite3 *rdb, int (*quiesce)(void *, struct lerr *),
-                      void *opaque)
-{
-    struct lerr e;
-
-    const char *file = sqlite3_db_filename(d->wdb, "main");
-
-    d->rdb = rdb ? rdb : d->wdb;
-    d->quiesce = quiesce;
-    d->opaque = opaque;
-    /* What settle_log() watches: looked up once, not at every checkpoint. */
-    snprintf(d->wal_path, sizeof(d->wal_path), "%s-wal", file && *file ? file : "");
-    if (!file || !*file)
-        d->wal_path[0] = '\0';
-    d->wal_limit = 0;
-    db_query_int(d->wdb, "PRAGMA journal_size_limit", &d->wal_limit, &e);
-    if (d->wal_limit <= 0)
-        d->wal_limit = 64 << 20;
-    if (prepare_reads(d, &e) != 0) { /* kept NULL: look-ups then fail, saying so */
-        sqlite3_finalize(d->r_by_seq);
-        d->r_by_seq = d->r_by_id = NULL;
+                   &d->w_del, e) != 0)
+        return -1;
+    {
+        char sql[256];
+        snprintf(sql, sizeof(sql),
+                 "DELETE FROM seen_fp WHERE gen IN (SELECT gen FROM seen_spill WHERE %s)", below);
+        if (db_prepare(d->wdb, sql, &d->w_del_fp, e) != 0)
+            return -1;
+        snprintf(sql, sizeof(sql), "DELETE FROM seen_spill WHERE %s", below);
+        if (db_prepare(d->wdb, sql, &d->w_del_gen, e) != 0)
+            return -1;
     }
+    return 0;
 }
+
+/* Look-ups through a reader share one read transaction until dedup_refresh() (a transaction
+ * per look-up cost two lock calls each, and halved the overflowed rate). On the writer's own
+ * connection they read inside the writer's transaction. */
+static int rdb_begin(struct dedup *d, struct lerr *e)
+{
+    if (!d->r_by_seq)
+        return lerr_set(e, "cannot read the seen table");
+    if (d->rdb == d->wdb || d->in_rdb_txn)
+        return 0;
+    if (sqlite3_exec(d->rdb, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+        return lerr_set(e, "cannot read speed.db: %s", sqlite3_errmsg(d->rdb));
+    d->in_rdb_txn = true;
+    return 0;
+}
+
+static void rdb_end(struct dedup *d)
+{
+    if (d->in_rdb_txn)
+        sqlite3_exec(d->rdb, "COMMIT", NULL, NULL, NULL);
+    d->in_rdb_txn = false;
+}
+
+/* A reader that always holds some snapshot keeps the writer from ever restarting the
+ * write-ahead log, which then only grows (534 MB after 2M events, cache overflowed). So when
+ * the log has outgrown journal_size_limit (64 MiB if unset), and no snapshot of ours is open,
+ * fold it into the file so that the next commit restarts it. Other processes' readers
+ * (lambda-serve) hold theirs for one request: the busy timeout covers them. */
+static void settle_log(struct dedup *d)
+{
+    struct stat sb;
+
+    if (d->rdb == d->wdb || !d->wal_path[0] || stat(d->wal_path, &sb) != 0 ||
+        sb.st_size <= d->wal_limit)
+        return;
+    /* RESTART, not TRUNCATE: the next commit starts the log over, and journal_size_limit
+     * shrinks the file then, the path SQLite takes on its own when no reader holds on. */
+    if (sqlite3_wal_checkpoint_v2(d->wdb, "main", SQLITE_CHECKPOINT_RESTART, NULL, NULL) !=
+        SQLITE_OK)
+        log_warn("dedup", "log_not_restarted file=\"%s\" bytes=%lld err=\"%s\"", d->wal_path,
+                 (long long)sb.st_size, sqlite3_errmsg(d->wdb));
+}
+/* ---- master.db ---- */
 
 static void master_close(struct dedup *d)
 {
@@ -375,45 +417,6 @@ static void master_close(struct dedup *d)
     d->master = NULL;
     d->in_master_txn = false;
 }
-
-void dedup_refresh(struct dedup *d)
-{
-    if (d->in_master_txn)
-        sqlite3_exec(d->master, "COMMIT", NULL, NULL, NULL);
-    d->in_master_txn = false;
-    d->is_master_due = true;
-    rdb_end(d);
-    settle_log(d);
-}
-
-static void pset_free(struct pset *p)
-{
-    free(p->v);
-    free(p->bytes);
-    free(p->idx);
-}
-
-void dedup_free(struct dedup *d)
-{
-    if (!d)
-        return;
-    if (d->rdb != d->wdb)
-        rdb_end(d);
-    sqlite3_finalize(d->w_put);
-    sqlite3_finalize(d->w_put_many);
-    sqlite3_finalize(d->w_del);
-    sqlite3_finalize(d->r_by_seq);
-    sqlite3_finalize(d->r_by_id);
-    master_close(d);
-    mem_release(d->fp, d->cap_bytes_fp);
-    mem_release(d->rs, d->cap_bytes_rs);
-    free(d->marks);
-    pset_free(&d->cur);
-    pset_free(&d->sealed);
-    free(d);
-}
-
-/* ---- master.db ---- */
 
 /* Opens master.db once it exists and has its orders table. A missing file holds no ids, so
  * not having it yet is not an error. */
@@ -489,38 +492,6 @@ static const struct pend *pset_at(const struct pset *p, int64_t seq)
     return &p->v[seq - p->v[0].seq];
 }
 
-static bool pset_has(const struct pset *p, uint64_t h, const char *m, const char *o)
-{
-    if (!p->is_indexed || p->n == 0)
-        return false;
-    for (size_t i = h & p->imask; p->idx[i]; i = (i + 1) & p->imask) {
-        const struct pend *x = &p->v[p->idx[i] - 1];
-        if (x->fp == h && pend_is(p, x, m, o))
-            return true;
-    }
-    return false;
-}
-
-static int pset_reindex(struct pset *p, size_t want, struct lerr *e)
-{
-    size_t cap = pow2_at_least(2 * want);
-    uint32_t *idx = calloc(cap, sizeof(*idx));
-
-    if (!idx)
-        return lerr_set(e, "out of memory");
-    free(p->idx);
-    p->idx = idx;
-    p->imask = cap - 1;
-    p->is_indexed = true;
-    for (size_t k = 0; k < p->n; k++) {
-        size_t i = p->v[k].fp & p->imask;
-        while (p->idx[i])
-            i = (i + 1) & p->imask;
-        p->idx[i] = (uint32_t)(k + 1);
-    }
-    return 0;
-}
-
 static struct pend *pset_push(struct pset *p, const char *m, size_t ml, const char *o, size_t ol,
                               struct lerr *e)
 {
@@ -536,8 +507,6 @@ static struct pend *pset_push(struct pset *p, const char *m, size_t ml, const ch
         }
         p->v = v;
         p->cap = cap;
-        if (p->is_indexed && pset_reindex(p, cap, e) != 0)
-            return NULL;
     }
     if (p->nbytes + need > p->capbytes) {
         size_t cap = p->capbytes ? 2 * p->capbytes : 65536;
@@ -562,66 +531,13 @@ static struct pend *pset_push(struct pset *p, const char *m, size_t ml, const ch
     return x;
 }
 
-static void pset_index_last(struct pset *p)
+static void pset_free(struct pset *p)
 {
-    size_t i = p->v[p->n - 1].fp & p->imask;
-
-    while (p->idx[i])
-        i = (i + 1) & p->imask;
-    p->idx[i] = (uint32_t)p->n;
-}
-
-static void pset_clear(struct pset *p)
-{
-    if (p->is_indexed && p->n)
-        memset(p->idx, 0, (p->imask + 1) * sizeof(*p->idx));
-    p->n = 0;
-    p->nbytes = 0;
+    free(p->v);
+    free(p->bytes);
 }
 
 /* ---- look-ups ---- */
-
-/* Look-ups through a reader share one read transaction until dedup_refresh() (a transaction
- * per look-up cost two lock calls each, and halved the overflowed rate). On the writer's own
- * connection they read inside the writer's transaction. */
-static int rdb_begin(struct dedup *d, struct lerr *e)
-{
-    if (!d->r_by_seq)
-        return lerr_set(e, "cannot read the seen table");
-    if (d->rdb == d->wdb || d->in_rdb_txn)
-        return 0;
-    if (sqlite3_exec(d->rdb, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
-        return lerr_set(e, "cannot read speed.db: %s", sqlite3_errmsg(d->rdb));
-    d->in_rdb_txn = true;
-    return 0;
-}
-
-static void rdb_end(struct dedup *d)
-{
-    if (d->in_rdb_txn)
-        sqlite3_exec(d->rdb, "COMMIT", NULL, NULL, NULL);
-    d->in_rdb_txn = false;
-}
-
-/* A reader that always holds some snapshot keeps the writer from ever restarting the
- * write-ahead log, which then only grows (534 MB after 2M events, cache overflowed). So when
- * the log has outgrown journal_size_limit (64 MiB if unset), and no snapshot of ours is open,
- * fold it into the file so that the next commit restarts it. Other processes' readers
- * (lambda-serve) hold theirs for one request: the busy timeout covers them. */
-static void settle_log(struct dedup *d)
-{
-    struct stat sb;
-
-    if (d->rdb == d->wdb || !d->wal_path[0] || stat(d->wal_path, &sb) != 0 ||
-        sb.st_size <= d->wal_limit)
-        return;
-    /* RESTART, not TRUNCATE: the next commit starts the log over, and journal_size_limit
-     * shrinks the file then, the path SQLite takes on its own when no reader holds on. */
-    if (sqlite3_wal_checkpoint_v2(d->wdb, "main", SQLITE_CHECKPOINT_RESTART, NULL, NULL) !=
-        SQLITE_OK)
-        log_warn("dedup", "log_not_restarted file=\"%s\" bytes=%lld err=\"%s\"", d->wal_path,
-                 (long long)sb.st_size, sqlite3_errmsg(d->wdb));
-}
 
 /* 1 when the row seq holds (m, o), 0 when not (or there is no such row), -1 on error. */
 static int row_is(struct dedup *d, int64_t seq, const char *m, const char *o, struct lerr *e)
@@ -643,43 +559,71 @@ static int row_is(struct dedup *d, int64_t seq, const char *m, const char *o, st
     return same;
 }
 
+/* 1 when the id numbered seq is (m, o): from the ids not yet written, else from its row. A
+ * fingerprint match alone is never taken for a duplicate, so a collision cannot drop an
+ * order. */
+static int id_is(struct dedup *d, int64_t seq, const char *m, const char *o, struct lerr *e)
+{
+    const struct pset *p = &d->cur;
+    const struct pend *x = pset_at(p, seq);
+
+    if (!x)
+        x = pset_at(p = &d->sealed, seq);
+    if (x)
+        return pend_is(p, x, m, o);
+    if (rdb_begin(d, e) != 0)
+        return -1;
+    return row_is(d, seq, m, o, e);
+}
+
+static int ftab_has(struct dedup *d, const struct ftab *t, uint64_t h, const char *m, const char *o,
+                    struct lerr *e)
+{
+    if (t->n == 0)
+        return 0;
+    for (size_t i = (size_t)(h >> t->shift); t->fp[i]; i = (i + 1) & t->mask) {
+        int r;
+        if (t->fp[i] == h && (r = id_is(d, t->base + t->rs[i], m, o, e)) != 0)
+            return r;
+    }
+    return 0;
+}
+
+/* The spilled generations, newest first, once the filter says the id may be among them. */
+static int spilled_has(struct dedup *d, uint64_t h, const char *m, const char *o, struct lerr *e)
+{
+    sqlite3_stmt *st = d->r_by_fp;
+
+    if (d->ngens == 0 || !bloom_maybe(d, h))
+        return 0;
+    if (rdb_begin(d, e) != 0)
+        return -1;
+    for (size_t k = d->ngens; k-- > 0;) {
+        int rc, r = 0;
+        d->spill_reads++;
+        sqlite3_bind_int64(st, 1, d->gens[k].gen);
+        sqlite3_bind_int64(st, 2, fp_key(h));
+        while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW)
+            r = id_is(d, sqlite3_column_int64(st, 0), m, o, e);
+        if (r == 0 && rc != SQLITE_DONE)
+            r = lerr_set(e, "cannot read spilled ids: %s", sqlite3_errmsg(d->rdb));
+        sqlite3_reset(st);
+        if (r != 0)
+            return r;
+    }
+    return 0;
+}
+
 /* 1 when the id (fingerprint h) is in the seen set, 0 when not, -1 on error. */
 static int seen_has(struct dedup *d, uint64_t h, const char *m, const char *o, struct lerr *e)
 {
-    int64_t one = 0;
+    int r = ftab_has(d, d->act, h, m, o, e);
 
-    for (size_t i = h & d->mask; d->fp[i]; i = (i + 1) & d->mask) {
-        int64_t seq = d->base_seq + d->rs[i];
-        const struct pset *p;
-        const struct pend *x;
-        int r;
-        if (d->fp[i] != h)
-            continue;
-        p = &d->cur;
-        if (!(x = pset_at(p, seq)))
-            x = pset_at(p = &d->sealed, seq);
-        if (x) { /* not written yet */
-            if (pend_is(p, x, m, o))
-                return 1;
-            continue;
-        }
-        if (rdb_begin(d, e) != 0)
-            return -1;
-        if ((r = row_is(d, seq, m, o, e)) != 0)
-            return r;
-    }
-    if (d->is_complete)
-        return 0; /* every seen id is in the cache */
-    if (pset_has(&d->cur, h, m, o) || pset_has(&d->sealed, h, m, o))
-        return 1;
-    if (rdb_begin(d, e) != 0)
-        return -1;
-    d->seen_reads++;
-    sqlite3_bind_text(d->r_by_id, 1, m, -1, SQLITE_STATIC);
-    sqlite3_bind_text(d->r_by_id, 2, o, -1, SQLITE_STATIC);
-    if (db_step_int(d->r_by_id, &one, e) != 0)
-        return -1;
-    return one == 1;
+    if (r == 0)
+        r = ftab_has(d, d->old, h, m, o, e);
+    if (r == 0)
+        r = spilled_has(d, h, m, o, e);
+    return r;
 }
 
 int dedup_check(struct dedup *d, const char *merchant_id, const char *order_id, int partition,
@@ -693,19 +637,121 @@ int dedup_check(struct dedup *d, const char *merchant_id, const char *order_id, 
     return master_has_earlier(d, merchant_id, order_id, partition, offset, e);
 }
 
-/* From the first id the cache cannot hold, misses ask the table and the unwritten sets:
- * index both by id. */
-static int overflowed(struct dedup *d, struct lerr *e)
+/* ---- spilling ---- */
+
+/* Writes the spill's slots [next, until) to seen_fp, and the generation's seen_spill row
+ * once every slot is written. The writing side, inside its transaction. */
+static int spill_write(struct dedup *d, struct lerr *e)
 {
-    /* Let a commit under way finish first: it may expire enough ids to fit again. */
+    struct spill *sp = &d->sp;
+    const struct ftab *t = sp->t;
+    size_t cap, until;
+    int nb = 0;
+
+    if (!t || sp->is_done)
+        return 0;
+    cap = t->mask + 1;
+    until = sp->until < cap ? sp->until : cap;
+    for (; sp->next < until; sp->next++) {
+        uint64_t h = t->fp[sp->next];
+        if (!h)
+            continue;
+        sqlite3_bind_int64(d->w_fp_many, 3 * nb + 1, sp->gen);
+        sqlite3_bind_int64(d->w_fp_many, 3 * nb + 2, fp_key(h));
+        sqlite3_bind_int64(d->w_fp_many, 3 * nb + 3, t->base + t->rs[sp->next]);
+        if (++nb == PUT_MANY) {
+            if (db_step_done(d->w_fp_many, e) != 0)
+                return -1;
+            nb = 0;
+        }
+    }
+    /* The rows bound and not yet written: take them back, one per statement. */
+    for (size_t i = sp->next; nb > 0; i--) {
+        uint64_t h = t->fp[i - 1];
+        if (!h)
+            continue;
+        nb--;
+        sqlite3_bind_int64(d->w_fp, 1, sp->gen);
+        sqlite3_bind_int64(d->w_fp, 2, fp_key(h));
+        sqlite3_bind_int64(d->w_fp, 3, t->base + t->rs[i - 1]);
+        if (db_step_done(d->w_fp, e) != 0)
+            return -1;
+    }
+    if (sp->next < cap)
+        return 0;
+    sqlite3_bind_int64(d->w_gen_done, 1, sp->gen);
+    sqlite3_bind_int64(d->w_gen_done, 2, sp->hi);
+    if (db_step_done(d->w_gen_done, e) != 0)
+        return -1;
+    sp->is_done = true;
+    return 0;
+}
+
+/* A committed spill: its ids are now found through seen_fp, and the table is free. */
+static void retire(struct dedup *d)
+{
+    d->gens[d->ngens].gen = d->sp.gen; /* room was made when the spill began */
+    d->gens[d->ngens].hi = d->sp.hi;
+    d->ngens++;
+    ftab_clear(d->old);
+    d->sp.t = NULL;
+    rdb_end(d); /* the next look-up must see the rows just committed */
+    log_debug("dedup", "spill_done gen=%lld hi=%lld gens=%zu", (long long)d->sp.gen,
+              (long long)d->sp.hi, d->ngens);
+}
+
+/* The spill under way, finished here and now (the writer is quiesced, or there is none). */
+static int spill_now(struct dedup *d, struct lerr *e)
+{
+    bool is_own = sqlite3_get_autocommit(d->wdb) != 0;
+
+    if (is_own && db_exec(d->wdb, "BEGIN IMMEDIATE", e) != 0)
+        return -1;
+    d->sp.until = SIZE_MAX;
+    if (spill_write(d, e) != 0 || (is_own && db_exec(d->wdb, "COMMIT", e) != 0)) {
+        if (is_own)
+            db_exec(d->wdb, "ROLLBACK", NULL);
+        return -1;
+    }
+    retire(d);
+    return 0;
+}
+
+/* Puts id h (number seq) into the active table. A full one becomes the old table and starts
+ * its spill, once the previous spill is done: with no writer, or with one that did not keep
+ * up, it is finished here. */
+static int hold(struct dedup *d, uint64_t h, int64_t seq, struct lerr *e)
+{
+    struct ftab *t;
+
+    if (ftab_put(d->act, h, seq))
+        return 0;
+    /* The writer must not be reading the spill while it changes hands. */
     if (d->quiesce && d->quiesce(d->opaque, e) != 0)
         return -1;
-    if (d->is_complete)
+    if (ftab_put(d->act, h, seq)) /* an expiry made room meanwhile */
         return 0;
-    if ((!d->cur.is_indexed && pset_reindex(&d->cur, d->cur.cap, e) != 0) ||
-        (!d->sealed.is_indexed && pset_reindex(&d->sealed, d->sealed.cap, e) != 0))
+    if (d->sp.t && spill_now(d, e) != 0)
         return -1;
-    return index_make(d, true, e);
+    if (d->ngens == d->capgens) {
+        size_t cap = d->capgens ? 2 * d->capgens : 16;
+        struct gen *g = realloc(d->gens, cap * sizeof(*g));
+        if (!g)
+            return lerr_set(e, "out of memory");
+        d->gens = g;
+        d->capgens = cap;
+    }
+    t = d->old;
+    d->old = d->act;
+    d->act = t;
+    ftab_clear(d->act);
+    bloom_add_table(d, d->old); /* from its retirement on, the filter answers for it */
+    d->sp = (struct spill){.t = d->old, .gen = d->old->base, .hi = d->old->hi};
+    log_info("dedup", "spill_started gen=%lld ids=%zu gens=%zu reason=\"dedup_cache=%zu is full\"",
+             (long long)d->sp.gen, d->old->n, d->ngens, d->max);
+    if (!ftab_put(d->act, h, seq))
+        return lerr_set(e, "dedup: an empty table refused an id");
+    return 0;
 }
 
 static int add(struct dedup *d, uint64_t h, const char *m, size_t ml, const char *o, size_t ol,
@@ -724,16 +770,12 @@ static int add(struct dedup *d, uint64_t h, const char *m, size_t ml, const char
     x->epoch = epoch;
     x->partition = partition;
     x->offset = offset;
-    if (d->cur.is_indexed)
-        pset_index_last(&d->cur);
     if (epoch > d->last_epoch || d->nmarks == 0) {
         if (add_mark(d, epoch, x->seq) != 0)
             return lerr_set(e, "out of memory");
         d->last_epoch = epoch;
     }
-    if (!cache_put(d, h, x->seq) && overflowed(d, e) != 0)
-        return -1;
-    return 0;
+    return hold(d, h, x->seq, e);
 }
 
 int dedup_add(struct dedup *d, const char *merchant_id, const char *order_id, int64_t epoch,
@@ -749,9 +791,12 @@ uint64_t dedup_key(const struct dedup *d, const char *merchant_id, const char *o
 {
     uint64_t h = fingerprint(merchant_id, strnlen(merchant_id, EV_ID_MAX), order_id,
                              strnlen(order_id, EV_ID_MAX));
+    size_t i = (size_t)(h >> d->act->shift);
 
-    __builtin_prefetch(&d->fp[h & d->mask]);
-    __builtin_prefetch(&d->rs[h & d->mask]);
+    __builtin_prefetch(&d->act->fp[i]);
+    __builtin_prefetch(&d->act->rs[i]);
+    if (d->ngens)
+        __builtin_prefetch(d->bloom + ((h >> d->bloom_shift) << 3));
     return h;
 }
 
@@ -786,6 +831,16 @@ int dedup_seal(struct dedup *d, struct lerr *e)
     t = d->sealed;
     d->sealed = d->cur;
     d->cur = t;
+    /* Pace the spill so it is done when the active table is 3/4 full (the next one cannot
+     * start before), and never slower than 1/32 of the table per checkpoint. */
+    if (d->sp.t && !d->sp.is_done) {
+        size_t cap = d->sp.t->mask + 1, want;
+        double f = (double)(d->act->n + 1) / (0.75 * (double)d->act->max);
+        want = f >= 1.0 ? cap : (size_t)(f * (double)cap);
+        if (want < d->sp.next + cap / 32)
+            want = d->sp.next + cap / 32;
+        d->sp.until = want < cap ? want : cap;
+    }
     return 0;
 }
 
@@ -817,84 +872,269 @@ int dedup_write_sealed(struct dedup *d, struct lerr *e)
         if (db_step_done(d->w_put, e) != 0)
             return -1;
     }
-    return 0;
+    if (p->n)
+        d->written_upto = p->v[p->n - 1].seq;
+    return spill_write(d, e);
 }
 
 void dedup_release_sealed(struct dedup *d)
 {
-    pset_clear(&d->sealed);
+    d->sealed.n = 0;
+    d->sealed.nbytes = 0;
+    if (d->sp.t && d->sp.is_done)
+        retire(d);
 }
 
 int dedup_flush(struct dedup *d, struct lerr *e)
 {
-    if (dedup_seal(d, e) != 0 || dedup_write_sealed(d, e) != 0)
+    if (dedup_seal(d, e) != 0)
+        return -1;
+    d->sp.until = SIZE_MAX; /* no writer to pace: the whole spill now */
+    if (dedup_write_sealed(d, e) != 0)
         return -1;
     dedup_release_sealed(d);
     return 0;
 }
 
-/* Drops cached ids below cut_seq, then re-seats the survivors: each is taken out and placed
- * again, starting just after an empty slot, so no probe chain keeps a hole. */
-static void cache_sweep(struct dedup *d, int64_t cut_seq)
-{
-    size_t cap = d->mask + 1, start = 0;
-    int64_t rel_cut = cut_seq - d->base_seq;
-
-    if (rel_cut <= 0)
-        return;
-    for (size_t i = 0; i < cap; i++) {
-        if (d->fp[i] && (int64_t)d->rs[i] < rel_cut) {
-            d->fp[i] = 0;
-            d->n--;
-        }
-    }
-    while (start < cap && d->fp[start])
-        start++;
-    for (size_t k = 1; k <= cap; k++) {
-        size_t i = (start + k) & d->mask;
-        uint64_t h = d->fp[i];
-        if (!h)
-            continue;
-        d->fp[i] = 0;
-        d->n--;
-        cache_place(d, h, d->rs[i]);
-    }
-}
-
 int dedup_expire_rows(struct dedup *d, int64_t cut_epoch, struct lerr *e)
 {
     sqlite3_bind_int64(d->w_del, 1, cut_epoch);
-    return db_step_done(d->w_del, e);
+    if (db_step_done(d->w_del, e) != 0)
+        return -1;
+    /* The generations wholly below what is left go with their rows. */
+    sqlite3_bind_int64(d->w_del_fp, 1, d->written_upto + 1);
+    sqlite3_bind_int64(d->w_del_gen, 1, d->written_upto + 1);
+    if (db_step_done(d->w_del_fp, e) != 0 || db_step_done(d->w_del_gen, e) != 0)
+        return -1;
+    return 0;
+}
+
+/* Rebuilds the filter from what is spilled (and the table being spilled). */
+static int bloom_rebuild(struct dedup *d, struct lerr *e)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    memset(d->bloom, 0, d->bloom_bytes);
+    if (d->sp.t)
+        bloom_add_table(d, d->sp.t);
+    if (d->ngens == 0)
+        return 0;
+    rdb_end(d); /* see what the expiry committed */
+    if (db_prepare(d->rdb, "SELECT fp FROM seen_fp", &st, e) != 0)
+        return -1;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        bloom_add(d, (uint64_t)sqlite3_column_int64(st, 0) ^ 0x8000000000000000ULL);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return lerr_set(e, "cannot read spilled ids: %s", sqlite3_errmsg(d->rdb));
+    return 0;
 }
 
 int dedup_expire_cache(struct dedup *d, int64_t cut_epoch, struct lerr *e)
 {
-    if (d->is_complete) {
-        cache_sweep(d, seq_of_cut(d, cut_epoch));
-        drop_marks_before(d, cut_epoch);
+    int64_t cut_seq = seq_of_cut(d, cut_epoch), t0 = tm_mono_ms();
+    size_t k = 0;
+
+    ftab_sweep(d->act, cut_seq);
+    /* Survivors of a sweep move: a spill not yet done starts over (its inserts ignore the
+     * rows already there). */
+    if (ftab_sweep(d->old, cut_seq) > 0 && d->sp.t && !d->sp.is_done)
+        d->sp.next = d->sp.until = 0;
+    drop_marks_before(d, cut_epoch);
+    while (k < d->ngens && d->gens[k].hi < cut_seq)
+        k++;
+    if (k == 0)
         return 0;
-    }
-    if (d->quiesce && d->quiesce(d->opaque, e) != 0)
+    memmove(d->gens, d->gens + k, (d->ngens - k) * sizeof(*d->gens));
+    d->ngens -= k;
+    if (bloom_rebuild(d, e) != 0)
         return -1;
-    return cache_load(d, e); /* what is left may fit again (read through wdb) */
+    log_info("dedup", "spill_expired gens_dropped=%zu gens=%zu ms=%lld", k, d->ngens,
+             (long long)(tm_mono_ms() - t0));
+    return 0;
 }
 
 int dedup_expire(struct dedup *d, int64_t cut_epoch, struct lerr *e)
 {
-    if (dedup_flush(d, e) != 0) /* a reload below reads the table only */
+    if (dedup_flush(d, e) != 0)
         return -1;
     if (dedup_expire_rows(d, cut_epoch, e) != 0)
         return -1;
     return dedup_expire_cache(d, cut_epoch, e);
 }
 
+/* ---- opening ---- */
+
+/* Rebuilds memory from speed.db: the spilled generations and their filter, then the epochs
+ * of every seen id, and the tables from the ids after the last generation. */
+static int load(struct dedup *d, struct lerr *e)
+{
+    sqlite3_stmt *st;
+    int64_t max_hi = 0;
+    int rc;
+
+    /* A spill cut short by a crash left rows without a generation: its ids are loaded below. */
+    if (db_exec(d->wdb, "DELETE FROM seen_fp WHERE gen NOT IN (SELECT gen FROM seen_spill)", e) !=
+            0 ||
+        db_prepare(d->wdb, "SELECT gen, hi FROM seen_spill ORDER BY gen", &st, e) != 0)
+        return -1;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (d->ngens == d->capgens) {
+            size_t cap = d->capgens ? 2 * d->capgens : 16;
+            struct gen *g = realloc(d->gens, cap * sizeof(*g));
+            if (!g) {
+                sqlite3_finalize(st);
+                return lerr_set(e, "out of memory");
+            }
+            d->gens = g;
+            d->capgens = cap;
+        }
+        d->gens[d->ngens].gen = sqlite3_column_int64(st, 0);
+        d->gens[d->ngens].hi = sqlite3_column_int64(st, 1);
+        if (d->gens[d->ngens].hi > max_hi)
+            max_hi = d->gens[d->ngens].hi;
+        d->ngens++;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return lerr_set(e, "cannot read spilled generations: %s", sqlite3_errmsg(d->wdb));
+    if (d->ngens && bloom_rebuild(d, e) != 0)
+        return -1;
+    if (db_prepare(d->wdb, "SELECT seq, merchant_id, order_id, epoch FROM seen ORDER BY seq", &st,
+                   e) != 0)
+        return -1;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t seq = sqlite3_column_int64(st, 0), epoch = sqlite3_column_int64(st, 3);
+        if ((d->nmarks == 0 || epoch > d->marks[d->nmarks - 1].epoch) &&
+            add_mark(d, epoch, seq) != 0) {
+            sqlite3_finalize(st);
+            return lerr_set(e, "out of memory");
+        }
+        if (epoch > d->last_epoch)
+            d->last_epoch = epoch;
+        d->written_upto = seq;
+        if (seq > max_hi) {
+            const char *m = (const char *)sqlite3_column_text(st, 1);
+            const char *o = (const char *)sqlite3_column_text(st, 2);
+            m = m ? m : "";
+            o = o ? o : "";
+            if (hold(d, fingerprint(m, strlen(m), o, strlen(o)), seq, e) != 0) {
+                sqlite3_finalize(st);
+                return -1;
+            }
+        }
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return lerr_set(e, "cannot read seen ids: %s", sqlite3_errmsg(d->wdb));
+    /* Numbers spilled and lost with their rows are never given out again. */
+    d->next_seq = (d->written_upto > max_hi ? d->written_upto : max_hi) + 1;
+    return 0;
+}
+
+struct dedup *dedup_new(sqlite3 *wdb, const char *data_dir, size_t cache_max, struct lerr *e)
+{
+    struct dedup *d = calloc(1, sizeof(*d));
+    size_t half, blocks;
+
+    if (!d) {
+        lerr_set(e, "out of memory");
+        return NULL;
+    }
+    d->wdb = d->rdb = wdb;
+    d->is_master_due = true;
+    d->next_seq = 1;
+    d->last_epoch = INT64_MIN;
+    snprintf(d->data_dir, sizeof(d->data_dir), "%s", data_dir);
+    d->max = cache_max ? cache_max : 1;
+    half = d->max / 2 ? d->max / 2 : 1;
+    d->act = &d->tabs[0];
+    d->old = &d->tabs[1];
+    /* 64 filter bits per id the tables hold: at 4x that many spilled ids, about 0.1% false
+     * positives (each costs a look-up per generation), and more ids only raise that. */
+    blocks = pow2_at_least(d->max / 8);
+    d->bloom_shift = 64u - (unsigned)__builtin_ctzll(blocks);
+    d->bloom_bytes = blocks * 64;
+    d->bloom = mem_reserve(d->bloom_bytes);
+    if (ftab_init(&d->tabs[0], half) != 0 || ftab_init(&d->tabs[1], half) != 0 || !d->bloom) {
+        lerr_set(e, "out of memory for a dedup cache of %zu ids", d->max);
+        goto fail;
+    }
+    if (prepare_writes(d, e) != 0 || prepare_reads(d, e) != 0 || load(d, e) != 0)
+        goto fail;
+    return d;
+fail:
+    dedup_free(d);
+    return NULL;
+}
+
+void dedup_set_reader(struct dedup *d, sqlite3 *rdb, int (*quiesce)(void *, struct lerr *),
+                      void *opaque)
+{
+    struct lerr e;
+    const char *file = sqlite3_db_filename(d->wdb, "main");
+
+    rdb_end(d);
+    d->rdb = rdb ? rdb : d->wdb;
+    d->quiesce = quiesce;
+    d->opaque = opaque;
+    /* What settle_log() watches: looked up once, not at every checkpoint. */
+    snprintf(d->wal_path, sizeof(d->wal_path), "%s-wal", file && *file ? file : "");
+    if (!file || !*file)
+        d->wal_path[0] = '\0';
+    d->wal_limit = 0;
+    db_query_int(d->wdb, "PRAGMA journal_size_limit", &d->wal_limit, &e);
+    if (d->wal_limit <= 0)
+        d->wal_limit = 64 << 20;
+    if (prepare_reads(d, &e) != 0) { /* kept NULL: look-ups then fail, saying so */
+        sqlite3_finalize(d->r_by_seq);
+        sqlite3_finalize(d->r_by_fp);
+        d->r_by_seq = d->r_by_fp = NULL;
+    }
+}
+
+void dedup_refresh(struct dedup *d)
+{
+    if (d->in_master_txn)
+        sqlite3_exec(d->master, "COMMIT", NULL, NULL, NULL);
+    d->in_master_txn = false;
+    d->is_master_due = true;
+    rdb_end(d);
+    settle_log(d);
+}
+
+void dedup_free(struct dedup *d)
+{
+    if (!d)
+        return;
+    rdb_end(d);
+    {
+        sqlite3_stmt *sts[] = {d->w_put, d->w_put_many, d->w_fp,      d->w_fp_many, d->w_gen_done,
+                               d->w_del, d->w_del_fp,   d->w_del_gen, d->r_by_seq,  d->r_by_fp};
+        for (size_t i = 0; i < sizeof(sts) / sizeof(sts[0]); i++)
+            sqlite3_finalize(sts[i]);
+    }
+    master_close(d);
+    ftab_free(&d->tabs[0]);
+    ftab_free(&d->tabs[1]);
+    mem_release(d->bloom, d->bloom_bytes);
+    free(d->gens);
+    free(d->marks);
+    pset_free(&d->cur);
+    pset_free(&d->sealed);
+    free(d);
+}
+
 void dedup_get_stats(const struct dedup *d, struct dedup_stats *out)
 {
-    out->cache_ids = d->n;
+    out->cache_ids = d->act->n + d->old->n;
     out->cache_max = d->max;
     out->pending = d->cur.n + d->sealed.n;
-    out->is_complete = d->is_complete;
-    out->has_index = d->has_index;
+    out->is_complete = d->ngens == 0 && !d->sp.t;
+    out->gens = d->ngens;
+    out->is_spilling = d->sp.t != NULL;
     out->seen_reads = d->seen_reads;
+    out->spill_reads = d->spill_reads;
     out->master_reads = d->master_reads;
 }

@@ -10,19 +10,25 @@
  *
  * The seen table is an append-only log: each id gets the next sequence number (its rowid), and
  * epochs never decrease along it, so a checkpoint appends at the end of one B-tree and expiry
- * cuts a prefix. Nothing on disk is indexed by id while memory can answer:
- *   - an in-memory table of 64-bit fingerprints (XXH3 of "merchant\0order"), each with the
- *     sequence number of its row, holds at most cache_max ids. While every seen id fits, a
- *     miss is conclusive, and a hit is confirmed by reading that one row (a collision can
- *     never drop an order);
- *   - once more ids are live than the cache holds, the index seen_by_id is built and a miss
- *     asks the table; when expiry brings them back under the bound, the index is dropped.
+ * cuts a prefix. Nothing on disk is indexed by id; memory holds at most cache_max fingerprints
+ * (64-bit XXH3 of "merchant\0order"), each with the sequence number of its id:
+ *   - two tables of cache_max/2: new ids go to the active one. While every seen id is in them
+ *     a miss is conclusive, and a hit is confirmed by reading that one id (from memory or its
+ *     row), so a collision can never drop an order;
+ *   - when the active table is full it becomes the old one and is spilled, a slice per
+ *     checkpoint in fingerprint order (so each slice appends), into seen_fp(gen, fp, seq); the
+ *     commit of the last slice records the generation in seen_spill and frees the table;
+ *   - a fixed Bloom filter covers every spilled fingerprint: most misses need no read at all,
+ *     the rest look the fingerprint up in each generation and confirm by row.
+ * Memory stays fixed however many ids are live; a generation goes when expiry passes its last
+ * id, and a restart reloads the generations, the filter and the ids after them.
  * master.db is read through its own read-only connection, opened when the file appears.
  *
  * Threads: the writing side (dedup_write_sealed, dedup_expire_rows) may run on another thread
  * than the rest, as long as the caller never runs both at once on the write connection:
- * dedup_check and dedup_add may then need that connection (to build the index), and get it
- * through the quiesce callback, which must return only when no write is under way. */
+ * dedup_add hands a full table over to the writing side, or finishes a spill that did not
+ * keep up, only after the quiesce callback returned, which must return only when no write is
+ * under way. */
 #ifndef LAMBDA_DEDUP_H
 #define LAMBDA_DEDUP_H
 
@@ -37,23 +43,26 @@
 struct dedup;
 
 struct dedup_stats {
-    size_t cache_ids;   /* fingerprints held in memory */
-    size_t cache_max;   /* the bound */
-    size_t pending;     /* ids added and not yet written */
-    bool is_complete;   /* every seen id is in the cache: a miss needs no table look-up */
-    bool has_index;     /* seen_by_id exists (the cache overflowed) */
-    int64_t seen_reads; /* look-ups in the seen table (overflow or confirmation) */
+    size_t cache_ids;    /* fingerprints held in memory */
+    size_t cache_max;    /* the bound */
+    size_t pending;      /* ids added and not yet written */
+    bool is_complete;    /* every seen id is in the cache: a miss needs no table look-up */
+    size_t gens;         /* spilled generations (seen_spill) */
+    bool is_spilling;    /* a full table is being written to seen_fp */
+    int64_t seen_reads;  /* rows read to confirm a fingerprint */
+    int64_t spill_reads; /* generations asked for a fingerprint */
     int64_t master_reads;
 };
 
 /* A dedup over wdb's `seen` table (borrowed; it must outlive the dedup; speed.db opened
- * read-write) and data_dir/master.db. Loads the fingerprints of the seen table (up to
- * cache_max). NULL with e set when the table cannot be read or memory is short. */
+ * read-write) and data_dir/master.db, with at most cache_max fingerprints in memory. Loads
+ * the spilled generations and the ids after them (finishing a spill a crash cut short). NULL
+ * with e set when the tables cannot be read or memory is short. */
 struct dedup *dedup_new(sqlite3 *wdb, const char *data_dir, size_t cache_max, struct lerr *e);
 void dedup_free(struct dedup *d);
 
 /* Look-ups in the seen table go through rdb (borrowed, another connection to the same
- * speed.db) instead of wdb, and the build of the index first calls quiesce(opaque) (0 when
+ * speed.db) instead of wdb, and a full table changes hands only after quiesce(opaque) (0 when
  * wdb is free, else -1 with e set). For a writer on another thread. */
 void dedup_set_reader(struct dedup *d, sqlite3 *rdb, int (*quiesce)(void *, struct lerr *),
                       void *opaque);
@@ -64,8 +73,8 @@ int dedup_check(struct dedup *d, const char *merchant_id, const char *order_id, 
                 int64_t offset, struct lerr *e);
 
 /* Records a counted id (tagged with its epoch) in memory. The id must have been checked new;
- * epochs must not decrease from one call to the next. -1 when out of memory, or when the
- * index the overflow needs cannot be built. */
+ * epochs must not decrease from one call to the next. -1 when out of memory, or when a spill
+ * that must finish first cannot be written. */
 int dedup_add(struct dedup *d, const char *merchant_id, const char *order_id, int64_t epoch,
               int partition, int64_t offset, struct lerr *e);
 
@@ -81,7 +90,8 @@ uint64_t dedup_key(const struct dedup *d, const char *merchant_id, const char *o
 int dedup_admit_key(struct dedup *d, uint64_t key, const char *merchant_id, const char *order_id,
                     int64_t epoch, int partition, int64_t offset, struct lerr *e);
 
-/* Writes the ids added since the last flush into `seen`: seal, write, release in one call.
+/* Writes the ids added since the last flush into `seen`, and the whole of a spill under way:
+ * seal, write, release in one call.
  * Call it inside the transaction that also commits the positions of those events, so a crash
  * neither forgets nor doubles an id. On error nothing is forgotten in memory (the
  * transaction should be rolled back). */
@@ -89,9 +99,10 @@ int dedup_flush(struct dedup *d, struct lerr *e);
 
 /* The same in three steps, for a writer thread: seal sets the added ids aside (-1 when ids
  * sealed earlier were not released yet); write_sealed appends them to `seen` through wdb,
- * inside the caller's transaction; release forgets them once that transaction committed
- * (until then they still answer look-ups). A failed write or commit keeps them sealed: the
- * caller rolls back and stops, and the events replay at the next start. */
+ * inside the caller's transaction, with the next slice of a spill under way (dedup_seal
+ * sizes it); release forgets them once that transaction committed (until then they still
+ * answer look-ups), and frees a table whose spill it completed. A failed write or commit keeps them
+ * sealed: the caller rolls back and stops, and the events replay at the next start. */
 int dedup_seal(struct dedup *d, struct lerr *e);
 int dedup_write_sealed(struct dedup *d, struct lerr *e);
 void dedup_release_sealed(struct dedup *d);

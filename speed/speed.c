@@ -849,10 +849,10 @@ static void log_summary(struct speed *s, int64_t now_mono)
              "checkpoint_summary epoch=%" PRId64 " checkpoints=%" PRId64 " consumed=%" PRId64
              " consumed_since=%" PRId64 " applied=%" PRId64 " duplicates=%" PRId64 " late=%" PRId64
              " lag=%" PRId64 " watermark_ms=%" PRId64 " checkpoint_us=%" PRId64
-             " dedup_cached=%zu dedup_complete=%d",
+             " dedup_cached=%zu dedup_complete=%d dedup_gens=%zu dedup_spill_reads=%" PRId64,
              s->epoch, s->n.checkpoints, s->n.consumed, s->n.consumed - s->summary_consumed,
              s->n.applied, s->n.duplicates, s->n.late, lag, s->watermark_ms, s->n.checkpoint_us,
-             ds.cache_ids, ds.is_complete);
+             ds.cache_ids, ds.is_complete, ds.gens, ds.spill_reads);
     s->summary_consumed = s->n.consumed;
     s->next_summary_mono = now_mono + SUMMARY_MS;
 #ifdef __GLIBC__
