@@ -31,8 +31,10 @@
  *   offsets(partition, next_offset, max_event_ms, high_watermark, updated_ms)
  *   boundaries(epoch, partition, offset): the position at which epoch's first interval began.
  *   seen(seq, merchant_id, order_id, epoch, partition, offset): ids counted since the cut,
- *       an append-only log (epoch never decreases along seq); the index seen_by_id exists
- *       only while more ids are live than lambda-speed's dedup_cache holds (shared/dedup.h).
+ *       an append-only log (epoch never decreases along seq).
+ *   seen_fp(gen, fp, seq), seen_spill(gen, hi): the fingerprints of ids spilled from memory
+ *       when more are live than lambda-speed's dedup_cache holds, one generation per full
+ *       table; seen_spill lists the generations written whole (shared/dedup.h).
  *   rejects(id, partition, offset, reason, payload, at_ms)
  *   late(id, partition, offset, merchant_id, order_id, event_ms, minute_ms, watermark_ms,
  *        late_ms, at_ms)

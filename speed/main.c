@@ -31,7 +31,7 @@ static const struct cfg_key keys[] = {
     {"start", CFG_STR, "earliest",
      "first start without a batch cut: earliest, latest or an RFC 3339 time"},
     {"dedup_cache", CFG_INT, "2000000",
-     "order ids kept in memory for duplicate checks (beyond it speed.db answers)"},
+     "order id fingerprints kept in memory (more are spilled to speed.db)"},
     {"out", CFG_STR, NULL, "savepoint: write the speed state to this file"},
     {"restore", CFG_STR, NULL, "savepoint: replace the speed state with this file"},
     {NULL, 0, NULL, NULL},

@@ -856,7 +856,7 @@ static void log_summary(struct speed *s, int64_t now_mono)
     s->summary_consumed = s->n.consumed;
     s->next_summary_mono = now_mono + SUMMARY_MS;
 #ifdef __GLIBC__
-    /* A spike (a backlog held in librdkafka's queue while the id index was built) leaves
+    /* A spike (a backlog held in librdkafka's queue while the writer was behind) leaves
      * freed memory in malloc's arenas: give it back, so the resident size returns to the
      * steady state instead of keeping every high-water mark. */
     malloc_trim(0);

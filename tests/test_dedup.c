@@ -323,6 +323,33 @@ Test(dedup, numbers_spilled_and_lost_are_not_reused, .timeout = 30)
     fix_down(&f);
 }
 
+/* A restart with a smaller dedup_cache spills while it loads. */
+Test(dedup, a_restart_with_a_smaller_cache_spills_what_does_not_fit, .timeout = 30)
+{
+    struct fix f;
+    struct dedup_stats s;
+    char o[32];
+
+    fix_up(&f, 10000);
+    for (int i = 0; i < 3000; i++) {
+        snprintf(o, sizeof(o), "o-%d", i);
+        add(&f, "m", o, 1, 0, i);
+    }
+    flush(&f);
+    dedup_free(f.d);
+    f.d = dedup_new(f.speed, f.dir, 1000, &f.e);
+    cr_assert_not_null(f.d, "%s", f.e.msg);
+    dedup_get_stats(f.d, &s);
+    cr_assert_leq(s.cache_ids, 1000);
+    cr_assert_geq(s.gens, 4, "3000 ids, 500 per table: at least 4 spilled");
+    for (int i = 0; i < 3000; i++) {
+        snprintf(o, sizeof(o), "o-%d", i);
+        cr_assert_eq(check(&f, "m", o, 0, 99999), 1, "%s", o);
+    }
+    cr_assert_eq(check(&f, "m", "o-3000", 0, 99999), 0);
+    fix_down(&f);
+}
+
 Test(dedup, epochs_must_not_decrease, .timeout = 30)
 {
     struct fix f;
