@@ -50,9 +50,8 @@ static const char speed_schema[] =
     "CREATE TABLE IF NOT EXISTS seen(seq INTEGER PRIMARY KEY, merchant_id TEXT NOT NULL,"
     " order_id TEXT NOT NULL, epoch INTEGER NOT NULL, partition INTEGER NOT NULL,"
     " offset INTEGER NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS seen_fp(gen INTEGER NOT NULL, fp INTEGER NOT NULL,"
-    " seq INTEGER NOT NULL, PRIMARY KEY(gen, fp, seq)) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS seen_spill(gen INTEGER PRIMARY KEY, hi INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS seen_gens(gen INTEGER PRIMARY KEY, lo INTEGER NOT NULL,"
+    " hi INTEGER NOT NULL, level INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS rejects(id INTEGER PRIMARY KEY, partition INTEGER,"
     " offset INTEGER, reason TEXT NOT NULL, payload BLOB, at_ms INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS late(id INTEGER PRIMARY KEY, partition INTEGER NOT NULL,"
@@ -160,7 +159,10 @@ static int migrate_speed(sqlite3 *db, struct lerr *e)
     sqlite3_stmt *st = NULL;
     int64_t old = 0;
 
-    if (db_exec(db, "DROP INDEX IF EXISTS seen_by_id", e) != 0)
+    if (db_exec(db,
+                "DROP INDEX IF EXISTS seen_by_id; DROP TABLE IF EXISTS seen_fp;"
+                " DROP TABLE IF EXISTS seen_spill",
+                e) != 0)
         return -1;
 
     if (db_prepare(db,

@@ -1,6 +1,7 @@
 #include "dedup.h"
 
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,20 +51,40 @@ struct ftab {
     bool has_base;
 };
 
-/* The ids of one spilled table: seen_fp rows (gen, fingerprint, seq), seq up to hi. */
+/* A generation: the fingerprints of spilled ids, in a table of their own (seen_fp_<gen>,
+ * keyed by fingerprint), listed in seen_gens once written whole. Merged MERGE_FAN at a time
+ * into one of the next level, so a look-up asks few of them; dropped whole once expiry passes
+ * hi. */
 struct gen {
-    int64_t gen, hi;
+    int64_t gen, lo, hi; /* sequence numbers lo..hi */
+    int level;
+    sqlite3_stmt *probe; /* on the reader: the seqs of a fingerprint */
 };
 
-/* The spill of the older table into seen_fp, in slot order, a slice per checkpoint. The
- * reading side starts it (rotate) and paces it (dedup_seal moves `until`), both while no write
- * is under way; the writing side moves `next` and sets is_done in the transaction that writes
- * the last slice and the generation's seen_spill row. */
+/* The spill of the older table into a new generation, in slot order, a slice per checkpoint.
+ * The reading side starts it (hold) and paces it (dedup_seal moves `until`), both while no
+ * write is under way; the writing side moves `next` and sets is_done in the transaction that
+ * writes the last slice and the generation's seen_gens row. */
 struct spill {
     struct ftab *t; /* NULL when no spill is under way */
-    int64_t gen, hi;
+    int64_t gen, lo, hi;
     size_t next, until;
     bool is_done;
+    sqlite3_stmt *w_one, *w_many; /* the writer's inserts into seen_fp_<gen> */
+};
+
+/* The merge of MERGE_FAN adjacent generations of one level into a new one of the next, a
+ * slice of the fingerprint range per step; started and paced like a spill. The sources stay
+ * whole until the transaction that writes the last slice lists the new generation and drops
+ * them. */
+#define MERGE_FAN  4
+#define SLICE_ROWS 32768 /* the rows a merge slice aims at */
+struct merge {
+    bool is_on, is_done;
+    int64_t src[MERGE_FAN];
+    int64_t gen, lo, hi;
+    int level;
+    uint32_t next, until, slices;
 };
 
 struct dedup {
@@ -74,8 +95,7 @@ struct dedup {
     bool in_rdb_txn;
     char wal_path[PATH_MAX + 8]; /* speed.db-wal, and when settle_log() folds it back */
     int64_t wal_limit;
-    sqlite3_stmt *w_put, *w_put_many, *w_fp, *w_fp_many, *w_gen_done, *w_del, *w_del_fp, *w_del_gen,
-        *r_by_seq, *r_by_fp;
+    sqlite3_stmt *w_put, *w_put_many, *w_del, *w_gens_below, *r_by_seq;
     char data_dir[PATH_MAX];
     sqlite3 *master; /* NULL until master.db with its orders table exists */
     sqlite3_stmt *master_get;
@@ -86,8 +106,10 @@ struct dedup {
     struct ftab tabs[2];    /* each holds max/2 */
     struct ftab *act, *old; /* new ids go to act; old is being spilled, or empty */
     struct spill sp;
-    struct gen *gens; /* spilled generations, oldest first */
+    struct merge mg;
+    struct gen *gens; /* generations, oldest first */
     size_t ngens, capgens;
+    int64_t next_gen;
     uint64_t *bloom; /* over every spilled fingerprint: 64-byte blocks */
     size_t bloom_bytes;
     unsigned bloom_shift;
@@ -319,16 +341,41 @@ static int prepare_rows(sqlite3 *db, const char *head, int cols, int rows, sqlit
     return db_prepare(db, sql, out, e);
 }
 
+/* Runs one statement made from fmt (table names vary: seen_fp_<gen>). */
+static int exec_fmt(sqlite3 *db, struct lerr *e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int exec_fmt(sqlite3 *db, struct lerr *e, const char *fmt, ...)
+{
+    char sql[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof(sql), fmt, ap);
+    va_end(ap);
+    return db_exec(db, sql, e);
+}
+
+static int gen_prepare(struct dedup *d, struct gen *g, struct lerr *e)
+{
+    char sql[96];
+
+    sqlite3_finalize(g->probe);
+    g->probe = NULL;
+    snprintf(sql, sizeof(sql), "SELECT seq FROM seen_fp_%lld WHERE fp = ?1", (long long)g->gen);
+    return db_prepare(d->rdb, sql, &g->probe, e);
+}
+
 static int prepare_reads(struct dedup *d, struct lerr *e)
 {
     sqlite3_finalize(d->r_by_seq);
-    sqlite3_finalize(d->r_by_fp);
-    d->r_by_seq = d->r_by_fp = NULL;
+    d->r_by_seq = NULL;
     if (db_prepare(d->rdb, "SELECT merchant_id, order_id FROM seen WHERE seq = ?1", &d->r_by_seq,
-                   e) != 0 ||
-        db_prepare(d->rdb, "SELECT seq FROM seen_fp WHERE gen = ?1 AND fp = ?2", &d->r_by_fp, e) !=
-            0)
+                   e) != 0)
         return -1;
+    for (size_t k = 0; k < d->ngens; k++) { /* prepared again at their next use */
+        sqlite3_finalize(d->gens[k].probe);
+        d->gens[k].probe = NULL;
+    }
     return 0;
 }
 
@@ -336,33 +383,22 @@ static int prepare_writes(struct dedup *d, struct lerr *e)
 {
     static const char put[] =
         "INSERT INTO seen(seq, merchant_id, order_id, epoch, partition, offset) VALUES";
-    static const char fp[] = "INSERT OR IGNORE INTO seen_fp(gen, fp, seq) VALUES";
-    /* Below the first id kept, or below the first not yet written when none is kept. */
-    static const char below[] = "hi < coalesce((SELECT min(seq) FROM seen), ?1)";
 
     if (prepare_rows(d->wdb, put, 6, 1, &d->w_put, e) != 0 ||
         prepare_rows(d->wdb, put, 6, PUT_MANY, &d->w_put_many, e) != 0 ||
-        prepare_rows(d->wdb, fp, 3, 1, &d->w_fp, e) != 0 ||
-        prepare_rows(d->wdb, fp, 3, PUT_MANY, &d->w_fp_many, e) != 0 ||
-        db_prepare(d->wdb, "INSERT OR REPLACE INTO seen_spill(gen, hi) VALUES(?1, ?2)",
-                   &d->w_gen_done, e) != 0 ||
         /* Epochs never decrease along seq: the rows to drop are a prefix, found by a scan
          * that stops at the first row to keep. */
         db_prepare(d->wdb,
                    "DELETE FROM seen WHERE seq < coalesce((SELECT seq FROM seen WHERE epoch >= ?1"
                    " ORDER BY seq LIMIT 1), 9223372036854775807)",
-                   &d->w_del, e) != 0)
+                   &d->w_del, e) != 0 ||
+        /* The generations below the first id kept, or below the first not yet written when
+         * none is kept. */
+        db_prepare(d->wdb,
+                   "SELECT gen FROM seen_gens WHERE hi < coalesce((SELECT min(seq) FROM seen), ?1)"
+                   " ORDER BY gen",
+                   &d->w_gens_below, e) != 0)
         return -1;
-    {
-        char sql[256];
-        snprintf(sql, sizeof(sql),
-                 "DELETE FROM seen_fp WHERE gen IN (SELECT gen FROM seen_spill WHERE %s)", below);
-        if (db_prepare(d->wdb, sql, &d->w_del_fp, e) != 0)
-            return -1;
-        snprintf(sql, sizeof(sql), "DELETE FROM seen_spill WHERE %s", below);
-        if (db_prepare(d->wdb, sql, &d->w_del_gen, e) != 0)
-            return -1;
-    }
     return 0;
 }
 
@@ -589,20 +625,21 @@ static int ftab_has(struct dedup *d, const struct ftab *t, uint64_t h, const cha
     return 0;
 }
 
-/* The spilled generations, newest first, once the filter says the id may be among them. */
+/* The generations, newest first, once the filter says the id may be among them. */
 static int spilled_has(struct dedup *d, uint64_t h, const char *m, const char *o, struct lerr *e)
 {
-    sqlite3_stmt *st = d->r_by_fp;
-
     if (d->ngens == 0 || !bloom_maybe(d, h))
         return 0;
     if (rdb_begin(d, e) != 0)
         return -1;
     for (size_t k = d->ngens; k-- > 0;) {
-        int rc, r = 0;
+        sqlite3_stmt *st;
+        int rc = SQLITE_DONE, r = 0;
+        if (!d->gens[k].probe && gen_prepare(d, &d->gens[k], e) != 0)
+            return -1;
+        st = d->gens[k].probe;
         d->spill_reads++;
-        sqlite3_bind_int64(st, 1, d->gens[k].gen);
-        sqlite3_bind_int64(st, 2, fp_key(h));
+        sqlite3_bind_int64(st, 1, fp_key(h));
         while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW)
             r = id_is(d, sqlite3_column_int64(st, 0), m, o, e);
         if (r == 0 && rc != SQLITE_DONE)
@@ -637,9 +674,61 @@ int dedup_check(struct dedup *d, const char *merchant_id, const char *order_id, 
     return master_has_earlier(d, merchant_id, order_id, partition, offset, e);
 }
 
-/* ---- spilling ---- */
+/* ---- generations: spills and merges ---- */
 
-/* Writes the spill's slots [next, until) to seen_fp, and the generation's seen_spill row
+static int gens_reserve(struct dedup *d, struct lerr *e)
+{
+    if (d->ngens < d->capgens)
+        return 0;
+    size_t cap = d->capgens ? 2 * d->capgens : 16;
+    struct gen *g = realloc(d->gens, cap * sizeof(*g));
+    if (!g)
+        return lerr_set(e, "out of memory");
+    d->gens = g;
+    d->capgens = cap;
+    return 0;
+}
+
+/* Puts g into the list, in sequence order; its probe is prepared at its first use, once the
+ * reader can see the table (after the commit that wrote it). */
+static int gens_insert(struct dedup *d, struct gen g, struct lerr *e)
+{
+    size_t k = d->ngens;
+
+    if (gens_reserve(d, e) != 0)
+        return -1;
+    while (k > 0 && d->gens[k - 1].lo > g.lo)
+        k--;
+    memmove(d->gens + k + 1, d->gens + k, (d->ngens - k) * sizeof(*d->gens));
+    g.probe = NULL;
+    d->gens[k] = g;
+    d->ngens++;
+    rdb_end(d); /* the next look-up must see the table just committed */
+    return 0;
+}
+
+static void gens_remove(struct dedup *d, size_t k)
+{
+    sqlite3_finalize(d->gens[k].probe);
+    memmove(d->gens + k, d->gens + k + 1, (d->ngens - k - 1) * sizeof(*d->gens));
+    d->ngens--;
+}
+
+static int create_gen_table(sqlite3 *db, int64_t gen, struct lerr *e)
+{
+    return exec_fmt(db, e,
+                    "CREATE TABLE IF NOT EXISTS seen_fp_%lld(fp INTEGER NOT NULL,"
+                    " seq INTEGER NOT NULL, PRIMARY KEY(fp, seq)) WITHOUT ROWID",
+                    (long long)gen);
+}
+
+static int bind_fp_row(sqlite3_stmt *st, int row, uint64_t h, int64_t seq)
+{
+    sqlite3_bind_int64(st, 2 * row + 1, fp_key(h));
+    return sqlite3_bind_int64(st, 2 * row + 2, seq);
+}
+
+/* Writes the spill's slots [next, until) to its generation's table, and the seen_gens row
  * once every slot is written. The writing side, inside its transaction. */
 static int spill_write(struct dedup *d, struct lerr *e)
 {
@@ -650,17 +739,24 @@ static int spill_write(struct dedup *d, struct lerr *e)
 
     if (!t || sp->is_done)
         return 0;
+    if (!sp->w_one) {
+        char head[96];
+        snprintf(head, sizeof(head), "INSERT OR IGNORE INTO seen_fp_%lld(fp, seq) VALUES",
+                 (long long)sp->gen);
+        if (create_gen_table(d->wdb, sp->gen, e) != 0 ||
+            prepare_rows(d->wdb, head, 2, 1, &sp->w_one, e) != 0 ||
+            prepare_rows(d->wdb, head, 2, PUT_MANY, &sp->w_many, e) != 0)
+            return -1;
+    }
     cap = t->mask + 1;
     until = sp->until < cap ? sp->until : cap;
     for (; sp->next < until; sp->next++) {
         uint64_t h = t->fp[sp->next];
         if (!h)
             continue;
-        sqlite3_bind_int64(d->w_fp_many, 3 * nb + 1, sp->gen);
-        sqlite3_bind_int64(d->w_fp_many, 3 * nb + 2, fp_key(h));
-        sqlite3_bind_int64(d->w_fp_many, 3 * nb + 3, t->base + t->rs[sp->next]);
+        bind_fp_row(sp->w_many, nb, h, t->base + t->rs[sp->next]);
         if (++nb == PUT_MANY) {
-            if (db_step_done(d->w_fp_many, e) != 0)
+            if (db_step_done(sp->w_many, e) != 0)
                 return -1;
             nb = 0;
         }
@@ -671,33 +767,139 @@ static int spill_write(struct dedup *d, struct lerr *e)
         if (!h)
             continue;
         nb--;
-        sqlite3_bind_int64(d->w_fp, 1, sp->gen);
-        sqlite3_bind_int64(d->w_fp, 2, fp_key(h));
-        sqlite3_bind_int64(d->w_fp, 3, t->base + t->rs[i - 1]);
-        if (db_step_done(d->w_fp, e) != 0)
+        bind_fp_row(sp->w_one, 0, h, t->base + t->rs[i - 1]);
+        if (db_step_done(sp->w_one, e) != 0)
             return -1;
     }
     if (sp->next < cap)
         return 0;
-    sqlite3_bind_int64(d->w_gen_done, 1, sp->gen);
-    sqlite3_bind_int64(d->w_gen_done, 2, sp->hi);
-    if (db_step_done(d->w_gen_done, e) != 0)
+    if (exec_fmt(d->wdb, e,
+                 "INSERT OR REPLACE INTO seen_gens(gen, lo, hi, level) VALUES(%lld, %lld, %lld, 0)",
+                 (long long)sp->gen, (long long)sp->lo, (long long)sp->hi) != 0)
         return -1;
+    sqlite3_finalize(sp->w_one);
+    sqlite3_finalize(sp->w_many);
+    sp->w_one = sp->w_many = NULL;
     sp->is_done = true;
     return 0;
 }
 
-/* A committed spill: its ids are now found through seen_fp, and the table is free. */
-static void retire(struct dedup *d)
+/* seen_fp's key where slice k of n begins (n > 1, 0 < k < n). */
+static int64_t slice_key(uint32_t k, uint32_t n)
 {
-    d->gens[d->ngens].gen = d->sp.gen; /* room was made when the spill began */
-    d->gens[d->ngens].hi = d->sp.hi;
-    d->ngens++;
+    return fp_key((uint64_t)k * (UINT64_MAX / n + 1));
+}
+
+/* Copies the merge's slices [next, until) from the sources into the new generation; with the
+ * last, lists it and drops the sources. The writing side, inside its transaction. */
+static int merge_write(struct dedup *d, struct lerr *e)
+{
+    struct merge *mg = &d->mg;
+
+    if (!mg->is_on || mg->is_done)
+        return 0;
+    if (mg->next == 0 && create_gen_table(d->wdb, mg->gen, e) != 0)
+        return -1;
+    for (; mg->next < mg->until && mg->next < mg->slices; mg->next++) {
+        char where[96] = "";
+        if (mg->slices > 1 && mg->next == 0)
+            snprintf(where, sizeof(where), " WHERE fp < %lld", (long long)slice_key(1, mg->slices));
+        else if (mg->slices > 1 && mg->next + 1 == mg->slices)
+            snprintf(where, sizeof(where), " WHERE fp >= %lld",
+                     (long long)slice_key(mg->next, mg->slices));
+        else if (mg->slices > 1)
+            snprintf(where, sizeof(where), " WHERE fp >= %lld AND fp < %lld",
+                     (long long)slice_key(mg->next, mg->slices),
+                     (long long)slice_key(mg->next + 1, mg->slices));
+        for (int k = 0; k < MERGE_FAN; k++)
+            if (exec_fmt(d->wdb, e,
+                         "INSERT OR IGNORE INTO seen_fp_%lld(fp, seq) SELECT fp, seq FROM"
+                         " seen_fp_%lld%s",
+                         (long long)mg->gen, (long long)mg->src[k], where) != 0)
+                return -1;
+    }
+    if (mg->next < mg->slices)
+        return 0;
+    if (exec_fmt(
+            d->wdb, e,
+            "INSERT OR REPLACE INTO seen_gens(gen, lo, hi, level) VALUES(%lld, %lld, %lld, %d)",
+            (long long)mg->gen, (long long)mg->lo, (long long)mg->hi, mg->level) != 0)
+        return -1;
+    for (int k = 0; k < MERGE_FAN; k++)
+        if (exec_fmt(d->wdb, e,
+                     "DELETE FROM seen_gens WHERE gen = %lld; DROP TABLE IF EXISTS seen_fp_%lld",
+                     (long long)mg->src[k], (long long)mg->src[k]) != 0)
+            return -1;
+    mg->is_done = true;
+    return 0;
+}
+
+/* Starts a merge when MERGE_FAN adjacent generations share a level (the oldest such run).
+ * Only while no write is under way. */
+static void maybe_merge(struct dedup *d)
+{
+    struct merge *mg = &d->mg;
+    int64_t rows = 0;
+    size_t k = 0;
+
+    if (mg->is_on)
+        return;
+    for (;; k++) {
+        size_t i = 1;
+        if (k + MERGE_FAN > d->ngens)
+            return;
+        while (i < MERGE_FAN && d->gens[k + i].level == d->gens[k].level)
+            i++;
+        if (i == MERGE_FAN)
+            break;
+    }
+    *mg = (struct merge){.is_on = true,
+                         .gen = d->next_gen++,
+                         .lo = d->gens[k].lo,
+                         .hi = d->gens[k + MERGE_FAN - 1].hi,
+                         .level = d->gens[k].level + 1};
+    for (int i = 0; i < MERGE_FAN; i++) {
+        mg->src[i] = d->gens[k + (size_t)i].gen;
+        rows += d->gens[k + (size_t)i].hi - d->gens[k + (size_t)i].lo + 1;
+    }
+    mg->slices = rows / SLICE_ROWS > 1 ? (uint32_t)(rows / SLICE_ROWS) : 1;
+    log_info("dedup", "merge_started gen=%lld level=%d ids_at_most=%lld slices=%u",
+             (long long)mg->gen, mg->level, (long long)rows, mg->slices);
+}
+
+/* A committed spill: its ids are now found through their generation, and the table is free. */
+static int retire(struct dedup *d, struct lerr *e)
+{
+    struct gen g = {.gen = d->sp.gen, .lo = d->sp.lo, .hi = d->sp.hi, .level = 0};
+
     ftab_clear(d->old);
     d->sp.t = NULL;
-    rdb_end(d); /* the next look-up must see the rows just committed */
-    log_debug("dedup", "spill_done gen=%lld hi=%lld gens=%zu", (long long)d->sp.gen,
-              (long long)d->sp.hi, d->ngens);
+    if (gens_insert(d, g, e) != 0)
+        return -1;
+    log_debug("dedup", "spill_done gen=%lld lo=%lld hi=%lld gens=%zu", (long long)g.gen,
+              (long long)g.lo, (long long)g.hi, d->ngens);
+    maybe_merge(d);
+    return 0;
+}
+
+/* A committed merge: the new generation answers for its sources. */
+static int merge_retire(struct dedup *d, struct lerr *e)
+{
+    struct merge *mg = &d->mg;
+    struct gen g = {.gen = mg->gen, .lo = mg->lo, .hi = mg->hi, .level = mg->level};
+
+    for (size_t k = d->ngens; k-- > 0;)
+        for (int i = 0; i < MERGE_FAN; i++)
+            if (d->gens[k].gen == mg->src[i]) {
+                gens_remove(d, k);
+                break;
+            }
+    mg->is_on = false;
+    if (gens_insert(d, g, e) != 0)
+        return -1;
+    log_info("dedup", "merge_done gen=%lld level=%d gens=%zu", (long long)g.gen, g.level, d->ngens);
+    maybe_merge(d);
+    return 0;
 }
 
 /* The spill under way, finished here and now (the writer is quiesced, or there is none). */
@@ -713,8 +915,7 @@ static int spill_now(struct dedup *d, struct lerr *e)
             db_exec(d->wdb, "ROLLBACK", NULL);
         return -1;
     }
-    retire(d);
-    return 0;
+    return retire(d, e);
 }
 
 /* Puts id h (number seq) into the active table. A full one becomes the old table and starts
@@ -733,20 +934,12 @@ static int hold(struct dedup *d, uint64_t h, int64_t seq, struct lerr *e)
         return 0;
     if (d->sp.t && spill_now(d, e) != 0)
         return -1;
-    if (d->ngens == d->capgens) {
-        size_t cap = d->capgens ? 2 * d->capgens : 16;
-        struct gen *g = realloc(d->gens, cap * sizeof(*g));
-        if (!g)
-            return lerr_set(e, "out of memory");
-        d->gens = g;
-        d->capgens = cap;
-    }
     t = d->old;
     d->old = d->act;
     d->act = t;
     ftab_clear(d->act);
     bloom_add_table(d, d->old); /* from its retirement on, the filter answers for it */
-    d->sp = (struct spill){.t = d->old, .gen = d->old->base, .hi = d->old->hi};
+    d->sp = (struct spill){.t = d->old, .gen = d->next_gen++, .lo = d->old->base, .hi = d->old->hi};
     log_info("dedup", "spill_started gen=%lld ids=%zu gens=%zu reason=\"dedup_cache=%zu is full\"",
              (long long)d->sp.gen, d->old->n, d->ngens, d->max);
     if (!ftab_put(d->act, h, seq))
@@ -841,6 +1034,14 @@ int dedup_seal(struct dedup *d, struct lerr *e)
             want = d->sp.next + cap / 32;
         d->sp.until = want < cap ? want : cap;
     }
+    /* A merge moves SLICE_ROWS, and twice the ids of the interval, per checkpoint: more than
+     * the ids the merges of every level take on meanwhile (one row per id per level). */
+    if (d->mg.is_on && !d->mg.is_done) {
+        double rows = (double)(d->mg.hi - d->mg.lo + 1);
+        double n = (double)(SLICE_ROWS + 2 * d->sealed.n) * d->mg.slices / rows;
+        uint32_t step = n < 1.0 ? 1 : n > (double)d->mg.slices ? d->mg.slices : (uint32_t)n;
+        d->mg.until = d->mg.next + step < d->mg.slices ? d->mg.next + step : d->mg.slices;
+    }
     return 0;
 }
 
@@ -874,60 +1075,100 @@ int dedup_write_sealed(struct dedup *d, struct lerr *e)
     }
     if (p->n)
         d->written_upto = p->v[p->n - 1].seq;
-    return spill_write(d, e);
+    if (spill_write(d, e) != 0 || merge_write(d, e) != 0)
+        return -1;
+    return 0;
 }
 
-void dedup_release_sealed(struct dedup *d)
+int dedup_release_sealed(struct dedup *d, struct lerr *e)
 {
     d->sealed.n = 0;
     d->sealed.nbytes = 0;
-    if (d->sp.t && d->sp.is_done)
-        retire(d);
+    if (d->sp.t && d->sp.is_done && retire(d, e) != 0)
+        return -1;
+    if (d->mg.is_on && d->mg.is_done && merge_retire(d, e) != 0)
+        return -1;
+    return 0;
 }
 
 int dedup_flush(struct dedup *d, struct lerr *e)
 {
     if (dedup_seal(d, e) != 0)
         return -1;
-    d->sp.until = SIZE_MAX; /* no writer to pace: the whole spill now */
+    d->sp.until = SIZE_MAX; /* no writer to pace: the whole spill and merge now */
+    d->mg.until = d->mg.slices;
     if (dedup_write_sealed(d, e) != 0)
         return -1;
-    dedup_release_sealed(d);
-    return 0;
+    return dedup_release_sealed(d, e);
 }
 
 int dedup_expire_rows(struct dedup *d, int64_t cut_epoch, struct lerr *e)
 {
+    int64_t *drop = NULL;
+    size_t n = 0, cap = 0;
+    int rc;
+
     sqlite3_bind_int64(d->w_del, 1, cut_epoch);
     if (db_step_done(d->w_del, e) != 0)
         return -1;
-    /* The generations wholly below what is left go with their rows. */
-    sqlite3_bind_int64(d->w_del_fp, 1, d->written_upto + 1);
-    sqlite3_bind_int64(d->w_del_gen, 1, d->written_upto + 1);
-    if (db_step_done(d->w_del_fp, e) != 0 || db_step_done(d->w_del_gen, e) != 0)
-        return -1;
+    /* The generations wholly below what is left go with their rows (a merge's sources go
+     * when it ends). Listed first: a table cannot be dropped while a statement reads. */
+    sqlite3_bind_int64(d->w_gens_below, 1, d->written_upto + 1);
+    while ((rc = sqlite3_step(d->w_gens_below)) == SQLITE_ROW) {
+        int64_t g = sqlite3_column_int64(d->w_gens_below, 0);
+        bool is_src = false;
+        for (int i = 0; d->mg.is_on && !d->mg.is_done && i < MERGE_FAN; i++)
+            is_src = is_src || d->mg.src[i] == g;
+        if (is_src)
+            continue;
+        if (n == cap) {
+            int64_t *v = realloc(drop, (cap = cap ? 2 * cap : 16) * sizeof(*v));
+            if (!v) {
+                sqlite3_reset(d->w_gens_below);
+                free(drop);
+                return lerr_set(e, "out of memory");
+            }
+            drop = v;
+        }
+        drop[n++] = g;
+    }
+    sqlite3_reset(d->w_gens_below);
+    if (rc != SQLITE_DONE) {
+        free(drop);
+        return lerr_set(e, "cannot list generations: %s", sqlite3_errmsg(d->wdb));
+    }
+    for (size_t k = 0; k < n; k++)
+        if (exec_fmt(d->wdb, e,
+                     "DELETE FROM seen_gens WHERE gen = %lld; DROP TABLE IF EXISTS seen_fp_%lld",
+                     (long long)drop[k], (long long)drop[k]) != 0) {
+            free(drop);
+            return -1;
+        }
+    free(drop);
     return 0;
 }
 
-/* Rebuilds the filter from what is spilled (and the table being spilled). */
+/* Rebuilds the filter from the generations (and the table being spilled). */
 static int bloom_rebuild(struct dedup *d, struct lerr *e)
 {
-    sqlite3_stmt *st;
-    int rc;
-
     memset(d->bloom, 0, d->bloom_bytes);
     if (d->sp.t)
         bloom_add_table(d, d->sp.t);
-    if (d->ngens == 0)
-        return 0;
     rdb_end(d); /* see what the expiry committed */
-    if (db_prepare(d->rdb, "SELECT fp FROM seen_fp", &st, e) != 0)
-        return -1;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        bloom_add(d, (uint64_t)sqlite3_column_int64(st, 0) ^ 0x8000000000000000ULL);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        return lerr_set(e, "cannot read spilled ids: %s", sqlite3_errmsg(d->rdb));
+    for (size_t k = 0; k < d->ngens; k++) {
+        char sql[64];
+        sqlite3_stmt *st;
+        int rc;
+        snprintf(sql, sizeof(sql), "SELECT fp FROM seen_fp_%lld", (long long)d->gens[k].gen);
+        if (db_prepare(d->rdb, sql, &st, e) != 0)
+            return -1;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+            bloom_add(d, (uint64_t)sqlite3_column_int64(st, 0) ^ 0x8000000000000000ULL);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+            return lerr_set(e, "cannot read spilled ids: %s", sqlite3_errmsg(d->rdb));
+    }
+    rdb_end(d);
     return 0;
 }
 
@@ -946,11 +1187,11 @@ int dedup_expire_cache(struct dedup *d, int64_t cut_epoch, struct lerr *e)
         k++;
     if (k == 0)
         return 0;
-    memmove(d->gens, d->gens + k, (d->ngens - k) * sizeof(*d->gens));
-    d->ngens -= k;
+    for (size_t i = k; i-- > 0;)
+        gens_remove(d, i);
     if (bloom_rebuild(d, e) != 0)
         return -1;
-    log_info("dedup", "spill_expired gens_dropped=%zu gens=%zu ms=%lld", k, d->ngens,
+    log_info("dedup", "generations_expired dropped=%zu gens=%zu ms=%lld", k, d->ngens,
              (long long)(tm_mono_ms() - t0));
     return 0;
 }
@@ -966,40 +1207,65 @@ int dedup_expire(struct dedup *d, int64_t cut_epoch, struct lerr *e)
 
 /* ---- opening ---- */
 
-/* Rebuilds memory from speed.db: the spilled generations and their filter, then the epochs
- * of every seen id, and the tables from the ids after the last generation. */
+/* Drops the tables of generations never written whole (a spill or merge a crash cut short):
+ * their ids are in the generations they came from, or loaded below. */
+static int drop_orphans(struct dedup *d, struct lerr *e)
+{
+    sqlite3_stmt *st;
+    char names[64][40];
+    int rc, n;
+
+    do {
+        n = 0;
+        if (db_prepare(d->wdb,
+                       "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB"
+                       " 'seen_fp_[0-9]*' AND CAST(substr(name, 9) AS INTEGER) NOT IN"
+                       " (SELECT gen FROM seen_gens) LIMIT 64",
+                       &st, e) != 0)
+            return -1;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+            snprintf(names[n++], sizeof(names[0]), "%s", (const char *)sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+            return lerr_set(e, "cannot list generations: %s", sqlite3_errmsg(d->wdb));
+        for (int i = 0; i < n; i++)
+            if (exec_fmt(d->wdb, e, "DROP TABLE IF EXISTS \"%s\"", names[i]) != 0)
+                return -1;
+    } while (n == 64);
+    return 0;
+}
+
+/* Rebuilds memory from speed.db: the generations and their filter, then the epochs of every
+ * seen id, and the tables from the ids after the last generation. */
 static int load(struct dedup *d, struct lerr *e)
 {
     sqlite3_stmt *st;
     int64_t max_hi = 0;
     int rc;
 
-    /* A spill cut short by a crash left rows without a generation: its ids are loaded below. */
-    if (db_exec(d->wdb, "DELETE FROM seen_fp WHERE gen NOT IN (SELECT gen FROM seen_spill)", e) !=
-            0 ||
-        db_prepare(d->wdb, "SELECT gen, hi FROM seen_spill ORDER BY gen", &st, e) != 0)
+    if (drop_orphans(d, e) != 0 ||
+        db_prepare(d->wdb, "SELECT gen, lo, hi, level FROM seen_gens ORDER BY lo", &st, e) != 0)
         return -1;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (d->ngens == d->capgens) {
-            size_t cap = d->capgens ? 2 * d->capgens : 16;
-            struct gen *g = realloc(d->gens, cap * sizeof(*g));
-            if (!g) {
-                sqlite3_finalize(st);
-                return lerr_set(e, "out of memory");
-            }
-            d->gens = g;
-            d->capgens = cap;
+        struct gen *g;
+        if (gens_reserve(d, e) != 0) {
+            sqlite3_finalize(st);
+            return -1;
         }
-        d->gens[d->ngens].gen = sqlite3_column_int64(st, 0);
-        d->gens[d->ngens].hi = sqlite3_column_int64(st, 1);
-        if (d->gens[d->ngens].hi > max_hi)
-            max_hi = d->gens[d->ngens].hi;
-        d->ngens++;
+        g = &d->gens[d->ngens++];
+        *g = (struct gen){.gen = sqlite3_column_int64(st, 0),
+                          .lo = sqlite3_column_int64(st, 1),
+                          .hi = sqlite3_column_int64(st, 2),
+                          .level = sqlite3_column_int(st, 3)};
+        if (g->hi > max_hi)
+            max_hi = g->hi;
+        if (g->gen >= d->next_gen)
+            d->next_gen = g->gen + 1;
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
-        return lerr_set(e, "cannot read spilled generations: %s", sqlite3_errmsg(d->wdb));
-    if (d->ngens && bloom_rebuild(d, e) != 0)
+        return lerr_set(e, "cannot read generations: %s", sqlite3_errmsg(d->wdb));
+    if (prepare_reads(d, e) != 0 || (d->ngens && bloom_rebuild(d, e) != 0))
         return -1;
     if (db_prepare(d->wdb, "SELECT seq, merchant_id, order_id, epoch FROM seen ORDER BY seq", &st,
                    e) != 0)
@@ -1030,6 +1296,7 @@ static int load(struct dedup *d, struct lerr *e)
         return lerr_set(e, "cannot read seen ids: %s", sqlite3_errmsg(d->wdb));
     /* Numbers spilled and lost with their rows are never given out again. */
     d->next_seq = (d->written_upto > max_hi ? d->written_upto : max_hi) + 1;
+    maybe_merge(d); /* one a crash cut short starts over */
     return 0;
 }
 
@@ -1045,6 +1312,7 @@ struct dedup *dedup_new(sqlite3 *wdb, const char *data_dir, size_t cache_max, st
     d->wdb = d->rdb = wdb;
     d->is_master_due = true;
     d->next_seq = 1;
+    d->next_gen = 1;
     d->last_epoch = INT64_MIN;
     snprintf(d->data_dir, sizeof(d->data_dir), "%s", data_dir);
     d->max = cache_max ? cache_max : 1;
@@ -1061,7 +1329,7 @@ struct dedup *dedup_new(sqlite3 *wdb, const char *data_dir, size_t cache_max, st
         lerr_set(e, "out of memory for a dedup cache of %zu ids", d->max);
         goto fail;
     }
-    if (prepare_writes(d, e) != 0 || prepare_reads(d, e) != 0 || load(d, e) != 0)
+    if (prepare_writes(d, e) != 0 || load(d, e) != 0)
         goto fail;
     return d;
 fail:
@@ -1087,10 +1355,10 @@ void dedup_set_reader(struct dedup *d, sqlite3 *rdb, int (*quiesce)(void *, stru
     db_query_int(d->wdb, "PRAGMA journal_size_limit", &d->wal_limit, &e);
     if (d->wal_limit <= 0)
         d->wal_limit = 64 << 20;
-    if (prepare_reads(d, &e) != 0) { /* kept NULL: look-ups then fail, saying so */
+    if (prepare_reads(d, &e) != 0) { /* look-ups then fail, saying so */
         sqlite3_finalize(d->r_by_seq);
-        sqlite3_finalize(d->r_by_fp);
-        d->r_by_seq = d->r_by_fp = NULL;
+        d->r_by_seq = NULL;
+        log_warn("dedup", "reader_not_ready err=\"%s\"", e.msg);
     }
 }
 
@@ -1110,11 +1378,13 @@ void dedup_free(struct dedup *d)
         return;
     rdb_end(d);
     {
-        sqlite3_stmt *sts[] = {d->w_put, d->w_put_many, d->w_fp,      d->w_fp_many, d->w_gen_done,
-                               d->w_del, d->w_del_fp,   d->w_del_gen, d->r_by_seq,  d->r_by_fp};
+        sqlite3_stmt *sts[] = {d->w_put,    d->w_put_many, d->w_del,    d->w_gens_below,
+                               d->r_by_seq, d->sp.w_one,   d->sp.w_many};
         for (size_t i = 0; i < sizeof(sts) / sizeof(sts[0]); i++)
             sqlite3_finalize(sts[i]);
     }
+    for (size_t k = 0; k < d->ngens; k++)
+        sqlite3_finalize(d->gens[k].probe);
     master_close(d);
     ftab_free(&d->tabs[0]);
     ftab_free(&d->tabs[1]);
@@ -1134,6 +1404,7 @@ void dedup_get_stats(const struct dedup *d, struct dedup_stats *out)
     out->is_complete = d->ngens == 0 && !d->sp.t;
     out->gens = d->ngens;
     out->is_spilling = d->sp.t != NULL;
+    out->is_merging = d->mg.is_on;
     out->seen_reads = d->seen_reads;
     out->spill_reads = d->spill_reads;
     out->master_reads = d->master_reads;

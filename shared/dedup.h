@@ -48,7 +48,8 @@ struct dedup_stats {
     size_t pending;      /* ids added and not yet written */
     bool is_complete;    /* every seen id is in the cache: a miss needs no table look-up */
     size_t gens;         /* spilled generations (seen_spill) */
-    bool is_spilling;    /* a full table is being written to seen_fp */
+    bool is_spilling;    /* a full table is being written to its generation */
+    bool is_merging;     /* generations are being merged into one */
     int64_t seen_reads;  /* rows read to confirm a fingerprint */
     int64_t spill_reads; /* generations asked for a fingerprint */
     int64_t master_reads;
@@ -105,7 +106,7 @@ int dedup_flush(struct dedup *d, struct lerr *e);
  * sealed: the caller rolls back and stops, and the events replay at the next start. */
 int dedup_seal(struct dedup *d, struct lerr *e);
 int dedup_write_sealed(struct dedup *d, struct lerr *e);
-void dedup_release_sealed(struct dedup *d);
+int dedup_release_sealed(struct dedup *d, struct lerr *e);
 
 /* Forgets ids tagged with an epoch < cut_epoch. dedup_expire does both halves: expire_rows
  * deletes them from `seen` (inside the caller's transaction; writing side); expire_cache

@@ -648,7 +648,8 @@ static int finish_job(struct speed *s, struct lerr *e)
     recycle_deltas(s, &j->deltas);
     j->nrejects = 0;
     j->nlates = 0;
-    dedup_release_sealed(s->dedup);
+    if (dedup_release_sealed(s->dedup, e) != 0)
+        return -1;
     if (j->expire_to != INT64_MIN) {
         if (dedup_expire_cache(s->dedup, j->expire_to, e) != 0)
             return -1;

@@ -280,6 +280,36 @@ Test(speed, stays_exact_after_sigkill_mid_stream, .timeout = 150)
     it_stop(&v.dk);
 }
 
+/* With a dedup_cache far below the ids live, most ids are spilled to speed.db and merged
+ * there while lambda-speed is killed again and again: still exact. */
+Test(speed, stays_exact_with_a_small_dedup_cache_through_sigkills, .timeout = 150)
+{
+    struct env v;
+    struct it_proc sp, g;
+    struct gen_args ga;
+    struct it_truth t;
+
+    env_up(&v, "speed-spill", 4);
+    srand((unsigned)getpid());
+    gen_argv(&ga, &v, 13, 50000, 25000, NULL);
+    it_spawn(&g, v.dir, "gen", ga.argv, NULL);
+    for (int round = 0; round < 3; round++) {
+        struct kill_wait w = {&v, 1000 + rand() % 10000 + round * 12000};
+        speed_spawn(&v, &sp, "speed", "--dedup-cache", "3000");
+        cr_assert(it_wait_until(consumed_reach, &w, 60000), "speed never consumed %" PRId64, w.at);
+        cr_assert_eq(it_signal(&sp, SIGKILL, 5000), 128 + SIGKILL);
+    }
+    cr_assert_eq(it_wait_exit(&g, 60000), 0, "lambda-gen failed");
+    it_truth_load(&t, ga.truth);
+    speed_spawn(&v, &sp, "speed", "--dedup-cache", "3000");
+    wait_positions(&v, t.produced);
+    assert_exact(&v, &t);
+    cr_assert_gt(q_int(v.data, "SELECT max(level) FROM seen_gens"), 0, "generations were merged");
+    cr_assert_eq(it_signal(&sp, SIGTERM, 5000), 0);
+    it_truth_free(&t);
+    it_stop(&v.dk);
+}
+
 Test(speed, sigterm_exits_0_with_everything_consumed_checkpointed, .timeout = 150)
 {
     struct env v;

@@ -217,7 +217,8 @@ Test(dedup, spilled_generations_live_until_expiry_passes_them, .timeout = 30)
 {
     struct fix f;
     struct dedup_stats s;
-    const char *gens = "SELECT count(*) FROM seen_spill";
+    const char *gens = "SELECT count(*) FROM seen_gens";
+    const char *tables = "SELECT count(*) FROM sqlite_master WHERE name GLOB 'seen_fp_*'";
 
     fix_up(&f, 2); /* two tables of one id */
     add(&f, "m", "a", 5, 0, 1);
@@ -231,7 +232,7 @@ Test(dedup, spilled_generations_live_until_expiry_passes_them, .timeout = 30)
     cr_assert(!s.is_complete);
     cr_assert_eq(s.gens, 3, "a, b and c, each spilled");
     cr_assert_eq(q_int1(f.speed, gens), 3);
-    cr_assert_eq(q_int1(f.speed, "SELECT count(*) FROM seen_fp"), 3);
+    cr_assert_eq(q_int1(f.speed, tables), 3);
     cr_assert_eq(check(&f, "m", "a", 0, 9), 1);
     cr_assert_eq(check(&f, "m", "c", 0, 9), 1);
     cr_assert_eq(check(&f, "m", "z", 0, 9), 0);
@@ -247,7 +248,7 @@ Test(dedup, spilled_generations_live_until_expiry_passes_them, .timeout = 30)
     dedup_get_stats(f.d, &s);
     cr_assert_eq(s.gens, 1);
     cr_assert_eq(q_int1(f.speed, gens), 1);
-    cr_assert_eq(q_int1(f.speed, "SELECT count(*) FROM seen_fp"), 1);
+    cr_assert_eq(q_int1(f.speed, tables), 1);
     cr_assert_eq(seen_rows(&f), 2);
     cr_assert_eq(check(&f, "m", "c", 0, 9), 1);
     cr_assert_eq(check(&f, "m", "d", 0, 9), 1);
@@ -278,13 +279,14 @@ Test(dedup, a_crash_in_the_middle_of_a_spill_forgets_no_id, .timeout = 30)
     cr_assert_eq(db_exec(f.speed, "BEGIN", &f.e), 0);
     cr_assert_eq(dedup_write_sealed(f.d, &f.e), 0, "%s", f.e.msg);
     cr_assert_eq(db_exec(f.speed, "COMMIT", &f.e), 0);
-    cr_assert_gt(q_int1(f.speed, "SELECT count(*) FROM seen_fp"), 0, "one slice written");
-    cr_assert_lt(q_int1(f.speed, "SELECT count(*) FROM seen_fp"), 2000, "only one");
-    cr_assert_eq(q_int1(f.speed, "SELECT count(*) FROM seen_spill"), 0);
+    cr_assert_gt(q_int1(f.speed, "SELECT count(*) FROM seen_fp_1"), 0, "one slice written");
+    cr_assert_lt(q_int1(f.speed, "SELECT count(*) FROM seen_fp_1"), 2000, "only one");
+    cr_assert_eq(q_int1(f.speed, "SELECT count(*) FROM seen_gens"), 0);
     dedup_free(f.d); /* the crash: nothing released */
     f.d = dedup_new(f.speed, f.dir, 4000, &f.e);
     cr_assert_not_null(f.d, "%s", f.e.msg);
-    cr_assert_eq(q_int1(f.speed, "SELECT count(*) FROM seen_fp"), 0, "no rows of no generation");
+    cr_assert_eq(q_int1(f.speed, "SELECT count(*) FROM sqlite_master WHERE name GLOB 'seen_fp_*'"),
+                 0, "no table of no generation");
     for (int i = 0; i < n; i++) {
         snprintf(o, sizeof(o), "o-%d", i);
         cr_assert_eq(check(&f, "m", o, 0, 99999), 1, "%s", o);
@@ -305,7 +307,7 @@ Test(dedup, numbers_spilled_and_lost_are_not_reused, .timeout = 30)
     add(&f, "m", "b", 1, 0, 2); /* these three spill a and b, and are never written */
     add(&f, "m", "c", 1, 0, 3);
     add(&f, "m", "d", 1, 0, 4);
-    cr_assert_geq(q_int1(f.speed, "SELECT max(hi) FROM seen_spill"), 2);
+    cr_assert_geq(q_int1(f.speed, "SELECT max(hi) FROM seen_gens"), 2);
     dedup_free(f.d);
     f.d = dedup_new(f.speed, f.dir, 2, &f.e);
     cr_assert_not_null(f.d, "%s", f.e.msg);
@@ -320,6 +322,43 @@ Test(dedup, numbers_spilled_and_lost_are_not_reused, .timeout = 30)
     cr_assert_eq(check(&f, "m", "x", 0, 9), 1);
     cr_assert_eq(check(&f, "m", "y", 0, 9), 1);
     cr_assert_eq(check(&f, "m", "c", 0, 9), 0);
+    fix_down(&f);
+}
+
+/* Generations merge four at a time, level by level: a look-up asks a few tables, however many
+ * ids were spilled, and nothing is forgotten on the way, nor by expiry after it. */
+Test(dedup, generations_merge_and_keep_every_id, .timeout = 60)
+{
+    struct fix f;
+    struct dedup_stats s;
+    char o[32];
+
+    fix_up(&f, 2); /* a generation per id */
+    for (int i = 0; i < 70; i++) {
+        snprintf(o, sizeof(o), "o-%d", i);
+        cr_assert_eq(check(&f, "m", o, 0, i), 0, "%s", o);
+        add(&f, "m", o, 1 + i / 10, 0, i);
+        flush(&f);
+    }
+    dedup_get_stats(f.d, &s);
+    /* About 68 spilled, 1010 in base 4: one generation of level 3, one of level 1. */
+    cr_assert_leq(s.gens, 6, "%zu generations", s.gens);
+    cr_assert_eq(q_int1(f.speed, "SELECT max(level) FROM seen_gens"), 3);
+    cr_assert_eq(q_int1(f.speed, "SELECT count(*) FROM seen_gens"), (int64_t)s.gens);
+    cr_assert_eq(q_int1(f.speed, "SELECT count(*) FROM sqlite_master WHERE name GLOB 'seen_fp_*'"),
+                 (int64_t)s.gens + s.is_merging);
+    for (int i = 0; i < 70; i++) {
+        snprintf(o, sizeof(o), "o-%d", i);
+        cr_assert_eq(check(&f, "m", o, 0, 999), 1, "%s", o);
+    }
+    dedup_free(f.d);
+    f.d = dedup_new(f.speed, f.dir, 2, &f.e);
+    cr_assert_not_null(f.d, "%s", f.e.msg);
+    cr_assert_eq(dedup_expire(f.d, 4, &f.e), 0, "%s", f.e.msg);
+    for (int i = 0; i < 70; i++) {
+        snprintf(o, sizeof(o), "o-%d", i);
+        cr_assert_eq(check(&f, "m", o, 0, 999), 1 + i / 10 >= 4, "%s after expiry", o);
+    }
     fix_down(&f);
 }
 
@@ -411,7 +450,7 @@ Test(dedup, a_reload_keeps_the_ids_not_yet_written, .timeout = 30)
     cr_assert_eq(dedup_write_sealed(f.d, &f.e), 0, "%s", f.e.msg);
     cr_assert_eq(dedup_expire_rows(f.d, 6, &f.e), 0, "%s", f.e.msg);
     cr_assert_eq(db_exec(f.speed, "COMMIT", &f.e), 0);
-    dedup_release_sealed(f.d);
+    cr_assert_eq(dedup_release_sealed(f.d, &f.e), 0, "%s", f.e.msg);
     /* The reader's half reloads: d was never written, and must still be known. */
     cr_assert_eq(dedup_expire_cache(f.d, 6, &f.e), 0, "%s", f.e.msg);
     dedup_get_stats(f.d, &s);
