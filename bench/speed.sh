@@ -15,7 +15,8 @@
 #
 # Environment: SPEED_BENCH_ROUNDS (3), SPEED_BENCH_EVENTS (1000000), SPEED_BENCH_RSS_EVENTS (10000000),
 # SPEED_BENCH_RSS_RATE (50000/s), SPEED_BENCH_FRESH_RATE (5000/s), SPEED_BENCH_FRESH_SECS (20),
-# SPEED_BENCH_PHASES ("catchup rss fresh"), LAMBDA_BIN (bin).
+# SPEED_BENCH_PHASES ("catchup rss fresh"), SPEED_BENCH_KEEP (set: keep the work directory and its
+# logs), LAMBDA_BIN (bin).
 set -eu
 cd "$(dirname "$0")/.."
 BIN=${LAMBDA_BIN:-bin}
@@ -129,6 +130,7 @@ wait "$GPID" || true
 awk -v a="$rss1" -v b="$r" -v n="$RSS_N" \
     'BEGIN { printf "speed.rss after_1M_kb=%d after_%d_kb=%d growth_pct=%.1f goal_growth_pct<=10\n", a, n, b, (b - a) * 100 / a }'
 grep msg=checkpoint_summary "$W/rss.err" | tail -1 | sed 's/.*msg=/speed.rss last_summary: /'
+echo "speed.rss spills=$(grep -c msg=spill_started "$W/rss.err") merges=$(grep -c msg=merge_started "$W/rss.err")"
 stop "$SPID"
 stop "$KPID"
 fi
@@ -149,4 +151,4 @@ echo "speed.freshness $fresh checkpoint_ms=200 goal_p99_ms<=300"
 stop "$SPID"
 stop "$KPID"
 fi
-rm -rf "$W"
+if [ -n "${SPEED_BENCH_KEEP:-}" ]; then echo "speed.kept dir=$W"; else rm -rf "$W"; fi

@@ -153,7 +153,7 @@ int db_ensure_dir(const char *data_dir, struct lerr *e)
 }
 
 /* speed.db files made before seen became an append-only log (seq) are moved over once; the
- * id index of the layout after it gave way to spilled fingerprints (seen_fp). */
+ * id index of the layout after it gave way to spilled generations (seen_gens). */
 static int migrate_speed(sqlite3 *db, struct lerr *e)
 {
     sqlite3_stmt *st = NULL;

@@ -32,9 +32,9 @@
  *   boundaries(epoch, partition, offset): the position at which epoch's first interval began.
  *   seen(seq, merchant_id, order_id, epoch, partition, offset): ids counted since the cut,
  *       an append-only log (epoch never decreases along seq).
- *   seen_fp(gen, fp, seq), seen_spill(gen, hi): the fingerprints of ids spilled from memory
- *       when more are live than lambda-speed's dedup_cache holds, one generation per full
- *       table; seen_spill lists the generations written whole (shared/dedup.h).
+ *   seen_gens(gen, lo, hi, level) and seen_fp_<gen>(fp, seq): the fingerprints of ids
+ *       spilled from memory when more are live than lambda-speed's dedup_cache holds, a table
+ *       per generation; seen_gens lists those written whole (shared/dedup.h).
  *   rejects(id, partition, offset, reason, payload, at_ms)
  *   late(id, partition, offset, merchant_id, order_id, event_ms, minute_ms, watermark_ms,
  *        late_ms, at_ms)

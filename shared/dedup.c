@@ -40,7 +40,7 @@ struct mark {
 
 /* A table of fingerprints: open addressing with linear probing from the slot that the
  * fingerprint's high bits name, so slot order is (nearly) fingerprint order and a spill in
- * slot order appends to seen_fp. 0 marks an empty slot; rs[i] is the sequence number of
+ * slot order appends to a generation. 0 marks an empty slot; rs[i] is the sequence number of
  * fp[i]'s id minus base, so it fits 32 bits. */
 struct ftab {
     uint64_t *fp;
@@ -109,6 +109,16 @@ struct dedup {
     struct merge mg;
     struct gen *gens; /* generations, oldest first */
     size_t ngens, capgens;
+    /* A generation's table is dropped only once no look-up can ask it: the writing side
+     * unlists it from seen_gens (expiry, or the end of a merge) and notes it in `unlisted`;
+     * the reading side, after that commit, forgets it and moves it to `doomed`; the next
+     * write drops the table. A crash in between leaves a table no generation lists, dropped
+     * at the next start. */
+    struct idlist {
+        int64_t *v;
+        size_t n, cap;
+    } unlisted, doomed;
+    bool is_bloom_stale; /* generations went by expiry: the filter holds their bits */
     int64_t next_gen;
     uint64_t *bloom; /* over every spilled fingerprint: 64-byte blocks */
     size_t bloom_bytes;
@@ -135,7 +145,7 @@ static uint64_t fingerprint(const char *m, size_t ml, const char *o, size_t ol)
     return h ? h : 1; /* 0 marks an empty slot */
 }
 
-/* seen_fp's key for a fingerprint: signed order is then unsigned order. */
+/* A generation's key for a fingerprint: signed order is then unsigned order. */
 static int64_t fp_key(uint64_t h)
 {
     return (int64_t)(h ^ 0x8000000000000000ULL);
@@ -714,6 +724,38 @@ static void gens_remove(struct dedup *d, size_t k)
     d->ngens--;
 }
 
+static int idlist_push(struct idlist *l, int64_t v, struct lerr *e)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        int64_t *nv = realloc(l->v, cap * sizeof(*nv));
+        if (!nv)
+            return lerr_set(e, "out of memory");
+        l->v = nv;
+        l->cap = cap;
+    }
+    l->v[l->n++] = v;
+    return 0;
+}
+
+/* Unlists generation g from seen_gens (the writing side, inside its transaction). */
+static int unlist(struct dedup *d, int64_t g, struct lerr *e)
+{
+    if (idlist_push(&d->unlisted, g, e) != 0)
+        return -1;
+    return exec_fmt(d->wdb, e, "DELETE FROM seen_gens WHERE gen = %lld", (long long)g);
+}
+
+/* Drops the tables the reading side has forgotten (the writing side). */
+static int drop_doomed(struct dedup *d, struct lerr *e)
+{
+    for (; d->doomed.n > 0; d->doomed.n--)
+        if (exec_fmt(d->wdb, e, "DROP TABLE IF EXISTS seen_fp_%lld",
+                     (long long)d->doomed.v[d->doomed.n - 1]) != 0)
+            return -1;
+    return 0;
+}
+
 static int create_gen_table(sqlite3 *db, int64_t gen, struct lerr *e)
 {
     return exec_fmt(db, e,
@@ -784,7 +826,7 @@ static int spill_write(struct dedup *d, struct lerr *e)
     return 0;
 }
 
-/* seen_fp's key where slice k of n begins (n > 1, 0 < k < n). */
+/* The key where slice k of n begins (n > 1, 0 < k < n). */
 static int64_t slice_key(uint32_t k, uint32_t n)
 {
     return fp_key((uint64_t)k * (UINT64_MAX / n + 1));
@@ -826,9 +868,7 @@ static int merge_write(struct dedup *d, struct lerr *e)
             (long long)mg->gen, (long long)mg->lo, (long long)mg->hi, mg->level) != 0)
         return -1;
     for (int k = 0; k < MERGE_FAN; k++)
-        if (exec_fmt(d->wdb, e,
-                     "DELETE FROM seen_gens WHERE gen = %lld; DROP TABLE IF EXISTS seen_fp_%lld",
-                     (long long)mg->src[k], (long long)mg->src[k]) != 0)
+        if (unlist(d, mg->src[k], e) != 0)
             return -1;
     mg->is_done = true;
     return 0;
@@ -1075,10 +1115,12 @@ int dedup_write_sealed(struct dedup *d, struct lerr *e)
     }
     if (p->n)
         d->written_upto = p->v[p->n - 1].seq;
-    if (spill_write(d, e) != 0 || merge_write(d, e) != 0)
+    if (drop_doomed(d, e) != 0 || spill_write(d, e) != 0 || merge_write(d, e) != 0)
         return -1;
     return 0;
 }
+
+static int forget_unlisted(struct dedup *d, struct lerr *e);
 
 int dedup_release_sealed(struct dedup *d, struct lerr *e)
 {
@@ -1088,6 +1130,23 @@ int dedup_release_sealed(struct dedup *d, struct lerr *e)
         return -1;
     if (d->mg.is_on && d->mg.is_done && merge_retire(d, e) != 0)
         return -1;
+    return forget_unlisted(d, e);
+}
+
+/* What a commit unlisted is forgotten here; its tables go at the next write. */
+static int forget_unlisted(struct dedup *d, struct lerr *e)
+{
+    for (size_t i = 0; i < d->unlisted.n; i++) {
+        for (size_t k = 0; k < d->ngens; k++)
+            if (d->gens[k].gen == d->unlisted.v[i]) {
+                gens_remove(d, k);
+                d->is_bloom_stale = true;
+                break;
+            }
+        if (idlist_push(&d->doomed, d->unlisted.v[i], e) != 0)
+            return -1;
+    }
+    d->unlisted.n = 0;
     return 0;
 }
 
@@ -1097,54 +1156,39 @@ int dedup_flush(struct dedup *d, struct lerr *e)
         return -1;
     d->sp.until = SIZE_MAX; /* no writer to pace: the whole spill and merge now */
     d->mg.until = d->mg.slices;
-    if (dedup_write_sealed(d, e) != 0)
+    if (dedup_write_sealed(d, e) != 0 || dedup_release_sealed(d, e) != 0)
         return -1;
-    return dedup_release_sealed(d, e);
+    return drop_doomed(d, e); /* no reader is left to ask them */
 }
 
 int dedup_expire_rows(struct dedup *d, int64_t cut_epoch, struct lerr *e)
 {
-    int64_t *drop = NULL;
-    size_t n = 0, cap = 0;
+    size_t from = d->unlisted.n;
     int rc;
 
     sqlite3_bind_int64(d->w_del, 1, cut_epoch);
     if (db_step_done(d->w_del, e) != 0)
         return -1;
     /* The generations wholly below what is left go with their rows (a merge's sources go
-     * when it ends). Listed first: a table cannot be dropped while a statement reads. */
+     * when it ends). Listed first, unlisted after: the statement must be done. */
     sqlite3_bind_int64(d->w_gens_below, 1, d->written_upto + 1);
     while ((rc = sqlite3_step(d->w_gens_below)) == SQLITE_ROW) {
         int64_t g = sqlite3_column_int64(d->w_gens_below, 0);
         bool is_src = false;
         for (int i = 0; d->mg.is_on && !d->mg.is_done && i < MERGE_FAN; i++)
             is_src = is_src || d->mg.src[i] == g;
-        if (is_src)
-            continue;
-        if (n == cap) {
-            int64_t *v = realloc(drop, (cap = cap ? 2 * cap : 16) * sizeof(*v));
-            if (!v) {
-                sqlite3_reset(d->w_gens_below);
-                free(drop);
-                return lerr_set(e, "out of memory");
-            }
-            drop = v;
-        }
-        drop[n++] = g;
-    }
-    sqlite3_reset(d->w_gens_below);
-    if (rc != SQLITE_DONE) {
-        free(drop);
-        return lerr_set(e, "cannot list generations: %s", sqlite3_errmsg(d->wdb));
-    }
-    for (size_t k = 0; k < n; k++)
-        if (exec_fmt(d->wdb, e,
-                     "DELETE FROM seen_gens WHERE gen = %lld; DROP TABLE IF EXISTS seen_fp_%lld",
-                     (long long)drop[k], (long long)drop[k]) != 0) {
-            free(drop);
+        if (!is_src && idlist_push(&d->unlisted, g, e) != 0) {
+            sqlite3_reset(d->w_gens_below);
             return -1;
         }
-    free(drop);
+    }
+    sqlite3_reset(d->w_gens_below);
+    if (rc != SQLITE_DONE)
+        return lerr_set(e, "cannot list generations: %s", sqlite3_errmsg(d->wdb));
+    for (size_t k = from; k < d->unlisted.n; k++)
+        if (exec_fmt(d->wdb, e, "DELETE FROM seen_gens WHERE gen = %lld",
+                     (long long)d->unlisted.v[k]) != 0)
+            return -1;
     return 0;
 }
 
@@ -1175,7 +1219,6 @@ static int bloom_rebuild(struct dedup *d, struct lerr *e)
 int dedup_expire_cache(struct dedup *d, int64_t cut_epoch, struct lerr *e)
 {
     int64_t cut_seq = seq_of_cut(d, cut_epoch), t0 = tm_mono_ms();
-    size_t k = 0;
 
     ftab_sweep(d->act, cut_seq);
     /* Survivors of a sweep move: a spill not yet done starts over (its inserts ignore the
@@ -1183,15 +1226,12 @@ int dedup_expire_cache(struct dedup *d, int64_t cut_epoch, struct lerr *e)
     if (ftab_sweep(d->old, cut_seq) > 0 && d->sp.t && !d->sp.is_done)
         d->sp.next = d->sp.until = 0;
     drop_marks_before(d, cut_epoch);
-    while (k < d->ngens && d->gens[k].hi < cut_seq)
-        k++;
-    if (k == 0)
+    if (!d->is_bloom_stale)
         return 0;
-    for (size_t i = k; i-- > 0;)
-        gens_remove(d, i);
+    d->is_bloom_stale = false;
     if (bloom_rebuild(d, e) != 0)
         return -1;
-    log_info("dedup", "generations_expired dropped=%zu gens=%zu ms=%lld", k, d->ngens,
+    log_info("dedup", "generations_expired gens=%zu filter_rebuilt_ms=%lld", d->ngens,
              (long long)(tm_mono_ms() - t0));
     return 0;
 }
@@ -1200,7 +1240,8 @@ int dedup_expire(struct dedup *d, int64_t cut_epoch, struct lerr *e)
 {
     if (dedup_flush(d, e) != 0)
         return -1;
-    if (dedup_expire_rows(d, cut_epoch, e) != 0)
+    if (dedup_expire_rows(d, cut_epoch, e) != 0 || forget_unlisted(d, e) != 0 ||
+        drop_doomed(d, e) != 0)
         return -1;
     return dedup_expire_cache(d, cut_epoch, e);
 }
@@ -1385,6 +1426,8 @@ void dedup_free(struct dedup *d)
     }
     for (size_t k = 0; k < d->ngens; k++)
         sqlite3_finalize(d->gens[k].probe);
+    free(d->unlisted.v);
+    free(d->doomed.v);
     master_close(d);
     ftab_free(&d->tabs[0]);
     ftab_free(&d->tabs[1]);

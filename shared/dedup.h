@@ -16,12 +16,16 @@
  *     a miss is conclusive, and a hit is confirmed by reading that one id (from memory or its
  *     row), so a collision can never drop an order;
  *   - when the active table is full it becomes the old one and is spilled, a slice per
- *     checkpoint in fingerprint order (so each slice appends), into seen_fp(gen, fp, seq); the
- *     commit of the last slice records the generation in seen_spill and frees the table;
+ *     checkpoint in fingerprint order (so each slice appends), into a generation: a table
+ *     seen_fp_<gen>(fp, seq) of its own. The commit of the last slice lists it in seen_gens
+ *     and frees the memory table;
+ *   - four generations of one level are merged into one of the next, a slice of the
+ *     fingerprint range per checkpoint, so a look-up asks O(log n) tables;
  *   - a fixed Bloom filter covers every spilled fingerprint: most misses need no read at all,
  *     the rest look the fingerprint up in each generation and confirm by row.
- * Memory stays fixed however many ids are live; a generation goes when expiry passes its last
- * id, and a restart reloads the generations, the filter and the ids after them.
+ * Memory stays fixed however many ids are live; a generation goes (DROP TABLE) when expiry
+ * passes its last id, and a restart reloads the generations, the filter and the ids after
+ * them, dropping the tables of a spill or merge a crash cut short.
  * master.db is read through its own read-only connection, opened when the file appears.
  *
  * Threads: the writing side (dedup_write_sealed, dedup_expire_rows) may run on another thread
@@ -47,7 +51,7 @@ struct dedup_stats {
     size_t cache_max;    /* the bound */
     size_t pending;      /* ids added and not yet written */
     bool is_complete;    /* every seen id is in the cache: a miss needs no table look-up */
-    size_t gens;         /* spilled generations (seen_spill) */
+    size_t gens;         /* spilled generations (seen_gens) */
     bool is_spilling;    /* a full table is being written to its generation */
     bool is_merging;     /* generations are being merged into one */
     int64_t seen_reads;  /* rows read to confirm a fingerprint */

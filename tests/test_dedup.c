@@ -433,6 +433,43 @@ Test(dedup, a_speed_db_of_the_first_layout_is_moved_over, .timeout = 30)
     fix_down(&f);
 }
 
+/* The layout before generations indexed seen by id once the cache overflowed. */
+Test(dedup, a_speed_db_with_the_id_index_is_moved_over, .timeout = 30)
+{
+    struct fix f;
+    sqlite3 *old;
+    char path[600], o[32];
+
+    it_tmpdir("dedup-idx", f.dir);
+    snprintf(path, sizeof(path), "%s/speed.db", f.dir);
+    cr_assert_eq(sqlite3_open(path, &old), SQLITE_OK);
+    cr_assert_eq(
+        db_exec(old,
+                "CREATE TABLE seen(seq INTEGER PRIMARY KEY, merchant_id TEXT NOT NULL,"
+                " order_id TEXT NOT NULL, epoch INTEGER NOT NULL, partition INTEGER NOT"
+                " NULL, offset INTEGER NOT NULL);"
+                "CREATE INDEX seen_by_id ON seen(merchant_id, order_id);"
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50)"
+                " INSERT INTO seen SELECT i, 'm', 'o-' || i, 3, 0, i FROM n",
+                &f.e),
+        0, "%s", f.e.msg);
+    sqlite3_close(old);
+    cr_assert_eq(db_open_rw(f.dir, DB_SPEED, &f.speed, &f.e), 0, "%s", f.e.msg);
+    f.d = dedup_new(f.speed, f.dir, 20, &f.e); /* 50 ids, 20 held: spilled as it loads */
+    cr_assert_not_null(f.d, "%s", f.e.msg);
+    cr_assert_eq(q_int1(f.speed, "SELECT count(*) FROM sqlite_master WHERE name = 'seen_by_id'"),
+                 0);
+    for (int i = 1; i <= 50; i++) {
+        snprintf(o, sizeof(o), "o-%d", i);
+        cr_assert_eq(check(&f, "m", o, 0, 99), 1, "%s", o);
+    }
+    cr_assert_eq(check(&f, "m", "o-51", 0, 99), 0);
+    add(&f, "m", "o-51", 3, 0, 51);
+    flush(&f);
+    cr_assert_eq(q_int1(f.speed, "SELECT max(seq) FROM seen"), 51);
+    fix_down(&f);
+}
+
 Test(dedup, a_reload_keeps_the_ids_not_yet_written, .timeout = 30)
 {
     struct fix f;
