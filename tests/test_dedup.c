@@ -362,6 +362,54 @@ Test(dedup, generations_merge_and_keep_every_id, .timeout = 60)
     fix_down(&f);
 }
 
+/* Between the commit that ends a merge and the reading side's turn, look-ups still ask the
+ * sources (through a fresh snapshot): their tables must outlive that commit. */
+Test(dedup, a_merge_keeps_its_sources_until_the_reader_moved_on, .timeout = 30)
+{
+    struct fix f;
+    struct dedup_stats s;
+    sqlite3 *rdb;
+    char o[32];
+    int i = 0;
+
+    fix_up(&f, 2);
+    cr_assert_eq(db_open_ro(f.dir, DB_SPEED, &rdb, &f.e), 0, "%s", f.e.msg);
+    dedup_set_reader(f.d, rdb, NULL, NULL);
+    do { /* until four generations wait for their merge */
+        snprintf(o, sizeof(o), "o-%d", i);
+        add(&f, "m", o, 1, 0, i++);
+        cr_assert_eq(dedup_seal(f.d, &f.e), 0, "%s", f.e.msg);
+        cr_assert_eq(db_exec(f.speed, "BEGIN", &f.e), 0);
+        cr_assert_eq(dedup_write_sealed(f.d, &f.e), 0, "%s", f.e.msg);
+        cr_assert_eq(db_exec(f.speed, "COMMIT", &f.e), 0);
+        cr_assert_eq(dedup_release_sealed(f.d, &f.e), 0, "%s", f.e.msg);
+        dedup_refresh(f.d);
+        dedup_get_stats(f.d, &s);
+    } while (!s.is_merging && i < 50);
+    cr_assert(s.is_merging);
+    add(&f, "m", "last", 1, 0, i);
+    cr_assert_eq(dedup_seal(f.d, &f.e), 0, "%s", f.e.msg);
+    cr_assert_eq(db_exec(f.speed, "BEGIN", &f.e), 0);
+    cr_assert_eq(dedup_write_sealed(f.d, &f.e), 0, "%s", f.e.msg); /* the merge ends */
+    cr_assert_eq(db_exec(f.speed, "COMMIT", &f.e), 0);
+    dedup_refresh(f.d);
+    cr_assert_eq(check(&f, "m", "o-0", 0, 99), 1, "before the reading side's turn");
+    cr_assert_eq(dedup_release_sealed(f.d, &f.e), 0, "%s", f.e.msg);
+    dedup_refresh(f.d);
+    dedup_get_stats(f.d, &s);
+    cr_assert(!s.is_merging);
+    for (int k = 0; k < i; k++) {
+        snprintf(o, sizeof(o), "o-%d", k);
+        cr_assert_eq(check(&f, "m", o, 0, 99), 1, "%s after", o);
+    }
+    flush(&f); /* drops the sources */
+    cr_assert_eq(q_int1(f.speed, "SELECT count(*) FROM sqlite_master WHERE name GLOB 'seen_fp_*'"),
+                 (int64_t)s.gens + s.is_spilling);
+    dedup_set_reader(f.d, NULL, NULL, NULL);
+    sqlite3_close(rdb);
+    fix_down(&f);
+}
+
 /* A restart with a smaller dedup_cache spills while it loads. */
 Test(dedup, a_restart_with_a_smaller_cache_spills_what_does_not_fit, .timeout = 30)
 {
