@@ -73,15 +73,17 @@ struct spill {
     sqlite3_stmt *w_one, *w_many; /* the writer's inserts into seen_fp_<gen> */
 };
 
-/* The merge of MERGE_FAN adjacent generations of one level into a new one of the next, a
- * slice of the fingerprint range per step; started and paced like a spill. The sources stay
- * whole until the transaction that writes the last slice lists the new generation and drops
- * them. */
+/* The merge of MERGE_FAN or more adjacent generations of one level (all of such a run, up to
+ * MERGE_MAX: a backlog of small ones collapses at once) into a new one of the next, a slice of
+ * the fingerprint range per step; started and paced like a spill. The sources stay whole
+ * until the transaction that writes the last slice lists the new generation and unlists them. */
 #define MERGE_FAN  4
+#define MERGE_MAX  64
 #define SLICE_ROWS 32768 /* the rows a merge slice aims at */
 struct merge {
     bool is_on, is_done;
-    int64_t src[MERGE_FAN];
+    int nsrc;
+    int64_t src[MERGE_MAX];
     int64_t gen, lo, hi;
     int level;
     uint32_t next, until, slices;
@@ -853,7 +855,7 @@ static int merge_write(struct dedup *d, struct lerr *e)
             snprintf(where, sizeof(where), " WHERE fp >= %lld AND fp < %lld",
                      (long long)slice_key(mg->next, mg->slices),
                      (long long)slice_key(mg->next + 1, mg->slices));
-        for (int k = 0; k < MERGE_FAN; k++)
+        for (int k = 0; k < mg->nsrc; k++)
             if (exec_fmt(d->wdb, e,
                          "INSERT OR IGNORE INTO seen_fp_%lld(fp, seq) SELECT fp, seq FROM"
                          " seen_fp_%lld%s",
@@ -867,7 +869,7 @@ static int merge_write(struct dedup *d, struct lerr *e)
             "INSERT OR REPLACE INTO seen_gens(gen, lo, hi, level) VALUES(%lld, %lld, %lld, %d)",
             (long long)mg->gen, (long long)mg->lo, (long long)mg->hi, mg->level) != 0)
         return -1;
-    for (int k = 0; k < MERGE_FAN; k++)
+    for (int k = 0; k < mg->nsrc; k++)
         if (unlist(d, mg->src[k], e) != 0)
             return -1;
     mg->is_done = true;
@@ -880,31 +882,32 @@ static void maybe_merge(struct dedup *d)
 {
     struct merge *mg = &d->mg;
     int64_t rows = 0;
-    size_t k = 0;
+    size_t k = 0, run = 0;
 
     if (mg->is_on)
         return;
-    for (;; k++) {
-        size_t i = 1;
-        if (k + MERGE_FAN > d->ngens)
-            return;
-        while (i < MERGE_FAN && d->gens[k + i].level == d->gens[k].level)
-            i++;
-        if (i == MERGE_FAN)
+    for (; k + MERGE_FAN <= d->ngens; k += run) {
+        run = 1;
+        while (k + run < d->ngens && run < MERGE_MAX && d->gens[k + run].level == d->gens[k].level)
+            run++;
+        if (run >= MERGE_FAN)
             break;
     }
+    if (run < MERGE_FAN)
+        return;
     *mg = (struct merge){.is_on = true,
+                         .nsrc = (int)run,
                          .gen = d->next_gen++,
                          .lo = d->gens[k].lo,
-                         .hi = d->gens[k + MERGE_FAN - 1].hi,
+                         .hi = d->gens[k + run - 1].hi,
                          .level = d->gens[k].level + 1};
-    for (int i = 0; i < MERGE_FAN; i++) {
+    for (int i = 0; i < mg->nsrc; i++) {
         mg->src[i] = d->gens[k + (size_t)i].gen;
         rows += d->gens[k + (size_t)i].hi - d->gens[k + (size_t)i].lo + 1;
     }
     mg->slices = rows / SLICE_ROWS > 1 ? (uint32_t)(rows / SLICE_ROWS) : 1;
-    log_info("dedup", "merge_started gen=%lld level=%d ids_at_most=%lld slices=%u",
-             (long long)mg->gen, mg->level, (long long)rows, mg->slices);
+    log_info("dedup", "merge_started gen=%lld level=%d sources=%d ids_at_most=%lld slices=%u",
+             (long long)mg->gen, mg->level, mg->nsrc, (long long)rows, mg->slices);
 }
 
 /* A committed spill: its ids are now found through their generation, and the table is free. */
@@ -929,7 +932,7 @@ static int merge_retire(struct dedup *d, struct lerr *e)
     struct gen g = {.gen = mg->gen, .lo = mg->lo, .hi = mg->hi, .level = mg->level};
 
     for (size_t k = d->ngens; k-- > 0;)
-        for (int i = 0; i < MERGE_FAN; i++)
+        for (int i = 0; i < mg->nsrc; i++)
             if (d->gens[k].gen == mg->src[i]) {
                 gens_remove(d, k);
                 break;
@@ -1175,7 +1178,7 @@ int dedup_expire_rows(struct dedup *d, int64_t cut_epoch, struct lerr *e)
     while ((rc = sqlite3_step(d->w_gens_below)) == SQLITE_ROW) {
         int64_t g = sqlite3_column_int64(d->w_gens_below, 0);
         bool is_src = false;
-        for (int i = 0; d->mg.is_on && !d->mg.is_done && i < MERGE_FAN; i++)
+        for (int i = 0; d->mg.is_on && !d->mg.is_done && i < d->mg.nsrc; i++)
             is_src = is_src || d->mg.src[i] == g;
         if (!is_src && idlist_push(&d->unlisted, g, e) != 0) {
             sqlite3_reset(d->w_gens_below);
@@ -1360,9 +1363,10 @@ struct dedup *dedup_new(sqlite3 *wdb, const char *data_dir, size_t cache_max, st
     half = d->max / 2 ? d->max / 2 : 1;
     d->act = &d->tabs[0];
     d->old = &d->tabs[1];
-    /* 64 filter bits per id the tables hold: at 4x that many spilled ids, about 0.1% false
-     * positives (each costs a look-up per generation), and more ids only raise that. */
-    blocks = pow2_at_least(d->max / 8);
+    /* 64 filter bits per id the tables hold (4 MiB at least): at 4x that many spilled ids,
+     * about 0.1% false positives (each costs a look-up per generation), and more ids only
+     * raise that. */
+    blocks = pow2_at_least(d->max / 8 > 65536 ? d->max / 8 : 65536); /* 4 MiB at least */
     d->bloom_shift = 64u - (unsigned)__builtin_ctzll(blocks);
     d->bloom_bytes = blocks * 64;
     d->bloom = mem_reserve(d->bloom_bytes);
