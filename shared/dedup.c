@@ -379,16 +379,14 @@ static int gen_prepare(struct dedup *d, struct gen *g, struct lerr *e)
 
 static int prepare_reads(struct dedup *d, struct lerr *e)
 {
-    sqlite3_finalize(d->r_by_seq);
-    d->r_by_seq = NULL;
-    if (db_prepare(d->rdb, "SELECT merchant_id, order_id FROM seen WHERE seq = ?1", &d->r_by_seq,
-                   e) != 0)
-        return -1;
     for (size_t k = 0; k < d->ngens; k++) { /* prepared again at their next use */
         sqlite3_finalize(d->gens[k].probe);
         d->gens[k].probe = NULL;
     }
-    return 0;
+    sqlite3_finalize(d->r_by_seq);
+    d->r_by_seq = NULL;
+    return db_prepare(d->rdb, "SELECT merchant_id, order_id FROM seen WHERE seq = ?1", &d->r_by_seq,
+                      e);
 }
 
 static int prepare_writes(struct dedup *d, struct lerr *e)
@@ -921,7 +919,6 @@ static int retire(struct dedup *d, struct lerr *e)
         return -1;
     log_debug("dedup", "spill_done gen=%lld lo=%lld hi=%lld gens=%zu", (long long)g.gen,
               (long long)g.lo, (long long)g.hi, d->ngens);
-    maybe_merge(d);
     return 0;
 }
 
@@ -941,7 +938,6 @@ static int merge_retire(struct dedup *d, struct lerr *e)
     if (gens_insert(d, g, e) != 0)
         return -1;
     log_info("dedup", "merge_done gen=%lld level=%d gens=%zu", (long long)g.gen, g.level, d->ngens);
-    maybe_merge(d);
     return 0;
 }
 
@@ -958,7 +954,10 @@ static int spill_now(struct dedup *d, struct lerr *e)
             db_exec(d->wdb, "ROLLBACK", NULL);
         return -1;
     }
-    return retire(d, e);
+    if (retire(d, e) != 0)
+        return -1;
+    maybe_merge(d);
+    return 0;
 }
 
 /* Puts id h (number seq) into the active table. A full one becomes the old table and starts
@@ -1100,9 +1099,41 @@ static void bind_pend(sqlite3_stmt *st, int at, const struct pset *p, const stru
     sqlite3_bind_int64(st, at + 6, x->offset);
 }
 
+/* What a write moves in memory, put back when it fails (the transaction is rolled back). */
+struct progress {
+    size_t sp_next, doomed, unlisted;
+    bool sp_done, mg_done;
+    uint32_t mg_next;
+    int64_t written_upto;
+};
+
+static struct progress progress_of(const struct dedup *d)
+{
+    return (struct progress){.sp_next = d->sp.next,
+                             .doomed = d->doomed.n,
+                             .unlisted = d->unlisted.n,
+                             .sp_done = d->sp.is_done,
+                             .mg_done = d->mg.is_done,
+                             .mg_next = d->mg.next,
+                             .written_upto = d->written_upto};
+}
+
+static int progress_undo(struct dedup *d, const struct progress *p)
+{
+    d->sp.next = p->sp_next;
+    d->sp.is_done = p->sp_done;
+    d->mg.next = p->mg_next;
+    d->mg.is_done = p->mg_done;
+    d->doomed.n = p->doomed; /* dropping only shortened the list */
+    d->unlisted.n = p->unlisted;
+    d->written_upto = p->written_upto;
+    return -1;
+}
+
 int dedup_write_sealed(struct dedup *d, struct lerr *e)
 {
     const struct pset *p = &d->sealed;
+    const struct progress before = progress_of(d);
     size_t k = 0;
 
     for (; k + PUT_MANY <= p->n; k += PUT_MANY) {
@@ -1119,7 +1150,7 @@ int dedup_write_sealed(struct dedup *d, struct lerr *e)
     if (p->n)
         d->written_upto = p->v[p->n - 1].seq;
     if (drop_doomed(d, e) != 0 || spill_write(d, e) != 0 || merge_write(d, e) != 0)
-        return -1;
+        return progress_undo(d, &before);
     return 0;
 }
 
@@ -1133,7 +1164,10 @@ int dedup_release_sealed(struct dedup *d, struct lerr *e)
         return -1;
     if (d->mg.is_on && d->mg.is_done && merge_retire(d, e) != 0)
         return -1;
-    return forget_unlisted(d, e);
+    if (forget_unlisted(d, e) != 0)
+        return -1;
+    maybe_merge(d);
+    return 0;
 }
 
 /* What a commit unlisted is forgotten here; its tables go at the next write. */
@@ -1166,6 +1200,7 @@ int dedup_flush(struct dedup *d, struct lerr *e)
 
 int dedup_expire_rows(struct dedup *d, int64_t cut_epoch, struct lerr *e)
 {
+    const struct progress before = progress_of(d);
     size_t from = d->unlisted.n;
     int rc;
 
@@ -1182,16 +1217,18 @@ int dedup_expire_rows(struct dedup *d, int64_t cut_epoch, struct lerr *e)
             is_src = is_src || d->mg.src[i] == g;
         if (!is_src && idlist_push(&d->unlisted, g, e) != 0) {
             sqlite3_reset(d->w_gens_below);
-            return -1;
+            return progress_undo(d, &before);
         }
     }
     sqlite3_reset(d->w_gens_below);
-    if (rc != SQLITE_DONE)
-        return lerr_set(e, "cannot list generations: %s", sqlite3_errmsg(d->wdb));
+    if (rc != SQLITE_DONE) {
+        lerr_set(e, "cannot list generations: %s", sqlite3_errmsg(d->wdb));
+        return progress_undo(d, &before);
+    }
     for (size_t k = from; k < d->unlisted.n; k++)
         if (exec_fmt(d->wdb, e, "DELETE FROM seen_gens WHERE gen = %lld",
                      (long long)d->unlisted.v[k]) != 0)
-            return -1;
+            return progress_undo(d, &before);
     return 0;
 }
 

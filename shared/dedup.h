@@ -95,11 +95,11 @@ uint64_t dedup_key(const struct dedup *d, const char *merchant_id, const char *o
 int dedup_admit_key(struct dedup *d, uint64_t key, const char *merchant_id, const char *order_id,
                     int64_t epoch, int partition, int64_t offset, struct lerr *e);
 
-/* Writes the ids added since the last flush into `seen`, and the whole of a spill under way:
- * seal, write, release in one call.
+/* Writes the ids added since the last flush into `seen`, and the whole of a spill or merge
+ * under way: seal, write, release in one call.
  * Call it inside the transaction that also commits the positions of those events, so a crash
- * neither forgets nor doubles an id. On error nothing is forgotten in memory (the
- * transaction should be rolled back). */
+ * neither forgets nor doubles an id. A failed write forgets nothing in memory (the caller
+ * rolls the transaction back); after a failed commit the caller must stop. */
 int dedup_flush(struct dedup *d, struct lerr *e);
 
 /* The same in three steps, for a writer thread: seal sets the added ids aside (-1 when ids
@@ -121,7 +121,9 @@ int dedup_expire_rows(struct dedup *d, int64_t cut_epoch, struct lerr *e);
 int dedup_expire_cache(struct dedup *d, int64_t cut_epoch, struct lerr *e);
 
 /* Look-ups in master.db and through a reader share one read snapshot each (no lock calls per
- * look-up) until this ends them; the next look-up sees everything committed by then. With a
+ * look-up) until this ends them; the next look-up sees everything committed by then. The
+ * master.db snapshot must never be older than the publication of a cut being expired: call it
+ * before handing over a write that expires. With a
  * reader, it also truncates speed.db's write-ahead log once it outgrew journal_size_limit
  * (our snapshots would otherwise keep the writer from ever restarting it), so call it only
  * while no write is under way. Call it once per checkpoint, after any expiry committed, so the

@@ -743,6 +743,10 @@ int speed_checkpoint(struct speed *s, struct lerr *e)
 
     if (speed_checkpoint_wait(s, e) != 0)
         return -1;
+    /* Look-ups start new snapshots here even when the last job was finished earlier (a full
+     * dedup table waits for the writer mid-interval): a job that expires below a cut must
+     * never meet a master.db snapshot older than that cut's publication. */
+    dedup_refresh(s->dedup);
     if (j->capparts < s->nparts) {
         struct speed_part *np = realloc(j->parts, (size_t)s->nparts * sizeof(*np));
         if (!np)
