@@ -25,7 +25,7 @@ struct model {
     struct dedup *d;
     bool inflight; /* a checkpoint's transaction is open on w */
     int64_t epoch, cut_posted, job_cut;
-    unsigned rs;
+    unsigned seed, rs;
     struct lerr e;
 };
 
@@ -112,7 +112,7 @@ static void checkpoint(void)
     cr_assert_eq(dedup_seal(M.d, &M.e), 0, "%s", M.e.msg);
     mark(CUR, SEALED);
     cr_assert_eq(db_exec(M.w, "BEGIN IMMEDIATE", &M.e), 0, "%s", M.e.msg);
-    cr_assert_eq(dedup_write_sealed(M.d, &M.e), 0, "write: %s", M.e.msg);
+    cr_assert_eq(dedup_write_sealed(M.d, &M.e), 0, "seed %u, write: %s", M.seed, M.e.msg);
     if (rnd() % 25 == 0 && M.epoch - 4 > (M.cut_posted == INT64_MIN ? 0 : M.cut_posted)) {
         int64_t c = M.epoch - 3 - rnd() % 3;
         if (c > M.cut_posted) {
@@ -138,9 +138,9 @@ static void check_one(int i)
         want = 1;
     snprintf(o, sizeof(o), "o-%d", i);
     got = dedup_check(M.d, "m", o, 0, 1, &M.e);
-    cr_assert_geq(got, 0, "seed %u: %s", M.rs, M.e.msg);
-    cr_assert_eq(got, want, "id %d (state %d, epoch %lld, cut %lld): got %d want %d", i, M.st[i],
-                 (long long)M.ep[i], (long long)M.cut_posted, got, want);
+    cr_assert_geq(got, 0, "seed %u: %s", M.seed, M.e.msg);
+    cr_assert_eq(got, want, "seed %u, id %d (state %d, epoch %lld, cut %lld): got %d want %d",
+                 M.seed, i, M.st[i], (long long)M.ep[i], (long long)M.cut_posted, got, want);
 }
 
 static void admit(int i)
@@ -149,14 +149,15 @@ static void admit(int i)
 
     snprintf(o, sizeof(o), "o-%d", i);
     M.ep[i] = M.epoch;
-    cr_assert_eq(dedup_admit(M.d, "m", o, M.epoch, 0, i, &M.e), 0, "id %d: %s", i, M.e.msg);
+    cr_assert_eq(dedup_admit(M.d, "m", o, M.epoch, 0, i, &M.e), 0, "seed %u, id %d: %s", M.seed, i,
+                 M.e.msg);
     M.st[i] = CUR;
 }
 
 static void run(unsigned seed, int steps)
 {
     memset(&M, 0, sizeof(M));
-    M.rs = seed;
+    M.seed = M.rs = seed;
     M.epoch = 1;
     M.cut_posted = M.job_cut = INT64_MIN;
     it_tmpdir("dedup-model", M.dir);
