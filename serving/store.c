@@ -1,12 +1,10 @@
 #include "store.h"
 
-#include <fcntl.h>
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -122,9 +120,7 @@ struct serve_store {
 
 static void conn_close(struct conn *c)
 {
-    if (c->shm)
-        munmap((void *)c->shm, SHM_HDR_LEN * 2);
-    c->shm = NULL;
+    c->shm = NULL; /* SQLite's own mapping: it goes with the connection */
     for (int i = 0; i < CONN_MAX_STMTS; i++) {
         sqlite3_finalize(c->st[i]);
         c->st[i] = NULL;
@@ -134,20 +130,23 @@ static void conn_close(struct conn *c)
     c->in_txn = false;
 }
 
-/* Maps the -shm header of an open WAL database; without it, answers are never cached. */
-static void map_shm(struct conn *c, const char *db_path_name)
+/* The -shm header of an open WAL database, read through SQLite's own mapping of it (the VFS's
+ * xShmMap, region 0, never extended); without it, answers are never cached. It must not be
+ * opened and mapped a second time: closing that second descriptor dropped every fcntl lock this
+ * process held on the file, SQLite's included, so the next lambda-batch run took itself for the
+ * first user of the file and truncated it under the mapping (SIGBUS), and could reset the log
+ * under a snapshot being read. */
+static void map_shm(struct conn *c)
 {
-    char path[PATH_MAX + 8];
-    void *map;
-    int fd;
+    sqlite3_file *f = NULL;
+    void volatile *p = NULL;
 
-    snprintf(path, sizeof(path), "%s-shm", db_path_name);
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+    if (sqlite3_file_control(c->db, "main", SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK || !f ||
+        !f->pMethods || f->pMethods->iVersion < 2 || !f->pMethods->xShmMap)
         return;
-    map = mmap(NULL, SHM_HDR_LEN * 2, PROT_READ, MAP_SHARED, fd, 0);
-    close(fd);
-    if (map != MAP_FAILED)
-        c->shm = map;
+    if (f->pMethods->xShmMap(f, 0, 32768, 0, &p) == SQLITE_OK && p)
+        c->shm = (const unsigned char *)p;
+    log_debug("serve", "wal_index file=%s mapped=%d", db_file_name(c->file), c->shm != NULL);
 }
 
 /* Copies the header; false while a writer is changing it (the two copies differ). */
@@ -193,7 +192,7 @@ static bool conn_ready(struct serve_store *st, struct conn *c)
             return false;
         }
     }
-    map_shm(c, path);
+    map_shm(c);
     log_info("serve", "db_opened file=%s", db_file_name(c->file));
     return true;
 }

@@ -310,6 +310,8 @@ Test(e2e, answers_stay_2xx_and_never_go_down_while_batch_publishes, .timeout = 6
     w.stop = 1;
     pthread_join(th, NULL);
     cr_assert_gt(w.requests, 10);
+    cr_assert_eq(it_wait_exit(&s.serve, 0), -1, "lambda-serve died: exit %d",
+                 it_wait_exit(&s.serve, 0));
     cr_assert_eq(w.non_2xx, 0, "%" PRId64 " of %" PRId64 " answers were not 2xx; first: %s",
                  w.non_2xx, w.requests, w.first);
     cr_assert_eq(w.went_down, 0, "a count went down: %s", w.first);

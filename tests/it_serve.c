@@ -6,6 +6,8 @@
  * rows with epoch 200 (== cut) count, the row with epoch 199 (== cut - 1) does not. */
 #include <criterion/criterion.h>
 #include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -13,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "db.h"
 #include "itlib.h"
@@ -485,6 +488,38 @@ Test(serve, answers_change_as_soon_as_a_layer_commits, .timeout = 60)
              "\"cut_epoch\":201,\"as_of\":\"2026-11-21T10:07:00.000Z\"},"
              "\"speed\":{\"order_count\":21,\"revenue_cents\":10100,\"checkpoint_age_ms\":-1}}");
     expect(&s, "/query/m-both", 200, want);
+    srv_fini(&s);
+}
+
+/* The lock SQLite holds on a wal-index's dead-man-switch byte (offset 128 of the -shm file:
+ * os_unix.c's UNIX_SHM_DMS) tells the next process that the file is in use. lambda-serve once
+ * opened and closed the -shm itself, which drops every fcntl lock the process holds on the
+ * file: the next lambda-batch then truncated it under the server's mapping (SIGBUS). */
+static pid_t dms_holder(const char *data, const char *file)
+{
+    char path[700];
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 128, .l_len = 1};
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/%s-shm", data, file);
+    fd = open(path, O_RDWR);
+    cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+    cr_assert_eq(fcntl(fd, F_GETLK, &fl), 0, "%s", strerror(errno));
+    close(fd);
+    return fl.l_type == F_UNLCK ? 0 : fl.l_pid;
+}
+
+Test(serve, keeps_sqlite_s_locks_on_the_wal_index, .timeout = 60)
+{
+    struct srv s;
+    char want[2048];
+
+    srv_init_threads(&s, true, true, false, "1");
+    merchant_json(want, sizeof(want), "m-both", 1000, 500000, 50, 25000, NULL);
+    expect(&s, "/query/m-both", 200, want);
+    expect(&s, "/query/m-both", 200, want); /* the second from the cache, by the header */
+    cr_assert_eq(dms_holder(s.data, "batch.db"), s.p.pid, "batch.db-shm");
+    cr_assert_eq(dms_holder(s.data, "speed.db"), s.p.pid, "speed.db-shm");
     srv_fini(&s);
 }
 
