@@ -37,6 +37,17 @@ static int check(struct fix *f, const char *m, const char *o, int p, int64_t off
     return r;
 }
 
+/* Each of the ids o-0 .. o-(n-1) must be known. */
+static void expect_ids(struct fix *f, int n)
+{
+    char o[32];
+
+    for (int i = 0; i < n; i++) {
+        snprintf(o, sizeof(o), "o-%d", i);
+        cr_assert_eq(check(f, "m", o, 0, 99999), 1, "%s", o);
+    }
+}
+
 static void add(struct fix *f, const char *m, const char *o, int64_t epoch, int p, int64_t off)
 {
     cr_assert_eq(dedup_add(f->d, m, o, epoch, p, off, &f->e), 0, "%s", f->e.msg);
@@ -132,15 +143,9 @@ Test(dedup, an_overflowing_cache_asks_the_seen_table, .timeout = 30)
     cr_assert_leq(s.cache_ids, 3, "the bound holds");
     cr_assert(!s.is_complete);
     cr_assert_gt(s.gens, 0, "the rest is spilled");
-    for (int i = 0; i < 10; i++) {
-        snprintf(o, sizeof(o), "o-%d", i);
-        cr_assert_eq(check(&f, "m", o, 0, 100), 1, "pending %s", o);
-    }
+    expect_ids(&f, 10);
     flush(&f);
-    for (int i = 0; i < 10; i++) {
-        snprintf(o, sizeof(o), "o-%d", i);
-        cr_assert_eq(check(&f, "m", o, 0, 100), 1, "flushed %s", o);
-    }
+    expect_ids(&f, 10);
     cr_assert_eq(check(&f, "m", "o-new", 0, 100), 0);
     dedup_get_stats(f.d, &s);
     cr_assert_gt(s.seen_reads, 0);
@@ -287,10 +292,7 @@ Test(dedup, a_crash_in_the_middle_of_a_spill_forgets_no_id, .timeout = 30)
     cr_assert_not_null(f.d, "%s", f.e.msg);
     cr_assert_eq(q_int1(f.speed, "SELECT count(*) FROM sqlite_master WHERE name GLOB 'seen_fp_*'"),
                  0, "no table of no generation");
-    for (int i = 0; i < n; i++) {
-        snprintf(o, sizeof(o), "o-%d", i);
-        cr_assert_eq(check(&f, "m", o, 0, 99999), 1, "%s", o);
-    }
+    expect_ids(&f, n);
     cr_assert_eq(check(&f, "m", "o-new", 0, 99999), 0);
     fix_down(&f);
 }
@@ -347,10 +349,7 @@ Test(dedup, generations_merge_and_keep_every_id, .timeout = 60)
     cr_assert_eq(q_int1(f.speed, "SELECT count(*) FROM seen_gens"), (int64_t)s.gens);
     cr_assert_eq(q_int1(f.speed, "SELECT count(*) FROM sqlite_master WHERE name GLOB 'seen_fp_*'"),
                  (int64_t)s.gens + s.is_merging);
-    for (int i = 0; i < 70; i++) {
-        snprintf(o, sizeof(o), "o-%d", i);
-        cr_assert_eq(check(&f, "m", o, 0, 999), 1, "%s", o);
-    }
+    expect_ids(&f, 70);
     dedup_free(f.d);
     f.d = dedup_new(f.speed, f.dir, 2, &f.e);
     cr_assert_not_null(f.d, "%s", f.e.msg);
@@ -429,10 +428,7 @@ Test(dedup, a_restart_with_a_smaller_cache_spills_what_does_not_fit, .timeout = 
     dedup_get_stats(f.d, &s);
     cr_assert_leq(s.cache_ids, 1000);
     cr_assert_geq(s.gens, 4, "3000 ids, 500 per table: at least 4 spilled");
-    for (int i = 0; i < 3000; i++) {
-        snprintf(o, sizeof(o), "o-%d", i);
-        cr_assert_eq(check(&f, "m", o, 0, 99999), 1, "%s", o);
-    }
+    expect_ids(&f, 3000);
     cr_assert_eq(check(&f, "m", "o-3000", 0, 99999), 0);
     fix_down(&f);
 }
