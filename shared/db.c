@@ -159,10 +159,7 @@ static int migrate_speed(sqlite3 *db, struct lerr *e)
     sqlite3_stmt *st = NULL;
     int64_t old = 0;
 
-    if (db_exec(db,
-                "DROP INDEX IF EXISTS seen_by_id; DROP TABLE IF EXISTS seen_fp;"
-                " DROP TABLE IF EXISTS seen_spill",
-                e) != 0)
+    if (db_exec(db, "DROP INDEX IF EXISTS seen_by_id", e) != 0)
         return -1;
 
     if (db_prepare(db,

@@ -153,6 +153,11 @@ static int64_t fp_key(uint64_t h)
     return (int64_t)(h ^ 0x8000000000000000ULL);
 }
 
+static uint64_t fp_of_key(int64_t key)
+{
+    return (uint64_t)key ^ 0x8000000000000000ULL;
+}
+
 static size_t pow2_at_least(size_t n)
 {
     size_t p = 1024;
@@ -264,9 +269,15 @@ static uint64_t remix(uint64_t h) /* the bits inside a block, independent of its
     return h ^ (h >> 33);
 }
 
+/* The 64-byte block of fingerprint h. */
+static uint64_t *bloom_block(const struct dedup *d, uint64_t h)
+{
+    return d->bloom + ((h >> d->bloom_shift) << 3);
+}
+
 static void bloom_add(struct dedup *d, uint64_t h)
 {
-    uint64_t *b = d->bloom + ((h >> d->bloom_shift) << 3), g = remix(h);
+    uint64_t *b = bloom_block(d, h), g = remix(h);
 
     for (int k = 0; k < BLOOM_K; k++, g >>= 9)
         b[(g >> 6) & 7] |= 1ULL << (g & 63);
@@ -274,7 +285,7 @@ static void bloom_add(struct dedup *d, uint64_t h)
 
 static bool bloom_maybe(const struct dedup *d, uint64_t h)
 {
-    const uint64_t *b = d->bloom + ((h >> d->bloom_shift) << 3);
+    const uint64_t *b = bloom_block(d, h);
     uint64_t g = remix(h);
 
     for (int k = 0; k < BLOOM_K; k++, g >>= 9)
@@ -1031,7 +1042,7 @@ uint64_t dedup_key(const struct dedup *d, const char *merchant_id, const char *o
     __builtin_prefetch(&d->act->fp[i]);
     __builtin_prefetch(&d->act->rs[i]);
     if (d->ngens)
-        __builtin_prefetch(d->bloom + ((h >> d->bloom_shift) << 3));
+        __builtin_prefetch(bloom_block(d, h));
     return h;
 }
 
@@ -1198,10 +1209,18 @@ int dedup_flush(struct dedup *d, struct lerr *e)
     return drop_doomed(d, e); /* no reader is left to ask them */
 }
 
+static bool is_merge_source(const struct dedup *d, int64_t g)
+{
+    for (int i = 0; d->mg.is_on && !d->mg.is_done && i < d->mg.nsrc; i++)
+        if (d->mg.src[i] == g)
+            return true;
+    return false;
+}
+
 int dedup_expire_rows(struct dedup *d, int64_t cut_epoch, struct lerr *e)
 {
     const struct progress before = progress_of(d);
-    size_t from = d->unlisted.n;
+    struct idlist below = {0};
     int rc;
 
     sqlite3_bind_int64(d->w_del, 1, cut_epoch);
@@ -1212,24 +1231,17 @@ int dedup_expire_rows(struct dedup *d, int64_t cut_epoch, struct lerr *e)
     sqlite3_bind_int64(d->w_gens_below, 1, d->written_upto + 1);
     while ((rc = sqlite3_step(d->w_gens_below)) == SQLITE_ROW) {
         int64_t g = sqlite3_column_int64(d->w_gens_below, 0);
-        bool is_src = false;
-        for (int i = 0; d->mg.is_on && !d->mg.is_done && i < d->mg.nsrc; i++)
-            is_src = is_src || d->mg.src[i] == g;
-        if (!is_src && idlist_push(&d->unlisted, g, e) != 0) {
-            sqlite3_reset(d->w_gens_below);
-            return progress_undo(d, &before);
-        }
+        if (!is_merge_source(d, g) && idlist_push(&below, g, e) != 0)
+            break;
     }
-    sqlite3_reset(d->w_gens_below);
-    if (rc != SQLITE_DONE) {
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) /* ROW: out of memory, e is set */
         lerr_set(e, "cannot list generations: %s", sqlite3_errmsg(d->wdb));
-        return progress_undo(d, &before);
-    }
-    for (size_t k = from; k < d->unlisted.n; k++)
-        if (exec_fmt(d->wdb, e, "DELETE FROM seen_gens WHERE gen = %lld",
-                     (long long)d->unlisted.v[k]) != 0)
-            return progress_undo(d, &before);
-    return 0;
+    sqlite3_reset(d->w_gens_below);
+    for (size_t k = 0; rc == SQLITE_DONE && k < below.n; k++)
+        if (unlist(d, below.v[k], e) != 0)
+            rc = SQLITE_ERROR;
+    free(below.v);
+    return rc == SQLITE_DONE ? 0 : progress_undo(d, &before);
 }
 
 /* Rebuilds the filter from the generations (and the table being spilled). */
@@ -1247,7 +1259,7 @@ static int bloom_rebuild(struct dedup *d, struct lerr *e)
         if (db_prepare(d->rdb, sql, &st, e) != 0)
             return -1;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-            bloom_add(d, (uint64_t)sqlite3_column_int64(st, 0) ^ 0x8000000000000000ULL);
+            bloom_add(d, fp_of_key(sqlite3_column_int64(st, 0)));
         sqlite3_finalize(st);
         if (rc != SQLITE_DONE)
             return lerr_set(e, "cannot read spilled ids: %s", sqlite3_errmsg(d->rdb));

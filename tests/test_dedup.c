@@ -60,6 +60,41 @@ static void flush(struct fix *f)
     cr_assert_eq(db_exec(f->speed, "COMMIT", &f->e), 0);
 }
 
+/* A checkpoint the writer thread's way, in its two halves: the write (and an expiry below cut
+ * unless INT64_MIN) committed, then the reading side's turn. */
+static void ckpt_write(struct fix *f, int64_t cut)
+{
+    cr_assert_eq(dedup_seal(f->d, &f->e), 0, "%s", f->e.msg);
+    cr_assert_eq(db_exec(f->speed, "BEGIN IMMEDIATE", &f->e), 0);
+    cr_assert_eq(dedup_write_sealed(f->d, &f->e), 0, "write: %s", f->e.msg);
+    if (cut != INT64_MIN)
+        cr_assert_eq(dedup_expire_rows(f->d, cut, &f->e), 0, "%s", f->e.msg);
+    cr_assert_eq(db_exec(f->speed, "COMMIT", &f->e), 0);
+    dedup_refresh(f->d);
+}
+
+static void ckpt_finish(struct fix *f, int64_t cut)
+{
+    cr_assert_eq(dedup_release_sealed(f->d, &f->e), 0, "%s", f->e.msg);
+    if (cut != INT64_MIN)
+        cr_assert_eq(dedup_expire_cache(f->d, cut, &f->e), 0, "%s", f->e.msg);
+    dedup_refresh(f->d);
+}
+
+static void ckpt(struct fix *f, int64_t cut)
+{
+    ckpt_write(f, cut);
+    ckpt_finish(f, cut);
+}
+
+/* The process ends (nothing in memory is released) and starts again with cache_max. */
+static void restart(struct fix *f, size_t cache_max)
+{
+    dedup_free(f->d);
+    f->d = dedup_new(f->speed, f->dir, cache_max, &f->e);
+    cr_assert_not_null(f->d, "%s", f->e.msg);
+}
+
 static int64_t seen_rows(struct fix *f)
 {
     int64_t n = -1;
@@ -93,9 +128,7 @@ Test(dedup, the_seen_set_survives_a_restart, .timeout = 30)
     add(&f, "m-1", "o-2", 7, 0, 11);
     flush(&f);
     add(&f, "m-1", "o-3", 7, 0, 12); /* never flushed: lost with the process */
-    dedup_free(f.d);
-    f.d = dedup_new(f.speed, f.dir, 100, &f.e);
-    cr_assert_not_null(f.d);
+    restart(&f, 100);
     dedup_get_stats(f.d, &s);
     cr_assert_eq(s.cache_ids, 2);
     cr_assert(s.is_complete);
@@ -243,9 +276,7 @@ Test(dedup, spilled_generations_live_until_expiry_passes_them, .timeout = 30)
     cr_assert_eq(check(&f, "m", "z", 0, 9), 0);
 
     /* A restart reloads the generations; expiry drops those wholly below the cut. */
-    dedup_free(f.d);
-    f.d = dedup_new(f.speed, f.dir, 2, &f.e);
-    cr_assert_not_null(f.d, "%s", f.e.msg);
+    restart(&f, 2);
     dedup_get_stats(f.d, &s);
     cr_assert_eq(s.gens, 3);
     cr_assert_eq(check(&f, "m", "b", 0, 9), 1);
@@ -280,16 +311,11 @@ Test(dedup, a_crash_in_the_middle_of_a_spill_forgets_no_id, .timeout = 30)
             break;
     }
     n++;
-    cr_assert_eq(dedup_seal(f.d, &f.e), 0, "%s", f.e.msg);
-    cr_assert_eq(db_exec(f.speed, "BEGIN", &f.e), 0);
-    cr_assert_eq(dedup_write_sealed(f.d, &f.e), 0, "%s", f.e.msg);
-    cr_assert_eq(db_exec(f.speed, "COMMIT", &f.e), 0);
+    ckpt_write(&f, INT64_MIN);
     cr_assert_gt(q_int1(f.speed, "SELECT count(*) FROM seen_fp_1"), 0, "one slice written");
     cr_assert_lt(q_int1(f.speed, "SELECT count(*) FROM seen_fp_1"), 2000, "only one");
     cr_assert_eq(q_int1(f.speed, "SELECT count(*) FROM seen_gens"), 0);
-    dedup_free(f.d); /* the crash: nothing released */
-    f.d = dedup_new(f.speed, f.dir, 4000, &f.e);
-    cr_assert_not_null(f.d, "%s", f.e.msg);
+    restart(&f, 4000); /* the crash: nothing released */
     cr_assert_eq(q_int1(f.speed, "SELECT count(*) FROM sqlite_master WHERE name GLOB 'seen_fp_*'"),
                  0, "no table of no generation");
     expect_ids(&f, n);
@@ -310,16 +336,12 @@ Test(dedup, numbers_spilled_and_lost_are_not_reused, .timeout = 30)
     add(&f, "m", "c", 1, 0, 3);
     add(&f, "m", "d", 1, 0, 4);
     cr_assert_geq(q_int1(f.speed, "SELECT max(hi) FROM seen_gens"), 2);
-    dedup_free(f.d);
-    f.d = dedup_new(f.speed, f.dir, 2, &f.e);
-    cr_assert_not_null(f.d, "%s", f.e.msg);
+    restart(&f, 2);
     cr_assert_eq(check(&f, "m", "b", 0, 2), 0, "b was lost with the process");
     add(&f, "m", "x", 1, 0, 2);
     add(&f, "m", "y", 1, 0, 3);
     flush(&f);
-    dedup_free(f.d);
-    f.d = dedup_new(f.speed, f.dir, 2, &f.e);
-    cr_assert_not_null(f.d, "%s", f.e.msg);
+    restart(&f, 2);
     cr_assert_eq(check(&f, "m", "a", 0, 9), 1);
     cr_assert_eq(check(&f, "m", "x", 0, 9), 1);
     cr_assert_eq(check(&f, "m", "y", 0, 9), 1);
@@ -350,9 +372,7 @@ Test(dedup, generations_merge_and_keep_every_id, .timeout = 60)
     cr_assert_eq(q_int1(f.speed, "SELECT count(*) FROM sqlite_master WHERE name GLOB 'seen_fp_*'"),
                  (int64_t)s.gens + s.is_merging);
     expect_ids(&f, 70);
-    dedup_free(f.d);
-    f.d = dedup_new(f.speed, f.dir, 2, &f.e);
-    cr_assert_not_null(f.d, "%s", f.e.msg);
+    restart(&f, 2);
     cr_assert_eq(dedup_expire(f.d, 4, &f.e), 0, "%s", f.e.msg);
     for (int i = 0; i < 70; i++) {
         snprintf(o, sizeof(o), "o-%d", i);
@@ -377,24 +397,14 @@ Test(dedup, a_merge_keeps_its_sources_until_the_reader_moved_on, .timeout = 30)
     do { /* until four generations wait for their merge */
         snprintf(o, sizeof(o), "o-%d", i);
         add(&f, "m", o, 1, 0, i++);
-        cr_assert_eq(dedup_seal(f.d, &f.e), 0, "%s", f.e.msg);
-        cr_assert_eq(db_exec(f.speed, "BEGIN", &f.e), 0);
-        cr_assert_eq(dedup_write_sealed(f.d, &f.e), 0, "%s", f.e.msg);
-        cr_assert_eq(db_exec(f.speed, "COMMIT", &f.e), 0);
-        cr_assert_eq(dedup_release_sealed(f.d, &f.e), 0, "%s", f.e.msg);
-        dedup_refresh(f.d);
+        ckpt(&f, INT64_MIN);
         dedup_get_stats(f.d, &s);
     } while (!s.is_merging && i < 50);
     cr_assert(s.is_merging);
     add(&f, "m", "last", 1, 0, i);
-    cr_assert_eq(dedup_seal(f.d, &f.e), 0, "%s", f.e.msg);
-    cr_assert_eq(db_exec(f.speed, "BEGIN", &f.e), 0);
-    cr_assert_eq(dedup_write_sealed(f.d, &f.e), 0, "%s", f.e.msg); /* the merge ends */
-    cr_assert_eq(db_exec(f.speed, "COMMIT", &f.e), 0);
-    dedup_refresh(f.d);
+    ckpt_write(&f, INT64_MIN); /* the merge ends */
     cr_assert_eq(check(&f, "m", "o-0", 0, 99), 1, "before the reading side's turn");
-    cr_assert_eq(dedup_release_sealed(f.d, &f.e), 0, "%s", f.e.msg);
-    dedup_refresh(f.d);
+    ckpt_finish(&f, INT64_MIN);
     dedup_get_stats(f.d, &s);
     cr_assert(!s.is_merging);
     for (int k = 0; k < i; k++) {
@@ -422,9 +432,7 @@ Test(dedup, a_restart_with_a_smaller_cache_spills_what_does_not_fit, .timeout = 
         add(&f, "m", o, 1, 0, i);
     }
     flush(&f);
-    dedup_free(f.d);
-    f.d = dedup_new(f.speed, f.dir, 1000, &f.e);
-    cr_assert_not_null(f.d, "%s", f.e.msg);
+    restart(&f, 1000);
     dedup_get_stats(f.d, &s);
     cr_assert_leq(s.cache_ids, 1000);
     cr_assert_geq(s.gens, 4, "3000 ids, 500 per table: at least 4 spilled");
@@ -594,20 +602,6 @@ Test(dedup, a_reader_lets_the_log_restart, .timeout = 60)
     dedup_set_reader(f.d, NULL, NULL, NULL);
     sqlite3_close(rdb);
     fix_down(&f);
-}
-
-static void ckpt(struct fix *f, int64_t cut)
-{
-    cr_assert_eq(dedup_seal(f->d, &f->e), 0, "%s", f->e.msg);
-    cr_assert_eq(db_exec(f->speed, "BEGIN IMMEDIATE", &f->e), 0);
-    cr_assert_eq(dedup_write_sealed(f->d, &f->e), 0, "write: %s", f->e.msg);
-    if (cut != INT64_MIN)
-        cr_assert_eq(dedup_expire_rows(f->d, cut, &f->e), 0, "%s", f->e.msg);
-    cr_assert_eq(db_exec(f->speed, "COMMIT", &f->e), 0);
-    cr_assert_eq(dedup_release_sealed(f->d, &f->e), 0, "%s", f->e.msg);
-    if (cut != INT64_MIN)
-        cr_assert_eq(dedup_expire_cache(f->d, cut, &f->e), 0, "%s", f->e.msg);
-    dedup_refresh(f->d);
 }
 
 /* A checkpoint that ends a spill and also expires a generation: the merge the spill makes
