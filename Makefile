@@ -32,7 +32,7 @@ TESTS   := $(TESTSRC:tests/%.c=$(BUILD)/tests/%)
 TESTLIB := $(filter-out tests/test_%.c tests/it_%.c,$(wildcard tests/*.c))
 TESTLIBOBJ := $(TESTLIB:%.c=$(BUILD)/%.o)
 
-.PHONY: all tests check test deps bench demo fmt fmt-check clean
+.PHONY: all tests check check-rules test deps bench demo fmt fmt-check clean
 all: $(PROGS)
 
 $(BUILD)/%.o: %.c
@@ -69,7 +69,13 @@ check: tests
 deps:
 	@scripts/deps.sh
 
+# The alert rules of scripts/prometheus: valid, and firing on the recorded failures they name.
+check-rules:
+	promtool check rules scripts/prometheus/lambda.rules.yml
+	promtool test rules scripts/prometheus/lambda.rules.test.yml
+
 test: deps
+	$(MAKE) check-rules
 	$(MAKE) check
 	$(MAKE) check SAN=1
 

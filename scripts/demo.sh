@@ -6,7 +6,7 @@
 # (./data, or LAMBDA_DATA_DIR) stays, and the next `make demo` continues from it.
 set -u
 cd "$(dirname "$0")/.."
-BIN=$PWD/bin
+BIN=${DEMO_BIN:-$PWD/bin}
 DATA=${LAMBDA_DATA_DIR:-$PWD/data}
 PORT=${DEMO_PORT:-8080}
 RATE=${DEMO_RATE:-40}
@@ -18,10 +18,10 @@ export LAMBDA_DATA_DIR=$DATA
 pids=""
 say() { printf '%s demo: %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 
-# Waits (bounded) until file $1 contains $2.
+# Waits (bounded) until file $1 contains $2 past its first $3 lines (logs are appended to).
 wait_for() {
     i=0
-    while ! grep -q "$2" "$1" 2>/dev/null; do
+    while ! tail -n "+$((${3:-0} + 1))" "$1" 2>/dev/null | grep -q "$2"; do
         i=$((i + 1))
         [ $i -gt 300 ] && { say "gave up waiting for '$2' in $1"; return 1; }
         sleep 0.1
@@ -30,14 +30,20 @@ wait_for() {
 
 stop() {
     trap - INT TERM
+    stopping=1
     say "stopping"
-    [ -n "${gen_pid:-}" ] && kill -TERM "$gen_pid" 2>/dev/null && wait "$gen_pid"
-    [ -n "${batch_loop:-}" ] && kill -TERM "$batch_loop" 2>/dev/null && wait "$batch_loop"
-    [ -n "${speed_pid:-}" ] && kill -TERM "$speed_pid" 2>/dev/null && wait "$speed_pid" &&
-        say "speed layer checkpointed and stopped"
-    [ -n "${serve_pid:-}" ] && kill -TERM "$serve_pid" 2>/dev/null && wait "$serve_pid"
-    [ -n "${kafka_pid:-}" ] && kill -TERM "$kafka_pid" 2>/dev/null && wait "$kafka_pid" &&
-        say "embedded Kafka saved to $DATA/devkafka.dump"
+    # Each child is stopped, then reaped, in the order that loses nothing: no new orders, no
+    # batch run in flight, the speed layer's last checkpoint, then serving and Kafka.
+    for name in gen_pid batch_loop speed_pid serve_pid kafka_pid; do
+        eval "pid=\${$name:-}"
+        [ -n "$pid" ] || continue
+        kill -TERM "$pid" 2>/dev/null
+        wait "$pid"
+        case $name in
+        speed_pid) say "speed layer checkpointed and stopped" ;;
+        kafka_pid) say "embedded Kafka saved to $DATA/devkafka.dump" ;;
+        esac
+    done
     say "stopped; data in $DATA (run make demo again to continue)"
     exit 0
 }
@@ -62,19 +68,29 @@ export LAMBDA_BROKERS=$brokers
 
 "$BIN/lambda-speed" 2>>"$LOGS/speed.log" &
 speed_pid=$!
+serve_lines=$(cat "$LOGS/serve.log" 2>/dev/null | wc -l)
 "$BIN/lambda-serve" --port "$PORT" 2>>"$LOGS/serve.log" &
 serve_pid=$!
-wait_for "$LOGS/serve.log" "listening" || stop
+wait_for "$LOGS/serve.log" "listening" "$serve_lines" || stop
+# --port 0 lets the system pick one: show the port it picked.
+PORT=$(tail -n "+$((serve_lines + 1))" "$LOGS/serve.log" | sed -n 's/.*listening.*port=\([0-9]*\).*/\1/p' | head -1)
 "$BIN/lambda-gen" --count 0 --rate "$RATE" --merchants 50 --late-pct 1 --dup-pct 2 \
     --invalid-pct 1 --seed "$(date +%s)" 2>>"$LOGS/gen.log" &
 gen_pid=$!
 
 (
-    trap 'exit 0' TERM
+    # The loop's own child (a sleep or a batch run) is stopped with it: nothing outlives the
+    # demo. A batch run killed mid-way resumes exactly at the next one.
+    child=""
+    trap 'trap - TERM; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null && wait "$child"; exit 0' TERM
+    trap '' INT
     while :; do
         sleep "$BATCH_EVERY" &
-        wait $!
-        "$BIN/lambda-batch" run >>"$LOGS/batch.log" 2>&1
+        child=$!
+        wait "$child"
+        "$BIN/lambda-batch" run >>"$LOGS/batch.log" 2>&1 &
+        child=$!
+        wait "$child"
     done
 ) &
 batch_loop=$!
@@ -95,6 +111,7 @@ TXT
 while :; do
     sleep 1 &
     wait $!
+    [ -n "${stopping:-}" ] && continue
     if ! kill -0 "$speed_pid" 2>/dev/null || ! kill -0 "$serve_pid" 2>/dev/null; then
         say "a layer exited; see $LOGS"
         stop
