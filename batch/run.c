@@ -16,22 +16,6 @@
 
 volatile sig_atomic_t batch_stop_requested;
 
-static void on_signal(int sig)
-{
-    (void)sig;
-    batch_stop_requested = 1;
-}
-
-static void catch_signals(void)
-{
-    struct sigaction sa;
-
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal; /* no SA_RESTART: a blocking wait returns to poll the flag */
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
 void batch_pause(const char *pause_at, const char *where)
 {
     if (!pause_at || strcmp(pause_at, where) != 0)
@@ -181,7 +165,6 @@ int batch_run(const struct cfg *c, bool *skipped, struct lerr *e)
         *skipped = true;
         return 0;
     }
-    catch_signals();
     log_info("batch", "run_started data_dir=%s topic=%s", b.data_dir, b.topic);
     rc = run_locked(&b, e);
     close_batch(&b);

@@ -16,6 +16,7 @@
 #include "cfg.h"
 #include "log.h"
 #include "mem.h"
+#include "sig.h"
 #include "speed.h"
 #include "tm.h"
 
@@ -62,8 +63,7 @@ static void page_pool_init(void)
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    stop_requested = 1;
+    stop_requested = sig;
 }
 
 static int savepoint(const struct cfg *c)
@@ -147,7 +147,6 @@ int main(int argc, char **argv)
 {
     struct cfg c;
     struct lerr e = {{0}};
-    struct sigaction sa;
     int rc;
 
     if (cfg_load(&c, keys, argc, argv, &e) != 0) {
@@ -164,10 +163,7 @@ int main(int argc, char **argv)
         cfg_release(&c);
         return 2;
     }
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    sig_catch_stop(on_signal, false); /* a blocking wait returns to poll the flag */
     if (c.nargs == 0)
         page_pool_init(); /* before SQLite's first use */
     rc = c.nargs == 1 ? savepoint(&c) : run(&c);
