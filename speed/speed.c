@@ -571,9 +571,7 @@ static int write_expiry(struct speed *s, struct speed_job *j, struct lerr *e)
     if (run_step(s->st_del_deltas, e) != 0)
         return -1;
     j->expired_deltas = sqlite3_changes(s->db);
-    if (run_step(s->st_del_bounds, e) != 0 || dedup_expire_rows(s->dedup, j->expire_to, e) != 0)
-        return -1;
-    return 0;
+    return run_step(s->st_del_bounds, e); /* dedup_write expires the seen ids */
 }
 
 /* One checkpoint, one transaction (the writer thread). */
@@ -581,8 +579,8 @@ static int write_job(struct speed *s, struct speed_job *j, struct lerr *e)
 {
     if (db_exec(s->db, "BEGIN IMMEDIATE", e) != 0)
         return -1;
-    if (write_deltas(s, j, e) != 0 || dedup_write_sealed(s->dedup, e) != 0 ||
-        write_rows(s, j, e) != 0 || write_positions(s, j, e) != 0 || write_expiry(s, j, e) != 0 ||
+    if (write_deltas(s, j, e) != 0 || dedup_write(j->txn, e) != 0 || write_rows(s, j, e) != 0 ||
+        write_positions(s, j, e) != 0 || write_expiry(s, j, e) != 0 ||
         write_counters(s, j, e) != 0 || write_meta_all(s, j, e) != 0 ||
         db_exec(s->db, "COMMIT", e) != 0) {
         db_exec(s->db, "ROLLBACK", NULL);
@@ -642,22 +640,23 @@ static int finish_job(struct speed *s, struct lerr *e)
     struct speed_job *j = &s->job;
 
     if (j->rc != 0) {
+        dedup_end(j->txn, false, e);
+        j->txn = NULL;
         *e = j->err;
         return -1;
     }
     recycle_deltas(s, &j->deltas);
     j->nrejects = 0;
     j->nlates = 0;
-    if (dedup_release_sealed(s->dedup, e) != 0)
+    if (dedup_end(j->txn, true, e) != 0)
         return -1;
+    j->txn = NULL;
     if (j->expire_to != INT64_MIN) {
-        if (dedup_expire_cache(s->dedup, j->expire_to, e) != 0)
-            return -1;
         log_info("speed", "expired cut_epoch=%" PRId64 " deleted_deltas=%" PRId64, j->expire_to,
                  j->expired_deltas);
         s->expired_cut = j->expire_to;
     }
-    dedup_refresh(s->dedup);
+    speed_wal_settle(&s->wal, s->db); /* our look-ups hold no snapshot now */
     s->n.checkpoints++;
     s->n.checkpoint_us = j->us;
     log_debug("speed",
@@ -685,6 +684,7 @@ int speed_checkpoint_wait(struct speed *s, struct lerr *e)
     return done ? finish_job(s, e) : 0;
 }
 
+/* The dedup's wait_end: the job under way commits, and finish_job ends its dedup_txn. */
 static int quiesce(void *opaque, struct lerr *e)
 {
     return speed_checkpoint_wait(opaque, e);
@@ -743,10 +743,14 @@ int speed_checkpoint(struct speed *s, struct lerr *e)
 
     if (speed_checkpoint_wait(s, e) != 0)
         return -1;
-    /* Look-ups start new snapshots here even when the last job was finished earlier (a full
-     * dedup table waits for the writer mid-interval): a job that expires below a cut must
-     * never meet a master.db snapshot older than that cut's publication. */
-    dedup_refresh(s->dedup);
+    /* dedup_begin starts new look-up snapshots even when the last job was finished earlier
+     * (a full dedup table waits for the writer mid-interval): a job that expires below a cut
+     * must never meet a master.db snapshot older than that cut's publication. */
+    j->expire_to = s->expire_to > s->expired_cut ? s->expire_to : DEDUP_NO_CUT;
+    j->txn = dedup_begin(s->dedup, j->expire_to, e);
+    if (!j->txn)
+        return -1;
+    speed_wal_settle(&s->wal, s->db);
     if (j->capparts < s->nparts) {
         struct speed_part *np = realloc(j->parts, (size_t)s->nparts * sizeof(*np));
         if (!np)
@@ -762,8 +766,6 @@ int speed_checkpoint(struct speed *s, struct lerr *e)
             high >= 0)
             s->parts[p].high_watermark = high;
     }
-    if (dedup_seal(s->dedup, e) != 0)
-        return -1;
     memcpy(j->parts, s->parts, (size_t)s->nparts * sizeof(*j->parts));
     j->nparts = s->nparts;
     j->deltas = s->deltas;
@@ -793,7 +795,6 @@ int speed_checkpoint(struct speed *s, struct lerr *e)
     j->now_ms = now_ms;
     j->watermark_ms = s->watermark_ms;
     j->n = s->n;
-    j->expire_to = s->expire_to > s->expired_cut ? s->expire_to : INT64_MIN;
     j->expired_deltas = 0;
     if (s->has_writer) {
         pthread_mutex_lock(&s->mu);
@@ -920,6 +921,7 @@ int speed_run(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e)
         return -1;
     }
     dedup_set_reader(s->dedup, s->rdb, quiesce, s);
+    speed_wal_init(&s->wal, s->db);
     s->interval_consumed = s->n.consumed;
     s->interval_mono = tm_mono_ms();
     s->next_checkpoint_mono = s->interval_mono + s->checkpoint_ms;
@@ -955,6 +957,7 @@ int speed_run(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e)
 out:
     writer_stop(s);
     dedup_set_reader(s->dedup, NULL, NULL, NULL);
+    speed_wal_init(&s->wal, NULL);
     sqlite3_close(s->rdb);
     s->rdb = NULL;
     free(msgs);

@@ -25,6 +25,7 @@
 #include "dedup.h"
 #include "ev.h"
 #include "lerr.h"
+#include "wal.h"
 
 struct speed_part {
     int64_t next_offset;     /* the next offset to read; -1 while unknown */
@@ -70,7 +71,8 @@ struct speed_job {
     int nparts, capparts;
     bool need_boundary;
     int64_t epoch, now_ms, watermark_ms;
-    int64_t expire_to; /* INT64_MIN: no expiry in this one */
+    int64_t expire_to;     /* INT64_MIN (DEDUP_NO_CUT): no expiry in this one */
+    struct dedup_txn *txn; /* the dedup's half, from dedup_begin() to dedup_end() */
     struct speed_counters n;
     /* filled by the writer */
     int rc;
@@ -92,7 +94,8 @@ struct speed {
     sqlite3_stmt *st_delta, *st_offset, *st_boundary, *st_reject, *st_late, *st_counter, *st_meta,
         *st_del_deltas, *st_del_bounds;
     struct dedup *dedup;
-    sqlite3 *batch_db; /* batch.db read-only, once it exists (expiry) */
+    struct speed_wal wal; /* speed.db's log, watched while speed_run runs */
+    sqlite3 *batch_db;    /* batch.db read-only, once it exists (expiry) */
     sqlite3_stmt *st_published;
 
     rd_kafka_t *rk;
