@@ -641,3 +641,29 @@ Test(dedup, a_merge_never_picks_a_generation_expiry_just_unlisted, .timeout = 30
     sqlite3_close(rdb);
     fix_down(&f);
 }
+
+/* One checkpoint at a time; one that rolls back keeps its ids sealed (they still answer) and
+ * lets no further one begin: the caller must stop, and the events replay at the next start. */
+Test(dedup, a_checkpoint_rolled_back_keeps_its_ids_and_blocks_the_next, .timeout = 30)
+{
+    struct fix f;
+    struct dedup_txn *t;
+
+    fix_up(&f, 100);
+    add(&f, "m", "a", 1, 0, 1);
+    t = dedup_begin(f.d, DEDUP_NO_CUT, &f.e);
+    cr_assert_not_null(t, "%s", f.e.msg);
+    cr_assert_null(dedup_begin(f.d, DEDUP_NO_CUT, &f.e));
+    cr_assert_str_eq(f.e.msg, "dedup: a checkpoint is under way");
+    cr_assert_eq(db_exec(f.speed, "BEGIN IMMEDIATE", &f.e), 0);
+    cr_assert_eq(dedup_write(t, &f.e), 0, "%s", f.e.msg);
+    cr_assert_eq(db_exec(f.speed, "ROLLBACK", &f.e), 0);
+    cr_assert_eq(dedup_end(t, false, &f.e), 0, "%s", f.e.msg);
+    cr_assert_eq(seen_rows(&f), 0);
+    cr_assert_eq(check(&f, "m", "a", 0, 9), 1, "sealed, still known");
+    cr_assert_null(dedup_begin(f.d, DEDUP_NO_CUT, &f.e));
+    cr_assert_str_eq(f.e.msg, "dedup: sealed ids were not released");
+    restart(&f, 100);
+    cr_assert_eq(check(&f, "m", "a", 0, 9), 0, "never written: it replays");
+    fix_down(&f);
+}
