@@ -5,7 +5,7 @@
  * cut (pending or published); without that, at `start`: earliest, latest or the first
  * offset whose message timestamp is at or after an RFC 3339 time. Then any partition behind
  * the newest cut moves forward to it: what lies before the cut is the master dataset's. */
-#include "speed.h"
+#include "speed_int.h"
 
 #include <inttypes.h>
 #include <limits.h>
