@@ -14,9 +14,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "cut.h"
 #include "db.h"
 #include "kafka.h"
 #include "lock.h"
@@ -166,13 +166,12 @@ static int add_reject(struct speed *s, const rd_kafka_message_t *m, enum ev_reas
                       struct lerr *e)
 {
     struct speed_reject *rj;
-    struct speed_rows *rows = &s->rows;
-    void *p = grow(rows->rejects, &rows->caprejects, rows->nrejects, sizeof(*rows->rejects));
+    void *p = grow(s->rows.rejects, &s->rows.caprejects, s->rows.nrejects, sizeof(*rj));
 
     if (!p)
         return lerr_set(e, "out of memory");
-    rows->rejects = p;
-    rj = &rows->rejects[rows->nrejects++];
+    s->rows.rejects = p;
+    rj = &s->rows.rejects[s->rows.nrejects++];
     rj->partition = m->partition;
     rj->offset = m->offset;
     rj->reason = r;
@@ -187,13 +186,12 @@ static int add_late(struct speed *s, const rd_kafka_message_t *m, const struct e
                     int64_t minute_ms, struct lerr *e)
 {
     struct speed_late *l;
-    struct speed_rows *rows = &s->rows;
-    void *p = grow(rows->lates, &rows->caplates, rows->nlates, sizeof(*rows->lates));
+    void *p = grow(s->rows.lates, &s->rows.caplates, s->rows.nlates, sizeof(*l));
 
     if (!p)
         return lerr_set(e, "out of memory");
-    rows->lates = p;
-    l = &rows->lates[rows->nlates++];
+    s->rows.lates = p;
+    l = &s->rows.lates[s->rows.nlates++];
     l->partition = m->partition;
     l->offset = m->offset;
     l->event_ms = o->event_ms;
@@ -269,7 +267,7 @@ static void parse_message(struct speed *s, const rd_kafka_message_t *m, struct s
     if (pm->reason != EV_OK)
         return;
     pm->dedup_key = dedup_key(s->dedup, pm->o.merchant_id, pm->o.order_id);
-    pm->minute_ms = tm_floor(pm->o.event_ms, TM_MINUTE_MS);
+    pm->minute_ms = tm_minute_of(pm->o.event_ms);
     memset(&pm->key, 0, sizeof(pm->key)); /* hashed as raw bytes, padding included */
     memcpy(pm->key.merchant_id, pm->o.merchant_id, strlen(pm->o.merchant_id));
     pm->key.minute_ms = pm->minute_ms;
@@ -343,7 +341,7 @@ static int quiesce(void *opaque, struct lerr *e)
  * interval of an epoch records its boundary: every partition's position now. */
 static void begin_interval(struct speed *s, int64_t now_ms)
 {
-    int64_t e = now_ms / s->epoch_ms;
+    int64_t e = tm_epoch(now_ms, s->epoch_ms);
 
     s->need_boundary = false;
     s->interval_consumed = s->n.consumed;
@@ -381,22 +379,20 @@ static void poll_published_cut(struct speed *s)
 {
     char path[PATH_MAX];
     struct lerr ignored;
-    int64_t cut = INT64_MIN;
+    struct cut_version cut;
+    bool found;
 
     if (!s->batch_db) {
         db_path(s->data_dir, DB_BATCH, path, sizeof(path));
         if (access(path, F_OK) != 0 || db_open_ro(s->data_dir, DB_BATCH, &s->batch_db, &ignored))
             return;
-        if (db_prepare(s->batch_db,
-                       "SELECT cut_epoch FROM versions WHERE state = 'published'"
-                       " ORDER BY id DESC LIMIT 1",
-                       &s->st_published, &ignored) != 0)
+        if (db_prepare(s->batch_db, cut_published_sql, &s->st_published, &ignored) != 0)
             goto fail;
     }
-    if (db_step_int(s->st_published, &cut, &ignored) != 0)
+    if (cut_step_published(s->st_published, &cut, &found, &ignored) != 0)
         goto fail;
-    if (cut > s->expire_to)
-        s->expire_to = cut;
+    if (found && cut.epoch > s->expire_to)
+        s->expire_to = cut.epoch;
     return;
 fail:
     sqlite3_finalize(s->st_published);
@@ -525,91 +521,52 @@ out:
     return rc;
 }
 
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
-
-    nanosleep(&ts, NULL);
-}
-
-static bool kafka_key_given(const struct cfg *c, const char *name)
-{
-    for (int i = 0; i < c->nkafka; i++)
-        if (strcmp(c->kafka_name[i], name) == 0)
-            return true;
-    return false;
-}
-
 /* Creates the consumer: explicit assignment, positions never committed to Kafka. */
 static int make_consumer(struct speed *s, struct lerr *e)
 {
-    char errstr[512];
-    rd_kafka_conf_t *conf = kafka_conf_new(s->cfg, e);
+    static const struct kafka_prop props[] = {
+        /* A fetch that finds nothing new waits at most this long: freshness is checkpoint_ms
+         * plus about this (librdkafka's 500 ms default would dominate it). */
+        {"fetch.wait.max.ms", "50", true},
+        /* With librdkafka's default (100,000) a catch-up over 32 partitions spent about a
+         * quarter of its time with an empty queue (bench/speed.sh); the prefetch stays
+         * bounded by queued.max.messages.kbytes all the same. */
+        {"queued.min.messages", "200000", true},
+        {"enable.auto.offset.store", "false", false},
+        {"auto.offset.reset", "earliest", false},
+    };
 
-    if (!conf)
+    s->rk =
+        kafka_consumer_new(s->cfg, props, sizeof(props) / sizeof(props[0]), on_kafka_error, s, e);
+    if (!s->rk)
         return -1;
-    /* A fetch that finds nothing new waits at most this long: freshness is checkpoint_ms
-     * plus about this (librdkafka's 500 ms default would dominate it). */
-    if (!kafka_key_given(s->cfg, "fetch.wait.max.ms") &&
-        kafka_conf_set(conf, "fetch.wait.max.ms", "50", e) != 0) {
-        rd_kafka_conf_destroy(conf);
-        return -1;
-    }
-    /* With librdkafka's default (100,000) a catch-up over 32 partitions spent about a quarter
-     * of its time with an empty queue (bench/speed.sh); the prefetch stays bounded by
-     * queued.max.messages.kbytes all the same. */
-    if (!kafka_key_given(s->cfg, "queued.min.messages") &&
-        kafka_conf_set(conf, "queued.min.messages", "200000", e) != 0) {
-        rd_kafka_conf_destroy(conf);
-        return -1;
-    }
-    if (kafka_conf_set(conf, "group.id", cfg_str(s->cfg, "group"), e) != 0 ||
-        kafka_conf_set(conf, "enable.auto.commit", "false", e) != 0 ||
-        kafka_conf_set(conf, "enable.auto.offset.store", "false", e) != 0 ||
-        kafka_conf_set(conf, "auto.offset.reset", "earliest", e) != 0) {
-        rd_kafka_conf_destroy(conf);
-        return -1;
-    }
-    rd_kafka_conf_set_opaque(conf, s);
-    rd_kafka_conf_set_error_cb(conf, on_kafka_error);
-    s->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    if (!s->rk) {
-        rd_kafka_conf_destroy(conf);
-        return lerr_set(e, "cannot create a Kafka consumer: %s", errstr);
-    }
-    rd_kafka_poll_set_consumer(s->rk);
     s->queue = rd_kafka_queue_get_consumer(s->rk);
     return 0;
 }
 
 static int assign_all(struct speed *s, struct lerr *e)
 {
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(s->nparts);
-    rd_kafka_resp_err_t err;
+    struct kafka_pos *pos = calloc((size_t)s->nparts, sizeof(*pos));
+    int rc;
 
+    if (!pos)
+        return lerr_set(e, "out of memory");
     for (int p = 0; p < s->nparts; p++)
-        rd_kafka_topic_partition_list_add(l, s->topic, p)->offset = s->parts[p].next_offset;
-    err = rd_kafka_assign(s->rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    if (err)
-        return lerr_set(e, "cannot assign partitions of '%s': %s", s->topic, rd_kafka_err2str(err));
-    return 0;
+        pos[p] = (struct kafka_pos){p, s->parts[p].next_offset};
+    rc = kafka_assign(s->rk, s->topic, pos, s->nparts, e);
+    free(pos);
+    return rc;
 }
 
 int speed_connect(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e)
 {
-    struct lerr ke;
     int rc;
 
     if (make_consumer(s, e) != 0)
         return -1;
-    while (kafka_partition_count(s->rk, s->topic, (int)s->kafka_timeout_ms, &s->nparts, &ke)) {
-        log_warn("speed", "kafka_unreachable err=\"%s\" action=retrying", ke.msg);
-        for (int i = 0; i < 10 && !*stop; i++)
-            sleep_ms(100);
-        if (*stop)
-            return 1;
-    }
+    if (kafka_partition_count_wait(s->rk, s->topic, (int)s->kafka_timeout_ms, stop, "speed",
+                                   &s->nparts) != 0)
+        return 1;
     s->parts = calloc((size_t)s->nparts, sizeof(*s->parts));
     if (!s->parts)
         return lerr_set(e, "out of memory");
