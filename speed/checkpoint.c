@@ -70,9 +70,9 @@ static int meta_get(struct speed *s, const char *key, int64_t *out, struct lerr 
     return rc;
 }
 
-/* The counters speed.db keeps, each named once here: read back at start, written at every
- * checkpoint, then one per reject reason as rejects_<reason>. checkpoint_us is not read back:
- * it is the duration of this run's last checkpoint, not a count. */
+/* The counters speed.db keeps, each named once: this table, then rejects_<reason> for each
+ * reject reason. Every checkpoint writes them all and a start reads them back, all but
+ * checkpoint_us: that is the duration of this run's last checkpoint, not a count. */
 static const struct {
     const char *name;
     size_t off;
@@ -89,8 +89,9 @@ static const struct {
 };
 #define NCOUNTERS (sizeof(counters) / sizeof(counters[0]) + EV_REASON_COUNT - 1)
 
-/* The i-th (below NCOUNTERS) counter of n, its name in name[COUNTER_NAME_MAX]. */
 #define COUNTER_NAME_MAX 64
+
+/* The i-th (below NCOUNTERS) counter of n, its name in name[COUNTER_NAME_MAX]. */
 static int64_t *counter_at(struct speed_counters *n, size_t i, char *name, bool *is_loaded)
 {
     if (i < sizeof(counters) / sizeof(counters[0])) {
