@@ -29,27 +29,14 @@ void batch_pause(const char *pause_at, const char *where)
 
 int batch_kafka_open(struct batch *b, struct lerr *e)
 {
-    rd_kafka_conf_t *conf = kafka_conf_new(b->c, e);
-    char errstr[256];
+    static const struct kafka_prop props[] = {
+        {"enable.auto.offset.store", "false", false},
+        {"enable.partition.eof", "true", false},
+        {"auto.offset.reset", "earliest", false},
+    };
 
-    if (!conf)
-        return -1;
-    if (kafka_conf_set(conf, "group.id", cfg_str(b->c, "group"), e) ||
-        kafka_conf_set(conf, "enable.auto.commit", "false", e) ||
-        kafka_conf_set(conf, "enable.auto.offset.store", "false", e) ||
-        kafka_conf_set(conf, "enable.partition.eof", "true", e) ||
-        kafka_conf_set(conf, "auto.offset.reset", "earliest", e)) {
-        rd_kafka_conf_destroy(conf);
-        return -1;
-    }
-    b->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    if (!b->rk) {
-        rd_kafka_conf_destroy(conf);
-        return lerr_set(e, "cannot create kafka consumer: %s", errstr);
-    }
-    conf = NULL; /* rd_kafka_new() owns it now */
-    rd_kafka_poll_set_consumer(b->rk);
-    return 0;
+    b->rk = kafka_consumer_new(b->c, props, sizeof(props) / sizeof(props[0]), NULL, NULL, e);
+    return b->rk ? 0 : -1;
 }
 
 /* Opens master.db and batch.db, attaching master to the batch connection as "m". */

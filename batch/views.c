@@ -14,6 +14,7 @@
 #include <jansson.h>
 #include <uthash.h>
 
+#include "cut.h"
 #include "db.h"
 #include "ev.h"
 #include "log.h"
@@ -113,7 +114,7 @@ static int insert_row(sqlite3_stmt *st, int64_t version, const char *merchant_id
 /* Writes the finished merchant's total and hours; keeps its minutes that may be recent. */
 static int flush_merchant(struct recompute *r, struct lerr *e)
 {
-    int64_t floor_ms = tm_floor(r->max_event_ms, TM_MINUTE_MS) - r->window_ms;
+    int64_t floor_ms = tm_minute_of(r->max_event_ms) - r->window_ms;
     struct bucket *b, *tmp;
     int rc = 0;
 
@@ -172,18 +173,18 @@ static int add_order(struct recompute *r, const char *merchant_id, int64_t amoun
         r->max_event_ms = event_ms;
     r->order_count++;
     r->revenue_cents += amount_cents;
-    if (bucket_add(&r->hours, tm_floor(event_ms, TM_HOUR_MS), amount_cents) != 0)
+    if (bucket_add(&r->hours, tm_hour_of(event_ms), amount_cents) != 0)
         return lerr_set(e, "out of memory");
     /* A minute this far behind the newest event can never be in the window. */
-    if (event_ms >= tm_floor(r->max_event_ms, TM_MINUTE_MS) - r->window_ms &&
-        bucket_add(&r->minutes, tm_floor(event_ms, TM_MINUTE_MS), amount_cents) != 0)
+    if (event_ms >= tm_minute_of(r->max_event_ms) - r->window_ms &&
+        bucket_add(&r->minutes, tm_minute_of(event_ms), amount_cents) != 0)
         return lerr_set(e, "out of memory");
     return 0;
 }
 
 static int write_minutes(struct recompute *r, struct lerr *e)
 {
-    int64_t floor_ms = tm_floor(r->max_event_ms, TM_MINUTE_MS) - r->window_ms;
+    int64_t floor_ms = tm_minute_of(r->max_event_ms) - r->window_ms;
 
     for (size_t i = 0; i < r->nkept; i++) {
         const struct minute_row *k = &r->kept[i];
@@ -273,15 +274,31 @@ struct figures {
     int64_t orders, previous_orders, total_orders, negative, hourly_mismatch, minutely_over;
 };
 
+/* The newest published version's id and orders; 0 and 0 when none is. */
+static int published(sqlite3 *db, int64_t *id, int64_t *orders, struct lerr *e)
+{
+    struct cut_version pub;
+    bool found;
+
+    *id = 0;
+    *orders = 0;
+    if (cut_published(db, &pub, &found, e) != 0)
+        return -1;
+    if (found) {
+        *id = pub.id;
+        *orders = pub.orders;
+    }
+    return 0;
+}
+
+/* v is the pending version being checked, so the newest published one is the previous. */
 static int gather(struct batch *b, int64_t v, struct figures *f, struct lerr *e)
 {
     sqlite3 *db = b->bdb;
+    int64_t prev;
 
     return query_int(db, "SELECT count(*) FROM m.orders", 0, 0, &f->orders, e) ||
-           query_int(db,
-                     "SELECT orders FROM versions WHERE state='published' AND id<>?"
-                     " ORDER BY id DESC LIMIT 1",
-                     v, 0, &f->previous_orders, e) ||
+           published(db, &prev, &f->previous_orders, e) ||
            query_int(db, "SELECT sum(order_count) FROM merchant_totals WHERE version=?", v, 0,
                      &f->total_orders, e) ||
            query_int(db,
@@ -366,14 +383,13 @@ static int publish_in_txn(struct batch *b, const struct batch_cut *cut, const ch
                           struct batch_summary *s, struct lerr *e)
 {
     sqlite3 *db = b->bdb;
-    int64_t keep = cfg_int(b->c, "keep_versions"), prev = 0;
+    int64_t keep = cfg_int(b->c, "keep_versions"), prev = 0, prev_orders;
     sqlite3_stmt *st = NULL;
     int rc;
 
     if (keep < 1)
         keep = 1;
-    if (query_int(db, "SELECT id FROM versions WHERE state='published' ORDER BY id DESC LIMIT 1", 0,
-                  0, &prev, e) ||
+    if (published(db, &prev, &prev_orders, e) ||
         query_int(db,
                   "SELECT sum(c.offset - coalesce((SELECT p.offset FROM cut_offsets p"
                   " WHERE p.version=?2 AND p.partition=c.partition), 0))"

@@ -9,6 +9,7 @@
 
 #include <sqlite3.h>
 
+#include "cut.h"
 #include "db.h"
 #include "ev.h"
 #include "log.h"
@@ -53,8 +54,7 @@ enum {
 static const char *const batch_sql[] = {
     "BEGIN",
     "COMMIT",
-    "SELECT id, cut_epoch, started_ms FROM versions WHERE state='published'"
-    " ORDER BY id DESC LIMIT 1",
+    cut_published_sql,
     "SELECT order_count, revenue_cents FROM merchant_totals WHERE version=?4 AND merchant_id=?1",
     "SELECT coalesce(sum(order_count),0), coalesce(sum(revenue_cents),0) FROM minutely"
     " WHERE version=?4 AND merchant_id=?1 AND minute_ms>=?2 AND minute_ms<?3",
@@ -297,6 +297,7 @@ static void read_meta(sqlite3_stmt *q, struct serve_view *v, int *rc)
 
 int serve_store_begin(struct serve_store *st, struct serve_view *v, struct lerr *e)
 {
+    struct cut_version cut;
     sqlite3_stmt *q;
     int rc;
 
@@ -324,17 +325,13 @@ int serve_store_begin(struct serve_store *st, struct serve_view *v, struct lerr 
         if (step_once(st->batch.st[B_BEGIN], e) != 0)
             goto fail;
         st->batch.in_txn = true;
-        q = st->batch.st[B_VERSION];
-        if ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-            v->has_batch = true;
-            v->version = sqlite3_column_int64(q, 0);
-            v->cut_epoch = sqlite3_column_int64(q, 1);
-            v->started_ms = sqlite3_column_int64(q, 2);
-        } else if (rc != SQLITE_DONE) {
-            fail(q, e);
+        if (cut_step_published(st->batch.st[B_VERSION], &cut, &v->has_batch, e) != 0)
             goto fail;
+        if (v->has_batch) {
+            v->version = cut.id;
+            v->cut_epoch = cut.epoch;
+            v->started_ms = cut.started_ms;
         }
-        sqlite3_reset(q);
     }
     return 0;
 fail:

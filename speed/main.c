@@ -118,28 +118,30 @@ static int check_args(const struct cfg *c)
 
 static int run(const struct cfg *c)
 {
-    struct speed s;
+    struct speed *s;
+    struct speed_stats n;
     struct lerr e = {{0}};
     int rc;
 
-    if (speed_open(&s, c, &e) != 0) {
+    if (!(s = speed_open(c, &e))) {
         log_error("speed", "start_failed err=\"%s\"", e.msg);
-        speed_close(&s);
         return 1;
     }
     cfg_log(c, "speed");
-    rc = speed_connect(&s, &stop_requested, &e);
+    rc = speed_connect(s, &stop_requested, &e);
     if (rc == 0) {
-        log_info("speed", "started partitions=%d epoch=%" PRId64 " data_dir=\"%s\"", s.nparts,
-                 s.epoch, s.data_dir);
-        rc = speed_run(&s, &stop_requested, &e);
+        speed_get_stats(s, &n);
+        log_info("speed", "started partitions=%d epoch=%" PRId64 " data_dir=\"%s\"", n.nparts,
+                 n.epoch, cfg_str(c, "data_dir"));
+        rc = speed_run(s, &stop_requested, &e);
     }
+    speed_get_stats(s, &n);
     if (rc < 0)
         log_error("speed", "failed err=\"%s\"", e.msg);
     else
         log_info("speed", "stopped consumed=%" PRId64 " applied=%" PRId64 " epoch=%" PRId64,
-                 s.n.consumed, s.n.applied, s.epoch);
-    speed_close(&s);
+                 n.consumed, n.applied, n.epoch);
+    speed_close(s);
     return rc < 0 ? 1 : 0;
 }
 
