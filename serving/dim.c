@@ -260,11 +260,11 @@ static int load_ndjson(struct dim *d, const char *data, size_t size, int64_t **l
             if (!strcmp(k, "merchant_id") || json_is_null(v))
                 continue;
             if (!json_is_string(v) && !json_is_number(v) && !json_is_boolean(v)) {
+                lerr_set(e, "line %lld: attribute '%.64s' is not a string, number or boolean",
+                         (long long)l.no, k);
                 json_decref(attrs);
-                json_decref(obj);
-                return lerr_set(e,
-                                "line %lld: attribute '%.64s' is not a string, number or boolean",
-                                (long long)l.no, k);
+                json_decref(obj); /* k is its key: only after the message holds a copy */
+                return -1;
             }
             json_object_set(attrs, k, v);
         }
