@@ -12,7 +12,7 @@ CFLAGS += -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE -Wall -Wextra -Werror -Wshado
           -Wmissing-prototypes -MMD -MP -pthread
 CPPFLAGS += -I. -Ishared
 LDFLAGS += -pthread
-LDLIBS := -lrdkafka -ljansson -lmicrohttpd -lsqlite3 -linih -lxxhash -lm
+LDLIBS := -lrdkafka -ljansson -lmicrohttpd -lsqlite3 -linih -lxxhash -lcsv -lm
 ifeq ($(SAN),1)
 BUILD  := build/san
 BIN    := build/san/bin
