@@ -38,7 +38,10 @@ int main(int argc, char **argv)
         db_prepare(b, "INSERT INTO merchant_totals VALUES (1, ?1, ?2, ?3)", &tot, &e) ||
         db_prepare(b, "INSERT INTO hourly VALUES (1, ?1, ?4, ?2, ?3)", &hour, &e) ||
         db_prepare(b, "INSERT INTO minutely VALUES (1, ?1, ?4, ?2, ?3)", &minute, &e) ||
-        db_prepare(s, "INSERT INTO deltas VALUES (?1, ?4, ?5, ?2, ?3)", &delta, &e)) {
+        db_prepare(s,
+                   "INSERT INTO deltas(merchant_id, minute_ms, epoch, order_count, revenue_cents) "
+                   "VALUES (?1, ?4, ?5, ?2, ?3)",
+                   &delta, &e)) {
         fprintf(stderr, "serve_fixture: %s\n", e.msg);
         return 1;
     }

@@ -222,9 +222,13 @@ static json_t *merchant_doc(const char *id, const struct serve_view *v, const st
     else
         batch = json_pack("{s:I,s:I,s:n,s:I,s:n}", "order_count", (json_int_t)0, "revenue_cents",
                           (json_int_t)0, "version", "cut_epoch", (json_int_t)0, "as_of");
-    speed = json_pack("{s:I,s:I,s:o}", "order_count", (json_int_t)s->order_count, "revenue_cents",
-                      (json_int_t)s->revenue_cents, "checkpoint_age_ms",
-                      v->has_checkpoint ? json_integer(now_ms - v->checkpoint_ms) : json_null());
+    /* Provenance: the lag and watermark the last checkpoint recorded; lag null while no speed
+     * layer holds speed.lock (what it recorded before it stopped is no longer true). */
+    speed = json_pack("{s:I,s:I,s:o,s:o,s:o}", "order_count", (json_int_t)s->order_count,
+                      "revenue_cents", (json_int_t)s->revenue_cents, "checkpoint_age_ms",
+                      v->has_checkpoint ? json_integer(now_ms - v->checkpoint_ms) : json_null(),
+                      "lag", v->has_lag ? json_integer(v->lag) : json_null(), "watermark",
+                      v->has_watermark ? rfc3339(v->watermark_ms) : json_null());
     return json_pack("{s:s,s:I,s:I,s:o,s:o}", "merchant_id", id, "order_count",
                      (json_int_t)(b->order_count + s->order_count), "revenue_cents",
                      (json_int_t)(b->revenue_cents + s->revenue_cents), "batch", batch, "speed",
@@ -254,10 +258,11 @@ static json_t *merchant_answer(const struct call *q, const struct serve_view *v,
     return doc;
 }
 
+/* A layer that cannot be read: store.h's words (SQLite's text is in the log already). */
 static void db_failed(struct serve_reply *out, const char *route, const struct lerr *e)
 {
-    log_warn("serve", "read_failed route=%s err=\"%s\"", route, e->msg);
-    serve_api_error(out, 500, "%s", e->msg);
+    log_debug("serve", "unavailable route=%s err=\"%s\"", route, e->msg);
+    serve_api_error(out, 503, "%s", e->msg);
 }
 
 static bool id_valid(const char *id)
@@ -285,23 +290,25 @@ static bool take_id(const struct call *q, char id[EV_ID_MAX + 1], struct serve_r
     return true;
 }
 
-/* All-time totals, from the thread's cache when neither file changed since they were read. */
+/* All-time totals: from memory when it holds the current state (live.h), else from SQLite. */
 static void query_totals(const struct call *q, const char *id, struct serve_reply *out)
 {
     struct serve_store *st = q->st;
     struct serve_sums b, s;
     struct lerr e = {{0}};
     struct serve_view v;
-    int rc;
+    int rc = serve_live_totals(q->c->live, &id, 1, &v, &b, &s, &e);
 
-    if (!serve_store_cached_totals(st, id, &v, &b, &s)) {
+    if (rc < 0) {
+        db_failed(out, "query", &e);
+        return;
+    }
+    if (rc == 0) {
         if (serve_store_begin(st, &v, &e) != 0) {
             db_failed(out, "query", &e);
             return;
         }
         rc = serve_store_totals(st, &v, id, &b, &s, &e);
-        if (rc == 0)
-            serve_store_cache_totals(st, &v, id, &b, &s);
         serve_store_end(st);
         if (rc != 0) {
             db_failed(out, "query", &e);
@@ -311,6 +318,47 @@ static void query_totals(const struct call *q, const char *id, struct serve_repl
     json_t *doc = merchant_doc(id, &v, &b, &s, tm_now_ms());
     add_merchant(doc, q->dim, id);
     reply_json(out, 200, doc);
+}
+
+/* ?ids= without a span from memory, all in one snapshot: 1 answered (or an error given), 0
+ * when memory holds no current state. */
+static int ids_from_memory(const struct call *q, const char **list, int n, struct serve_reply *out)
+{
+    struct serve_sums *b = calloc((size_t)n + 1, sizeof(*b)),
+                      *s = calloc((size_t)n + 1, sizeof(*s));
+    struct lerr e = {{0}};
+    struct serve_view v;
+    json_t *arr = NULL, *doc;
+    int64_t now_ms = tm_now_ms();
+    int rc = 1;
+
+    if (!b || !s) {
+        serve_api_error(out, 500, "out of memory");
+        goto out;
+    }
+    if ((rc = serve_live_totals(q->c->live, list, (size_t)n, &v, b, s, &e)) <= 0) {
+        if (rc < 0)
+            db_failed(out, "query_ids", &e);
+        rc = rc < 0;
+        goto out;
+    }
+    arr = json_array();
+    for (int i = 0; arr && i < n; i++) {
+        doc = merchant_doc(list[i], &v, &b[i], &s[i], now_ms);
+        add_merchant(doc, q->dim, list[i]);
+        if (!doc || json_array_append_new(arr, doc)) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
+    if (arr)
+        reply_json(out, 200, json_pack("{s:o}", "merchants", arr));
+    else
+        serve_api_error(out, 500, "out of memory");
+out:
+    free(b);
+    free(s);
+    return rc;
 }
 
 static void handle_query(const struct call *q, struct serve_reply *out)
@@ -397,6 +445,8 @@ static void handle_ids(const struct call *q, struct serve_reply *out)
         serve_api_error(out, 400, "%s", e.msg);
         goto out;
     }
+    if (!span_given(&sp) && ids_from_memory(q, list, n, out))
+        goto out;
     if (serve_store_begin(st, &v, &e) != 0) {
         db_failed(out, "query_ids", &e);
         goto out;
@@ -756,6 +806,27 @@ static void handle_metrics(const struct call *q, struct serve_reply *out)
     out->len = len;
 }
 
+/* GET /events?once=1 (serve.c streams every other GET /events): the newest event as JSON,
+ * for a client that cannot keep a stream open (the dashboard's fallback). */
+static void handle_events(const struct call *q, struct serve_reply *out)
+{
+    char buf[LIVE_EVENT_MAX];
+
+    if (!q->c->live) {
+        serve_api_error(out, 503, "no event source");
+        return;
+    }
+    serve_live_event(q->c->live, buf);
+    if (!(out->owned = strdup(buf))) {
+        serve_api_error(out, 500, "out of memory");
+        return;
+    }
+    out->status = 200;
+    out->content_type = json_ctype;
+    out->body = out->owned;
+    out->len = strlen(out->body);
+}
+
 static void handle_dashboard(const struct call *q, struct serve_reply *out)
 {
     (void)q;
@@ -787,6 +858,7 @@ static const struct route {
     [SERVE_R_GROUPS] = {"groups", "GET", "/groups", handle_groups},
     [SERVE_R_HEALTH] = {"health", "GET", "/health", handle_health},
     [SERVE_R_METRICS] = {"metrics", "GET", "/metrics", handle_metrics},
+    [SERVE_R_EVENTS] = {"events", "GET", "/events", handle_events},
     [SERVE_R_OTHER] = {"other", NULL, NULL, handle_other},
 };
 

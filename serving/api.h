@@ -4,8 +4,8 @@
  * its name in /metrics. serve.c maps a request to a route with serve_api_route(), checks the
  * method with serve_api_allows(), then calls serve_api_handle() in the worker thread with that
  * thread's store; the answer comes back as a status, a content type and a body. Bad input is an
- * answer (4xx with {"error":"..."} naming the parameter), never a failure; a database error is a
- * 500 with its message, logged once. */
+ * answer (4xx with {"error":"..."} naming the parameter), never a failure; a layer that cannot
+ * be read is a 503 with store.h's words ("batch.db unreadable: missing"), never SQLite's. */
 #ifndef LAMBDA_SERVE_API_H
 #define LAMBDA_SERVE_API_H
 
@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "dim.h"
+#include "live.h"
 #include "metrics.h"
 #include "store.h"
 
@@ -27,6 +28,7 @@ enum serve_route {
     SERVE_R_GROUPS,    /* GET /groups?group=<attribute> */
     SERVE_R_HEALTH,    /* GET /health */
     SERVE_R_METRICS,   /* GET /metrics */
+    SERVE_R_EVENTS,    /* GET /events: serve.c streams it; ?once=1 here, the newest as JSON */
     SERVE_R_OTHER,     /* no such route: 404 */
     SERVE_R_COUNT
 };
@@ -43,7 +45,8 @@ enum serve_route {
 struct serve_ctx {
     int64_t allowed_lateness_ms; /* used when speed.db does not record its own */
     struct serve_metrics *metrics;
-    struct dim_source *dim; /* the merchant dimension; NULL without dimension_file */
+    struct dim_source *dim;  /* the merchant dimension; NULL without dimension_file */
+    struct serve_live *live; /* totals in memory (live.h); NULL: every answer reads SQLite */
 };
 
 /* Gives the decoded value of query parameter name, or NULL when it is absent. */

@@ -21,6 +21,9 @@ static const struct cfg_key keys[] = {
      "a minute is final once the watermark passes its end + this"},
     {"max_connections", CFG_INT, "512", "at most this many client connections at once"},
     {"connection_timeout", CFG_MS, "30s", "an idle connection is closed after this"},
+    {"serve_cache_merchants", CFG_INT, "1000000",
+     "merchants whose totals are held in memory (about 140 bytes each); past it, SQLite answers"},
+    {"max_event_clients", CFG_INT, "64", "GET /events subscribers at most; the others get 503"},
     {"connection_memory", CFG_INT, "131072",
      "per-connection buffer limit in bytes (bounds the request head)"},
     {"dimension_file", CFG_STR, NULL,
@@ -120,6 +123,8 @@ int main(int argc, char **argv)
         .connection_timeout_s = (unsigned)((cfg_ms(&c, "connection_timeout") + 999) / 1000),
         .connection_memory = (size_t)cfg_int(&c, "connection_memory"),
         .dim = dim,
+        .cache_merchants = (size_t)cfg_int(&c, "serve_cache_merchants"),
+        .max_event_clients = (unsigned)cfg_int(&c, "max_event_clients"),
     };
     if (!(s = serve_start(&o, &e))) {
         log_error("serve", "start_failed err=\"%s\"", e.msg);

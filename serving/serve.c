@@ -14,6 +14,8 @@
 #include <microhttpd.h>
 
 #include "api.h"
+#include "events.h"
+#include "live.h"
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
@@ -25,6 +27,8 @@ struct serve {
     bool has_key;
     struct serve_ctx ctx; /* ctx.metrics points at metrics */
     struct serve_metrics metrics;
+    struct serve_live *live;
+    struct serve_events *events;
     int port;
 };
 
@@ -131,6 +135,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         serve_api_handle(&s->ctx, NULL, r, url, get_arg, conn, &rep);
     } else if (!serve_api_allows(r, method)) {
         serve_api_refuse(r, method, url, &rep);
+    } else if (r == SERVE_R_EVENTS && !get_arg(conn, "once")) {
+        ret = serve_events_answer(s->events, conn, &rep.status);
+        serve_metrics_observe(&s->metrics, r, rep.status, mono_us() - start_us);
+        return ret;
     } else if (!(st = thread_store(s))) {
         serve_api_error(&rep, 500, "out of memory");
     } else {
@@ -179,12 +187,30 @@ static int resolve_bind(const struct serve_opts *o, struct sockaddr_storage *ss,
     return 0;
 }
 
+/* The follower's callbacks (its thread): a change becomes an event, a tick a keep-alive. */
+static void on_change(void *arg, struct serve_live *l)
+{
+    struct serve *s = arg;
+    char buf[LIVE_EVENT_MAX];
+    uint64_t seq = serve_live_event(l, buf);
+
+    serve_events_publish(s->events, seq, buf);
+}
+
+static void on_tick(void *arg)
+{
+    struct serve *s = arg;
+
+    serve_events_tick(s->events);
+}
+
 struct serve *serve_start(const struct serve_opts *o, struct lerr *e)
 {
     struct sockaddr_storage ss = {0};
     struct serve *s = calloc(1, sizeof(*s));
     bool is_v6 = false;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+                     MHD_ALLOW_SUSPEND_RESUME;
     const union MHD_DaemonInfo *info;
 
     if (!s || !(s->data_dir = strdup(o->data_dir))) {
@@ -199,8 +225,21 @@ struct serve *serve_start(const struct serve_opts *o, struct lerr *e)
     }
     s->has_key = true;
     serve_metrics_init(&s->metrics);
-    s->ctx = (struct serve_ctx){
-        .allowed_lateness_ms = o->allowed_lateness_ms, .metrics = &s->metrics, .dim = o->dim};
+    if (!(s->events = serve_events_new(o->max_event_clients))) {
+        lerr_set(e, "out of memory");
+        goto fail;
+    }
+    struct serve_live_opts lo = {.data_dir = s->data_dir,
+                                 .max_merchants = o->cache_merchants,
+                                 .on_change = on_change,
+                                 .on_tick = on_tick,
+                                 .arg = s};
+    if (!(s->live = serve_live_start(&lo, e)))
+        goto fail;
+    s->ctx = (struct serve_ctx){.allowed_lateness_ms = o->allowed_lateness_ms,
+                                .metrics = &s->metrics,
+                                .dim = o->dim,
+                                .live = s->live};
     if (is_v6)
         flags |= MHD_USE_IPv6;
     s->daemon = MHD_start_daemon(
@@ -232,8 +271,13 @@ void serve_stop(struct serve *s)
 {
     if (!s)
         return;
+    /* No stream may stay suspended when the daemon stops; the follower goes last, as handlers
+     * read its state until the workers are joined. */
+    serve_events_close(s->events, 2000);
     if (s->daemon)
         MHD_stop_daemon(s->daemon); /* joins the workers: their stores are closed by now */
+    serve_live_stop(s->live);
+    serve_events_free(s->events);
     if (s->has_key)
         pthread_key_delete(s->store);
     free(s->data_dir);

@@ -1,7 +1,9 @@
 /* serve.h - lambda-serve's HTTP server: libmicrohttpd with an internal thread pool.
  *
  * serve_start() binds and starts the workers; each worker thread lazily opens its own
- * read-only store (store.h) on first use and closes it when the thread ends. Requests are
+ * read-only store (store.h) on first use and closes it when the thread ends. One follower
+ * (live.h) keeps every merchant's totals in memory and raises the events GET /events streams
+ * (events.h). Requests are
  * answered by api.c; serve.c only maps HTTP to it: methods, the URL length limit, headers,
  * and the request metrics. main.c owns signals and the process. */
 #ifndef LAMBDA_SERVE_SERVE_H
@@ -21,8 +23,10 @@ struct serve_opts {
     int64_t allowed_lateness_ms;
     unsigned connection_limit;
     unsigned connection_timeout_s;
-    size_t connection_memory; /* per-connection buffer limit, bytes */
-    struct dim_source *dim;   /* borrowed for the server's life; NULL: no dimension */
+    size_t connection_memory;   /* per-connection buffer limit, bytes */
+    struct dim_source *dim;     /* borrowed for the server's life; NULL: no dimension */
+    size_t cache_merchants;     /* merchants held in memory at most (live.h); 0: none */
+    unsigned max_event_clients; /* GET /events subscribers at most */
 };
 
 struct serve;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -12,13 +13,29 @@
 #include "cut.h"
 #include "db.h"
 #include "ev.h"
+#include "lock.h"
 #include "log.h"
 #include "tm.h"
 
 /* Every statement binds the same numbered parameters, so one binder serves them all:
  * ?1 merchant id, ?2 from_ms, ?3 to_ms, ?4 the cut (speed: epoch >= ?4; batch: version = ?4).
  * A statement that does not use a parameter simply ignores its binding. */
-enum { S_BEGIN, S_COMMIT, S_META, S_SUM, S_RANGE, S_ROWS, S_TOP, S_NEWEST, S_LAG, S_COUNTERS };
+enum {
+    S_BEGIN,
+    S_COMMIT,
+    S_META,
+    S_SUM,
+    S_RANGE,
+    S_ROWS,
+    S_TOP,
+    S_NEWEST,
+    S_LAG,
+    S_COUNTERS,
+    S_SEQ,
+    S_LAG_SUM,
+    S_ALL,
+    S_SINCE
+};
 static const char *const speed_sql[] = {
     "BEGIN",
     "COMMIT",
@@ -35,6 +52,15 @@ static const char *const speed_sql[] = {
     "SELECT partition, max(coalesce(high_watermark, next_offset) - next_offset, 0) FROM offsets"
     " ORDER BY partition",
     "SELECT name, value FROM counters ORDER BY name",
+    "SELECT coalesce(max(seq),0) FROM deltas",
+    "SELECT coalesce(sum(max(coalesce(high_watermark, next_offset) - next_offset, 0)),0)"
+    " FROM offsets",
+    "SELECT merchant_id, sum(order_count), sum(revenue_cents) FROM deltas WHERE epoch>=?4"
+    " GROUP BY merchant_id",
+    /* The merchants a checkpoint after ?2 changed, summed again whole (the feed says which
+     * rows changed, not by how much). */
+    "SELECT merchant_id, sum(order_count), sum(revenue_cents) FROM deltas WHERE epoch>=?4"
+    " AND merchant_id IN (SELECT merchant_id FROM deltas WHERE seq>?2) GROUP BY merchant_id",
     NULL,
 };
 
@@ -49,7 +75,9 @@ enum {
     B_HOUR_ROWS,
     B_MIN_TOP,
     B_HOUR_TOP,
-    B_NEWEST
+    B_NEWEST,
+    B_ALL,
+    B_ANY
 };
 static const char *const batch_sql[] = {
     "BEGIN",
@@ -69,17 +97,23 @@ static const char *const batch_sql[] = {
     "SELECT merchant_id, sum(order_count), sum(revenue_cents) FROM hourly"
     " WHERE version=?4 AND hour_ms>=?2 AND hour_ms<?3 GROUP BY merchant_id",
     "SELECT max(minute_ms) FROM minutely WHERE version=?4",
+    "SELECT merchant_id, order_count, revenue_cents FROM merchant_totals WHERE version=?4",
+    "SELECT count(*) FROM versions",
     NULL,
 };
 
-enum { M_COUNTERS, M_REJECTS };
+enum { M_COUNTERS, M_REJECTS, M_INGESTED };
 static const char *const master_sql[] = {
     "SELECT name, value FROM counters ORDER BY name",
     "SELECT reason, count(*) FROM rejects GROUP BY reason ORDER BY reason",
+    "SELECT count(*) FROM ingest_offsets",
     NULL,
 };
 
-#define CONN_MAX_STMTS 12
+#define CONN_MAX_STMTS 16
+
+/* How often a store asks the kernel whether a speed layer holds speed.lock. */
+#define PROBE_EVERY_MS 100
 
 /* The wal-index header at the start of a WAL database's -shm file (sqlite.org/walformat.html,
  * section 2.1): two copies of 48 bytes, the second written first, holding a counter bumped by
@@ -95,27 +129,27 @@ struct conn {
     sqlite3_stmt *st[CONN_MAX_STMTS];
     bool in_txn;
     const unsigned char *shm; /* the -shm header mapped read-only, or NULL */
+    dev_t dev;                /* the file the connection has open: a path that names */
+    ino_t ino;                /* another one was replaced under it */
 };
 
-/* Merchants' all-time totals from one snapshot, reused while neither file changes: the
- * answer a dashboard or a hot key asks for again and again costs no SQL and no system call
- * (a read transaction costs several: the WAL read lock is an fcntl). */
-#define CACHE_SLOTS 1024
-
-struct cache_entry {
-    char merchant_id[65]; /* "" when the slot is free */
-    struct serve_sums batch, speed;
+/* What conn_sync() found at a file's path. */
+enum file_state {
+    FILE_OPEN,   /* open, with its schema */
+    FILE_ABSENT, /* no file, or one without its schema yet (a writer is creating it) */
+    FILE_BAD     /* there, but not a database we can read */
 };
 
 struct serve_store {
     const char *data_dir; /* borrowed */
     struct conn speed, batch, master;
-    /* The headers read just before the current snapshot opened (begin), and those of the
-     * snapshot the cache holds; a snapshot is never older than the headers read before it. */
-    unsigned char begin_hdr[2][SHM_HDR_LEN], cache_hdr[2][SHM_HDR_LEN];
-    bool begin_hdr_ok, cache_ok;
-    struct serve_view cache_view;
-    struct cache_entry cache[CACHE_SLOTS];
+    /* The headers read just before the current snapshot opened, for serve_store_unchanged();
+     * is_open: the file was open then. A snapshot is never older than the headers read
+     * before it. */
+    unsigned char begin_hdr[2][SHM_HDR_LEN];
+    bool begin_hdr_ok[2], begin_open[2];
+    int64_t probe_ms; /* when speed.lock was last probed */
+    bool is_speed_running;
 };
 
 static void conn_close(struct conn *c)
@@ -163,38 +197,133 @@ static bool read_hdr(const struct conn *c, unsigned char out[SHM_HDR_LEN])
     return memcmp(out, second, SHM_HDR_LEN) == 0;
 }
 
-/* Both headers, when both files are open and steady. */
-static bool read_hdrs(const struct serve_store *st, unsigned char out[2][SHM_HDR_LEN])
+/* A header as one number (FNV-1a), 0 when it cannot be read. */
+static uint64_t hdr_stamp(bool ok, const unsigned char hdr[SHM_HDR_LEN])
 {
-    return read_hdr(&st->speed, out[0]) && read_hdr(&st->batch, out[1]);
+    uint64_t h = 1469598103934665603ull;
+
+    if (!ok)
+        return 0;
+    for (int i = 0; i < SHM_HDR_LEN; i++)
+        h = (h ^ hdr[i]) * 1099511628211ull;
+    return h ? h : 1;
 }
 
-/* Opens the connection if its file exists and has its schema; false while it is absent. The
- * writer may create the file before its tables, so a failed prepare means "not yet". */
-static bool conn_ready(struct serve_store *st, struct conn *c)
+/* Our words for why SQLite could not read a file; its own text goes to the log. */
+static const char *reason_of(int code)
 {
-    char path[PATH_MAX];
-    struct lerr e = {{0}};
+    switch (code & 0xff) {
+    case SQLITE_NOTADB:
+        return "not a database";
+    case SQLITE_CORRUPT:
+        return "corrupt";
+    case SQLITE_CANTOPEN:
+        return "cannot be opened";
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
+    case SQLITE_READONLY:
+        return "not readable";
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return "busy";
+    case SQLITE_NOMEM:
+        return "out of memory";
+    default:
+        return "read error";
+    }
+}
 
-    if (c->db)
-        return true;
-    db_path(st->data_dir, c->file, path, sizeof(path));
-    if (access(path, R_OK) != 0)
-        return false;
+/* Whether SQLite's last error on db means the file itself is bad: the connection is closed
+ * and opened again from the path at the next snapshot. */
+static bool is_file_error(sqlite3 *db)
+{
+    int code = sqlite3_errcode(db) & 0xff;
+
+    return code == SQLITE_NOTADB || code == SQLITE_CORRUPT || code == SQLITE_IOERR ||
+           code == SQLITE_CANTOPEN || code == SQLITE_PERM;
+}
+
+/* Opens c on the file sb describes. FILE_ABSENT while the writer has not made its schema
+ * yet (a failed prepare that is not a bad file), FILE_BAD with *why when it is not a database
+ * we can read. */
+static enum file_state conn_open(struct serve_store *st, struct conn *c, const char *path,
+                                 const struct stat *sb, const char **why)
+{
+    struct lerr e = {{0}};
+    struct stat after;
+    int code;
+
+    if (access(path, R_OK) != 0) {
+        *why = "not readable";
+        return FILE_BAD;
+    }
+    if (sb->st_size == 0) {
+        *why = "empty";
+        return FILE_ABSENT;
+    }
     if (db_open_ro(st->data_dir, c->file, &c->db, &e) != 0) {
-        log_debug("serve", "db_unavailable file=%s err=\"%s\"", db_file_name(c->file), e.msg);
-        return false;
+        log_warn("serve", "db_unreadable file=%s err=\"%s\"", db_file_name(c->file), e.msg);
+        *why = "cannot be opened";
+        return FILE_BAD;
     }
     for (int i = 0; c->sql[i]; i++) {
-        if (db_prepare(c->db, c->sql[i], &c->st[i], &e) != 0) {
+        if (db_prepare(c->db, c->sql[i], &c->st[i], &e) == 0)
+            continue;
+        code = sqlite3_errcode(c->db);
+        conn_close(c);
+        if ((code & 0xff) == SQLITE_ERROR) { /* no such table: not made yet */
             log_debug("serve", "db_unavailable file=%s err=\"%s\"", db_file_name(c->file), e.msg);
-            conn_close(c);
-            return false;
+            *why = "no tables";
+            return FILE_ABSENT;
         }
+        log_warn("serve", "db_unreadable file=%s err=\"%s\"", db_file_name(c->file), e.msg);
+        *why = reason_of(code);
+        return FILE_BAD;
     }
+    if (stat(path, &after) != 0 || after.st_dev != sb->st_dev || after.st_ino != sb->st_ino) {
+        conn_close(c); /* replaced while we opened it: the next snapshot opens the new one */
+        *why = "missing";
+        return FILE_ABSENT;
+    }
+    c->dev = sb->st_dev;
+    c->ino = sb->st_ino;
     map_shm(c);
     log_info("serve", "db_opened file=%s", db_file_name(c->file));
-    return true;
+    return FILE_OPEN;
+}
+
+/* Brings c in line with its path: a file moved away or replaced under the open connection
+ * (another device or inode at the path) closes it, and a file at the path is opened. Costs
+ * one stat() while the file stays. *why says, in our words, why it is not FILE_OPEN. */
+static enum file_state conn_sync(struct serve_store *st, struct conn *c, const char **why)
+{
+    char path[PATH_MAX];
+    struct stat sb;
+
+    db_path(st->data_dir, c->file, path, sizeof(path));
+    if (stat(path, &sb) != 0) {
+        if (c->db) {
+            log_warn("serve", "db_gone file=%s", db_file_name(c->file));
+            conn_close(c);
+        }
+        *why = "missing";
+        return FILE_ABSENT;
+    }
+    if (c->db && (sb.st_dev != c->dev || sb.st_ino != c->ino)) {
+        log_warn("serve", "db_replaced file=%s", db_file_name(c->file));
+        conn_close(c);
+    }
+    if (c->db)
+        return FILE_OPEN;
+    return conn_open(st, c, path, &sb, why);
+}
+
+/* For the reads outside a snapshot (lag, counters): the connection when its file is open. */
+static bool conn_ready(struct serve_store *st, struct conn *c)
+{
+    const char *why = NULL;
+
+    return conn_sync(st, c, &why) == FILE_OPEN;
 }
 
 struct serve_store *serve_store_new(const char *data_dir)
@@ -230,9 +359,17 @@ static sqlite3_stmt *bind(sqlite3_stmt *q, const char *merchant_id, int64_t from
     return q;
 }
 
+/* A failed read: SQLite's text to the log, our words in e ("batch.db unreadable: corrupt"),
+ * which a client may see. */
 static int fail(sqlite3_stmt *q, struct lerr *e)
 {
-    lerr_set(e, "cannot read '%.50s': %s", sqlite3_sql(q), sqlite3_errmsg(sqlite3_db_handle(q)));
+    sqlite3 *db = sqlite3_db_handle(q);
+    const char *path = sqlite3_db_filename(db, "main"), *slash = path ? strrchr(path, '/') : NULL;
+    const char *name = slash ? slash + 1 : path && *path ? path : "database";
+
+    log_warn("serve", "read_failed file=%s sql=\"%.50s\" err=\"%s\"", name, sqlite3_sql(q),
+             sqlite3_errmsg(db));
+    lerr_set(e, "%s unreadable: %s", name, reason_of(sqlite3_extended_errcode(db)));
     sqlite3_reset(q);
     return -1;
 }
@@ -292,46 +429,153 @@ static void read_meta(sqlite3_stmt *q, struct serve_view *v, int *rc)
             v->has_watermark = true, v->watermark_ms = val;
         else if (!strcmp(k, "allowed_lateness_ms"))
             v->allowed_lateness_ms = val;
+        else if (!strcmp(k, "published_cut"))
+            v->published_cut = val;
     }
+}
+
+/* Rewords an error a shared/ reader set with SQLite's text: that goes to the log. */
+static int reword(const struct conn *c, struct lerr *e)
+{
+    log_warn("serve", "read_failed file=%s err=\"%s\"", db_file_name(c->file), e->msg);
+    return lerr_set(e, "%s unreadable: %s", db_file_name(c->file),
+                    reason_of(c->db ? sqlite3_errcode(c->db) : SQLITE_ERROR));
+}
+
+/* Steps a one-integer statement into *out (kept when there is no row or it is NULL). */
+static int step_int(sqlite3_stmt *q, int64_t *out, struct lerr *e)
+{
+    int rc = sqlite3_step(q);
+
+    if (rc == SQLITE_ROW && sqlite3_column_type(q, 0) != SQLITE_NULL)
+        *out = sqlite3_column_int64(q, 0);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return fail(q, e);
+    sqlite3_reset(q);
+    return 0;
+}
+
+/* Whether a speed layer holds speed.lock, asked of the kernel at most every PROBE_EVERY_MS. */
+static bool speed_running(struct serve_store *st)
+{
+    int64_t now_ms = tm_now_ms();
+    struct lerr e = {{0}};
+    bool held;
+
+    if (st->probe_ms && now_ms - st->probe_ms < PROBE_EVERY_MS && now_ms >= st->probe_ms)
+        return st->is_speed_running;
+    if (lock_is_held(st->data_dir, "speed.lock", &held, &e) != 0) {
+        log_warn("serve", "lock_probe_failed err=\"%s\"", e.msg);
+        held = false;
+    }
+    st->probe_ms = now_ms;
+    st->is_speed_running = held;
+    return held;
+}
+
+/* Whether the data directory shows that a published batch version must exist (DESIGN.md
+ * section 5): the speed layer recorded one (it expires against published cuts), or master.db
+ * holds ingested orders while batch.db is missing or holds no version at all. A first run
+ * that has not published yet has its pending version: that is not an error. */
+static bool batch_required(struct serve_store *st, const struct serve_view *v, bool has_versions)
+{
+    struct lerr e = {{0}};
+    int64_t ingested = 0;
+
+    if (v->published_cut > 0)
+        return true;
+    if (has_versions || !conn_ready(st, &st->master))
+        return false;
+    if (step_int(st->master.st[M_INGESTED], &ingested, &e) != 0)
+        return false;
+    return ingested > 0;
+}
+
+static int begin_speed(struct serve_store *st, struct serve_view *v, struct lerr *e)
+{
+    sqlite3_stmt *q = st->speed.st[S_META];
+    int64_t lag = 0;
+    int rc;
+
+    if (step_once(st->speed.st[S_BEGIN], e) != 0)
+        return -1;
+    st->speed.in_txn = true;
+    read_meta(q, v, &rc);
+    if (rc != SQLITE_DONE)
+        return fail(q, e);
+    sqlite3_reset(q);
+    if (step_int(st->speed.st[S_SEQ], &v->seq, e) != 0 ||
+        step_int(st->speed.st[S_LAG_SUM], &lag, e) != 0)
+        return -1;
+    v->has_speed = true;
+    v->speed_file = (uint64_t)st->speed.dev << 40 ^ (uint64_t)st->speed.ino;
+    if (v->is_speed_running) {
+        v->has_lag = true;
+        v->lag = lag;
+    }
+    return 0;
+}
+
+static int begin_batch(struct serve_store *st, struct serve_view *v, bool *has_versions,
+                       struct lerr *e)
+{
+    struct cut_version cut;
+    int64_t n = 0;
+
+    if (step_once(st->batch.st[B_BEGIN], e) != 0)
+        return -1;
+    st->batch.in_txn = true;
+    if (cut_step_published(st->batch.st[B_VERSION], &cut, &v->has_batch, e) != 0)
+        return reword(&st->batch, e);
+    if (v->has_batch) {
+        v->version = cut.id;
+        v->cut_epoch = cut.epoch;
+        v->started_ms = cut.started_ms;
+        *has_versions = true;
+        return 0;
+    }
+    if (step_int(st->batch.st[B_ANY], &n, e) != 0)
+        return -1;
+    *has_versions = n > 0;
+    return 0;
 }
 
 int serve_store_begin(struct serve_store *st, struct serve_view *v, struct lerr *e)
 {
-    struct cut_version cut;
-    sqlite3_stmt *q;
-    int rc;
+    const char *speed_why = NULL, *batch_why = NULL;
+    enum file_state sf, bf;
+    bool has_versions = false;
 
     memset(v, 0, sizeof(*v));
     v->allowed_lateness_ms = -1;
     /* Opening a connection reads only its schema; the snapshots open below. */
-    conn_ready(st, &st->speed);
-    conn_ready(st, &st->batch);
-    st->begin_hdr_ok = read_hdrs(st, st->begin_hdr);
-    /* Speed first: its first SELECT fixes the WAL snapshot before batch.db is looked at. */
-    if (st->speed.db) {
-        if (step_once(st->speed.st[S_BEGIN], e) != 0)
-            goto fail;
-        st->speed.in_txn = true;
-        q = st->speed.st[S_META];
-        read_meta(q, v, &rc);
-        if (rc != SQLITE_DONE) {
-            fail(q, e);
-            goto fail;
-        }
-        sqlite3_reset(q);
-        v->has_speed = true;
+    sf = conn_sync(st, &st->speed, &speed_why);
+    bf = conn_sync(st, &st->batch, &batch_why);
+    v->is_speed_running = speed_running(st);
+    st->begin_open[0] = st->speed.db != NULL;
+    st->begin_open[1] = st->batch.db != NULL;
+    st->begin_hdr_ok[0] = read_hdr(&st->speed, st->begin_hdr[0]);
+    st->begin_hdr_ok[1] = read_hdr(&st->batch, st->begin_hdr[1]);
+    v->speed_stamp = hdr_stamp(st->begin_hdr_ok[0], st->begin_hdr[0]);
+    v->batch_stamp = hdr_stamp(st->begin_hdr_ok[1], st->begin_hdr[1]);
+    if (sf == FILE_BAD || (sf == FILE_ABSENT && v->is_speed_running)) {
+        lerr_set(e, "speed.db unreadable: %s", speed_why);
+        goto fail;
     }
-    if (st->batch.db) {
-        if (step_once(st->batch.st[B_BEGIN], e) != 0)
-            goto fail;
-        st->batch.in_txn = true;
-        if (cut_step_published(st->batch.st[B_VERSION], &cut, &v->has_batch, e) != 0)
-            goto fail;
-        if (v->has_batch) {
-            v->version = cut.id;
-            v->cut_epoch = cut.epoch;
-            v->started_ms = cut.started_ms;
-        }
+    /* Speed first: its first SELECT fixes the WAL snapshot before batch.db is looked at. */
+    if (st->speed.db && begin_speed(st, v, e) != 0)
+        goto fail;
+    if (bf == FILE_BAD) {
+        lerr_set(e, "batch.db unreadable: %s", batch_why);
+        goto fail;
+    }
+    if (st->batch.db && begin_batch(st, v, &has_versions, e) != 0)
+        goto fail;
+    if (!v->has_batch && batch_required(st, v, has_versions)) {
+        lerr_set(e, "batch.db unreadable: %s",
+                 bf == FILE_ABSENT && !strcmp(batch_why, "missing") ? "missing"
+                                                                    : "no published version");
+        goto fail;
     }
     return 0;
 fail:
@@ -339,8 +583,16 @@ fail:
     return -1;
 }
 
+/* Ends a snapshot's transaction; a connection whose file turned out bad is closed, to be
+ * opened again from its path. */
 static void conn_end(struct conn *c, int commit)
 {
+    if (c->db && is_file_error(c->db)) {
+        log_warn("serve", "db_closed file=%s why=\"%s\"", db_file_name(c->file),
+                 reason_of(sqlite3_errcode(c->db)));
+        conn_close(c);
+        return;
+    }
     if (!c->in_txn)
         return;
     if (sqlite3_step(c->st[commit]) != SQLITE_DONE)
@@ -353,6 +605,20 @@ void serve_store_end(struct serve_store *st)
 {
     conn_end(&st->batch, B_COMMIT);
     conn_end(&st->speed, S_COMMIT);
+}
+
+bool serve_store_unchanged(struct serve_store *st)
+{
+    unsigned char now[SHM_HDR_LEN];
+    const struct conn *c[2] = {&st->speed, &st->batch};
+
+    for (int i = 0; i < 2; i++) {
+        if ((c[i]->db != NULL) != st->begin_open[i] || !st->begin_hdr_ok[i])
+            return false;
+        if (!read_hdr(c[i], now) || memcmp(now, st->begin_hdr[i], SHM_HDR_LEN) != 0)
+            return false;
+    }
+    return true;
 }
 
 /* The speed rows that belong to the answer: epoch >= the served version's cut. */
@@ -450,11 +716,10 @@ int serve_store_newest_minute(struct serve_store *st, const struct serve_view *v
 {
     int64_t b = INT64_MIN, s = INT64_MIN;
 
-    if (v->has_batch &&
-        db_step_int(bind(st->batch.st[B_NEWEST], NULL, 0, 0, v->version), &b, e) != 0)
+    if (v->has_batch && step_int(bind(st->batch.st[B_NEWEST], NULL, 0, 0, v->version), &b, e) != 0)
         return -1;
     if (v->has_speed &&
-        db_step_int(bind(st->speed.st[S_NEWEST], NULL, 0, 0, speed_cut(v)), &s, e) != 0)
+        step_int(bind(st->speed.st[S_NEWEST], NULL, 0, 0, speed_cut(v)), &s, e) != 0)
         return -1;
     *found = b != INT64_MIN || s != INT64_MIN;
     *minute_ms = b > s ? b : s;
@@ -496,6 +761,14 @@ static int each_counter(sqlite3_stmt *q, const char *layer, const char *prefix, 
     return 0;
 }
 
+int serve_store_speed_counters(struct serve_store *st, const struct serve_view *v,
+                               serve_counter_fn fn, void *arg, struct lerr *e)
+{
+    if (!v->has_speed)
+        return 0;
+    return each_counter(st->speed.st[S_COUNTERS], "speed", "", fn, arg, e);
+}
+
 int serve_store_counters(struct serve_store *st, serve_counter_fn fn, void *arg, struct lerr *e)
 {
     if (conn_ready(st, &st->speed) &&
@@ -508,50 +781,20 @@ int serve_store_counters(struct serve_store *st, serve_counter_fn fn, void *arg,
     return 0;
 }
 
-static struct cache_entry *cache_slot(struct serve_store *st, const char *merchant_id)
+int serve_store_batch_all(struct serve_store *st, const struct serve_view *v, serve_row_fn fn,
+                          void *arg, struct lerr *e)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-
-    for (const char *p = merchant_id; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
-    return &st->cache[h % CACHE_SLOTS];
+    if (!v->has_batch)
+        return 0;
+    return each_row(bind(st->batch.st[B_ALL], NULL, 0, 0, v->version), false, fn, arg, e);
 }
 
-bool serve_store_cached_totals(struct serve_store *st, const char *merchant_id,
-                               struct serve_view *v, struct serve_sums *batch,
-                               struct serve_sums *speed)
+int serve_store_speed_since(struct serve_store *st, const struct serve_view *v, int64_t since_seq,
+                            serve_row_fn fn, void *arg, struct lerr *e)
 {
-    unsigned char now[2][SHM_HDR_LEN];
-    struct cache_entry *en;
+    sqlite3_stmt *q = since_seq < 0 ? st->speed.st[S_ALL] : st->speed.st[S_SINCE];
 
-    if (!st->cache_ok || !read_hdrs(st, now) || memcmp(now, st->cache_hdr, sizeof(now)) != 0)
-        return false;
-    en = cache_slot(st, merchant_id);
-    if (strcmp(en->merchant_id, merchant_id) != 0)
-        return false;
-    *v = st->cache_view;
-    *batch = en->batch;
-    *speed = en->speed;
-    return true;
-}
-
-void serve_store_cache_totals(struct serve_store *st, const struct serve_view *v,
-                              const char *merchant_id, const struct serve_sums *batch,
-                              const struct serve_sums *speed)
-{
-    struct cache_entry *en;
-
-    if (!st->begin_hdr_ok || strlen(merchant_id) > EV_ID_MAX)
-        return;
-    if (!st->cache_ok || memcmp(st->begin_hdr, st->cache_hdr, sizeof(st->cache_hdr)) != 0) {
-        for (size_t i = 0; i < CACHE_SLOTS; i++)
-            st->cache[i].merchant_id[0] = '\0';
-        memcpy(st->cache_hdr, st->begin_hdr, sizeof(st->cache_hdr));
-        st->cache_view = *v;
-        st->cache_ok = true;
-    }
-    en = cache_slot(st, merchant_id);
-    strcpy(en->merchant_id, merchant_id);
-    en->batch = *batch;
-    en->speed = *speed;
+    if (!v->has_speed)
+        return 0;
+    return each_row(bind(q, NULL, since_seq, 0, speed_cut(v)), false, fn, arg, e);
 }

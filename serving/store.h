@@ -1,8 +1,19 @@
 /* store.h - what lambda-serve reads from a data directory, and the exact merge.
  *
  * One struct serve_store per worker thread holds read-only connections to batch.db, speed.db
- * and (for metrics only) master.db, with statements prepared once. A file that does not exist
- * yet, or whose schema is not there yet, is simply absent; it is opened by a later request.
+ * and (for metrics and the signal below) master.db, with statements prepared once. A file that
+ * does not exist yet, or whose schema is not there yet, is simply absent; it is opened by a
+ * later request. Each snapshot first compares every file's path with the file its connection
+ * has open (device and inode): a file moved away or replaced under it is closed and the one at
+ * the path opened, so a speed.db restored from a savepoint is read with no restart.
+ *
+ * Never a wrong number presented as right (DESIGN.md section 5): serve_store_begin() fails,
+ * with e reading "batch.db unreadable: <missing|not a database|corrupt|no published version>"
+ * (or the same for speed.db), when a layer the data directory shows must exist cannot be read:
+ * batch.db when speed.db records a published cut, or master.db holds ingested orders while
+ * batch.db is missing or holds no version; speed.db while a speed layer holds speed.lock. Every
+ * error message of this module is in those words, meant for clients; SQLite's own text goes
+ * to the log.
  *
  * Every answer is read between serve_store_begin() and serve_store_end(), which implement the
  * read order of DESIGN.md section 3: the speed.db read transaction is opened and its snapshot
@@ -34,6 +45,14 @@ struct serve_view {
     bool has_watermark;
     int64_t watermark_ms;        /* the stream watermark */
     int64_t allowed_lateness_ms; /* -1 when speed.db does not say */
+    bool is_speed_running;       /* a process holds data_dir/speed.lock */
+    bool has_lag;                /* speed.db is readable and a speed layer runs */
+    int64_t lag;                 /* messages behind, summed over partitions, at the last commit */
+    int64_t seq;                 /* the newest checkpoint number in deltas; 0: none, no feed */
+    int64_t published_cut;       /* the newest published cut speed.db recorded; 0: none */
+    /* What the snapshot was read from, to tell when to read again: the file speed.db's
+     * connection had open, and each file's wal-index header as one number (0 unknown). */
+    uint64_t speed_file, speed_stamp, batch_stamp;
 };
 
 struct serve_sums {
@@ -59,17 +78,21 @@ void serve_store_end(struct serve_store *st);
 int serve_store_totals(struct serve_store *st, const struct serve_view *v, const char *merchant_id,
                        struct serve_sums *batch, struct serve_sums *speed, struct lerr *e);
 
-/* A merchant's all-time totals and the view they were read in, from this thread's cache,
- * when neither speed.db nor batch.db has committed anything since that snapshot (checked in
- * their shared-memory WAL headers, without SQL or a system call). False when they must be
- * read in a snapshot; call serve_store_cache_totals() with what was read, before
- * serve_store_end(). Exact: a snapshot is tagged with the headers read before it opened. */
-bool serve_store_cached_totals(struct serve_store *st, const char *merchant_id,
-                               struct serve_view *v, struct serve_sums *batch,
-                               struct serve_sums *speed);
-void serve_store_cache_totals(struct serve_store *st, const struct serve_view *v,
-                              const char *merchant_id, const struct serve_sums *batch,
-                              const struct serve_sums *speed);
+/* True when neither speed.db nor batch.db has committed, appeared or gone since the last
+ * serve_store_begin(), as far as their wal-index headers show (no SQL, no system call);
+ * false when it cannot tell. */
+bool serve_store_unchanged(struct serve_store *st);
+
+/* Inside a snapshot: fn(arg, merchant_id, 0, sums) for every merchant's batch totals of v's
+ * version (nothing without one). */
+int serve_store_batch_all(struct serve_store *st, const struct serve_view *v, serve_row_fn fn,
+                          void *arg, struct lerr *e);
+
+/* Inside a snapshot: fn per merchant with its speed totals (epoch >= the version's cut), for
+ * every merchant when since_seq < 0, else for those a checkpoint numbered above since_seq
+ * changed (the change feed of DESIGN.md section 4). */
+int serve_store_speed_since(struct serve_store *st, const struct serve_view *v, int64_t since_seq,
+                            serve_row_fn fn, void *arg, struct lerr *e);
 
 /* A merchant's totals over the minutes starting in [from_ms, to_ms) (minute-aligned). */
 int serve_store_range(struct serve_store *st, const struct serve_view *v, const char *merchant_id,
@@ -101,5 +124,9 @@ int serve_store_lag(struct serve_store *st, serve_row_fn fn, void *arg, struct l
  * "rejects_<reason>" per reason of master.db's rejects table (layer "batch"). */
 typedef void (*serve_counter_fn)(void *arg, const char *layer, const char *name, int64_t value);
 int serve_store_counters(struct serve_store *st, serve_counter_fn fn, void *arg, struct lerr *e);
+
+/* Inside a snapshot: speed.db's counters only (layer "speed"), as serve_store_counters. */
+int serve_store_speed_counters(struct serve_store *st, const struct serve_view *v,
+                               serve_counter_fn fn, void *arg, struct lerr *e);
 
 #endif

@@ -41,8 +41,9 @@ static const char batch_schema[] =
 static const char speed_schema[] =
     "CREATE TABLE IF NOT EXISTS deltas(merchant_id TEXT NOT NULL, minute_ms INTEGER NOT NULL,"
     " epoch INTEGER NOT NULL, order_count INTEGER NOT NULL, revenue_cents INTEGER NOT NULL,"
-    " PRIMARY KEY(merchant_id, minute_ms, epoch)) WITHOUT ROWID;"
+    " seq INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(merchant_id, minute_ms, epoch)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS deltas_by_minute ON deltas(minute_ms);"
+    "CREATE INDEX IF NOT EXISTS deltas_by_seq ON deltas(seq);"
     "CREATE TABLE IF NOT EXISTS offsets(partition INTEGER PRIMARY KEY,"
     " next_offset INTEGER NOT NULL, max_event_ms INTEGER, high_watermark INTEGER,"
     " updated_ms INTEGER);"
@@ -178,14 +179,35 @@ int db_ensure_dir(const char *data_dir, struct lerr *e)
     return 0;
 }
 
+/* 1 when table exists without column, else 0. */
+static int lacks_column(sqlite3 *db, const char *table, const char *column, int64_t *out,
+                        struct lerr *e)
+{
+    char sql[256];
+
+    snprintf(sql, sizeof(sql),
+             "SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '%s')"
+             " - (SELECT count(*) FROM pragma_table_info('%s') WHERE name = '%s')",
+             table, table, column);
+    *out = 0;
+    return db_query_int(db, sql, out, e);
+}
+
 /* speed.db files made before seen became an append-only log (seq) are moved over once; the
- * id index of the layout after it gave way to spilled generations (seen_gens). */
+ * id index of the layout after it gave way to spilled generations (seen_gens); deltas made
+ * before the change feed get its column, 0 for every row (a reader that sees no sequence
+ * numbers reads the whole table). */
 static int migrate_speed(sqlite3 *db, struct lerr *e)
 {
     sqlite3_stmt *st = NULL;
     int64_t old = 0;
 
     if (db_exec(db, "DROP INDEX IF EXISTS seen_by_id", e) != 0)
+        return -1;
+    if (lacks_column(db, "deltas", "seq", &old, e) != 0)
+        return -1;
+    if (old == 1 &&
+        db_exec(db, "ALTER TABLE deltas ADD COLUMN seq INTEGER NOT NULL DEFAULT 0", e) != 0)
         return -1;
 
     if (db_prepare(db,

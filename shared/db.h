@@ -27,7 +27,9 @@
  *   minutely(version, merchant_id, minute_ms, order_count, revenue_cents)   last N hours
  *
  * speed.db
- *   deltas(merchant_id, minute_ms, epoch, order_count, revenue_cents)
+ *   deltas(merchant_id, minute_ms, epoch, order_count, revenue_cents, seq)
+ *       seq: the number of the checkpoint that last changed the row (counters.checkpoints
+ *       once it committed), a change feed; 0 in rows written before it existed.
  *   offsets(partition, next_offset, max_event_ms, high_watermark, updated_ms)
  *   boundaries(epoch, partition, offset): the position at which epoch's first interval began.
  *   seen(seq, merchant_id, order_id, epoch, partition, offset): ids counted since the cut,
@@ -41,7 +43,8 @@
  *   counters(name, value)  consumed, applied, duplicates, late, key_mismatch,
  *                          rejects_<reason>, checkpoints, checkpoint_us (last)
  *   meta(key, value)       checkpoint_ms (wall time of the last commit), epoch, epoch_ms,
- *                          watermark_ms, allowed_lateness_ms
+ *                          watermark_ms, allowed_lateness_ms, published_cut (the newest
+ *                          published cut_epoch the layer has seen: a batch version exists)
  *
  * every file
  *   pins(key, value)       epoch_ms and shard_partitions, recorded by the first writer

@@ -28,10 +28,10 @@ static int prepare_all(struct speed *s, struct lerr *e)
         const char *sql;
     } sts[] = {
         {offsetof(struct speed, st_delta),
-         "INSERT INTO deltas(merchant_id, minute_ms, epoch, order_count, revenue_cents)"
-         " VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(merchant_id, minute_ms, epoch) DO UPDATE SET"
+         "INSERT INTO deltas(merchant_id, minute_ms, epoch, order_count, revenue_cents, seq)"
+         " VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(merchant_id, minute_ms, epoch) DO UPDATE SET"
          " order_count = order_count + excluded.order_count,"
-         " revenue_cents = revenue_cents + excluded.revenue_cents"},
+         " revenue_cents = revenue_cents + excluded.revenue_cents, seq = excluded.seq"},
         {offsetof(struct speed, st_offset),
          "INSERT OR REPLACE INTO offsets(partition, next_offset, max_event_ms, high_watermark,"
          " updated_ms) VALUES(?1, ?2, ?3, ?4, ?5)"},
@@ -168,9 +168,12 @@ static int delta_cmp(const struct speed_delta *a, const struct speed_delta *b)
     return (a->key.epoch > b->key.epoch) - (a->key.epoch < b->key.epoch);
 }
 
+/* Each delta row carries the number of the checkpoint that last changed it (this one: the
+ * checkpoints counter once it commits), the change feed serving follows (DESIGN.md section 4). */
 static int write_deltas(struct speed *s, struct speed_job *j, struct lerr *e)
 {
     struct speed_delta *d, *tmp;
+    int64_t seq = j->n.checkpoints + 1;
 
     /* In key order the upserts sweep the B-tree once instead of hopping across it. */
     HASH_SRT(hh, j->deltas, delta_cmp);
@@ -181,6 +184,7 @@ static int write_deltas(struct speed *s, struct speed_job *j, struct lerr *e)
         sqlite3_bind_int64(s->st_delta, 3, d->key.epoch);
         sqlite3_bind_int64(s->st_delta, 4, d->order_count);
         sqlite3_bind_int64(s->st_delta, 5, d->revenue_cents);
+        sqlite3_bind_int64(s->st_delta, 6, seq);
         if (run_step(s->st_delta, e) != 0)
             return -1;
     }
@@ -266,6 +270,10 @@ static int write_meta_all(struct speed *s, const struct speed_job *j, struct ler
     if (write_meta(s, "checkpoint_ms", j->now_ms, e) != 0 || write_meta(s, "epoch", j->epoch, e) ||
         write_meta(s, "epoch_ms", s->epoch_ms, e) != 0 ||
         write_meta(s, "allowed_lateness_ms", s->allowed_lateness_ms, e) != 0)
+        return -1;
+    /* The newest published cut this layer has seen: a batch version must exist (serving says
+     * so when batch.db is missing or unreadable, DESIGN.md section 5). */
+    if (j->published_cut > 0 && write_meta(s, "published_cut", j->published_cut, e) != 0)
         return -1;
     if (j->watermark_ms == INT64_MIN)
         return 0;
@@ -437,6 +445,7 @@ int speed_checkpoint(struct speed *s, int64_t now_ms, struct lerr *e)
      * (a full dedup table waits for the writer mid-interval): a job that expires below a cut
      * must never meet a master.db snapshot older than that cut's publication. */
     j->expire_to = s->expire_to > s->expired_cut ? s->expire_to : DEDUP_NO_CUT;
+    j->published_cut = s->expire_to;
     j->txn = dedup_begin(s->dedup, j->expire_to, e);
     if (!j->txn)
         return -1;

@@ -91,6 +91,7 @@ struct speed_job {
     bool need_boundary;
     int64_t epoch, now_ms, watermark_ms;
     int64_t expire_to;     /* INT64_MIN (DEDUP_NO_CUT): no expiry in this one */
+    int64_t published_cut; /* the newest published cut seen, 0 while none */
     struct dedup_txn *txn; /* the dedup's half, from dedup_begin() to dedup_end() */
     struct speed_counters n;
     /* filled by the writer */

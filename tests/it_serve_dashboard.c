@@ -59,8 +59,11 @@ static void fixture(const char *data)
                        (long long)t, (long long)n, (long long)n * 1250);
                 total += n;
             } else {
-                it_sql(s, "INSERT INTO deltas VALUES ('m-%02d', %lld, %d, %lld, %lld)", i + 1,
-                       (long long)t, 100 + k - BATCH_MINS, (long long)n, (long long)n * 1250);
+                it_sql(s,
+                       "INSERT INTO deltas(merchant_id, minute_ms, epoch, order_count, "
+                       "revenue_cents) VALUES ('m-%02d', %lld, %d, %lld, %lld)",
+                       i + 1, (long long)t, 100 + k - BATCH_MINS, (long long)n,
+                       (long long)n * 1250);
             }
         }
         it_sql(b,
