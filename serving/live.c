@@ -369,7 +369,7 @@ struct serve_live *serve_live_start(const struct serve_live_opts *o, struct lerr
 {
     struct serve_live *l = calloc(1, sizeof(*l));
 
-    if (!l || !(l->st = serve_store_new(o->data_dir))) {
+    if (!l || !(l->st = serve_store_new(o->data_dir, o->speed_seen))) {
         free(l);
         lerr_set(e, "out of memory");
         return NULL;

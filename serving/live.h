@@ -34,8 +34,9 @@
 struct serve_live;
 
 struct serve_live_opts {
-    const char *data_dir; /* borrowed for the follower's life */
-    size_t max_merchants; /* serve_cache_merchants; 0: never hold state */
+    const char *data_dir;    /* borrowed for the follower's life */
+    atomic_bool *speed_seen; /* borrowed: the server's, shared with its stores */
+    size_t max_merchants;    /* serve_cache_merchants; 0: never hold state */
     void (*on_change)(void *arg, struct serve_live *l); /* l: before start returns it */
     void (*on_tick)(void *arg);
     void *arg;

@@ -29,6 +29,7 @@ struct serve {
     struct serve_metrics metrics;
     struct serve_live *live;
     struct serve_events *events;
+    atomic_bool speed_seen; /* speed.db was open once (store.h) */
     int port;
 };
 
@@ -52,7 +53,7 @@ static struct serve_store *thread_store(struct serve *s)
 
     if (st)
         return st;
-    if (!(st = serve_store_new(s->data_dir)))
+    if (!(st = serve_store_new(s->data_dir, &s->speed_seen)))
         return NULL;
     if (pthread_setspecific(s->store, st) != 0) {
         serve_store_free(st);
@@ -230,6 +231,7 @@ struct serve *serve_start(const struct serve_opts *o, struct lerr *e)
         goto fail;
     }
     struct serve_live_opts lo = {.data_dir = s->data_dir,
+                                 .speed_seen = &s->speed_seen,
                                  .max_merchants = o->cache_merchants,
                                  .on_change = on_change,
                                  .on_tick = on_tick,

@@ -150,6 +150,7 @@ struct serve_store {
     bool begin_hdr_ok[2], begin_open[2];
     int64_t probe_ms; /* when speed.lock was last probed */
     bool is_speed_running;
+    atomic_bool *speed_seen; /* shared by the server's stores: speed.db was open once */
 };
 
 static void conn_close(struct conn *c)
@@ -326,13 +327,14 @@ static bool conn_ready(struct serve_store *st, struct conn *c)
     return conn_sync(st, c, &why) == FILE_OPEN;
 }
 
-struct serve_store *serve_store_new(const char *data_dir)
+struct serve_store *serve_store_new(const char *data_dir, atomic_bool *speed_seen)
 {
     struct serve_store *st = calloc(1, sizeof(*st));
 
     if (!st)
         return NULL;
     st->data_dir = data_dir;
+    st->speed_seen = speed_seen;
     st->speed = (struct conn){.file = DB_SPEED, .sql = speed_sql};
     st->batch = (struct conn){.file = DB_BATCH, .sql = batch_sql};
     st->master = (struct conn){.file = DB_MASTER, .sql = master_sql};
@@ -558,7 +560,12 @@ int serve_store_begin(struct serve_store *st, struct serve_view *v, struct lerr 
     st->begin_hdr_ok[1] = read_hdr(&st->batch, st->begin_hdr[1]);
     v->speed_stamp = hdr_stamp(st->begin_hdr_ok[0], st->begin_hdr[0]);
     v->batch_stamp = hdr_stamp(st->begin_hdr_ok[1], st->begin_hdr[1]);
-    if (sf == FILE_BAD || (sf == FILE_ABSENT && v->is_speed_running)) {
+    if (sf == FILE_OPEN && st->speed_seen)
+        atomic_store(st->speed_seen, true);
+    /* A speed.db that went away loses every order since the cut: it must come back (a
+     * restored savepoint, a speed layer rebuilding from the cut), not be answered without. */
+    if (sf == FILE_BAD || (sf == FILE_ABSENT && !strcmp(speed_why, "missing") && st->speed_seen &&
+                           atomic_load(st->speed_seen))) {
         lerr_set(e, "speed.db unreadable: %s", speed_why);
         goto fail;
     }

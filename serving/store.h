@@ -11,7 +11,8 @@
  * with e reading "batch.db unreadable: <missing|not a database|corrupt|no published version>"
  * (or the same for speed.db), when a layer the data directory shows must exist cannot be read:
  * batch.db when speed.db records a published cut, or master.db holds ingested orders while
- * batch.db is missing or holds no version; speed.db while a speed layer holds speed.lock. Every
+ * batch.db is missing or holds no version; speed.db once any store sharing speed_seen had it
+ * open (a speed layer holding speed.lock may not have made it yet, so that is no sign). Every
  * error message of this module is in those words, meant for clients; SQLite's own text goes
  * to the log.
  *
@@ -27,6 +28,7 @@
 #ifndef LAMBDA_SERVE_STORE_H
 #define LAMBDA_SERVE_STORE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -63,9 +65,10 @@ struct serve_sums {
 typedef void (*serve_row_fn)(void *arg, const char *merchant_id, int64_t t_ms,
                              const struct serve_sums *s);
 
-/* A store for data_dir (borrowed: it must outlive the store). Opens nothing yet. NULL when
- * out of memory. */
-struct serve_store *serve_store_new(const char *data_dir);
+/* A store for data_dir (borrowed: it must outlive the store). speed_seen (borrowed, may be
+ * NULL) is shared by the stores of one server: set once speed.db was open. Opens nothing yet.
+ * NULL when out of memory. */
+struct serve_store *serve_store_new(const char *data_dir, atomic_bool *speed_seen);
 /* Closes every connection; NULL is a no-op. */
 void serve_store_free(struct serve_store *st);
 
