@@ -1,8 +1,12 @@
 /* bare_mhd.c - the ceiling for bench/serve.sh: libmicrohttpd configured as lambda-serve is
- * (internal polling thread, epoll, a pool of 2 threads) answering every request with the same
- * 200-byte JSON document. Prints "port=N" on stdout once listening; SIGTERM stops it. */
+ * (internal polling thread, epoll, a pool of THREADS threads, default 2) answering every request
+ * with the same 200-byte JSON document on the second call of its access handler, as
+ * lambda-serve does. Prints "port=N" on stdout once listening; SIGTERM stops it.
+ *
+ *   bare_mhd [THREADS] */
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <microhttpd.h>
@@ -30,8 +34,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return ret;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    unsigned threads = argc > 1 ? (unsigned)atoi(argv[1]) : 2u;
     struct MHD_Daemon *d;
     sigset_t stop;
     int sig;
@@ -46,8 +51,8 @@ int main(void)
     sigaddset(&stop, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL, on_request,
-                         NULL, MHD_OPTION_THREAD_POOL_SIZE, 2u, MHD_OPTION_CONNECTION_LIMIT, 512u,
-                         MHD_OPTION_END);
+                         NULL, MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
+                         512u, MHD_OPTION_END);
     if (!d)
         return 1;
     printf("port=%u\n", MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT)->port);

@@ -1,68 +1,106 @@
 #!/bin/sh
-# bench/serve.sh - lambda-serve's /query/<merchant> under wrk, beside a bare libmicrohttpd
-# server answering a constant 200-byte JSON (the ceiling), in the same run and on the same
-# cores. Goal (issue 6): >= 70% of the ceiling's requests/s, p99 within 1.5x of its p99.
-# The one-merchant figure is what the goal is about: lambda-serve with its default threads (one
-# per core but one, at least 1), and with 2 for comparison (on 2 cores, two workers and wrk
-# queue for the cores); a last run asks for merchants at random, so that most answers miss the
-# per-thread cache and read SQLite.
-# Needs bin/lambda-serve (make all) and build/rel/liblambda.a; compiles its helpers itself.
-# Env: BENCH_DURATION (10s), BENCH_CONNECTIONS (32), BENCH_MERCHANTS (10000).
+# bench/serve.sh - lambda-serve beside a bare libmicrohttpd server answering a constant
+# 200-byte JSON on the second call of its access handler (the ceiling), in the same run, on
+# data directories written by the real layers (issue 15): lambda-gen produces ORDERS orders of
+# MERCHANTS merchants over 16 partitions, then
+#   backlog: lambda-speed alone caught up on all of them (no batch version);
+#   batch:   lambda-batch published a version of the first ORDERS, and lambda-speed counted
+#            the EXTRA produced after it (a published version plus a speed part).
+# Both speed layers keep running while they are measured. For each: one merchant, a merchant
+# at random per request, ?ids= of 100 random merchants, /top?window=5m, as throughput and p99
+# ratios against the bare server at its best thread count (1 or 2). Goal: random merchants
+# >= 0.70x the requests/s, p99 <= 1.50x. Then freshness: produce -> the /events event after
+# which /query counts the order, p50/p99 over FRESH orders.
+# Needs make all (bin/) and wrk; compiles its helpers itself.
+# Env: BENCH_DURATION (10s), BENCH_CONNECTIONS (32), BENCH_ORDERS (600000),
+#      BENCH_MERCHANTS (1000), BENCH_EXTRA (60000), BENCH_FRESH (200).
 set -eu
 cd "$(dirname "$0")/.."
 DUR=${BENCH_DURATION:-10s}
 CONNS=${BENCH_CONNECTIONS:-32}
-MERCHANTS=${BENCH_MERCHANTS:-10000}
+ORDERS=${BENCH_ORDERS:-600000}
+MERCHANTS=${BENCH_MERCHANTS:-1000}
+EXTRA=${BENCH_EXTRA:-60000}
+FRESH=${BENCH_FRESH:-200}
+BIN=$PWD/bin
 OUT=build/bench/serve
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/lambda-bench-serve-XXXXXX")
-SERVE_PID= SERVE1_PID= BARE_PID=
+W=$(mktemp -d "${TMPDIR:-/tmp}/lambda-bench-serve-XXXXXX")
+PIDS=
 
 cleanup() {
-    for p in $SERVE_PID $SERVE1_PID $BARE_PID; do kill "$p" 2>/dev/null || true; done
+    for p in $PIDS; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$WORK"
+    rm -rf "$W"
 }
 trap cleanup EXIT INT TERM
 
 command -v wrk >/dev/null || { echo "bench/serve: wrk is not installed" >&2; exit 1; }
-[ -x bin/lambda-serve ] && [ -f build/rel/liblambda.a ] ||
-    { echo "bench/serve: run 'make' first (bin/lambda-serve, build/rel/liblambda.a)" >&2; exit 1; }
+for b in lambda-serve lambda-speed lambda-batch lambda-gen lambda-devkafka; do
+    [ -x "$BIN/$b" ] || { echo "bench/serve: run 'make' first (bin/$b)" >&2; exit 1; }
+done
 mkdir -p "$OUT"
 cc -O2 -std=c11 -D_DEFAULT_SOURCE -Wall -Wextra -Werror -pthread -o "$OUT/bare-mhd" \
     bench/bare_mhd.c -lmicrohttpd
-cc -O2 -std=c11 -D_DEFAULT_SOURCE -Wall -Wextra -Werror -Ishared -o "$OUT/serve-fixture" \
-    bench/serve_fixture.c build/rel/liblambda.a -lsqlite3 -lm
-"$OUT/serve-fixture" "$WORK/data" "$MERCHANTS"
+cc -O2 -std=c11 -D_DEFAULT_SOURCE -Wall -Wextra -Werror -o "$OUT/serve-fresh" \
+    bench/serve_fresh.c -lrdkafka -lcurl
+cc -O2 -o "$OUT/speed-wait" bench/speed_wait.c -lsqlite3
 
 # Waits (bounded) for a line matching $2 in file $1 and prints the port it names.
 port_of() {
     i=0
-    while [ $i -lt 100 ]; do
+    while [ $i -lt 200 ]; do
         p=$(grep -o "$2=[0-9]*" "$1" 2>/dev/null | head -1 | cut -d= -f2)
         [ -n "$p" ] && { echo "$p"; return 0; }
-        i=$((i + 1)); sleep 0.1
+        i=$((i + 1)); sleep 0.05
     done
     echo "bench/serve: no '$2' in $1" >&2; cat "$1" >&2; return 1
 }
 
-bin/lambda-serve --port 0 --data-dir "$WORK/data" 2>"$WORK/serve.log" &
-SERVE_PID=$!
-bin/lambda-serve --port 0 --data-dir "$WORK/data" --threads 2 2>"$WORK/serve1.log" &
-SERVE1_PID=$!
-"$OUT/bare-mhd" >"$WORK/bare.out" &
-BARE_PID=$!
-SPORT=$(port_of "$WORK/serve.log" "listening port")
-S1PORT=$(port_of "$WORK/serve1.log" "listening port")
-BPORT=$(port_of "$WORK/bare.out" "port")
-ID=m-04242
-curl -sf "http://127.0.0.1:$SPORT/query/$ID" >"$WORK/answer.json" ||
-    { echo "bench/serve: /query/$ID failed" >&2; exit 1; }
+# The data: one broker, two data directories.
+"$BIN/lambda-devkafka" --partitions 16 --bootstrap-file "$W/bs" >"$W/dk.out" 2>"$W/dk.err" &
+PIDS="$PIDS $!"
+i=0
+while [ ! -s "$W/bs" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+BS=$(cat "$W/bs")
+t0=$(date +%s)
+"$BIN/lambda-gen" --brokers "$BS" --count "$ORDERS" --merchants "$MERCHANTS" --seed 1 \
+    2>"$W/gen1.err"
+"$BIN/lambda-batch" run --brokers "$BS" --data-dir "$W/batch" >"$W/batch.out" 2>"$W/batch.err"
+"$BIN/lambda-gen" --brokers "$BS" --count "$EXTRA" --merchants "$MERCHANTS" --seed 2 \
+    2>"$W/gen2.err"
+for d in backlog batch; do
+    "$BIN/lambda-speed" --brokers "$BS" --data-dir "$W/$d" 2>"$W/speed-$d.err" &
+    PIDS="$PIDS $!"
+done
+"$OUT/speed-wait" "$W/backlog" $((ORDERS + EXTRA)) 1200
+"$OUT/speed-wait" "$W/batch" $((ORDERS + EXTRA)) 1200
+echo "bench/serve: data written in $(($(date +%s) - t0)) s: $ORDERS + $EXTRA orders, $MERCHANTS merchants, 16 partitions ($(cat "$W/batch.out"))"
 
-# Every request a merchant drawn at random among all of them (a cold, uncached mix).
-cat >"$WORK/random.lua" <<LUA
+for t in 1 2; do
+    "$OUT/bare-mhd" "$t" >"$W/bare$t.out" 2>/dev/null &
+    PIDS="$PIDS $!"
+done
+for d in backlog batch; do
+    "$BIN/lambda-serve" --port 0 --data-dir "$W/$d" 2>"$W/serve-$d.log" &
+    PIDS="$PIDS $!"
+done
+BARE1=$(port_of "$W/bare1.out" port)
+BARE2=$(port_of "$W/bare2.out" port)
+PORT_backlog=$(port_of "$W/serve-backlog.log" "listening port")
+PORT_batch=$(port_of "$W/serve-batch.log" "listening port")
+
+cat >"$W/random.lua" <<LUA
 math.randomseed(42)
 request = function()
-    return wrk.format("GET", string.format("/query/m-%05d", math.random(0, $MERCHANTS - 1)))
+    return wrk.format("GET", string.format("/query/m-%d", math.random(1, $MERCHANTS)))
+end
+LUA
+cat >"$W/ids.lua" <<LUA
+math.randomseed(7)
+request = function()
+    local ids = {}
+    for i = 1, 100 do ids[i] = string.format("m-%d", math.random(1, $MERCHANTS)) end
+    return wrk.format("GET", "/query?ids=" .. table.concat(ids, ","))
 end
 LUA
 
@@ -70,37 +108,52 @@ LUA
 measure() {
     url=$1; shift
     wrk -t1 -c"$CONNS" -d2s "$@" "$url" >/dev/null 2>&1 || true # warm-up
-    wrk -t1 -c"$CONNS" -d"$DUR" --latency "$@" "$url" >"$WORK/wrk.txt" 2>&1
+    wrk -t1 -c"$CONNS" -d"$DUR" --latency "$@" "$url" >"$W/wrk.txt" 2>&1
     awk '
         /Requests\/sec:/ { rps = $2 }
         /^ +99%/ { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
                    ms = (u == "us") ? v / 1000 : (u == "s") ? v * 1000 : v }
         / Non-2xx or 3xx responses:/ { bad = $NF }
         END { if (bad) { print "non-2xx answers: " bad > "/dev/stderr"; exit 1 }
-              printf "%.0f %.3f\n", rps, ms }' "$WORK/wrk.txt"
+              printf "%.0f %.3f\n", rps, ms }' "$W/wrk.txt"
 }
 
-set -- $(measure "http://127.0.0.1:$BPORT/query/$ID")
-BARE_RPS=$1 BARE_P99=$2
-set -- $(measure "http://127.0.0.1:$SPORT/query/$ID")
-SERVE_RPS=$1 SERVE_P99=$2
-set -- $(measure "http://127.0.0.1:$S1PORT/query/$ID")
-ONE_RPS=$1 ONE_P99=$2
-set -- $(measure "http://127.0.0.1:$SPORT/" -s "$WORK/random.lua")
-RAND_RPS=$1 RAND_P99=$2
-
-echo "bench/serve: wrk -t1 -c$CONNS -d$DUR, $MERCHANTS merchants, GET /query/$ID ($(wc -c <"$WORK/answer.json") bytes)"
-printf '  %-28s %10s req/s   p99 %8s ms\n' "bare libmicrohttpd (200 B)" "$BARE_RPS" "$BARE_P99"
-printf '  %-28s %10s req/s   p99 %8s ms\n' "lambda-serve /query/$ID" "$SERVE_RPS" "$SERVE_P99"
-printf '  %-28s %10s req/s   p99 %8s ms\n' "  the same, --threads 2" "$ONE_RPS" "$ONE_P99"
-printf '  %-28s %10s req/s   p99 %8s ms\n' "lambda-serve, random ids" "$RAND_RPS" "$RAND_P99"
-awk -v sr="$SERVE_RPS" -v br="$BARE_RPS" -v sp="$SERVE_P99" -v bp="$BARE_P99" 'BEGIN {
-    rr = sr / br; pr = (bp > 0) ? sp / bp : 0
-    printf "  one merchant: throughput ratio %.2f (goal >= 0.70: %s), p99 ratio %.2f (goal <= 1.50: %s)\n",
-        rr, (rr >= 0.70 ? "met" : "MISSED"), pr, (pr <= 1.50 ? "met" : "MISSED") }'
-awk -v sr="$ONE_RPS" -v br="$BARE_RPS" -v sp="$ONE_P99" -v bp="$BARE_P99" 'BEGIN {
-    printf "  --threads 2:  throughput ratio %.2f, p99 ratio %.2f (two workers and wrk share 2 cores)\n",
-        sr / br, (bp > 0) ? sp / bp : 0 }'
-awk -v sr="$RAND_RPS" -v br="$BARE_RPS" -v sp="$RAND_P99" -v bp="$BARE_P99" 'BEGIN {
-    printf "  random ids:   throughput ratio %.2f, p99 ratio %.2f (most answers miss the cache and read SQLite)\n",
-        sr / br, (bp > 0) ? sp / bp : 0 }'
+set -- $(measure "http://127.0.0.1:$BARE1/query/m-1")
+B1_RPS=$1 B1_P99=$2
+set -- $(measure "http://127.0.0.1:$BARE2/query/m-1")
+B2_RPS=$1 B2_P99=$2
+if awk -v a="$B1_RPS" -v b="$B2_RPS" 'BEGIN { exit !(a >= b) }'; then
+    BARE_T=1 BARE_RPS=$B1_RPS BARE_P99=$B1_P99
+else
+    BARE_T=2 BARE_RPS=$B2_RPS BARE_P99=$B2_P99
+fi
+echo "bench/serve: wrk -t1 -c$CONNS -d$DUR; bare libmicrohttpd (200 B): 1 thread $B1_RPS req/s p99 $B1_P99 ms, 2 threads $B2_RPS req/s p99 $B2_P99 ms; best: $BARE_T"
+printf '  %-34s %10s %9s %7s %7s\n' "" "req/s" "p99 ms" "x rps" "x p99"
+line() {
+    awk -v name="$1" -v r="$2" -v p="$3" -v br="$BARE_RPS" -v bp="$BARE_P99" 'BEGIN {
+        printf "  %-34s %10s %9s %7.2f %7.2f\n", name, r, p, r / br, (bp > 0) ? p / bp : 0 }'
+}
+line "bare libmicrohttpd ($BARE_T threads)" "$BARE_RPS" "$BARE_P99"
+for d in backlog batch; do
+    eval port=\$PORT_$d
+    curl -sf "http://127.0.0.1:$port/query/m-1" >"$W/answer-$d.json" ||
+        { echo "bench/serve: /query/m-1 on $d failed" >&2; exit 1; }
+    set -- $(measure "http://127.0.0.1:$port/query/m-1")
+    line "$d: /query/m-1" "$1" "$2"
+    set -- $(measure "http://127.0.0.1:$port/" -s "$W/random.lua")
+    RAND_RPS=$1 RAND_P99=$2
+    line "$d: /query/<random merchant>" "$1" "$2"
+    awk -v r="$RAND_RPS" -v p="$RAND_P99" -v br="$BARE_RPS" -v bp="$BARE_P99" -v d="$d" 'BEGIN {
+        rr = r / br; pr = (bp > 0) ? p / bp : 0
+        printf "  %-34s goal >= 0.70: %s, p99 <= 1.50: %s\n", d ": random merchants",
+            (rr >= 0.70 ? "met" : "MISSED"), (pr <= 1.50 ? "met" : "MISSED") }'
+    set -- $(measure "http://127.0.0.1:$port/" -s "$W/ids.lua")
+    line "$d: /query?ids= (100 random)" "$1" "$2"
+    set -- $(measure "http://127.0.0.1:$port/top?window=5m")
+    line "$d: /top?window=5m" "$1" "$2"
+done
+echo "  answer (batch): $(cat "$W/answer-batch.json")"
+rss=$(awk '/^VmRSS/ {print $2}' "/proc/$(pgrep -f "lambda-serve --port 0 --data-dir $W/batch" | head -1)/status" 2>/dev/null || echo "?")
+echo "  lambda-serve (batch) RSS ${rss} kB with $MERCHANTS merchants in memory"
+echo "bench/serve: freshness, produce -> /events event whose snapshot counts the order (checkpoint_ms 200):"
+"$OUT/serve-fresh" "$BS" "$PORT_batch" "$FRESH" | sed 's/^/  /'

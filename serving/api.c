@@ -209,30 +209,85 @@ static void add_span(json_t *doc, int64_t from_ms, int64_t to_ms)
     json_object_set_new(doc, "to", rfc3339(to_ms));
 }
 
+/* A merchant answer's text is written by hand, not built with jansson: it is the answer asked
+ * for most, and a tree and its allocations cost more than the rest of the request. Ids are
+ * validated ([A-Za-z0-9_.:-]) and times are RFC 3339, so nothing needs escaping. */
+#define MERCHANT_TEXT_MAX 1024
+
+static void opt_int(char out[24], bool has, int64_t v)
+{
+    if (has)
+        snprintf(out, 24, "%" PRId64, v);
+    else
+        memcpy(out, "null", 5);
+}
+
+static void opt_time(char out[TM_RFC3339_LEN + 2], bool has, int64_t t_ms)
+{
+    if (!has) {
+        memcpy(out, "null", 5);
+        return;
+    }
+    out[0] = '"';
+    tm_format_rfc3339(t_ms, out + 1);
+    memcpy(out + TM_RFC3339_LEN, "\"", 2);
+}
+
+/* One merchant's answer into buf (MERCHANT_TEXT_MAX bytes): its length. */
+static int merchant_text(char *buf, const char *id, const struct serve_view *v,
+                         const struct serve_sums *b, const struct serve_sums *s, int64_t now_ms)
+{
+    char version[24], age[24], lag[24], as_of[TM_RFC3339_LEN + 2], wm[TM_RFC3339_LEN + 2];
+    struct serve_sums bb = v->has_batch ? *b : (struct serve_sums){0, 0};
+
+    opt_int(version, v->has_batch, v->version);
+    opt_time(as_of, v->has_batch, v->started_ms);
+    opt_int(age, v->has_checkpoint, now_ms - v->checkpoint_ms);
+    /* Provenance: the lag and watermark the last checkpoint recorded; lag null while no speed
+     * layer holds speed.lock (what it recorded before it stopped is no longer true). */
+    opt_int(lag, v->has_lag, v->lag);
+    opt_time(wm, v->has_watermark, v->watermark_ms);
+    return snprintf(buf, MERCHANT_TEXT_MAX,
+                    "{\"merchant_id\":\"%s\",\"order_count\":%" PRId64 ",\"revenue_cents\":%" PRId64
+                    ",\"batch\":{\"order_count\":%" PRId64 ",\"revenue_cents\":%" PRId64
+                    ",\"version\":%s,\"cut_epoch\":%" PRId64 ",\"as_of\":%s},"
+                    "\"speed\":{\"order_count\":%" PRId64 ",\"revenue_cents\":%" PRId64
+                    ",\"checkpoint_age_ms\":%s,\"lag\":%s,\"watermark\":%s}}",
+                    id, bb.order_count + s->order_count, bb.revenue_cents + s->revenue_cents,
+                    bb.order_count, bb.revenue_cents, version, v->has_batch ? v->cut_epoch : 0,
+                    as_of, s->order_count, s->revenue_cents, age, lag, wm);
+}
+
 static json_t *merchant_doc(const char *id, const struct serve_view *v, const struct serve_sums *b,
                             const struct serve_sums *s, int64_t now_ms)
 {
-    json_t *batch, *speed;
+    char buf[MERCHANT_TEXT_MAX];
 
-    if (v->has_batch)
-        batch = json_pack("{s:I,s:I,s:I,s:I,s:o}", "order_count", (json_int_t)b->order_count,
-                          "revenue_cents", (json_int_t)b->revenue_cents, "version",
-                          (json_int_t)v->version, "cut_epoch", (json_int_t)v->cut_epoch, "as_of",
-                          rfc3339(v->started_ms));
-    else
-        batch = json_pack("{s:I,s:I,s:n,s:I,s:n}", "order_count", (json_int_t)0, "revenue_cents",
-                          (json_int_t)0, "version", "cut_epoch", (json_int_t)0, "as_of");
-    /* Provenance: the lag and watermark the last checkpoint recorded; lag null while no speed
-     * layer holds speed.lock (what it recorded before it stopped is no longer true). */
-    speed = json_pack("{s:I,s:I,s:o,s:o,s:o}", "order_count", (json_int_t)s->order_count,
-                      "revenue_cents", (json_int_t)s->revenue_cents, "checkpoint_age_ms",
-                      v->has_checkpoint ? json_integer(now_ms - v->checkpoint_ms) : json_null(),
-                      "lag", v->has_lag ? json_integer(v->lag) : json_null(), "watermark",
-                      v->has_watermark ? rfc3339(v->watermark_ms) : json_null());
-    return json_pack("{s:s,s:I,s:I,s:o,s:o}", "merchant_id", id, "order_count",
-                     (json_int_t)(b->order_count + s->order_count), "revenue_cents",
-                     (json_int_t)(b->revenue_cents + s->revenue_cents), "batch", batch, "speed",
-                     speed);
+    merchant_text(buf, id, v, b, s, now_ms);
+    return json_loads(buf, 0, NULL);
+}
+
+/* Appends one merchant's answer to f: the text, and its dimension attributes when there is a
+ * dimension (add_merchant's, through jansson). */
+static void merchant_write(FILE *f, const struct dim *d, const char *id, const struct serve_view *v,
+                           const struct serve_sums *b, const struct serve_sums *s, int64_t now_ms)
+{
+    char buf[MERCHANT_TEXT_MAX];
+    int n = merchant_text(buf, id, v, b, s, now_ms);
+    json_t *doc;
+    char *text;
+
+    if (!d) {
+        fwrite(buf, 1, (size_t)n, f);
+        return;
+    }
+    doc = json_loads(buf, 0, NULL);
+    add_merchant(doc, d, id);
+    text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    if (text)
+        fputs(text, f);
+    free(text);
+    json_decref(doc);
 }
 
 /* One merchant's answer inside an open snapshot: all time, or the span when one was given. */
@@ -290,6 +345,50 @@ static bool take_id(const struct call *q, char id[EV_ID_MAX + 1], struct serve_r
     return true;
 }
 
+/* The answer of one merchant (n == 1) or {"merchants":[...]} of several, as text. */
+static void reply_text(struct serve_reply *out, const struct dim *d, const char *const *ids,
+                       size_t n, const struct serve_view *v, const struct serve_sums *b,
+                       const struct serve_sums *s)
+{
+    int64_t now_ms = tm_now_ms();
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f;
+
+    if (n == 1 && !d) { /* the hot path: one merchant, no dimension, one allocation */
+        if (!(buf = malloc(MERCHANT_TEXT_MAX))) {
+            serve_api_error(out, 500, "out of memory");
+            return;
+        }
+        len = (size_t)merchant_text(buf, ids[0], v, b, s, now_ms);
+        goto done;
+    }
+    if (!(f = open_memstream(&buf, &len))) {
+        serve_api_error(out, 500, "out of memory");
+        return;
+    }
+    if (n != 1)
+        fputs("{\"merchants\":[", f);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            fputc(',', f);
+        merchant_write(f, d, ids[i], v, &b[i], &s[i], now_ms);
+    }
+    if (n != 1)
+        fputs("]}", f);
+    if (fclose(f) != 0 || !buf) {
+        free(buf);
+        serve_api_error(out, 500, "out of memory");
+        return;
+    }
+done:
+    out->status = 200;
+    out->content_type = json_ctype;
+    out->owned = buf;
+    out->body = buf;
+    out->len = len;
+}
+
 /* All-time totals: from memory when it holds the current state (live.h), else from SQLite. */
 static void query_totals(const struct call *q, const char *id, struct serve_reply *out)
 {
@@ -315,9 +414,7 @@ static void query_totals(const struct call *q, const char *id, struct serve_repl
             return;
         }
     }
-    json_t *doc = merchant_doc(id, &v, &b, &s, tm_now_ms());
-    add_merchant(doc, q->dim, id);
-    reply_json(out, 200, doc);
+    reply_text(out, q->dim, &id, 1, &v, &b, &s);
 }
 
 /* ?ids= without a span from memory, all in one snapshot: 1 answered (or an error given), 0
@@ -328,8 +425,6 @@ static int ids_from_memory(const struct call *q, const char **list, int n, struc
                       *s = calloc((size_t)n + 1, sizeof(*s));
     struct lerr e = {{0}};
     struct serve_view v;
-    json_t *arr = NULL, *doc;
-    int64_t now_ms = tm_now_ms();
     int rc = 1;
 
     if (!b || !s) {
@@ -342,19 +437,7 @@ static int ids_from_memory(const struct call *q, const char **list, int n, struc
         rc = rc < 0;
         goto out;
     }
-    arr = json_array();
-    for (int i = 0; arr && i < n; i++) {
-        doc = merchant_doc(list[i], &v, &b[i], &s[i], now_ms);
-        add_merchant(doc, q->dim, list[i]);
-        if (!doc || json_array_append_new(arr, doc)) {
-            json_decref(arr);
-            arr = NULL;
-        }
-    }
-    if (arr)
-        reply_json(out, 200, json_pack("{s:o}", "merchants", arr));
-    else
-        serve_api_error(out, 500, "out of memory");
+    reply_text(out, q->dim, list, (size_t)n, &v, b, s);
 out:
     free(b);
     free(s);

@@ -645,6 +645,8 @@ Test(serve, bad_requests_get_json_errors, .timeout = 60)
     struct hdr h;
     char *body, *big, *ids;
 
+    /* Room for ?ids= of 1000 ids of 64 bytes (the default holds 1000 of up to 24). */
+    setenv("LAMBDA_CONNECTION_MEMORY", "131072", 1);
     srv_init(&s, true, true, false);
     expect_error(&s, "/nope", 404, "no such route");
     expect_error(&s, "/query/m-1/nope", 404, "no such route");
