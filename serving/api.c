@@ -2,6 +2,7 @@
  * and the handlers, which read a snapshot from store.c and answer JSON. No HTTP here. */
 #include "api.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -214,48 +215,108 @@ static void add_span(json_t *doc, int64_t from_ms, int64_t to_ms)
  * validated ([A-Za-z0-9_.:-]) and times are RFC 3339, so nothing needs escaping. */
 #define MERCHANT_TEXT_MAX 1024
 
-static void opt_int(char out[24], bool has, int64_t v)
+/* A cursor into a buffer large enough for what is put (MERCHANT_TEXT_MAX holds an answer). */
+struct text {
+    char *p;
+};
+
+static void put(struct text *t, const char *s)
 {
-    if (has)
-        snprintf(out, 24, "%" PRId64, v);
-    else
-        memcpy(out, "null", 5);
+    size_t n = strlen(s);
+
+    memcpy(t->p, s, n);
+    t->p += n;
 }
 
-static void opt_time(char out[TM_RFC3339_LEN + 2], bool has, int64_t t_ms)
+static void put_int(struct text *t, int64_t v)
 {
+    char tmp[24], *q = tmp + sizeof(tmp);
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+
+    do
+        *--q = (char)('0' + u % 10);
+    while ((u /= 10) != 0);
+    if (v < 0)
+        *--q = '-';
+    memcpy(t->p, q, (size_t)(tmp + sizeof(tmp) - q));
+    t->p += tmp + sizeof(tmp) - q;
+}
+
+static void put_opt_int(struct text *t, bool has, int64_t v)
+{
+    if (has)
+        put_int(t, v);
+    else
+        put(t, "null");
+}
+
+/* A time as a JSON string, or null. The same few times (a version's, a watermark) come again
+ * and again, so each thread keeps the last two it formatted. */
+static void put_opt_time(struct text *t, bool has, int64_t t_ms)
+{
+    static _Thread_local struct {
+        int64_t t_ms;
+        char s[TM_RFC3339_LEN];
+    } seen[2] = {{INT64_MIN, ""}, {INT64_MIN, ""}};
+    static _Thread_local int next;
+    int i;
+
     if (!has) {
-        memcpy(out, "null", 5);
+        put(t, "null");
         return;
     }
-    out[0] = '"';
-    tm_format_rfc3339(t_ms, out + 1);
-    memcpy(out + TM_RFC3339_LEN, "\"", 2);
+    for (i = 0; i < 2 && seen[i].t_ms != t_ms; i++)
+        ;
+    if (i == 2) {
+        i = next;
+        next ^= 1;
+        seen[i].t_ms = t_ms;
+        tm_format_rfc3339(t_ms, seen[i].s);
+    }
+    put(t, "\"");
+    put(t, seen[i].s);
+    put(t, "\"");
 }
 
 /* One merchant's answer into buf (MERCHANT_TEXT_MAX bytes): its length. */
 static int merchant_text(char *buf, const char *id, const struct serve_view *v,
                          const struct serve_sums *b, const struct serve_sums *s, int64_t now_ms)
 {
-    char version[24], age[24], lag[24], as_of[TM_RFC3339_LEN + 2], wm[TM_RFC3339_LEN + 2];
     struct serve_sums bb = v->has_batch ? *b : (struct serve_sums){0, 0};
+    struct text t = {buf};
 
-    opt_int(version, v->has_batch, v->version);
-    opt_time(as_of, v->has_batch, v->started_ms);
-    opt_int(age, v->has_checkpoint, now_ms - v->checkpoint_ms);
+    assert(strlen(id) <= EV_ID_MAX);
+    put(&t, "{\"merchant_id\":\"");
+    put(&t, id);
+    put(&t, "\",\"order_count\":");
+    put_int(&t, bb.order_count + s->order_count);
+    put(&t, ",\"revenue_cents\":");
+    put_int(&t, bb.revenue_cents + s->revenue_cents);
+    put(&t, ",\"batch\":{\"order_count\":");
+    put_int(&t, bb.order_count);
+    put(&t, ",\"revenue_cents\":");
+    put_int(&t, bb.revenue_cents);
+    put(&t, ",\"version\":");
+    put_opt_int(&t, v->has_batch, v->version);
+    put(&t, ",\"cut_epoch\":");
+    put_int(&t, v->has_batch ? v->cut_epoch : 0);
+    put(&t, ",\"as_of\":");
+    put_opt_time(&t, v->has_batch, v->started_ms);
+    put(&t, "},\"speed\":{\"order_count\":");
+    put_int(&t, s->order_count);
+    put(&t, ",\"revenue_cents\":");
+    put_int(&t, s->revenue_cents);
+    put(&t, ",\"checkpoint_age_ms\":");
+    put_opt_int(&t, v->has_checkpoint, now_ms - v->checkpoint_ms);
     /* Provenance: the lag and watermark the last checkpoint recorded; lag null while no speed
      * layer holds speed.lock (what it recorded before it stopped is no longer true). */
-    opt_int(lag, v->has_lag, v->lag);
-    opt_time(wm, v->has_watermark, v->watermark_ms);
-    return snprintf(buf, MERCHANT_TEXT_MAX,
-                    "{\"merchant_id\":\"%s\",\"order_count\":%" PRId64 ",\"revenue_cents\":%" PRId64
-                    ",\"batch\":{\"order_count\":%" PRId64 ",\"revenue_cents\":%" PRId64
-                    ",\"version\":%s,\"cut_epoch\":%" PRId64 ",\"as_of\":%s},"
-                    "\"speed\":{\"order_count\":%" PRId64 ",\"revenue_cents\":%" PRId64
-                    ",\"checkpoint_age_ms\":%s,\"lag\":%s,\"watermark\":%s}}",
-                    id, bb.order_count + s->order_count, bb.revenue_cents + s->revenue_cents,
-                    bb.order_count, bb.revenue_cents, version, v->has_batch ? v->cut_epoch : 0,
-                    as_of, s->order_count, s->revenue_cents, age, lag, wm);
+    put(&t, ",\"lag\":");
+    put_opt_int(&t, v->has_lag, v->lag);
+    put(&t, ",\"watermark\":");
+    put_opt_time(&t, v->has_watermark, v->watermark_ms);
+    put(&t, "}}");
+    *t.p = '\0';
+    return (int)(t.p - buf);
 }
 
 static json_t *merchant_doc(const char *id, const struct serve_view *v, const struct serve_sums *b,
