@@ -131,6 +131,8 @@ struct conn {
     const unsigned char *shm; /* the -shm header mapped read-only, or NULL */
     dev_t dev;                /* the file the connection has open: a path that names */
     ino_t ino;                /* another one was replaced under it */
+    bool is_present;          /* a file was at the path at the last conn_sync() */
+    const char *last_why;     /* the last reason logged, so that a bad file is said once */
 };
 
 /* What conn_sync() found at a file's path. */
@@ -277,8 +279,10 @@ static enum file_state conn_open(struct serve_store *st, struct conn *c, const c
             *why = "no tables";
             return FILE_ABSENT;
         }
-        log_warn("serve", "db_unreadable file=%s err=\"%s\"", db_file_name(c->file), e.msg);
         *why = reason_of(code);
+        if (c->last_why != *why)
+            log_warn("serve", "db_unreadable file=%s err=\"%s\"", db_file_name(c->file), e.msg);
+        c->last_why = *why;
         return FILE_BAD;
     }
     if (stat(path, &after) != 0 || after.st_dev != sb->st_dev || after.st_ino != sb->st_ino) {
@@ -290,6 +294,7 @@ static enum file_state conn_open(struct serve_store *st, struct conn *c, const c
     c->ino = sb->st_ino;
     map_shm(c);
     log_info("serve", "db_opened file=%s", db_file_name(c->file));
+    c->last_why = NULL;
     return FILE_OPEN;
 }
 
@@ -302,7 +307,8 @@ static enum file_state conn_sync(struct serve_store *st, struct conn *c, const c
     struct stat sb;
 
     db_path(st->data_dir, c->file, path, sizeof(path));
-    if (stat(path, &sb) != 0) {
+    c->is_present = stat(path, &sb) == 0;
+    if (!c->is_present) {
         if (c->db) {
             log_warn("serve", "db_gone file=%s", db_file_name(c->file));
             conn_close(c);
@@ -620,7 +626,16 @@ bool serve_store_unchanged(struct serve_store *st)
     const struct conn *c[2] = {&st->speed, &st->batch};
 
     for (int i = 0; i < 2; i++) {
-        if ((c[i]->db != NULL) != st->begin_open[i] || !st->begin_hdr_ok[i])
+        if ((c[i]->db != NULL) != st->begin_open[i])
+            return false;
+        if (!c[i]->db) { /* absent then and now, unless a file appeared at the path */
+            char path[PATH_MAX];
+            db_path(st->data_dir, c[i]->file, path, sizeof(path));
+            if ((access(path, F_OK) == 0) != c[i]->is_present)
+                return false;
+            continue;
+        }
+        if (!st->begin_hdr_ok[i])
             return false;
         if (!read_hdr(c[i], now) || memcmp(now, st->begin_hdr[i], SHM_HDR_LEN) != 0)
             return false;

@@ -6,11 +6,18 @@
  * orders overall, so the page must really show the window. chromium runs the page's scripts
  * and dumps the rendered DOM; a screenshot is saved in the test's directory. */
 #include <criterion/criterion.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "db.h"
 #include "itlib.h"
@@ -122,13 +129,226 @@ static int count(const char *s, const char *needle)
     return n;
 }
 
-Test(serve_dashboard, shows_the_window_leader_and_final_points, .timeout = 150)
+/* Chromium driven through the DevTools protocol on a pipe (--remote-debugging-pipe: it reads
+ * commands on fd 3 and writes answers on fd 4, each a JSON text ended by a NUL). The page keeps
+ * an EventSource open, which stalls --dump-dom --virtual-time-budget, so the test asks the live
+ * page instead. */
+struct cdp {
+    pid_t pid;
+    int to, from; /* our ends */
+    int next_id;
+    char session[128];
+    char *buf;
+    size_t len, cap;
+};
+
+static void cdp_start(struct cdp *c, const char *dir, const char *profile)
+{
+    int to[2], from[2];
+    char udd[700], home[620], out[700];
+
+    memset(c, 0, sizeof(*c));
+    cr_assert_eq(pipe(to), 0);
+    cr_assert_eq(pipe(from), 0);
+    snprintf(udd, sizeof(udd), "--user-data-dir=%s", profile);
+    snprintf(home, sizeof(home), "HOME=%s", dir);
+    snprintf(out, sizeof(out), "%s/chromium.err", dir);
+    c->pid = fork();
+    cr_assert(c->pid >= 0);
+    if (c->pid == 0) {
+        char *env[] = {home, NULL};
+        char *argv[] = {"/usr/bin/chromium",
+                        "--headless",
+                        "--no-sandbox",
+                        "--disable-gpu",
+                        "--disable-quic",
+                        "--no-first-run",
+                        "--disable-background-networking",
+                        "--disable-component-update",
+                        "--disable-sync",
+                        "--hide-scrollbars",
+                        "--window-size=1280,900",
+                        udd,
+                        "--remote-debugging-pipe",
+                        "about:blank",
+                        NULL};
+        int e = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int t3 = dup(to[0]), f4 = dup(from[1]);
+        dup2(t3, 3);
+        dup2(f4, 4);
+        if (e >= 0) {
+            dup2(e, 1);
+            dup2(e, 2);
+        }
+        for (int fd = 5; fd < 1024; fd++)
+            close(fd);
+        execve(argv[0], argv, env);
+        _exit(127);
+    }
+    close(to[0]);
+    close(from[1]);
+    c->to = to[1];
+    c->from = from[0];
+    c->next_id = 1;
+}
+
+static void cdp_stop(struct cdp *c)
+{
+    if (c->pid <= 0)
+        return;
+    close(c->to);
+    close(c->from);
+    kill(c->pid, SIGTERM);
+    for (int i = 0; i < 100 && waitpid(c->pid, NULL, WNOHANG) == 0; i++)
+        nanosleep(&(struct timespec){.tv_nsec = 50 * 1000 * 1000}, NULL);
+    kill(c->pid, SIGKILL);
+    waitpid(c->pid, NULL, 0);
+    free(c->buf);
+    c->pid = 0;
+}
+
+/* The next message from chromium (caller decrefs), or NULL after timeout_ms. */
+static json_t *cdp_read(struct cdp *c, int64_t timeout_ms)
+{
+    int64_t end = tm_now_ms() + timeout_ms;
+
+    for (;;) {
+        char *nul = c->len ? memchr(c->buf, '\0', c->len) : NULL;
+        if (nul) {
+            json_t *m = json_loads(c->buf, 0, NULL);
+            size_t used = (size_t)(nul - c->buf) + 1;
+            memmove(c->buf, nul + 1, c->len - used);
+            c->len -= used;
+            return m;
+        }
+        int64_t left = end - tm_now_ms();
+        struct pollfd p = {.fd = c->from, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            return NULL;
+        if (c->cap - c->len < 65536) {
+            c->cap = c->cap ? 2 * c->cap : 1 << 20;
+            c->buf = realloc(c->buf, c->cap);
+        }
+        ssize_t n = read(c->from, c->buf + c->len, c->cap - c->len);
+        if (n <= 0)
+            return NULL;
+        c->len += (size_t)n;
+    }
+}
+
+/* Sends method with params (stolen), in the page's session once there is one; returns the
+ * answer's "result" (caller decrefs). */
+static json_t *cdp_call(struct cdp *c, const char *method, json_t *params)
+{
+    int id = c->next_id++;
+    json_t *msg = json_pack("{s:i,s:s,s:o}", "id", id, "method", method, "params", params);
+    char *text;
+
+    if (c->session[0])
+        json_object_set_new(msg, "sessionId", json_string(c->session));
+    text = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    cr_assert_eq(write(c->to, text, strlen(text) + 1), (ssize_t)strlen(text) + 1);
+    free(text);
+    for (;;) {
+        json_t *m = cdp_read(c, 30000), *r;
+        cr_assert_not_null(m, "chromium did not answer %s", method);
+        if (json_integer_value(json_object_get(m, "id")) != id) {
+            json_decref(m);
+            continue;
+        }
+        cr_assert_null(json_object_get(m, "error"), "%s failed", method);
+        r = json_incref(json_object_get(m, "result"));
+        json_decref(m);
+        return r;
+    }
+}
+
+/* Opens url in a new page and attaches to it. */
+static void cdp_open(struct cdp *c, const char *url)
+{
+    json_t *r = cdp_call(c, "Target.createTarget", json_pack("{s:s}", "url", url));
+    json_t *a =
+        cdp_call(c, "Target.attachToTarget",
+                 json_pack("{s:s,s:b}", "targetId",
+                           json_string_value(json_object_get(r, "targetId")), "flatten", 1));
+
+    snprintf(c->session, sizeof(c->session), "%s",
+             json_string_value(json_object_get(a, "sessionId")));
+    json_decref(r);
+    json_decref(a);
+}
+
+/* The string a JavaScript expression evaluates to in the page (caller frees); "" when it is
+ * not a string (yet). */
+static char *cdp_eval(struct cdp *c, const char *expr)
+{
+    json_t *r = cdp_call(c, "Runtime.evaluate",
+                         json_pack("{s:s,s:b}", "expression", expr, "returnByValue", 1));
+    const char *v = json_string_value(json_object_get(json_object_get(r, "result"), "value"));
+    char *out = strdup(v ? v : "");
+
+    json_decref(r);
+    return out;
+}
+
+/* Waits until expr evaluates to want; false after timeout_ms. */
+static bool cdp_wait(struct cdp *c, const char *expr, const char *want, int64_t timeout_ms)
+{
+    int64_t end = tm_now_ms() + timeout_ms;
+
+    do {
+        char *v = cdp_eval(c, expr);
+        bool ok = !strcmp(v, want);
+        free(v);
+        if (ok)
+            return true;
+        nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
+    } while (tm_now_ms() < end);
+    return false;
+}
+
+static int b64_value(char ch)
+{
+    const char *abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const char *p = ch ? strchr(abc, ch) : NULL;
+
+    return p ? (int)(p - abc) : -1;
+}
+
+/* Saves a screenshot of the page to path; its size in bytes. */
+static size_t cdp_screenshot(struct cdp *c, const char *path)
+{
+    json_t *r = cdp_call(c, "Page.captureScreenshot", json_pack("{s:s}", "format", "png"));
+    const char *d = json_string_value(json_object_get(r, "data"));
+    FILE *f = fopen(path, "wb");
+    unsigned acc = 0;
+    int bits = 0;
+    size_t n = 0;
+
+    cr_assert(d && f);
+    for (; *d; d++) {
+        int v = b64_value(*d);
+        if (v < 0)
+            continue;
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            fputc((int)((acc >> bits) & 0xff), f);
+            n++;
+        }
+    }
+    fclose(f);
+    json_decref(r);
+    return n;
+}
+
+Test(serve_dashboard, shows_the_window_leader_and_a_new_order_without_reload, .timeout = 150)
 {
     struct it_proc srv;
-    char dir[512], data[600], profile[600], url[128], shot[700], shotarg[720], out[700];
-    char leader[16], got[80];
-    char home[620];
-    struct stat st;
+    struct cdp c;
+    char dir[512], data[600], profile[600], url[128], shot[700], leader[16], got[80];
 
     it_tmpdir("serve-dash", dir);
     snprintf(data, sizeof(data), "%s/data", dir);
@@ -142,33 +362,18 @@ Test(serve_dashboard, shows_the_window_leader_and_final_points, .timeout = 150)
     snprintf(leader, sizeof(leader), "m-%02d", window_leader() + 1);
     cr_assert_str_eq(leader, "m-07"); /* the surge, not m-03, the biggest of the hour */
 
-    char udd[640];
-    snprintf(udd, sizeof(udd), "--user-data-dir=%s", profile);
-    snprintf(home, sizeof(home), "HOME=%s", dir);
-    char *env[] = {home, NULL};
-    char *dump[] = {"/usr/bin/chromium",
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    udd,
-                    "--virtual-time-budget=5000",
-                    "--dump-dom",
-                    url,
-                    NULL};
-    cr_assert_eq(it_run(dir, "dom", dump, env, 90000), 0, "chromium --dump-dom failed");
-    snprintf(out, sizeof(out), "%s/dom.out", dir);
-    char *dom = it_read_file(out, NULL);
-    cr_assert_not_null(dom);
-
+    cdp_start(&c, dir, profile);
+    cdp_open(&c, url);
+    cr_assert(cdp_wait(&c, "document.getElementById('stream').textContent", "live", 60000),
+              "the page never followed /events");
+    cr_assert(cdp_wait(&c, "document.getElementById('selected-merchant').dataset.merchantId",
+                       leader, 30000),
+              "the page never selected the window leader");
+    cr_assert(cdp_wait(&c, "String(document.querySelectorAll('[data-final]').length)", "60", 30000),
+              "the chart never drew 60 points");
+    char *dom = cdp_eval(&c, "document.documentElement.outerHTML");
     attr_of(dom, "top-1", "data-merchant-id", got, sizeof(got));
     cr_expect_str_eq(got, leader, "top merchant shown %s, want %s", got, leader);
-    attr_of(dom, "selected-merchant", "data-merchant-id", got, sizeof(got));
-    cr_expect_str_eq(got, leader, "chart shows %s, want %s", got, leader);
     cr_expect_eq(count(dom, "data-rank="), 10);
     /* 60 minutes: final when end + 10 min <= 09:59:40, i.e. 09:00..09:48 (49 points). */
     cr_expect_eq(count(dom, "data-final=\"true\""), 49);
@@ -176,29 +381,47 @@ Test(serve_dashboard, shows_the_window_leader_and_final_points, .timeout = 150)
     cr_expect(strstr(dom, "id=\"health-status\">ok<"), "health not shown");
     cr_expect(strstr(dom, "id=\"batch-version\">v1<"), "batch version not shown");
     cr_expect(strstr(dom, "id=\"speed-lag\">4<"), "speed lag not shown");
+    cr_expect(strstr(dom, "id=\"recent-late\">0<"), "late count of the last 5 minutes not shown");
+    cr_expect(strstr(dom, "id=\"watermark\">2026-11-21 09:59:40 UTC<"), "watermark not shown");
     free(dom);
 
+    /* A checkpoint commits one more order of the leader: the page shows it, no reload. */
+    char *before = cdp_eval(&c, "document.getElementById('m-orders').textContent");
+    long long n = 0;
+    for (const char *p = before; *p; p++)
+        if (*p >= '0' && *p <= '9')
+            n = n * 10 + (*p - '0');
+    char want[32], fmt[32];
+    snprintf(fmt, sizeof(fmt), "%lld", n + 1);
+    /* en-US grouping, as the page formats it */
+    int len = (int)strlen(fmt), k = 0;
+    for (int i = 0; i < len; i++) {
+        want[k++] = fmt[i];
+        if ((len - i - 1) % 3 == 0 && i != len - 1)
+            want[k++] = ',';
+    }
+    want[k] = '\0';
+    sqlite3 *s = NULL;
+    struct lerr e = {{0}};
+    cr_assert_eq(db_open_rw(data, DB_SPEED, &s, &e), 0, "%s", e.msg);
+    int64_t t0 = tm_now_ms();
+    it_sql(
+        s,
+        "BEGIN; INSERT INTO deltas(merchant_id, minute_ms, epoch, order_count, revenue_cents, seq)"
+        " VALUES ('m-07', %lld, 200, 1, 1250, 1);"
+        "UPDATE meta SET value = %lld WHERE key = 'checkpoint_ms'; COMMIT",
+        T9 + (MINUTES - 1) * TM_MINUTE_MS, (long long)tm_now_ms());
+    sqlite3_close(s);
+    cr_assert(cdp_wait(&c, "document.getElementById('m-orders').textContent", want, 5000),
+              "the new order (%s -> %s) never appeared on the page", before, want);
+    int64_t took_ms = tm_now_ms() - t0;
+    /* checkpoint_ms (200) + 300 ms from the produce; the commit is the checkpoint's end. */
+    cr_expect_leq(took_ms, 300, "the page showed the order %lld ms after the commit",
+                  (long long)took_ms);
+    free(before);
+
     snprintf(shot, sizeof(shot), "%s/dashboard.png", dir);
-    snprintf(shotarg, sizeof(shotarg), "--screenshot=%s", shot);
-    char *snap[] = {"/usr/bin/chromium",
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    udd,
-                    "--virtual-time-budget=5000",
-                    "--hide-scrollbars",
-                    shotarg,
-                    "--window-size=1280,900",
-                    url,
-                    NULL};
-    cr_assert_eq(it_run(dir, "shot", snap, env, 90000), 0, "chromium --screenshot failed");
-    cr_assert_eq(stat(shot, &st), 0, "no screenshot at %s", shot);
-    cr_expect_gt(st.st_size, 10000);
-    cr_log_info("dashboard screenshot: %s", shot);
-    it_stop(&srv);
+    cr_expect_gt(cdp_screenshot(&c, shot), 10000);
+    cdp_stop(&c);
+    cr_assert_eq(it_signal(&srv, SIGTERM, 10000), 0);
 }
