@@ -246,6 +246,21 @@ static bool is_file_error(sqlite3 *db)
            code == SQLITE_CANTOPEN || code == SQLITE_PERM;
 }
 
+/* Whether the file at path starts with SQLite's header string. */
+static bool has_header(const char *path)
+{
+    static const char magic[16] = "SQLite format 3";
+    char head[16];
+    FILE *f = fopen(path, "rb");
+    bool ok;
+
+    if (!f)
+        return false;
+    ok = fread(head, 1, sizeof(head), f) == sizeof(head) && !memcmp(head, magic, sizeof(head));
+    fclose(f);
+    return ok;
+}
+
 /* Opens c on the file sb describes. FILE_ABSENT while the writer has not made its schema
  * yet (a failed prepare that is not a bad file), FILE_BAD with *why when it is not a database
  * we can read. */
@@ -263,6 +278,18 @@ static enum file_state conn_open(struct serve_store *st, struct conn *c, const c
     if (sb->st_size == 0) {
         *why = "empty";
         return FILE_ABSENT;
+    }
+    /* A file that is not a database could still be read through the -wal left beside it by
+     * the file it replaced (SQLite reads page 1 from the log when the log has it), so its
+     * header is checked first. A main file is empty until its first checkpoint, which writes
+     * page 1 and so the header. */
+    if (!has_header(path)) {
+        *why = "not a database";
+        if (c->last_why != *why)
+            log_warn("serve", "db_unreadable file=%s err=\"no SQLite header\"",
+                     db_file_name(c->file));
+        c->last_why = *why;
+        return FILE_BAD;
     }
     if (db_open_ro(st->data_dir, c->file, &c->db, &e) != 0) {
         log_warn("serve", "db_unreadable file=%s err=\"%s\"", db_file_name(c->file), e.msg);
