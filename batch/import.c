@@ -44,6 +44,7 @@ struct import {
     int64_t chunk_dups;     /* duplicates in the open transaction */
     int64_t done_line;      /* every line up to this one is in master */
     struct batch_rows rows; /* valid orders of the open transaction; raw in the mapped file */
+    struct batch_sums sums; /* what the inserted ones add, recorded with them */
     char *scratch;          /* CSV fields of one line */
     size_t scratch_cap;
     int64_t lines, orders, dups, rejects; /* of the file being imported, resumes included */
@@ -152,7 +153,7 @@ static int flush_rows(struct import *im, struct lerr *e)
 {
     int64_t n = (int64_t)im->rows.n, dups = 0, mismatch = 0;
 
-    if (batch_rows_flush(&im->rows, im->ins_order, &dups, &mismatch, e) != 0)
+    if (batch_rows_flush(&im->rows, im->ins_order, &im->sums, &dups, &mismatch, e) != 0)
         return -1;
     im->orders += n - dups;
     im->dups += dups;
@@ -200,7 +201,8 @@ static int progress(struct import *im, bool is_save, struct lerr *e)
 static int chunk_commit(struct import *im, int64_t line_no, struct lerr *e)
 {
     im->done_line = line_no;
-    if (flush_rows(im, e) != 0 || progress(im, true, e) != 0 ||
+    if (flush_rows(im, e) != 0 || batch_sums_write(&im->sums, im->master, "import", false, e) ||
+        progress(im, true, e) != 0 ||
         batch_counter_add(im->master, "duplicates", im->chunk_dups, e) != 0 ||
         db_exec(im->master, "COMMIT", e) != 0)
         return -1;
@@ -277,7 +279,8 @@ static int record(struct import *im, const char *hash, struct lerr *e)
     sqlite3_stmt *st = im->record;
     int rc;
 
-    if (flush_rows(im, e) != 0) /* first: it settles the figures */
+    if (flush_rows(im, e) != 0 || /* first: it settles the figures */
+        batch_sums_write(&im->sums, im->master, "import", true, e) != 0)
         return -1;
     sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, im->path, -1, SQLITE_STATIC);
@@ -331,6 +334,7 @@ static int import_data(struct import *im, const char *data, size_t size, struct 
 fail:
     sqlite3_exec(im->master, "ROLLBACK", NULL, NULL, NULL);
     im->rows.n = 0; /* they borrow from a mapping about to go */
+    batch_sums_release(&im->sums);
     return -1;
 }
 
@@ -412,6 +416,7 @@ out:
     sqlite3_close(im.master);
     free(im.scratch);
     batch_rows_release(&im.rows);
+    batch_sums_release(&im.sums);
     lock_release(fd);
     return rc;
 }

@@ -1,7 +1,8 @@
 /* lambda-batch - the batch layer (DESIGN.md sections 3 to 5): run | import | status.
  *
- * Exit codes: 0 done (or skipped: another run holds the lock), 1 failed (the message says
- * what; the previous version keeps serving), 2 bad usage or configuration. */
+ * Exit codes: 0 done (or skipped: another run holds the lock; or nothing new), 1 failed (the
+ * message says what; the previous version keeps serving), 2 bad usage or configuration, 3 a
+ * full run published, and corrected the increments (they differed from the master dataset). */
 #include <stdio.h>
 #include <string.h>
 
@@ -9,13 +10,15 @@
 #include "cfg.h"
 #include "log.h"
 
-static const char usage[] = "usage: lambda-batch run | import FILE... | status [--json]";
+static const char usage[] = "usage: lambda-batch run [--full] | import FILE... | status [--json]";
 
 static const struct cfg_key keys[] = {
     CFG_SHARED,
     {"keep_versions", CFG_INT, "3", "published versions kept in batch.db"},
     {"minute_series_hours", CFG_INT, "48", "hours of minute series kept per version"},
     {"json", CFG_BOOL, "false", "status: print JSON"},
+    {"full", CFG_BOOL, "false", "run: recompute every view from the master dataset and compare"},
+    {"full_every", CFG_MS, "24h", "run: a full run once the last one is this old (0: always)"},
     {"chunk_rows", CFG_INT, "100000", "Kafka messages (or 500 ms) / file lines per transaction"},
     {"lock_wait", CFG_MS, "10s", "import: how long to wait for a running batch to finish"},
     {"pause_at", CFG_STR, NULL,
@@ -26,18 +29,19 @@ static const struct cfg_key keys[] = {
 static int run(const struct cfg *c)
 {
     struct lerr e = {{0}};
+    int64_t differences = 0;
     bool skipped;
 
     if (c->nargs != 1) {
         fprintf(stderr, "lambda-batch: run takes no arguments\n%s\n", usage);
         return 2;
     }
-    if (batch_run(c, &skipped, &e) != 0) {
+    if (batch_run(c, &skipped, &differences, &e) != 0) {
         log_error("batch", "run_failed err=\"%s\"", e.msg);
         fprintf(stderr, "lambda-batch: run failed: %s\n", e.msg);
         return 1;
     }
-    return 0;
+    return differences > 0 ? 3 : 0;
 }
 
 static int import(const struct cfg *c)

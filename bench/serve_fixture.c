@@ -35,9 +35,18 @@ int main(int argc, char **argv)
     }
     if (db_ensure_dir(argv[1], &e) || db_open_rw(argv[1], DB_BATCH, &b, &e) ||
         db_open_rw(argv[1], DB_SPEED, &s, &e) ||
-        db_prepare(b, "INSERT INTO merchant_totals VALUES (1, ?1, ?2, ?3)", &tot, &e) ||
-        db_prepare(b, "INSERT INTO hourly VALUES (1, ?1, ?4, ?2, ?3)", &hour, &e) ||
-        db_prepare(b, "INSERT INTO minutely VALUES (1, ?1, ?4, ?2, ?3)", &minute, &e) ||
+        db_prepare(b,
+                   "INSERT INTO merchant_totals(valid_from, merchant_id, order_count, "
+                   "revenue_cents) VALUES (1, ?1, ?2, ?3)",
+                   &tot, &e) ||
+        db_prepare(b,
+                   "INSERT INTO hourly(valid_from, merchant_id, hour_ms, order_count, "
+                   "revenue_cents) VALUES (1, ?1, ?4, ?2, ?3)",
+                   &hour, &e) ||
+        db_prepare(b,
+                   "INSERT INTO minutely(valid_from, merchant_id, minute_ms, order_count, "
+                   "revenue_cents) VALUES (1, ?1, ?4, ?2, ?3)",
+                   &minute, &e) ||
         db_prepare(s, "INSERT INTO deltas VALUES (?1, ?4, ?5, ?2, ?3)", &delta, &e)) {
         fprintf(stderr, "serve_fixture: %s\n", e.msg);
         return 1;

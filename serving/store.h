@@ -27,8 +27,9 @@ struct serve_store;
 struct serve_view {
     bool has_batch; /* a published version exists */
     int64_t version, cut_epoch;
-    int64_t started_ms; /* when the version's cut was taken */
-    bool has_speed;     /* speed.db is readable */
+    int64_t started_ms;     /* when the version's cut was taken */
+    int64_t minute_from_ms; /* the version holds minute rows from here on; INT64_MIN: all */
+    bool has_speed;         /* speed.db is readable */
     bool has_checkpoint;
     int64_t checkpoint_ms; /* wall time of the last speed commit */
     bool has_watermark;
