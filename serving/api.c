@@ -222,6 +222,16 @@ static void db_failed(struct serve_reply *out, const char *route, const struct l
     serve_api_error(out, 500, "%s", e->msg);
 }
 
+/* A read of a range failed: the client's fault (400) when it asked for minutes the batch no
+ * longer holds, else the store's. */
+static void range_failed(const struct serve_store *st, struct serve_reply *out, const char *route,
+                         const struct lerr *e)
+{
+    if (serve_store_status(st) == 400)
+        return serve_api_error(out, 400, "%s", e->msg);
+    db_failed(out, route, e);
+}
+
 static bool id_valid(const char *id)
 {
     return ev_merchant_id_valid(id, strlen(id));
@@ -268,7 +278,7 @@ static void handle_query(struct serve_store *st, const char *id, serve_arg_fn ar
     doc = merchant_answer(st, &v, id, &sp, &e);
     serve_store_end(st);
     if (!doc)
-        return db_failed(out, "query", &e);
+        return range_failed(st, out, "query", &e);
     reply_json(out, 200, doc);
 }
 
@@ -333,7 +343,7 @@ static void handle_ids(struct serve_store *st, serve_arg_fn arg, void *req, stru
     }
     serve_store_end(st);
     if (!arr)
-        db_failed(out, "query_ids", &e);
+        range_failed(st, out, "query_ids", &e);
     else
         reply_json(out, 200, json_pack("{s:o}", "merchants", arr));
 out:
@@ -443,7 +453,7 @@ out:
     serve_store_end(st);
     free(sr.pts);
     if (!doc)
-        return db_failed(out, "series", &e);
+        return range_failed(st, out, "series", &e);
     reply_json(out, 200, doc);
 }
 
@@ -568,7 +578,7 @@ static void handle_top(struct serve_store *st, serve_arg_fn arg, void *req, stru
     serve_store_end(st);
     if (!list || t.is_oom) {
         json_decref(list);
-        return db_failed(out, "top", &e);
+        return range_failed(st, out, "top", &e);
     }
     reply_json(out, 200,
                json_pack("{s:s?,s:s,s:o,s:o,s:o}" /* window null for from/to */, "window",

@@ -1,5 +1,6 @@
 #include "store.h"
 
+#include <inttypes.h>
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -119,6 +120,7 @@ struct serve_store {
     bool begin_hdr_ok, cache_ok;
     struct serve_view cache_view;
     struct cache_entry cache[CACHE_SLOTS];
+    bool is_outside; /* the last failure asked for minutes the version does not hold */
 };
 
 static void conn_close(struct conn *c)
@@ -305,6 +307,8 @@ int serve_store_begin(struct serve_store *st, struct serve_view *v, struct lerr 
 
     memset(v, 0, sizeof(*v));
     v->allowed_lateness_ms = -1;
+    v->minute_from_ms = INT64_MIN;
+    st->is_outside = false;
     /* Opening a connection reads only its schema; the snapshots open below. */
     conn_ready(st, &st->speed);
     conn_ready(st, &st->batch);
@@ -397,6 +401,30 @@ static struct split split_hours(int64_t from_ms, int64_t to_ms)
     return (struct split){from_ms, h1, h1, h2, h2, to_ms};
 }
 
+/* Minute rows of [from_ms, to_ms) must lie in the version's minute window: before it the
+ * batch holds hours only, and a sum over missing minutes would be a wrong answer marked final. */
+static int minutes_held(struct serve_store *st, const struct serve_view *v, int64_t from_ms,
+                        int64_t to_ms, struct lerr *e)
+{
+    char start[TM_RFC3339_LEN], asked[TM_RFC3339_LEN];
+
+    if (!v->has_batch || from_ms >= to_ms || from_ms >= v->minute_from_ms)
+        return 0;
+    st->is_outside = true;
+    tm_format_rfc3339(v->minute_from_ms, start);
+    tm_format_rfc3339(from_ms, asked);
+    return lerr_set(e,
+                    "minutes from %s are not held: batch version %" PRId64 " keeps minute rows"
+                    " from %s on and hour rows for all history (align from and to to whole"
+                    " hours before %s, or use step=1h)",
+                    asked, v->version, start, start);
+}
+
+int serve_store_status(const struct serve_store *st)
+{
+    return st->is_outside ? 400 : 500;
+}
+
 int serve_store_range(struct serve_store *st, const struct serve_view *v, const char *merchant_id,
                       int64_t from_ms, int64_t to_ms, struct serve_sums *batch,
                       struct serve_sums *speed, struct lerr *e)
@@ -405,6 +433,8 @@ int serve_store_range(struct serve_store *st, const struct serve_view *v, const 
     sqlite3_stmt *const *b = st->batch.st;
 
     *batch = *speed = (struct serve_sums){0, 0};
+    if (minutes_held(st, v, s.m1_from, s.m1_to, e) || minutes_held(st, v, s.m2_from, s.m2_to, e))
+        return -1;
     if (v->has_batch &&
         (add_sums(bind(b[B_MIN_SUM], merchant_id, s.m1_from, s.m1_to, v->version), batch, e) ||
          add_sums(bind(b[B_HOUR_SUM], merchant_id, s.h_from, s.h_to, v->version), batch, e) ||
@@ -423,6 +453,8 @@ int serve_store_rows(struct serve_store *st, const struct serve_view *v, const c
 {
     sqlite3_stmt *q;
 
+    if (!hourly && minutes_held(st, v, from_ms, to_ms, e) != 0)
+        return -1;
     if (v->has_batch) {
         q = st->batch.st[hourly ? B_HOUR_ROWS : B_MIN_ROWS];
         if (each_row(bind(q, merchant_id, from_ms, to_ms, v->version), true, fn, arg, e) != 0)
@@ -442,6 +474,8 @@ int serve_store_merchants(struct serve_store *st, const struct serve_view *v, in
     struct split s = split_hours(from_ms, to_ms);
     sqlite3_stmt *const *b = st->batch.st;
 
+    if (minutes_held(st, v, s.m1_from, s.m1_to, e) || minutes_held(st, v, s.m2_from, s.m2_to, e))
+        return -1;
     if (v->has_batch &&
         (each_row(bind(b[B_MIN_TOP], NULL, s.m1_from, s.m1_to, v->version), false, fn, arg, e) ||
          each_row(bind(b[B_HOUR_TOP], NULL, s.h_from, s.h_to, v->version), false, fn, arg, e) ||

@@ -72,6 +72,13 @@ void serve_store_cache_totals(struct serve_store *st, const struct serve_view *v
                               const char *merchant_id, const struct serve_sums *batch,
                               const struct serve_sums *speed);
 
+/* The HTTP status a failure of the calls below deserves: 400 when the range needed minute rows
+ * from before the version's minute window (minute_from_ms; e names it), 500 otherwise.
+ * serve_store_range(), _rows() (minute rows) and _merchants() read the range as its partial
+ * first hour and partial last hour (minutes) and its whole hours (hour rows, all history), so
+ * a range before the window is exact when it is hour-aligned. */
+int serve_store_status(const struct serve_store *st);
+
 /* A merchant's totals over the minutes starting in [from_ms, to_ms) (minute-aligned). */
 int serve_store_range(struct serve_store *st, const struct serve_view *v, const char *merchant_id,
                       int64_t from_ms, int64_t to_ms, struct serve_sums *batch,
