@@ -122,16 +122,47 @@ struct figures {
     int64_t totals_delta, negative, hourly_mismatch, minutely_over;
 };
 
+#define CLOSED_AT " valid_to=?1 AND valid_to < " DB_OPEN_SQL
+#define SEEN_AT   " valid_from <= ?1 AND valid_to > ?1"
+
+/* The merchants whose total or hours version ?1 changed. */
+#define CHANGED                                                                                    \
+    "SELECT merchant_id FROM merchant_totals WHERE valid_from=?1 UNION SELECT merchant_id FROM"    \
+    " hourly WHERE valid_from=?1 UNION SELECT merchant_id FROM merchant_totals WHERE" CLOSED_AT    \
+    " UNION SELECT merchant_id FROM hourly WHERE" CLOSED_AT
+
+/* An incremental run trusts the previous version (it passed these checks) and checks what
+ * changed: each merchant's change of total equals the change of its hours. A full run has
+ * repaired whatever the previous version got wrong, so it checks the changed merchants whole. */
+static const char *const hourly_check[] = {
+    "SELECT count(*) FROM (SELECT merchant_id, sum(c) AS c, sum(r) AS r FROM ("
+    " SELECT merchant_id, order_count AS c, revenue_cents AS r FROM merchant_totals WHERE"
+    " valid_from=?1 UNION ALL SELECT merchant_id, -order_count, -revenue_cents FROM"
+    " merchant_totals WHERE" CLOSED_AT " UNION ALL SELECT merchant_id, -order_count,"
+    " -revenue_cents FROM hourly WHERE valid_from=?1 UNION ALL SELECT merchant_id, order_count,"
+    " revenue_cents FROM hourly WHERE" CLOSED_AT ") GROUP BY merchant_id)"
+    " WHERE c <> 0 OR r <> 0",
+    "SELECT count(*) FROM (" CHANGED ") t WHERE (SELECT coalesce(sum(order_count), 0) ||"
+    " ' ' || coalesce(sum(revenue_cents), 0) FROM hourly h WHERE h.merchant_id = t.merchant_id"
+    " AND" SEEN_AT ") IS NOT (SELECT coalesce(sum(order_count), 0) || ' ' ||"
+    " coalesce(sum(revenue_cents), 0) FROM merchant_totals x WHERE"
+    " x.merchant_id = t.merchant_id AND" SEEN_AT ")",
+};
+
+/* What the merchant totals changed by; a full run sums them all (one row per merchant). */
+static const char *const totals_check[] = {
+    "SELECT coalesce((SELECT sum(order_count) FROM merchant_totals WHERE valid_from=?1), 0) -"
+    " coalesce((SELECT sum(order_count) FROM merchant_totals WHERE" CLOSED_AT "), 0)",
+    "SELECT coalesce(sum(order_count), 0) - ?2 FROM merchant_totals WHERE" SEEN_AT,
+};
+
 /* The figures of what version v changed (the rows it opened or closed). */
-static int gather(struct batch *b, int64_t v, struct figures *f, struct lerr *e)
+static int gather(struct batch *b, const struct batch_work *w, struct figures *f, struct lerr *e)
 {
     sqlite3 *db = b->bdb;
+    int64_t v = w->version;
 
-    return query_int(db,
-                     "SELECT coalesce((SELECT sum(order_count) FROM merchant_totals WHERE"
-                     " valid_from=?1), 0) - coalesce((SELECT sum(order_count) FROM"
-                     " merchant_totals WHERE valid_to=?1 AND valid_to < " DB_OPEN_SQL "), 0)",
-                     v, 0, &f->totals_delta, e) ||
+    return query_int(db, totals_check[w->is_full], v, w->prev_orders, &f->totals_delta, e) ||
            query_int(db,
                      "SELECT (SELECT count(*) FROM merchant_totals WHERE valid_from=?1 AND"
                      " (revenue_cents < 0 OR order_count < 0)) + (SELECT count(*) FROM hourly"
@@ -139,27 +170,15 @@ static int gather(struct batch *b, int64_t v, struct figures *f, struct lerr *e)
                      " (SELECT count(*) FROM minutely WHERE valid_from=?1 AND"
                      " (revenue_cents < 0 OR order_count < 0))",
                      v, 0, &f->negative, e) ||
-           /* Each merchant's change of total equals the change of its hours. */
-           query_int(db,
-                     "SELECT count(*) FROM (SELECT merchant_id, sum(c) AS c, sum(r) AS r FROM ("
-                     " SELECT merchant_id, order_count AS c, revenue_cents AS r FROM"
-                     " merchant_totals WHERE valid_from=?1 UNION ALL SELECT merchant_id,"
-                     " -order_count, -revenue_cents FROM merchant_totals WHERE valid_to=?1 AND"
-                     " valid_to < " DB_OPEN_SQL " UNION ALL SELECT merchant_id, -order_count,"
-                     " -revenue_cents FROM hourly WHERE valid_from=?1 UNION ALL SELECT"
-                     " merchant_id, order_count, revenue_cents FROM hourly WHERE valid_to=?1"
-                     " AND valid_to < " DB_OPEN_SQL ") GROUP BY merchant_id)"
-                     " WHERE c <> 0 OR r <> 0",
-                     v, 0, &f->hourly_mismatch, e) ||
+           query_int(db, hourly_check[w->is_full], v, 0, &f->hourly_mismatch, e) ||
            /* A merchant whose minutes or total changed still has minutes within its total. */
            query_int(db,
                      "SELECT count(*) FROM (SELECT merchant_id FROM minutely WHERE valid_from=?1"
                      " UNION SELECT merchant_id FROM merchant_totals WHERE valid_from=?1) t"
                      " WHERE EXISTS (SELECT 1 FROM (SELECT sum(order_count) AS c,"
                      " sum(revenue_cents) AS r FROM minutely m WHERE m.merchant_id=t.merchant_id"
-                     " AND m.valid_from <= ?1 AND m.valid_to > ?1) s WHERE s.c IS NOT NULL AND"
-                     " NOT EXISTS (SELECT 1 FROM merchant_totals x WHERE"
-                     " x.merchant_id=t.merchant_id AND x.valid_from <= ?1 AND x.valid_to > ?1"
+                     " AND" SEEN_AT ") s WHERE s.c IS NOT NULL AND NOT EXISTS (SELECT 1 FROM"
+                     " merchant_totals x WHERE x.merchant_id=t.merchant_id AND" SEEN_AT
                      " AND x.order_count >= s.c AND x.revenue_cents >= s.r))",
                      v, 0, &f->minutely_over, e);
 }
@@ -177,7 +196,7 @@ int batch_check(struct batch *b, const struct batch_work *w, bool *passed, char 
     } c[5];
     int n = 0;
 
-    if (gather(b, w->version, &f, e) != 0)
+    if (gather(b, w, &f, e) != 0)
         return -1;
     c[n].name = "orders_not_shrunk", c[n].is_ok = w->orders >= w->prev_orders;
     snprintf(c[n++].detail, sizeof(c[0].detail),
@@ -388,8 +407,8 @@ static void count_full(struct batch *b, const struct batch_work *w)
     if (!w->is_full || w->prev == 0 || w->is_unproven)
         return;
     if (db_exec(b->master, "BEGIN IMMEDIATE", &e) != 0 ||
-        batch_counter_add(b->master, "full_runs", 1, &e) != 0 ||
-        batch_counter_add(b->master, "full_runs_differing", w->differences > 0, &e) != 0 ||
+        batch_counter_add(b->master, w->differences ? "full_runs_corrected" : "full_runs_passed", 1,
+                          &e) != 0 ||
         batch_counter_add(b->master, "full_differences", w->differences, &e) != 0 ||
         db_exec(b->master, "COMMIT", &e) != 0) {
         sqlite3_exec(b->master, "ROLLBACK", NULL, NULL, NULL);

@@ -741,6 +741,12 @@ static void handle_metrics(const struct serve_ctx *c, struct serve_store *st,
                        "consumed", false, false);
         counter_family(f, cs, "lambda_speed_applied_total", "Orders the speed layer counted.",
                        "applied", false, false);
+        counter_family(f, cs, "lambda_batch_full_runs_total",
+                       "Full batch runs, by outcome (corrected: the increments differed).",
+                       "full_runs_", true, false);
+        counter_family(f, cs, "lambda_batch_full_differences_total",
+                       "Buckets where a full run found the increments wrong, and corrected them.",
+                       "full_differences", false, true);
     }
     fclose(f);
     free(cs);
