@@ -513,12 +513,13 @@ static int settle_gone(struct views *vw, const char *upto, struct lerr *e)
  * holds); keeps its minutes that may be in the window. */
 static int end_merchant(struct views *vw, struct lerr *e)
 {
-    int64_t floor_ms = tm_floor(vw->max_event_ms, TM_MINUTE_MS) - vw->window_ms;
     struct bucket *b, *tmp;
+    int64_t floor_ms;
     int rc = 0;
 
     if (!vw->merchant_id[0])
         return 0;
+    floor_ms = tm_floor(vw->max_event_ms, TM_MINUTE_MS) - vw->window_ms;
     if (settle_gone(vw, vw->merchant_id, e) != 0 ||
         settle_merchant(vw, vw->merchant_id, vw->order_count, vw->revenue_cents, &vw->hours, e))
         return -1;
@@ -624,9 +625,11 @@ static int settle_minutes(struct views *vw, struct lerr *e)
             lerr_set(e, "cannot read minute rows: %s", sqlite3_errmsg(vw->b->bdb));
             goto out;
         }
-        qsort(open.v, open.n, sizeof(*open.v), compare_rows);
+        if (open.n > 0) /* open.v may be NULL, which qsort() must not see */
+            qsort(open.v, open.n, sizeof(*open.v), compare_rows);
     }
-    qsort(vw->kept.v, vw->kept.n, sizeof(*vw->kept.v), compare_rows);
+    if (vw->kept.n > 0)
+        qsort(vw->kept.v, vw->kept.n, sizeof(*vw->kept.v), compare_rows);
     rc = -1;
     while (i < vw->kept.n || j < open.n) {
         const struct minute_row *k = i < vw->kept.n ? &vw->kept.v[i] : NULL;
