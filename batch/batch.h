@@ -158,7 +158,8 @@ struct batch_sums {
 /* Sorts the rows by (merchant_id, order_id, partition, offset) and inserts each with ins (an
  * INSERT OR IGNORE into orders taking merchant_id, order_id, amount_cents, event_time_ms,
  * partition, offset, raw), adding to *dups the rows that were already there and to *mismatch
- * those whose key differed, and the inserted ones to sums. Leaves r empty on success. */
+ * those whose key differed, and the inserted ones to sums (unless NULL). Leaves r empty on
+ * success. */
 int batch_rows_flush(struct batch_rows *r, sqlite3_stmt *ins, struct batch_sums *sums,
                      int64_t *dups, int64_t *mismatch, struct lerr *e);
 void batch_rows_release(struct batch_rows *r);

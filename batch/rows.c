@@ -142,7 +142,7 @@ int batch_rows_flush(struct batch_rows *r, sqlite3_stmt *ins, struct batch_sums 
             return -1;
         if (sqlite3_changes(db) == 0)
             (*dups)++;
-        else if (sums_add(sums, &row->o, e) != 0)
+        else if (sums && sums_add(sums, &row->o, e) != 0)
             return -1;
         if (row->o.is_key_mismatch)
             (*mismatch)++;

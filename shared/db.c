@@ -111,6 +111,11 @@ int db_exec(sqlite3 *db, const char *sql, struct lerr *e)
     return 0;
 }
 
+int db_schema(sqlite3 *db, enum db_file f, struct lerr *e)
+{
+    return db_exec(db, schemas[f], e);
+}
+
 int db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out, struct lerr *e)
 {
     if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL) != SQLITE_OK)

@@ -87,6 +87,9 @@ int db_open_rw(const char *data_dir, enum db_file f, sqlite3 **out, struct lerr 
  * unreadable; nothing stays open then. */
 int db_open_ro(const char *data_dir, enum db_file f, sqlite3 **out, struct lerr *e);
 
+/* Applies a file's schema (idempotent: it creates what is missing, indexes included). */
+int db_schema(sqlite3 *db, enum db_file f, struct lerr *e);
+
 /* Runs SQL without results (several statements allowed). */
 int db_exec(sqlite3 *db, const char *sql, struct lerr *e);
 
