@@ -38,7 +38,8 @@ struct batch {
     rd_kafka_t *rk;  /* the consumer, created by batch_kafka_open() */
 };
 
-/* Set by SIGINT/SIGTERM during a run; long loops poll it and stop with an error. */
+/* The process's one stop flag: lambda-batch's main.c sets it on SIGINT/SIGTERM during a run
+ * (sig.h); ingest polls it and stops with an error, a pause point returns to exit. */
 extern volatile sig_atomic_t batch_stop_requested;
 
 /* The cut of one version: for each partition, master holds the offsets below offset. */

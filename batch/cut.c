@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
+#include "cut.h"
 #include "db.h"
 #include "kafka.h"
 #include "lock.h"
@@ -43,93 +43,28 @@ static int cut_add(struct batch_cut *cut, int32_t partition, int64_t offset, str
     return 0;
 }
 
-/* Reads the rows of a (partition, offset) query into the cut. */
-static int cut_read_rows(sqlite3_stmt *st, struct batch_cut *cut, struct lerr *e)
+/* cut_offset_fn for a struct batch_cut. */
+static int add_offset(void *arg, int32_t partition, int64_t offset, struct lerr *e)
 {
-    int rc;
-
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        if (cut_add(cut, (int32_t)sqlite3_column_int(st, 0), sqlite3_column_int64(st, 1), e))
-            return -1;
-    if (rc != SQLITE_DONE)
-        return lerr_set(e, "cannot read cut offsets: %s", sqlite3_errmsg(sqlite3_db_handle(st)));
-    return 0;
+    return cut_add(arg, partition, offset, e);
 }
 
 static int load_pending(struct batch *b, struct batch_cut *cut, bool *found, struct lerr *e)
 {
-    sqlite3_stmt *v = NULL, *o = NULL;
-    int rc = -1;
+    struct cut_version v;
 
-    *found = false;
-    if (db_prepare(b->bdb,
-                   "SELECT id, cut_epoch FROM versions WHERE state='pending' ORDER BY id DESC"
-                   " LIMIT 1",
-                   &v, e) != 0 ||
-        db_prepare(b->bdb,
-                   "SELECT partition, offset FROM cut_offsets WHERE version=? ORDER BY partition",
-                   &o, e) != 0)
-        goto out;
-    if (sqlite3_step(v) != SQLITE_ROW) {
-        rc = 0; /* no pending version */
-        goto out;
-    }
-    cut->version = sqlite3_column_int64(v, 0);
-    cut->cut_epoch = sqlite3_column_int64(v, 1);
+    if (cut_pending(b->bdb, &v, found, e) != 0)
+        return -1;
+    if (!*found)
+        return 0; /* no pending version */
+    cut->version = v.id;
+    cut->cut_epoch = v.epoch;
     cut->is_reused = true;
-    sqlite3_bind_int64(o, 1, cut->version);
-    if (cut_read_rows(o, cut, e) != 0)
-        goto out;
-    *found = true;
-    rc = 0;
-out:
-    sqlite3_finalize(v);
-    sqlite3_finalize(o);
-    return rc;
-}
-
-/* The newest boundary epoch of speed.db and, when cut is not NULL, its offsets. *found is
- * false when speed.db or its boundaries do not exist yet. */
-static int speed_boundary(const char *data_dir, int64_t *epoch, struct batch_cut *cut, bool *found,
-                          struct lerr *e)
-{
-    char path[4096];
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    int64_t has_table = 0;
-    int rc = -1;
-
-    *found = false;
-    db_path(data_dir, DB_SPEED, path, sizeof(path));
-    if (access(path, F_OK) != 0)
-        return 0;
-    if (db_open_ro(data_dir, DB_SPEED, &db, e) != 0 ||
-        db_prepare(db, "SELECT count(*) FROM sqlite_master WHERE name='boundaries'", &st, e) ||
-        db_step_int(st, &has_table, e) != 0)
-        goto out;
-    sqlite3_finalize(st);
-    st = NULL;
-    if (!has_table) {
-        rc = 0;
-        goto out;
+    if (cut_offsets(b->bdb, cut->version, add_offset, cut, e) != 0) {
+        *found = false;
+        return -1;
     }
-    if (db_prepare(db,
-                   "SELECT partition, offset, epoch FROM boundaries WHERE epoch ="
-                   " (SELECT max(epoch) FROM boundaries) ORDER BY partition",
-                   &st, e) != 0)
-        goto out;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        *epoch = sqlite3_column_int64(st, 2);
-        *found = true;
-    }
-    sqlite3_reset(st);
-    if (*found && cut && cut_read_rows(st, cut, e) != 0)
-        goto out;
-    rc = 0;
-out:
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return rc;
+    return 0;
 }
 
 static int record_cut(struct batch *b, struct batch_cut *cut, struct lerr *e)
@@ -202,8 +137,8 @@ static int pick_from_kafka(struct batch *b, struct batch_cut *cut, struct lerr *
     }
     /* Epochs never go backwards: a speed layer that starts after this cut must begin at or
      * after cut_epoch, and an earlier speed layer's boundaries are all before it. */
-    cut->cut_epoch = tm_floor(tm_now_ms(), epoch_ms) / epoch_ms;
-    if (speed_boundary(b->data_dir, &boundary, NULL, &found, e) != 0)
+    cut->cut_epoch = tm_epoch(tm_now_ms(), epoch_ms);
+    if (cut_newest_boundary(b->data_dir, &boundary, NULL, NULL, &found, e) != 0)
         return -1;
     if (found && boundary + 1 > cut->cut_epoch)
         cut->cut_epoch = boundary + 1;
@@ -227,7 +162,7 @@ static int pick_from_speed(struct batch *b, struct batch_cut *cut, struct lerr *
     if (newest_cut_epoch(b, &min_epoch, e) != 0)
         return -1;
     for (;;) {
-        if (speed_boundary(b->data_dir, &cut->cut_epoch, cut, &found, e) != 0)
+        if (cut_newest_boundary(b->data_dir, &cut->cut_epoch, add_offset, cut, &found, e) != 0)
             return -1;
         if (found && cut->cut_epoch >= min_epoch)
             break;

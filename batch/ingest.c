@@ -240,19 +240,17 @@ static int load_positions(struct ingest *in, const struct batch_cut *cut, struct
 
 static int assign(struct ingest *in, struct lerr *e)
 {
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(in->nparts);
-    rd_kafka_resp_err_t err;
+    struct kafka_pos *pos = calloc((size_t)in->nparts + 1, sizeof(*pos));
+    int n = 0, rc;
 
+    if (!pos)
+        return lerr_set(e, "out of memory");
     for (int i = 0; i < in->nparts; i++)
         if (!in->parts[i].is_done)
-            rd_kafka_topic_partition_list_add(l, in->b->topic, in->parts[i].partition)->offset =
-                in->parts[i].next;
-    err = rd_kafka_assign(in->b->rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    if (err)
-        return lerr_set(e, "cannot assign partitions of '%s': %s", in->b->topic,
-                        rd_kafka_err2str(err));
-    return 0;
+            pos[n++] = (struct kafka_pos){in->parts[i].partition, in->parts[i].next};
+    rc = kafka_assign(in->b->rk, in->b->topic, pos, n, e);
+    free(pos);
+    return rc;
 }
 
 static void part_done(struct ingest *in, struct part *p)

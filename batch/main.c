@@ -3,12 +3,14 @@
  * Exit codes: 0 done (or skipped: another run holds the lock; or nothing new), 1 failed (the
  * message says what; the previous version keeps serving), 2 bad usage or configuration, 3 a
  * full run published, and corrected the increments (they differed from the master dataset). */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "batch/batch.h"
 #include "cfg.h"
 #include "log.h"
+#include "sig.h"
 
 static const char usage[] = "usage: lambda-batch run [--full] | import FILE... | status [--json]";
 
@@ -26,88 +28,110 @@ static const struct cfg_key keys[] = {
     {NULL, 0, NULL, NULL},
 };
 
-static int run(const struct cfg *c)
+/* The stop flag is batch.h's batch_stop_requested, which the run's loops poll. */
+static void on_signal(int sig)
 {
-    struct lerr e = {{0}};
+    batch_stop_requested = sig;
+}
+
+/* A run stops at SIGINT or SIGTERM between two Kafka polls (DESIGN.md section 5); an import
+ * or a status ends at once, as the signal's default. */
+static int run(const struct cfg *c, struct lerr *e)
+{
     int64_t differences = 0;
     bool skipped;
 
-    if (c->nargs != 1) {
-        fprintf(stderr, "lambda-batch: run takes no arguments\n%s\n", usage);
-        return 2;
-    }
-    if (batch_run(c, &skipped, &differences, &e) != 0) {
-        log_error("batch", "run_failed err=\"%s\"", e.msg);
-        fprintf(stderr, "lambda-batch: run failed: %s\n", e.msg);
-        return 1;
-    }
+    sig_catch_stop(on_signal, false); /* a blocking wait returns to poll the flag */
+    if (batch_run(c, &skipped, &differences, e) != 0)
+        return -1;
     return differences > 0 ? 3 : 0;
 }
 
-static int import(const struct cfg *c)
+static int import(const struct cfg *c, struct lerr *e)
 {
-    struct lerr e = {{0}};
-
-    if (c->nargs < 2) {
-        fprintf(stderr, "lambda-batch: import needs at least one file\n%s\n", usage);
-        return 2;
-    }
-    if (batch_import(c, &e) != 0) {
-        log_error("batch", "import_failed err=\"%s\"", e.msg);
-        fprintf(stderr, "lambda-batch: import failed: %s\n", e.msg);
-        return 1;
-    }
-    return 0;
+    return batch_import(c, e);
 }
 
-static int status(const struct cfg *c)
+static int status(const struct cfg *c, struct lerr *e)
 {
-    struct lerr e = {{0}};
+    return batch_status(c, e);
+}
 
-    if (c->nargs != 1) {
-        fprintf(stderr, "lambda-batch: status takes no arguments\n%s\n", usage);
-        return 2;
-    }
-    if (batch_status(c, &e) != 0) {
-        fprintf(stderr, "lambda-batch: status failed: %s\n", e.msg);
-        return 1;
-    }
-    return 0;
+/* The commands, as git.c lists its own: name, function, the arguments it takes. A function
+ * returns -1 on failure (e says why), else the exit code. */
+static const struct command {
+    const char *name;
+    int (*fn)(const struct cfg *c, struct lerr *e);
+    int min_args, max_args; /* after the name */
+    const char *bad_args;   /* what to say when the count is wrong */
+} commands[] = {
+    {"run", run, 0, 0, "run takes no arguments"},
+    {"import", import, 1, -1, "import needs at least one file"},
+    {"status", status, 0, 0, "status takes no arguments"},
+};
+
+/* Checks what cfg_load() cannot; on a bad value prints it and returns -1. */
+static int check_pause_at(const struct cfg *c)
+{
+    static const char *const points[] = {"ingest", "recompute", "publish", "import"};
+    const char *pause_at = cfg_str(c, "pause_at");
+
+    if (!pause_at)
+        return 0;
+    for (size_t i = 0; i < sizeof(points) / sizeof(points[0]); i++)
+        if (!strcmp(pause_at, points[i]))
+            return 0;
+    fprintf(stderr,
+            "lambda-batch: bad value for 'pause_at': '%s' is not ingest, recompute, publish or "
+            "import\n",
+            pause_at);
+    return -1;
+}
+
+static const struct command *find_command(const char *name)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (!strcmp(commands[i].name, name))
+            return &commands[i];
+    return NULL;
 }
 
 int main(int argc, char **argv)
 {
+    const struct command *cmd;
     struct cfg c;
     struct lerr e = {{0}};
-    int rc = 2;
+    int nargs, rc = 2;
 
     if (cfg_load(&c, keys, argc, argv, &e) != 0) {
         fprintf(stderr, "lambda-batch: %s\n", e.msg);
-        cfg_release(&c);
-        return 2;
+        goto out;
     }
     if (c.want_help) {
         cfg_print_help(&c, usage);
-        cfg_release(&c);
-        return 0;
+        rc = 0;
+        goto out;
     }
-    const char *pause_at = cfg_str(&c, "pause_at");
-    if (pause_at && strcmp(pause_at, "ingest") && strcmp(pause_at, "recompute") &&
-        strcmp(pause_at, "publish") && strcmp(pause_at, "import"))
-        fprintf(stderr,
-                "lambda-batch: bad value for 'pause_at': '%s' is not ingest, recompute, "
-                "publish or import\n",
-                pause_at);
-    else if (c.nargs == 0)
+    if (check_pause_at(&c) != 0)
+        goto out;
+    if (c.nargs == 0) {
         fprintf(stderr, "lambda-batch: no command given\n%s\n", usage);
-    else if (!strcmp(c.args[0], "run"))
-        rc = run(&c);
-    else if (!strcmp(c.args[0], "import"))
-        rc = import(&c);
-    else if (!strcmp(c.args[0], "status"))
-        rc = status(&c);
-    else
+        goto out;
+    }
+    if (!(cmd = find_command(c.args[0]))) {
         fprintf(stderr, "lambda-batch: unknown command '%s'\n%s\n", c.args[0], usage);
+        goto out;
+    }
+    nargs = c.nargs - 1;
+    if (nargs < cmd->min_args || (cmd->max_args >= 0 && nargs > cmd->max_args)) {
+        fprintf(stderr, "lambda-batch: %s\n%s\n", cmd->bad_args, usage);
+        goto out;
+    }
+    if ((rc = cmd->fn(&c, &e)) < 0) {
+        fprintf(stderr, "lambda-batch: %s failed: %s\n", cmd->name, e.msg);
+        rc = 1;
+    }
+out:
     cfg_release(&c);
     return rc;
 }

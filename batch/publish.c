@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "cut.h"
 #include "db.h"
 #include "log.h"
 #include "tm.h"
@@ -61,26 +62,33 @@ static int meta_int(sqlite3 *db, const char *key, int64_t *out, bool *found, str
 /* The previous version's figures; prev 0 when none is published. */
 static int read_prev(struct batch *b, struct batch_work *w, bool *has_window, struct lerr *e)
 {
+    struct cut_version pub;
     sqlite3_stmt *st = NULL;
+    bool found;
     int rc;
 
     *has_window = false;
+    if (cut_published(b->bdb, &pub, &found, e) != 0)
+        return -1;
+    if (!found)
+        return 0;
+    w->prev = pub.id;
+    w->prev_orders = pub.orders;
     if (db_prepare(b->bdb,
-                   "SELECT id, orders, merchants, ingest_seq, max_minute_ms, minute_from_ms"
-                   " FROM versions WHERE state='published' ORDER BY id DESC LIMIT 1",
+                   "SELECT merchants, ingest_seq, max_minute_ms, minute_from_ms FROM versions"
+                   " WHERE id=?",
                    &st, e) != 0)
         return -1;
+    sqlite3_bind_int64(st, 1, pub.id);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        w->prev = sqlite3_column_int64(st, 0);
-        w->prev_orders = sqlite3_column_int64(st, 1);
-        w->prev_merchants = sqlite3_column_int64(st, 2);
-        w->prev_seq = sqlite3_column_int64(st, 3);
-        if (sqlite3_column_type(st, 4) != SQLITE_NULL)
-            w->prev_max_minute_ms = sqlite3_column_int64(st, 4);
-        *has_window = sqlite3_column_type(st, 5) != SQLITE_NULL;
+        w->prev_merchants = sqlite3_column_int64(st, 0);
+        w->prev_seq = sqlite3_column_int64(st, 1);
+        if (sqlite3_column_type(st, 2) != SQLITE_NULL)
+            w->prev_max_minute_ms = sqlite3_column_int64(st, 2);
+        *has_window = sqlite3_column_type(st, 3) != SQLITE_NULL;
         if (*has_window)
-            w->prev_minute_from_ms = sqlite3_column_int64(st, 5);
+            w->prev_minute_from_ms = sqlite3_column_int64(st, 3);
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
@@ -441,44 +449,46 @@ int batch_publish(struct batch *b, const struct batch_cut *cut, const struct bat
     return 0;
 }
 
+/* Compares each (partition, offset) of the published cut with the picked one. */
+struct same_cut {
+    const struct batch_cut *cut;
+    int n;
+    bool is_same;
+};
+
+static int same_offset(void *arg, int32_t partition, int64_t offset, struct lerr *e)
+{
+    struct same_cut *sc = arg;
+
+    (void)e;
+    if (sc->n >= sc->cut->nparts || sc->cut->partitions[sc->n] != partition ||
+        sc->cut->offsets[sc->n] != offset)
+        sc->is_same = false;
+    sc->n++;
+    return 0;
+}
+
 int batch_is_unchanged(struct batch *b, const struct batch_cut *cut, bool *unchanged,
                        int64_t *version, struct lerr *e)
 {
-    int64_t prev = 0, nparts = 0, same = 0, seq = 0, prev_seq = -1;
+    struct same_cut sc = {cut, 0, true};
+    struct cut_version pub;
+    int64_t seq = 0, prev_seq = -1;
+    bool found;
 
     *unchanged = false;
-    if (query_int(b->bdb,
-                  "SELECT id FROM versions WHERE state='published' ORDER BY id DESC LIMIT 1", 0, 0,
-                  &prev, e) != 0)
+    if (cut_published(b->bdb, &pub, &found, e) != 0)
         return -1;
-    if (prev == 0)
+    if (!found)
         return 0;
-    if (query_int(b->bdb, "SELECT count(*) FROM cut_offsets WHERE version=?", prev, 0, &nparts,
-                  e) ||
-        query_int(b->bdb, "SELECT coalesce(ingest_seq, -1) FROM versions WHERE id=?", prev, 0,
+    if (query_int(b->bdb, "SELECT coalesce(ingest_seq, -1) FROM versions WHERE id=?", pub.id, 0,
                   &prev_seq, e) ||
-        query_int(b->bdb, "SELECT coalesce(max(seq), 0) FROM m.ingests", 0, 0, &seq, e))
+        query_int(b->bdb, "SELECT coalesce(max(seq), 0) FROM m.ingests", 0, 0, &seq, e) ||
+        cut_offsets(b->bdb, pub.id, same_offset, &sc, e) != 0)
         return -1;
-    if (nparts != cut->nparts || seq != prev_seq)
+    if (seq != prev_seq || !sc.is_same || sc.n != cut->nparts)
         return 0;
-    for (int i = 0; i < cut->nparts; i++) {
-        sqlite3_stmt *st = NULL;
-        if (db_prepare(b->bdb,
-                       "SELECT count(*) FROM cut_offsets WHERE version=? AND partition=? AND"
-                       " offset=?",
-                       &st, e) != 0)
-            return -1;
-        sqlite3_bind_int64(st, 1, prev);
-        sqlite3_bind_int(st, 2, cut->partitions[i]);
-        sqlite3_bind_int64(st, 3, cut->offsets[i]);
-        int rc = db_step_int(st, &same, e);
-        sqlite3_finalize(st);
-        if (rc != 0)
-            return -1;
-        if (!same)
-            return 0;
-    }
     *unchanged = true;
-    *version = prev;
+    *version = pub.id;
     return 0;
 }

@@ -54,7 +54,7 @@ static int sums_add(struct batch_sums *s, const struct ev_order *o, struct lerr 
 
     memset(&key.key, 0, sizeof(key.key));
     strcpy(key.key.merchant_id, o->merchant_id);
-    key.key.minute_ms = tm_floor(o->event_ms, TM_MINUTE_MS);
+    key.key.minute_ms = tm_minute_of(o->event_ms);
     HASH_FIND(hh, s->head, &key.key, sizeof(key.key), sum);
     if (!sum) {
         sum = calloc(1, sizeof(*sum));

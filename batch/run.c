@@ -16,22 +16,6 @@
 
 volatile sig_atomic_t batch_stop_requested;
 
-static void on_signal(int sig)
-{
-    (void)sig;
-    batch_stop_requested = 1;
-}
-
-static void catch_signals(void)
-{
-    struct sigaction sa;
-
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal; /* no SA_RESTART: a blocking wait returns to poll the flag */
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
 void batch_pause(const char *pause_at, const char *where)
 {
     if (!pause_at || strcmp(pause_at, where) != 0)
@@ -45,27 +29,14 @@ void batch_pause(const char *pause_at, const char *where)
 
 int batch_kafka_open(struct batch *b, struct lerr *e)
 {
-    rd_kafka_conf_t *conf = kafka_conf_new(b->c, e);
-    char errstr[256];
+    static const struct kafka_prop props[] = {
+        {"enable.auto.offset.store", "false", false},
+        {"enable.partition.eof", "true", false},
+        {"auto.offset.reset", "earliest", false},
+    };
 
-    if (!conf)
-        return -1;
-    if (kafka_conf_set(conf, "group.id", cfg_str(b->c, "group"), e) ||
-        kafka_conf_set(conf, "enable.auto.commit", "false", e) ||
-        kafka_conf_set(conf, "enable.auto.offset.store", "false", e) ||
-        kafka_conf_set(conf, "enable.partition.eof", "true", e) ||
-        kafka_conf_set(conf, "auto.offset.reset", "earliest", e)) {
-        rd_kafka_conf_destroy(conf);
-        return -1;
-    }
-    b->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    if (!b->rk) {
-        rd_kafka_conf_destroy(conf);
-        return lerr_set(e, "cannot create kafka consumer: %s", errstr);
-    }
-    conf = NULL; /* rd_kafka_new() owns it now */
-    rd_kafka_poll_set_consumer(b->rk);
-    return 0;
+    b->rk = kafka_consumer_new(b->c, props, sizeof(props) / sizeof(props[0]), NULL, NULL, e);
+    return b->rk ? 0 : -1;
 }
 
 /* Opens master.db and batch.db, attaching master to the batch connection as "m". */
@@ -233,7 +204,6 @@ int batch_run(const struct cfg *c, bool *skipped, int64_t *differences, struct l
         *skipped = true;
         return 0;
     }
-    catch_signals();
     log_info("batch", "run_started data_dir=%s topic=%s", b.data_dir, b.topic);
     rc = run_locked(&b, differences, e);
     close_batch(&b);

@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 
+#include "cut.h"
 #include "db.h"
 #include "tm.h"
 
@@ -104,7 +105,9 @@ static int gather_last_full(sqlite3 *bdb, json_t *doc, struct lerr *e)
 
 static int gather_batch(sqlite3 *bdb, json_t *doc, struct lerr *e)
 {
-    json_t *versions, *cut = NULL, *v;
+    json_t *versions, *pending = NULL, *v;
+    struct cut_version cut;
+    bool found;
     size_t i;
 
     versions = query_rows(bdb,
@@ -128,25 +131,24 @@ static int gather_batch(sqlite3 *bdb, json_t *doc, struct lerr *e)
             at = json_integer_value(json_object_get(v, "started_ms"));
         json_object_set_new(v, "age_ms", json_integer(tm_now_ms() - at));
         if (!strcmp(json_string_value(json_object_get(v, "state")), "pending"))
-            cut = v;
+            pending = v;
     }
     json_object_set_new(doc, "versions", versions);
     if (gather_last_full(bdb, doc, e) != 0)
         return -1;
-    json_object_set(doc, "pending", cut ? cut : json_null());
-    if (!cut) /* the positions that matter now are those of the newest published cut */
-        for (i = json_array_size(versions); i-- > 0 && !cut;)
-            if (!strcmp(json_string_value(json_object_get(json_array_get(versions, i), "state")),
-                        "published"))
-                cut = json_array_get(versions, i);
-    if (cut) {
+    json_object_set(doc, "pending", pending ? pending : json_null());
+    /* The positions that matter now are the newest cut's: the pending one, else the newest
+     * published. */
+    if (cut_newest(bdb, &cut, &found, e) != 0)
+        return -1;
+    if (found) {
         json_t *offs = query_rows(bdb,
                                   "SELECT partition, offset AS cut FROM cut_offsets"
                                   " WHERE version=? ORDER BY partition",
-                                  json_integer_value(json_object_get(cut, "id")), e);
+                                  cut.id, e);
         if (!offs)
             return -1;
-        json_object_set_new(doc, "cut_version", json_copy(json_object_get(cut, "id")));
+        json_object_set_new(doc, "cut_version", json_integer(cut.id));
         json_object_set_new(doc, "partitions", offs);
     }
     return 0;

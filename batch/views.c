@@ -278,7 +278,7 @@ static int flush_incr(struct views *vw, struct incr *in, struct lerr *e)
 static int add_incr(struct views *vw, struct incr *in, const char *merchant_id, int64_t minute_ms,
                     int64_t order_count, int64_t revenue_cents, struct lerr *e)
 {
-    int64_t hour_ms = tm_floor(minute_ms, TM_HOUR_MS);
+    int64_t hour_ms = tm_hour_of(minute_ms);
 
     if (strcmp(merchant_id, in->merchant_id) != 0) {
         if (flush_incr(vw, in, e) != 0)
@@ -519,7 +519,7 @@ static int end_merchant(struct views *vw, struct lerr *e)
 
     if (!vw->merchant_id[0])
         return 0;
-    floor_ms = tm_floor(vw->max_event_ms, TM_MINUTE_MS) - vw->window_ms;
+    floor_ms = tm_minute_of(vw->max_event_ms) - vw->window_ms;
     if (settle_gone(vw, vw->merchant_id, e) != 0 ||
         settle_merchant(vw, vw->merchant_id, vw->order_count, vw->revenue_cents, &vw->hours, e))
         return -1;
@@ -551,11 +551,11 @@ static int add_order(struct views *vw, const char *merchant_id, int64_t amount_c
     vw->order_count++;
     vw->revenue_cents += amount_cents;
     vw->w->orders++;
-    if (bucket_add(&vw->hours, tm_floor(event_ms, TM_HOUR_MS), amount_cents) != 0)
+    if (bucket_add(&vw->hours, tm_hour_of(event_ms), amount_cents) != 0)
         return lerr_set(e, "out of memory");
     /* A minute this far behind the newest event can never be in the window. */
-    if (event_ms >= tm_floor(vw->max_event_ms, TM_MINUTE_MS) - vw->window_ms &&
-        bucket_add(&vw->minutes, tm_floor(event_ms, TM_MINUTE_MS), amount_cents) != 0)
+    if (event_ms >= tm_minute_of(vw->max_event_ms) - vw->window_ms &&
+        bucket_add(&vw->minutes, tm_minute_of(event_ms), amount_cents) != 0)
         return lerr_set(e, "out of memory");
     return 0;
 }
@@ -602,7 +602,7 @@ static int settle_minutes(struct views *vw, struct lerr *e)
     size_t i = 0, j = 0;
     int rc = -1;
 
-    w->max_minute_ms = vw->w->orders ? tm_floor(vw->max_event_ms, TM_MINUTE_MS) : INT64_MIN;
+    w->max_minute_ms = vw->w->orders ? tm_minute_of(vw->max_event_ms) : INT64_MIN;
     w->minute_from_ms = w->orders ? w->max_minute_ms - vw->window_ms : INT64_MIN;
     if (w->prev == 0)
         inc_from = from = w->minute_from_ms;

@@ -23,6 +23,7 @@
 
 #include "cfg.h"
 #include "log.h"
+#include "sig.h"
 #include "tm.h"
 
 static const struct cfg_key keys[] = {
@@ -40,12 +41,16 @@ static volatile sig_atomic_t stop_requested, want_down, want_up;
 
 static void on_signal(int sig)
 {
+    stop_requested = sig;
+}
+
+/* SIGUSR1 takes every broker down, SIGUSR2 brings them back (tests of Kafka outages). */
+static void on_broker_signal(int sig)
+{
     if (sig == SIGUSR1)
         want_down = 1;
-    else if (sig == SIGUSR2)
-        want_up = 1;
     else
-        stop_requested = 1;
+        want_up = 1;
 }
 
 static int write_bootstrap(const char *path, const char *addr)
@@ -170,7 +175,8 @@ static int produce_one(rd_kafka_t *pr, const char *topic, int32_t p, int64_t ts,
 
 /* Produces the saved messages back. Offsets below a partition's saved low offset (deleted
  * before the save) are filled with empty messages, so every saved message keeps its offset. */
-static int persist_load(const char *addr, const char *topic, int nparts, const char *path)
+static int persist_load(const char *addr, const char *topic, int nparts, const char *path,
+                        struct lerr *e)
 {
     char errstr[256], *key = malloc(1 << 20), *val = malloc(16 << 20);
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -187,19 +193,20 @@ static int persist_load(const char *addr, const char *topic, int nparts, const c
     pr = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     if (!f || !pr || !key || !val || get(f, magic, 4) || memcmp(magic, "LDK1", 4) ||
         get(f, &n, 4) || n != nparts) {
-        log_error("devkafka",
-                  "persist_load_failed path=%s err=\"not a save of a %d-partition "
-                  "topic\"",
-                  path, nparts);
+        lerr_set(e, "not a save of a %d-partition topic", nparts);
         goto out;
     }
     for (int p = 0; p < n; p++)
-        if (get(f, &lows[p], 8) || get(f, &counts[p], 8))
+        if (get(f, &lows[p], 8) || get(f, &counts[p], 8)) {
+            lerr_set(e, "truncated save");
             goto out;
+        }
     for (int p = 0; p < n; p++) {
         for (int64_t i = 0; i < lows[p]; i++)
-            if (produce_one(pr, topic, p, 0, NULL, -1, NULL, 0) != 0)
+            if (produce_one(pr, topic, p, 0, NULL, -1, NULL, 0) != 0) {
+                lerr_set(e, "cannot produce to partition %d", p);
                 goto out;
+            }
         total += counts[p];
     }
     for (int64_t i = 0; i < total; i++) {
@@ -208,11 +215,13 @@ static int persist_load(const char *addr, const char *topic, int nparts, const c
         if (get(f, &p, 4) || get(f, &ts, 8) || get(f, &klen, 4) || klen >= (1 << 20) ||
             (klen > 0 && get(f, key, (size_t)klen)) || get(f, &vlen, 4) || vlen >= (16 << 20) ||
             (vlen > 0 && get(f, val, (size_t)vlen)) ||
-            produce_one(pr, topic, p, ts, klen >= 0 ? key : NULL, klen, val, vlen) != 0)
+            produce_one(pr, topic, p, ts, klen >= 0 ? key : NULL, klen, val, vlen) != 0) {
+            lerr_set(e, "truncated save, or cannot produce message %" PRId64, i);
             goto out;
+        }
     }
     rd_kafka_flush(pr, 30000);
-    rc = rd_kafka_outq_len(pr) == 0 ? 0 : -1;
+    rc = rd_kafka_outq_len(pr) == 0 ? 0 : lerr_set(e, "messages not delivered within 30 s");
     log_info("devkafka", "loaded path=%s messages=%" PRId64, path, total);
 out:
     if (f)
@@ -285,17 +294,19 @@ int main(int argc, char **argv)
     }
     addr = rd_kafka_mock_cluster_bootstraps(mc);
     if (cfg_str(&c, "persist") && access(cfg_str(&c, "persist"), F_OK) == 0 &&
-        persist_load(addr, cfg_str(&c, "topic"), nparts, cfg_str(&c, "persist")) != 0)
+        persist_load(addr, cfg_str(&c, "topic"), nparts, cfg_str(&c, "persist"), &e) != 0) {
+        log_error("devkafka", "persist_load_failed path=%s err=\"%s\"", cfg_str(&c, "persist"),
+                  e.msg);
         goto out;
+    }
     bfile = cfg_str(&c, "bootstrap_file");
     if (bfile && write_bootstrap(bfile, addr) != 0) {
         log_error("devkafka", "bootstrap_file_failed path=%s err=\"%s\"", bfile, strerror(errno));
         goto out;
     }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    signal(SIGUSR1, on_signal);
-    signal(SIGUSR2, on_signal);
+    sig_catch_stop(on_signal, true); /* as signal(2): the mock brokers' calls go on */
+    sig_catch(SIGUSR1, on_broker_signal, true);
+    sig_catch(SIGUSR2, on_broker_signal, true);
     printf("%s\n", addr);
     fflush(stdout);
     log_info("devkafka", "ready bootstrap=%s brokers=%d topic=%s partitions=%d", addr, nbrokers,

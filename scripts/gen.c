@@ -24,6 +24,7 @@
 #include "ev.h"
 #include "kafka.h"
 #include "log.h"
+#include "sig.h"
 #include "tm.h"
 
 static const struct cfg_key keys[] = {
@@ -89,8 +90,7 @@ static volatile sig_atomic_t stop_requested;
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    stop_requested = 1;
+    stop_requested = sig;
 }
 
 static uint64_t next_u64(struct gen *g)
@@ -571,8 +571,7 @@ int main(int argc, char **argv)
         log_error("gen", "kafka_failed err=\"%s\"", e.msg);
         goto out;
     }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
+    sig_catch_stop(on_signal, true); /* a line being written is written whole */
     count = cfg_int(&c, "count");
     rate = cfg_int(&c, "rate");
     t0 = tm_mono_ms();

@@ -1,3 +1,5 @@
+/* api.c - lambda-serve's routes: one table of method, path pattern, handler and metrics name,
+ * and the handlers, which read a snapshot from store.c and answer JSON. No HTTP here. */
 #include "api.h"
 
 #include <errno.h>
@@ -22,6 +24,16 @@ struct span {
     int64_t window_ms;
     bool has_from, has_to;
     int64_t from_ms, to_ms;
+};
+
+/* One request as a handler sees it: what serve_api_handle() was given. */
+struct call {
+    const struct serve_ctx *c;
+    struct serve_store *st; /* the worker's; NULL for SERVE_R_OTHER */
+    const char *path;
+    const char *segment; /* where the pattern's '*' matched in path, else NULL */
+    serve_arg_fn arg;
+    void *req;
 };
 
 static const char json_ctype[] = "application/json";
@@ -96,10 +108,16 @@ static int64_t ceil_to(int64_t t_ms, int64_t step_ms)
     return tm_floor(t_ms + step_ms - 1, step_ms);
 }
 
-/* Reads window, from and to; on a bad one returns -1 with the message in e. */
-static int span_parse(serve_arg_fn arg, void *req, struct span *sp, struct lerr *e)
+/* The decoded value of query parameter name, or NULL when it is absent. */
+static const char *param(const struct call *q, const char *name)
 {
-    const char *w = arg(req, "window"), *from = arg(req, "from"), *to = arg(req, "to");
+    return q->arg(q->req, name);
+}
+
+/* Reads window, from and to; on a bad one returns -1 with the message in e. */
+static int span_parse(const struct call *q, struct span *sp, struct lerr *e)
+{
+    const char *w = param(q, "window"), *from = param(q, "from"), *to = param(q, "to");
 
     memset(sp, 0, sizeof(*sp));
     if (w) {
@@ -228,13 +246,34 @@ static void range_failed(const struct serve_store *st, struct serve_reply *out, 
                          const struct lerr *e)
 {
     if (serve_store_status(st) == 400)
-        return serve_api_error(out, 400, "%s", e->msg);
-    db_failed(out, route, e);
+        serve_api_error(out, 400, "%s", e->msg);
+    else
+        db_failed(out, route, e);
 }
 
 static bool id_valid(const char *id)
 {
     return ev_merchant_id_valid(id, strlen(id));
+}
+
+/* Copies the merchant id of /query/{id}... into id; false after a 400 answer when it is too
+ * long or not an id. */
+static bool take_id(const struct call *q, char id[EV_ID_MAX + 1], struct serve_reply *out)
+{
+    size_t len = strcspn(q->segment, "/");
+
+    if (len > EV_ID_MAX) {
+        serve_api_error(out, 400, "bad merchant_id '%.80s...': longer than %d bytes", q->segment,
+                        EV_ID_MAX);
+        return false;
+    }
+    memcpy(id, q->segment, len);
+    id[len] = '\0';
+    if (!id_valid(id)) {
+        serve_api_error(out, 400, "bad merchant_id '%.80s': want 1..64 of [A-Za-z0-9_.:-]", id);
+        return false;
+    }
+    return true;
 }
 
 /* All-time totals, from the thread's cache when neither file changed since they were read. */
@@ -246,40 +285,51 @@ static void query_totals(struct serve_store *st, const char *id, struct serve_re
     int rc;
 
     if (!serve_store_cached_totals(st, id, &v, &b, &s)) {
-        if (serve_store_begin(st, &v, &e) != 0)
-            return db_failed(out, "query", &e);
+        if (serve_store_begin(st, &v, &e) != 0) {
+            db_failed(out, "query", &e);
+            return;
+        }
         rc = serve_store_totals(st, &v, id, &b, &s, &e);
         if (rc == 0)
             serve_store_cache_totals(st, &v, id, &b, &s);
         serve_store_end(st);
-        if (rc != 0)
-            return db_failed(out, "query", &e);
+        if (rc != 0) {
+            db_failed(out, "query", &e);
+            return;
+        }
     }
     reply_json(out, 200, merchant_doc(id, &v, &b, &s, tm_now_ms()));
 }
 
-static void handle_query(struct serve_store *st, const char *id, serve_arg_fn arg, void *req,
-                         struct serve_reply *out)
+static void handle_query(const struct call *q, struct serve_reply *out)
 {
+    struct serve_store *st = q->st;
+    char id[EV_ID_MAX + 1];
     struct lerr e = {{0}};
     struct serve_view v;
     struct span sp;
     json_t *doc;
 
-    if (!id_valid(id))
-        return serve_api_error(out, 400, "bad merchant_id '%.80s': want 1..64 of [A-Za-z0-9_.:-]",
-                               id);
-    if (span_parse(arg, req, &sp, &e) != 0)
-        return serve_api_error(out, 400, "%s", e.msg);
-    if (!span_given(&sp))
-        return query_totals(st, id, out);
-    if (serve_store_begin(st, &v, &e) != 0)
-        return db_failed(out, "query", &e);
+    if (!take_id(q, id, out))
+        return;
+    if (span_parse(q, &sp, &e) != 0) {
+        serve_api_error(out, 400, "%s", e.msg);
+        return;
+    }
+    if (!span_given(&sp)) {
+        query_totals(st, id, out);
+        return;
+    }
+    if (serve_store_begin(st, &v, &e) != 0) {
+        db_failed(out, "query", &e);
+        return;
+    }
     doc = merchant_answer(st, &v, id, &sp, &e);
     serve_store_end(st);
-    if (!doc)
-        return range_failed(st, out, "query", &e);
-    reply_json(out, 200, doc);
+    if (doc)
+        reply_json(out, 200, doc);
+    else
+        range_failed(st, out, "query", &e);
 }
 
 /* Splits ids on commas into list (pointers into buf); returns the count, or -1 when a part
@@ -306,9 +356,10 @@ static int split_ids(char *buf, const char **list, struct lerr *e)
     }
 }
 
-static void handle_ids(struct serve_store *st, serve_arg_fn arg, void *req, struct serve_reply *out)
+static void handle_ids(const struct call *q, struct serve_reply *out)
 {
-    const char *ids = arg(req, "ids"), **list = NULL;
+    struct serve_store *st = q->st;
+    const char *ids = param(q, "ids"), **list = NULL;
     struct lerr e = {{0}};
     struct serve_view v;
     struct span sp;
@@ -316,10 +367,14 @@ static void handle_ids(struct serve_store *st, serve_arg_fn arg, void *req, stru
     json_t *arr = NULL, *doc;
     int n;
 
-    if (!ids)
-        return serve_api_error(out, 400, "bad ids: missing (GET /query?ids=a,b,c)");
-    if (span_parse(arg, req, &sp, &e) != 0)
-        return serve_api_error(out, 400, "%s", e.msg);
+    if (!ids) {
+        serve_api_error(out, 400, "bad ids: missing (GET /query?ids=a,b,c)");
+        return;
+    }
+    if (span_parse(q, &sp, &e) != 0) {
+        serve_api_error(out, 400, "%s", e.msg);
+        return;
+    }
     buf = strdup(ids);
     list = calloc(SERVE_IDS_MAX, sizeof(*list));
     if (!buf || !list) {
@@ -404,10 +459,11 @@ static int step_parse(const char *step, int64_t *step_ms)
     return 0;
 }
 
-static void handle_series(const struct serve_ctx *c, struct serve_store *st, const char *id,
-                          serve_arg_fn arg, void *req, struct serve_reply *out)
+static void handle_series(const struct call *q, struct serve_reply *out)
 {
-    const char *step = arg(req, "step");
+    struct serve_store *st = q->st;
+    const char *step = param(q, "step");
+    char id[EV_ID_MAX + 1];
     struct series sr = {0};
     struct lerr e = {{0}};
     struct serve_view v;
@@ -415,25 +471,34 @@ static void handle_series(const struct serve_ctx *c, struct serve_store *st, con
     int64_t to_ms;
     json_t *doc = NULL;
 
-    if (!id_valid(id))
-        return serve_api_error(out, 400, "bad merchant_id '%.80s': want 1..64 of [A-Za-z0-9_.:-]",
-                               id);
+    if (!take_id(q, id, out))
+        return;
     if (!step)
         step = "1m";
-    if (step_parse(step, &sr.step_ms) != 0)
-        return serve_api_error(out, 400, "bad step '%.40s': want 1m, 1h or 1d", step);
-    if (span_parse(arg, req, &sp, &e) != 0)
-        return serve_api_error(out, 400, "%s", e.msg);
+    if (step_parse(step, &sr.step_ms) != 0) {
+        serve_api_error(out, 400, "bad step '%.40s': want 1m, 1h or 1d", step);
+        return;
+    }
+    if (span_parse(q, &sp, &e) != 0) {
+        serve_api_error(out, 400, "%s", e.msg);
+        return;
+    }
     if (sp.has_from && sp.has_to &&
         (ceil_to(sp.to_ms, sr.step_ms) - tm_floor(sp.from_ms, sr.step_ms)) / sr.step_ms >
-            SERVE_POINTS_MAX)
-        return serve_api_error(out, 400, "bad step '%s': from..to holds more than %d points", step,
-                               SERVE_POINTS_MAX);
-    if (sp.window && ceil_to(sp.window_ms, sr.step_ms) / sr.step_ms > SERVE_POINTS_MAX)
-        return serve_api_error(out, 400, "bad window '%s': more than %d points of %s", sp.window,
-                               SERVE_POINTS_MAX, step);
-    if (serve_store_begin(st, &v, &e) != 0)
-        return db_failed(out, "series", &e);
+            SERVE_POINTS_MAX) {
+        serve_api_error(out, 400, "bad step '%s': from..to holds more than %d points", step,
+                        SERVE_POINTS_MAX);
+        return;
+    }
+    if (sp.window && ceil_to(sp.window_ms, sr.step_ms) / sr.step_ms > SERVE_POINTS_MAX) {
+        serve_api_error(out, 400, "bad window '%s': more than %d points of %s", sp.window,
+                        SERVE_POINTS_MAX, step);
+        return;
+    }
+    if (serve_store_begin(st, &v, &e) != 0) {
+        db_failed(out, "series", &e);
+        return;
+    }
     if (span_resolve(st, &v, &sp, sr.step_ms, 60 * sr.step_ms, &sr.from_ms, &to_ms, &e) != 0)
         goto out;
     sr.n = (size_t)((to_ms - sr.from_ms) / sr.step_ms);
@@ -448,13 +513,14 @@ static void handle_series(const struct serve_ctx *c, struct serve_store *st, con
     if (serve_store_rows(st, &v, id, sr.from_ms, to_ms, sr.step_ms != TM_MINUTE_MS, series_add, &sr,
                          &e) != 0)
         goto out;
-    doc = series_doc(c, &v, id, step, &sr);
+    doc = series_doc(q->c, &v, id, step, &sr);
 out:
     serve_store_end(st);
     free(sr.pts);
-    if (!doc)
-        return range_failed(st, out, "series", &e);
-    reply_json(out, 200, doc);
+    if (doc)
+        reply_json(out, 200, doc);
+    else
+        range_failed(st, out, "series", &e);
 }
 
 struct top_entry {
@@ -547,9 +613,10 @@ static int n_parse(const char *s, long *n)
     return 0;
 }
 
-static void handle_top(struct serve_store *st, serve_arg_fn arg, void *req, struct serve_reply *out)
+static void handle_top(const struct call *q, struct serve_reply *out)
 {
-    const char *by = arg(req, "by"), *ntext = arg(req, "n");
+    struct serve_store *st = q->st;
+    const char *by = param(q, "by"), *ntext = param(q, "n");
     struct lerr e = {{0}};
     struct top t = {NULL, false};
     struct serve_view v;
@@ -558,17 +625,24 @@ static void handle_top(struct serve_store *st, serve_arg_fn arg, void *req, stru
     int64_t from_ms, to_ms;
     json_t *list = NULL;
 
-    if (n_parse(ntext, &n) != 0)
-        return serve_api_error(out, 400, "bad n '%.40s': want an integer 1..%d", ntext,
-                               SERVE_TOP_MAX);
+    if (n_parse(ntext, &n) != 0) {
+        serve_api_error(out, 400, "bad n '%.40s': want an integer 1..%d", ntext, SERVE_TOP_MAX);
+        return;
+    }
     if (!by)
         by = "orders";
-    if (strcmp(by, "orders") && strcmp(by, "revenue"))
-        return serve_api_error(out, 400, "bad by '%.40s': want orders or revenue", by);
-    if (span_parse(arg, req, &sp, &e) != 0)
-        return serve_api_error(out, 400, "%s", e.msg);
-    if (serve_store_begin(st, &v, &e) != 0)
-        return db_failed(out, "top", &e);
+    if (strcmp(by, "orders") && strcmp(by, "revenue")) {
+        serve_api_error(out, 400, "bad by '%.40s': want orders or revenue", by);
+        return;
+    }
+    if (span_parse(q, &sp, &e) != 0) {
+        serve_api_error(out, 400, "%s", e.msg);
+        return;
+    }
+    if (serve_store_begin(st, &v, &e) != 0) {
+        db_failed(out, "top", &e);
+        return;
+    }
     if (span_resolve(st, &v, &sp, TM_MINUTE_MS, 5 * TM_MINUTE_MS, &from_ms, &to_ms, &e) == 0 &&
         serve_store_merchants(st, &v, from_ms, to_ms, top_add, &t, &e) == 0) {
         list = top_list(&t, !strcmp(by, "revenue"), n);
@@ -578,7 +652,8 @@ static void handle_top(struct serve_store *st, serve_arg_fn arg, void *req, stru
     serve_store_end(st);
     if (!list || t.is_oom) {
         json_decref(list);
-        return range_failed(st, out, "top", &e);
+        range_failed(st, out, "top", &e);
+        return;
     }
     reply_json(out, 200,
                json_pack("{s:s?,s:s,s:o,s:o,s:o}" /* window null for from/to */, "window",
@@ -593,19 +668,23 @@ static void lag_sum(void *arg, const char *merchant_id, int64_t partition,
     *(int64_t *)arg += s->order_count;
 }
 
-static void handle_health(struct serve_store *st, struct serve_reply *out)
+static void handle_health(const struct call *q, struct serve_reply *out)
 {
+    struct serve_store *st = q->st;
     struct lerr e = {{0}};
     struct serve_view v;
     int64_t lag = 0, now_ms = tm_now_ms();
     bool has_data;
     json_t *batch, *speed;
 
-    if (serve_store_begin(st, &v, &e) != 0)
-        return db_failed(out, "health", &e);
+    if (serve_store_begin(st, &v, &e) != 0) {
+        db_failed(out, "health", &e);
+        return;
+    }
     if (v.has_speed && serve_store_lag(st, lag_sum, &lag, &e) != 0) {
         serve_store_end(st);
-        return db_failed(out, "health", &e);
+        db_failed(out, "health", &e);
+        return;
     }
     serve_store_end(st);
     has_data = v.has_batch || v.has_checkpoint;
@@ -619,140 +698,31 @@ static void handle_health(struct serve_store *st, struct serve_reply *out)
                          "speed", speed));
 }
 
-#define COUNTERS_MAX 128
-
-/* The counters of speed.db and master.db, gathered so that each metric family prints as one
- * block, as the text format wants. */
-struct counters {
-    struct {
-        const char *layer;
-        char name[64];
-        int64_t value;
-    } row[COUNTERS_MAX];
-    int n;
-};
-
-static void counter_add(void *arg, const char *layer, const char *name, int64_t value)
+/* The metrics label of route r. */
+static const char *route_label(int r)
 {
-    struct counters *cs = arg;
-
-    if (cs->n == COUNTERS_MAX)
-        return;
-    cs->row[cs->n].layer = layer; /* a static string of store.c */
-    snprintf(cs->row[cs->n].name, sizeof(cs->row[0].name), "%s", name);
-    cs->row[cs->n++].value = value;
+    return serve_api_route_name((enum serve_route)r);
 }
 
-/* Prints every counter named name (or, with is_prefix, starting with it) as one family. */
-static void counter_family(FILE *f, const struct counters *cs, const char *metric, const char *help,
-                           const char *name, bool is_prefix, bool with_layer)
+static void handle_metrics(const struct call *q, struct serve_reply *out)
 {
-    size_t plen = strlen(name);
-
-    fprintf(f, "# HELP %s %s\n# TYPE %s counter\n", metric, help, metric);
-    for (int i = 0; i < cs->n; i++) {
-        const char *k = cs->row[i].name;
-        if (is_prefix ? strncmp(k, name, plen) != 0 : strcmp(k, name) != 0)
-            continue;
-        if (is_prefix)
-            fprintf(f, "%s{layer=\"%s\",reason=\"%s\"} %" PRId64 "\n", metric, cs->row[i].layer,
-                    k + plen, cs->row[i].value);
-        else if (with_layer)
-            fprintf(f, "%s{layer=\"%s\"} %" PRId64 "\n", metric, cs->row[i].layer,
-                    cs->row[i].value);
-        else if (!strcmp(cs->row[i].layer, "speed"))
-            fprintf(f, "%s %" PRId64 "\n", metric, cs->row[i].value);
-    }
-}
-
-static void lag_line(void *arg, const char *merchant_id, int64_t partition,
-                     const struct serve_sums *s)
-{
-    (void)merchant_id;
-    fprintf(arg, "lambda_speed_lag{partition=\"%" PRId64 "\"} %" PRId64 "\n", partition,
-            s->order_count);
-}
-
-static void gauge(FILE *f, const char *metric, const char *help, double value)
-{
-    fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n%s %.3f\n", metric, help, metric, metric, value);
-}
-
-/* The layers' gauges, read in one snapshot. */
-static int layer_gauges(struct serve_store *st, FILE *f, struct lerr *e)
-{
-    struct serve_view v;
-    int64_t now_ms = tm_now_ms();
-    int rc = 0;
-
-    if (serve_store_begin(st, &v, e) != 0)
-        return -1;
-    if (v.has_batch) {
-        fprintf(f,
-                "# HELP lambda_batch_version The batch version served.\n"
-                "# TYPE lambda_batch_version gauge\nlambda_batch_version %" PRId64 "\n",
-                v.version);
-        gauge(f, "lambda_batch_version_age_seconds", "Age of the served version's cut.",
-              (double)(now_ms - v.started_ms) / 1e3);
-    }
-    if (v.has_checkpoint)
-        gauge(f, "lambda_speed_checkpoint_age_seconds", "Age of the last speed checkpoint.",
-              (double)(now_ms - v.checkpoint_ms) / 1e3);
-    if (v.has_watermark)
-        gauge(f, "lambda_speed_watermark_seconds", "The stream watermark, epoch seconds.",
-              (double)v.watermark_ms / 1e3);
-    if (v.has_speed) {
-        fputs("# HELP lambda_speed_lag Messages not yet consumed, per partition.\n"
-              "# TYPE lambda_speed_lag gauge\n",
-              f);
-        rc = serve_store_lag(st, lag_line, f, e);
-    }
-    serve_store_end(st);
-    return rc;
-}
-
-static void handle_metrics(const struct serve_ctx *c, struct serve_store *st,
-                           struct serve_reply *out)
-{
-    struct counters *cs = calloc(1, sizeof(*cs));
     struct lerr e = {{0}};
     char *buf = NULL;
     size_t len = 0;
-    FILE *f = cs ? open_memstream(&buf, &len) : NULL;
+    FILE *f = open_memstream(&buf, &len);
     int rc;
 
     if (!f) {
-        free(cs);
-        return serve_api_error(out, 500, "out of memory");
+        serve_api_error(out, 500, "out of memory");
+        return;
     }
-    serve_metrics_render(c->metrics, f);
-    rc = layer_gauges(st, f, &e);
-    if (rc == 0 && (rc = serve_store_counters(st, counter_add, cs, &e)) == 0) {
-        counter_family(f, cs, "lambda_rejects_total", "Events rejected, by layer and reason.",
-                       "rejects_", true, false);
-        counter_family(f, cs, "lambda_late_total", "Late events (counted, and recorded).", "late",
-                       false, false);
-        counter_family(f, cs, "lambda_duplicates_total", "Duplicate orders not counted again.",
-                       "duplicates", false, true);
-        counter_family(f, cs, "lambda_key_mismatch_total",
-                       "Events whose message key differs from merchant_id.", "key_mismatch", false,
-                       true);
-        counter_family(f, cs, "lambda_speed_consumed_total", "Messages the speed layer read.",
-                       "consumed", false, false);
-        counter_family(f, cs, "lambda_speed_applied_total", "Orders the speed layer counted.",
-                       "applied", false, false);
-        counter_family(f, cs, "lambda_batch_full_runs_total",
-                       "Full batch runs, by outcome (corrected: the increments differed).",
-                       "full_runs_", true, false);
-        counter_family(f, cs, "lambda_batch_full_differences_total",
-                       "Buckets where a full run found the increments wrong, and corrected them.",
-                       "full_differences", false, true);
-    }
+    serve_metrics_render(q->c->metrics, route_label, f);
+    rc = serve_metrics_render_layers(q->st, f, &e);
     fclose(f);
-    free(cs);
     if (rc != 0) {
         free(buf);
-        return db_failed(out, "metrics", &e);
+        db_failed(out, "metrics", &e);
+        return;
     }
     out->status = 200;
     out->content_type = "text/plain; version=0.0.4; charset=utf-8";
@@ -761,64 +731,94 @@ static void handle_metrics(const struct serve_ctx *c, struct serve_store *st,
     out->len = len;
 }
 
+static void handle_dashboard(const struct call *q, struct serve_reply *out)
+{
+    (void)q;
+    out->status = 200;
+    out->content_type = "text/html; charset=utf-8";
+    out->body = serve_dashboard_html;
+    out->len = serve_dashboard_len;
+}
+
+static void handle_other(const struct call *q, struct serve_reply *out)
+{
+    serve_api_error(out, 404, "no such route '%.200s'", q->path);
+}
+
+/* Every route of lambda-serve, by enum serve_route (DESIGN.md section 5). A pattern matches a
+ * path character by character; its '*' matches one path segment, possibly empty, which the
+ * handler finds in call.segment. */
+static const struct route {
+    const char *name;    /* the route's label in /metrics */
+    const char *method;  /* what it answers; HEAD is answered wherever GET is */
+    const char *pattern; /* NULL: matches no path */
+    void (*handle)(const struct call *q, struct serve_reply *out);
+} routes[SERVE_R_COUNT] = {
+    [SERVE_R_DASHBOARD] = {"dashboard", "GET", "/", handle_dashboard},
+    [SERVE_R_QUERY] = {"query", "GET", "/query/*", handle_query},
+    [SERVE_R_QUERY_IDS] = {"query_ids", "GET", "/query", handle_ids},
+    [SERVE_R_SERIES] = {"series", "GET", "/query/*/series", handle_series},
+    [SERVE_R_TOP] = {"top", "GET", "/top", handle_top},
+    [SERVE_R_HEALTH] = {"health", "GET", "/health", handle_health},
+    [SERVE_R_METRICS] = {"metrics", "GET", "/metrics", handle_metrics},
+    [SERVE_R_OTHER] = {"other", NULL, NULL, handle_other},
+};
+
+_Static_assert(SERVE_R_COUNT <= SERVE_METRICS_ROUTES, "metrics.h counts too few routes");
+
+static bool path_matches(const char *pattern, const char *path)
+{
+    for (; *pattern; pattern++) {
+        if (*pattern == '*')
+            path += strcspn(path, "/");
+        else if (*path++ != *pattern)
+            return false;
+    }
+    return *path == '\0';
+}
+
 enum serve_route serve_api_route(const char *path)
 {
-    const char *rest, *slash;
+    for (int r = 0; r < SERVE_R_COUNT; r++)
+        if (routes[r].pattern && path_matches(routes[r].pattern, path))
+            return (enum serve_route)r;
+    return SERVE_R_OTHER;
+}
 
-    if (!strcmp(path, "/"))
-        return SERVE_R_DASHBOARD;
-    if (!strcmp(path, "/health"))
-        return SERVE_R_HEALTH;
-    if (!strcmp(path, "/metrics"))
-        return SERVE_R_METRICS;
-    if (!strcmp(path, "/top"))
-        return SERVE_R_TOP;
-    if (!strcmp(path, "/query"))
-        return SERVE_R_QUERY_IDS;
-    if (strncmp(path, "/query/", 7) != 0)
-        return SERVE_R_OTHER;
-    rest = path + 7;
-    if (!(slash = strchr(rest, '/')))
-        return SERVE_R_QUERY;
-    return !strcmp(slash, "/series") ? SERVE_R_SERIES : SERVE_R_OTHER;
+const char *serve_api_route_name(enum serve_route r)
+{
+    return r < SERVE_R_COUNT ? routes[r].name : routes[SERVE_R_OTHER].name;
+}
+
+bool serve_api_allows(enum serve_route r, const char *method)
+{
+    const char *want = r < SERVE_R_COUNT ? routes[r].method : NULL;
+
+    if (!want)
+        return false;
+    return !strcmp(method, want) || (!strcmp(want, "GET") && !strcmp(method, "HEAD"));
+}
+
+void serve_api_refuse(enum serve_route r, const char *method, const char *path,
+                      struct serve_reply *out)
+{
+    const char *want = r < SERVE_R_COUNT && routes[r].method ? routes[r].method : "GET";
+
+    serve_api_error(out, 405, "method %.20s not allowed on '%.200s': use %s", method, path, want);
+    out->allow = !strcmp(want, "GET") ? "GET, HEAD" : want;
 }
 
 void serve_api_handle(const struct serve_ctx *c, struct serve_store *st, enum serve_route r,
                       const char *path, serve_arg_fn arg, void *req, struct serve_reply *out)
 {
-    char id[EV_ID_MAX + 2];
-    size_t len;
+    struct call q = {.c = c, .st = st, .path = path, .arg = arg, .req = req};
+    const char *star;
 
+    if (r >= SERVE_R_COUNT)
+        r = SERVE_R_OTHER;
+    star = routes[r].pattern ? strchr(routes[r].pattern, '*') : NULL;
+    if (star) /* the pattern's literal prefix matched, so the segment starts at the same offset */
+        q.segment = path + strnlen(path, (size_t)(star - routes[r].pattern));
     memset(out, 0, sizeof(*out));
-    switch (r) {
-    case SERVE_R_DASHBOARD:
-        out->status = 200;
-        out->content_type = "text/html; charset=utf-8";
-        out->body = serve_dashboard_html;
-        out->len = serve_dashboard_len;
-        return;
-    case SERVE_R_QUERY:
-    case SERVE_R_SERIES:
-        len = strcspn(path + 7, "/");
-        if (len > EV_ID_MAX)
-            return serve_api_error(out, 400, "bad merchant_id '%.80s...': longer than %d bytes",
-                                   path + 7, EV_ID_MAX);
-        memcpy(id, path + 7, len);
-        id[len] = '\0';
-        if (r == SERVE_R_QUERY)
-            return handle_query(st, id, arg, req, out);
-        return handle_series(c, st, id, arg, req, out);
-    case SERVE_R_QUERY_IDS:
-        return handle_ids(st, arg, req, out);
-    case SERVE_R_TOP:
-        return handle_top(st, arg, req, out);
-    case SERVE_R_HEALTH:
-        return handle_health(st, out);
-    case SERVE_R_METRICS:
-        return handle_metrics(c, st, out);
-    case SERVE_R_OTHER:
-    case SERVE_R_COUNT:
-        break;
-    }
-    serve_api_error(out, 404, "no such route '%.200s'", path);
+    routes[r].handle(&q, out);
 }

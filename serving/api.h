@@ -1,9 +1,11 @@
 /* api.h - lambda-serve's routes (DESIGN.md section 5), independent of the HTTP library.
  *
- * serve.c maps a request to a route with serve_api_route(), then calls serve_api_handle() in
- * the worker thread with that thread's store; the answer comes back as a status, a content
- * type and a body. Bad input is an answer (4xx with {"error":"..."} naming the parameter),
- * never a failure; a database error is a 500 with its message, logged once. */
+ * Every route is one row of api.c's route table: its method, its path pattern, its handler and
+ * its name in /metrics. serve.c maps a request to a route with serve_api_route(), checks the
+ * method with serve_api_allows(), then calls serve_api_handle() in the worker thread with that
+ * thread's store; the answer comes back as a status, a content type and a body. Bad input is an
+ * answer (4xx with {"error":"..."} naming the parameter), never a failure; a database error is a
+ * 500 with its message, logged once. */
 #ifndef LAMBDA_SERVE_API_H
 #define LAMBDA_SERVE_API_H
 
@@ -13,6 +15,19 @@
 
 #include "metrics.h"
 #include "store.h"
+
+/* The routes, one per row of api.c's table. */
+enum serve_route {
+    SERVE_R_DASHBOARD, /* GET / */
+    SERVE_R_QUERY,     /* GET /query/{merchant_id} */
+    SERVE_R_QUERY_IDS, /* GET /query?ids=a,b,c */
+    SERVE_R_SERIES,    /* GET /query/{merchant_id}/series */
+    SERVE_R_TOP,       /* GET /top */
+    SERVE_R_HEALTH,    /* GET /health */
+    SERVE_R_METRICS,   /* GET /metrics */
+    SERVE_R_OTHER,     /* no such route: 404 */
+    SERVE_R_COUNT
+};
 
 /* Limits of a request (DESIGN.md section 5). */
 #define SERVE_IDS_MAX    1000
@@ -40,8 +55,20 @@ struct serve_reply {
     const char *allow; /* the Allow header of a 405, else NULL */
 };
 
-/* The route of a request path ("/query/m-1/series" -> SERVE_R_SERIES). */
+/* The route of a request path ("/query/m-1/series" -> SERVE_R_SERIES), SERVE_R_OTHER when
+ * no pattern matches. */
 enum serve_route serve_api_route(const char *path);
+
+/* The route's label in /metrics ("query", "series", ..., "other"). */
+const char *serve_api_route_name(enum serve_route r);
+
+/* Whether route r answers method ("GET", "POST", ...); HEAD is answered wherever GET is.
+ * SERVE_R_OTHER answers none. */
+bool serve_api_allows(enum serve_route r, const char *method);
+
+/* The 405 answer to method on route r, with its Allow header. The caller frees out->owned. */
+void serve_api_refuse(enum serve_route r, const char *method, const char *path,
+                      struct serve_reply *out);
 
 /* Answers a GET of path on route r. Always fills out; the caller frees out->owned. */
 void serve_api_handle(const struct serve_ctx *c, struct serve_store *st, enum serve_route r,

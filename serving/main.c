@@ -8,6 +8,7 @@
 #include "cfg.h"
 #include "log.h"
 #include "serve.h"
+#include "sig.h"
 
 static const struct cfg_key keys[] = {
     CFG_SHARED,
@@ -23,6 +24,13 @@ static const struct cfg_key keys[] = {
      "per-connection buffer limit in bytes (bounds the request head)"},
     {NULL, 0, NULL, NULL},
 };
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    stop_requested = sig;
+}
 
 /* Requests are short and CPU-bound; a worker per core but one leaves a core to the speed layer
  * (and, in a benchmark, to the load generator) instead of making threads queue for cores. */
@@ -41,8 +49,8 @@ int main(int argc, char **argv)
     struct lerr e = {{0}};
     struct serve *s = NULL;
     struct in6_addr addr;
-    sigset_t stop;
-    int sig = 0, rc = 2;
+    sigset_t stop, unblocked;
+    int rc = 2;
 
     if (cfg_load(&c, keys, argc, argv, &e) != 0) {
         fprintf(stderr, "lambda-serve: %s\n", e.msg);
@@ -76,11 +84,14 @@ int main(int argc, char **argv)
         goto out;
     }
     cfg_log(&c, "serve");
-    /* Workers inherit this mask, so SIGTERM and SIGINT reach only sigwait() below. */
+    /* Workers inherit this mask, so SIGTERM and SIGINT reach only sigsuspend() below. */
     sigemptyset(&stop);
     sigaddset(&stop, SIGTERM);
     sigaddset(&stop, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    pthread_sigmask(SIG_BLOCK, &stop, &unblocked);
+    sigdelset(&unblocked, SIGTERM); /* even when the parent had them blocked */
+    sigdelset(&unblocked, SIGINT);
+    sig_catch_stop(on_signal, false);
     signal(SIGPIPE, SIG_IGN);
     struct serve_opts o = {
         .data_dir = cfg_str(&c, "data_dir"),
@@ -99,8 +110,9 @@ int main(int argc, char **argv)
     }
     log_info("serve", "listening port=%d bind=%s threads=%d data_dir=%s", serve_port(s), o.bind,
              o.threads, o.data_dir);
-    sigwait(&stop, &sig);
-    log_info("serve", "stopping signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    while (!stop_requested)
+        sigsuspend(&unblocked); /* unblocks them, waits for one, blocks them again */
+    log_info("serve", "stopping signal=%s", stop_requested == SIGINT ? "SIGINT" : "SIGTERM");
     serve_stop(s);
     log_info("serve", "stopped");
     rc = 0;

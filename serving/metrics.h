@@ -1,8 +1,11 @@
-/* metrics.h - lambda-serve's own request metrics: counts by route and status, latency.
+/* metrics.h - lambda-serve's /metrics page in the Prometheus text format: the request
+ * metrics (counts by route and status, latency) and the layers' gauges and counters.
  *
- * Worker threads record every answered request with serve_metrics_observe(); /metrics renders
- * them in the Prometheus text format. Every counter is a C11 atomic, so recording takes no
- * lock and a render may run while requests are counted (it sees each counter's recent value). */
+ * Worker threads record every answered request with serve_metrics_observe(); api.c's /metrics
+ * route writes the page with serve_metrics_render() and serve_metrics_render_layers(). Every
+ * request counter is a C11 atomic, so recording takes no lock and a render may run while
+ * requests are counted (it sees each counter's recent value). Routes are numbers here: api.h
+ * owns them and names them. */
 #ifndef LAMBDA_SERVE_METRICS_H
 #define LAMBDA_SERVE_METRICS_H
 
@@ -10,38 +13,37 @@
 #include <stdint.h>
 #include <stdio.h>
 
-enum serve_route {
-    SERVE_R_DASHBOARD,
-    SERVE_R_QUERY,
-    SERVE_R_QUERY_IDS,
-    SERVE_R_SERIES,
-    SERVE_R_TOP,
-    SERVE_R_HEALTH,
-    SERVE_R_METRICS,
-    SERVE_R_OTHER, /* no such route: 404 */
-    SERVE_R_COUNT
-};
+#include "lerr.h"
+#include "store.h"
 
-#define SERVE_CODES   9  /* 200 400 404 405 414 500 503, "other", and one spare */
-#define SERVE_BUCKETS 14 /* latency bounds, plus +Inf */
+#define SERVE_METRICS_ROUTES 16 /* routes counted: api.h's enum serve_route fits */
+#define SERVE_CODES          9  /* 200 400 404 405 414 500 503, "other", and one spare */
+#define SERVE_BUCKETS        14 /* latency bounds, plus +Inf */
 
 struct serve_metrics {
-    atomic_uint_fast64_t requests[SERVE_R_COUNT][SERVE_CODES];
-    atomic_uint_fast64_t buckets[SERVE_R_COUNT][SERVE_BUCKETS + 1]; /* not cumulative */
-    atomic_uint_fast64_t sum_us[SERVE_R_COUNT];
+    atomic_uint_fast64_t requests[SERVE_METRICS_ROUTES][SERVE_CODES];
+    atomic_uint_fast64_t buckets[SERVE_METRICS_ROUTES][SERVE_BUCKETS + 1]; /* not cumulative */
+    atomic_uint_fast64_t sum_us[SERVE_METRICS_ROUTES];
 };
 
-/* The route's label value ("query", "series", ...). */
-const char *serve_route_name(enum serve_route r);
+/* Gives the label value of route ("query", "series", ...). */
+typedef const char *(*serve_metrics_name_fn)(int route);
 
 /* Zeroes every counter. */
 void serve_metrics_init(struct serve_metrics *m);
 
-/* Counts one answered request of route r with status and duration in microseconds. */
-void serve_metrics_observe(struct serve_metrics *m, enum serve_route r, unsigned status,
+/* Counts one answered request of route (0 <= route < SERVE_METRICS_ROUTES) with status and
+ * duration in microseconds. */
+void serve_metrics_observe(struct serve_metrics *m, int route, unsigned status,
                            int64_t duration_us);
 
-/* Writes lambda_http_requests_total and lambda_http_request_duration_seconds to f. */
-void serve_metrics_render(struct serve_metrics *m, FILE *f);
+/* Writes lambda_http_requests_total and lambda_http_request_duration_seconds to f, each
+ * route that was asked for labelled route_name(route). */
+void serve_metrics_render(struct serve_metrics *m, serve_metrics_name_fn route_name, FILE *f);
+
+/* Writes the layers' gauges (batch version and age, checkpoint age, watermark, lag; read in
+ * one snapshot of st) and their counters (rejects, late, duplicates, ...) to f. On a read
+ * error returns -1 with e set; f then holds part of them. */
+int serve_metrics_render_layers(struct serve_store *st, FILE *f, struct lerr *e);
 
 #endif

@@ -1,3 +1,5 @@
+/* serve.c - lambda-serve's HTTP side: libmicrohttpd, the worker threads' stores, and the map
+ * from a request to api.c's routes and back to a response. */
 #include "serve.h"
 
 #include <netdb.h>
@@ -127,9 +129,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                         SERVE_URL_MAX);
     } else if (r == SERVE_R_OTHER) {
         serve_api_handle(&s->ctx, NULL, r, url, get_arg, conn, &rep);
-    } else if (!is_get) {
-        serve_api_error(&rep, 405, "method %.20s not allowed on '%.200s': use GET", method, url);
-        rep.allow = "GET, HEAD";
+    } else if (!serve_api_allows(r, method)) {
+        serve_api_refuse(r, method, url, &rep);
     } else if (!(st = thread_store(s))) {
         serve_api_error(&rep, 500, "out of memory");
     } else {

@@ -10,6 +10,7 @@
 
 #include <sqlite3.h>
 
+#include "cut.h"
 #include "db.h"
 #include "ev.h"
 #include "log.h"
@@ -49,7 +50,8 @@ enum {
     B_HOUR_ROWS,
     B_MIN_TOP,
     B_HOUR_TOP,
-    B_NEWEST
+    B_NEWEST,
+    B_WINDOW
 };
 /* A version's rows are those with valid_from <= ?4 < valid_to (db.h); the primary keys start
  * with the merchant and bucket, so a row shared by many versions is found as fast as a copy. */
@@ -57,8 +59,7 @@ enum {
 static const char *const batch_sql[] = {
     "BEGIN",
     "COMMIT",
-    "SELECT id, cut_epoch, started_ms, minute_from_ms FROM versions WHERE state='published'"
-    " ORDER BY id DESC LIMIT 1",
+    cut_published_sql,
     "SELECT order_count, revenue_cents FROM merchant_totals WHERE merchant_id=?1" VISIBLE,
     "SELECT coalesce(sum(order_count),0), coalesce(sum(revenue_cents),0) FROM minutely"
     " WHERE merchant_id=?1 AND minute_ms>=?2 AND minute_ms<?3" VISIBLE,
@@ -73,6 +74,7 @@ static const char *const batch_sql[] = {
     "SELECT merchant_id, sum(order_count), sum(revenue_cents) FROM hourly"
     " WHERE hour_ms>=?2 AND hour_ms<?3" VISIBLE " GROUP BY merchant_id",
     "SELECT minute_ms FROM minutely WHERE 1" VISIBLE " ORDER BY minute_ms DESC LIMIT 1",
+    "SELECT minute_from_ms FROM versions WHERE id=?4", /* NULL: INT64_MIN stays */
     NULL,
 };
 
@@ -83,7 +85,7 @@ static const char *const master_sql[] = {
     NULL,
 };
 
-#define CONN_MAX_STMTS 12
+#define CONN_MAX_STMTS 16
 
 /* The wal-index header at the start of a WAL database's -shm file (sqlite.org/walformat.html,
  * section 2.1): two copies of 48 bytes, the second written first, holding a counter bumped by
@@ -302,6 +304,7 @@ static void read_meta(sqlite3_stmt *q, struct serve_view *v, int *rc)
 
 int serve_store_begin(struct serve_store *st, struct serve_view *v, struct lerr *e)
 {
+    struct cut_version cut;
     sqlite3_stmt *q;
     int rc;
 
@@ -331,19 +334,16 @@ int serve_store_begin(struct serve_store *st, struct serve_view *v, struct lerr 
         if (step_once(st->batch.st[B_BEGIN], e) != 0)
             goto fail;
         st->batch.in_txn = true;
-        q = st->batch.st[B_VERSION];
-        if ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-            v->has_batch = true;
-            v->version = sqlite3_column_int64(q, 0);
-            v->cut_epoch = sqlite3_column_int64(q, 1);
-            v->started_ms = sqlite3_column_int64(q, 2);
-            v->minute_from_ms =
-                sqlite3_column_type(q, 3) == SQLITE_NULL ? INT64_MIN : sqlite3_column_int64(q, 3);
-        } else if (rc != SQLITE_DONE) {
-            fail(q, e);
+        if (cut_step_published(st->batch.st[B_VERSION], &cut, &v->has_batch, e) != 0)
             goto fail;
+        if (v->has_batch) {
+            v->version = cut.id;
+            v->cut_epoch = cut.epoch;
+            v->started_ms = cut.started_ms;
+            if (db_step_int(bind(st->batch.st[B_WINDOW], NULL, 0, 0, v->version),
+                            &v->minute_from_ms, e) != 0)
+                goto fail;
         }
-        sqlite3_reset(q);
     }
     return 0;
 fail:

@@ -1,5 +1,6 @@
 #include "db.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -121,6 +122,27 @@ int db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out, struct lerr *e)
     if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL) != SQLITE_OK)
         return lerr_set(e, "cannot prepare '%.60s': %s", sql, sqlite3_errmsg(db));
     return 0;
+}
+
+int db_prepare_rows(sqlite3 *db, const char *head, int cols, int rows, sqlite3_stmt **out,
+                    struct lerr *e)
+{
+    char sql[256 + DB_ROWS_MAX * 20];
+    size_t n = (size_t)snprintf(sql, sizeof(sql), "%s", head);
+
+    assert(rows <= DB_ROWS_MAX && cols <= 8 && n < 256);
+    for (int i = 0; i < rows; i++) {
+        sql[n++] = i ? ',' : ' ';
+        sql[n++] = '(';
+        for (int c = 0; c < cols; c++) {
+            if (c)
+                sql[n++] = ',';
+            sql[n++] = '?';
+        }
+        sql[n++] = ')';
+    }
+    sql[n] = '\0';
+    return db_prepare(db, sql, out, e);
 }
 
 int db_step_int(sqlite3_stmt *st, int64_t *out, struct lerr *e)

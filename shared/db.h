@@ -96,6 +96,12 @@ int db_exec(sqlite3 *db, const char *sql, struct lerr *e);
 /* Prepares one statement; meant to be called once per statement and the result reused. */
 int db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out, struct lerr *e);
 
+/* Prepares an insert of `rows` rows of `cols` values each in one statement: head (as
+ * "INSERT INTO t(a, b) VALUES") then the placeholders. At most DB_ROWS_MAX rows of 8 values. */
+#define DB_ROWS_MAX 64
+int db_prepare_rows(sqlite3 *db, const char *head, int cols, int rows, sqlite3_stmt **out,
+                    struct lerr *e);
+
 /* Runs a statement that returns at most one integer (first column of the first row) and
  * resets it; *out keeps its value when there is no row or it is NULL. */
 int db_step_int(sqlite3_stmt *st, int64_t *out, struct lerr *e);

@@ -8,31 +8,25 @@
  * lambda-speed calls it; the seen set is the `seen` table of speed.db plus the ids added
  * since they were last written.
  *
- * The seen table is an append-only log: each id gets the next sequence number (its rowid), and
- * epochs never decrease along it, so a checkpoint appends at the end of one B-tree and expiry
- * cuts a prefix. Nothing on disk is indexed by id; memory holds at most cache_max fingerprints
- * (64-bit XXH3 of "merchant\0order"), each with the sequence number of its id:
- *   - two tables of cache_max/2: new ids go to the active one. While every seen id is in them
- *     a miss is conclusive, and a hit is confirmed by reading that one id (from memory or its
- *     row), so a collision can never drop an order;
- *   - when the active table is full it becomes the old one and is spilled, a slice per
- *     checkpoint in fingerprint order (so each slice appends), into a generation: a table
- *     seen_fp_<gen>(fp, seq) of its own. The commit of the last slice lists it in seen_gens
- *     and frees the memory table;
- *   - four generations of one level are merged into one of the next, a slice of the
- *     fingerprint range per checkpoint, so a look-up asks O(log n) tables;
- *   - a fixed Bloom filter covers every spilled fingerprint: most misses need no read at all,
- *     the rest look the fingerprint up in each generation and confirm by row.
- * Memory stays fixed however many ids are live; a generation goes (DROP TABLE) when expiry
- * passes its last id, and a restart reloads the generations, the filter and the ids after
- * them, dropping the tables of a spill or merge a crash cut short.
- * master.db is read through its own read-only connection, opened when the file appears.
+ * The seen table is an append-only log: each id gets the next sequence number (its rowid,
+ * never given out twice), and epochs never decrease along it, so a checkpoint appends at the
+ * end of one B-tree and expiry cuts a prefix. Nothing on disk is indexed by id; memory holds
+ * at most cache_max fingerprints (64-bit XXH3 of "merchant\0order"), each with the sequence
+ * number of its id, in two tables (dedup_ftab.h). While every seen id is in them a miss is
+ * conclusive, and a hit is confirmed by reading that one id (from memory or its row), so a
+ * collision can never drop an order. A full table is spilled into a generation on disk,
+ * generations are merged (dedup_gens.h), and a Bloom filter over every spilled fingerprint
+ * (dedup_bloom.h) spares most misses any read. Memory stays fixed however many ids are live;
+ * a restart reloads the generations, the filter and the ids after them. Rule (b) is
+ * dedup_master.h.
  *
- * Threads: the writing side (dedup_write_sealed, dedup_expire_rows) may run on another thread
- * than the rest, as long as the caller never runs both at once on the write connection:
- * dedup_add hands a full table over to the writing side, or finishes a spill that did not
- * keep up, only after the quiesce callback returned, which must return only when no write is
- * under way. */
+ * A checkpoint writes the ids added since the last one, in three calls whose order the types
+ * keep: dedup_begin() (the reading side) sets them aside and returns the checkpoint's
+ * handle; dedup_write(handle) (the writing side: it may run on another thread, inside the
+ * caller's transaction, while the reading side keeps adding) appends them, with the next
+ * slices of a spill or merge under way and an expiry; dedup_end(handle) (the reading side,
+ * once that transaction committed or rolled back) consumes the handle. One checkpoint at a
+ * time: dedup_begin fails while a handle is out. */
 #ifndef LAMBDA_DEDUP_H
 #define LAMBDA_DEDUP_H
 
@@ -45,6 +39,10 @@
 #include "lerr.h"
 
 struct dedup;
+struct dedup_txn; /* one checkpoint, from dedup_begin() to dedup_end() */
+
+/* dedup_begin()'s cut_epoch when the checkpoint expires nothing. */
+#define DEDUP_NO_CUT INT64_MIN
 
 struct dedup_stats {
     size_t cache_ids;    /* fingerprints held in memory */
@@ -61,74 +59,55 @@ struct dedup_stats {
 
 /* A dedup over wdb's `seen` table (borrowed; it must outlive the dedup; speed.db opened
  * read-write) and data_dir/master.db, with at most cache_max fingerprints in memory. Loads
- * the spilled generations and the ids after them (finishing a spill a crash cut short). NULL
- * with e set when the tables cannot be read or memory is short. */
+ * the spilled generations and the ids after them (dropping the tables of a spill or merge a
+ * crash cut short). NULL with e set when the tables cannot be read or memory is short. */
 struct dedup *dedup_new(sqlite3 *wdb, const char *data_dir, size_t cache_max, struct lerr *e);
+/* Frees everything, a checkpoint's handle included (a crash: what it did not commit is lost
+ * with the process). NULL is a no-op. */
 void dedup_free(struct dedup *d);
 
 /* Look-ups in the seen table go through rdb (borrowed, another connection to the same
- * speed.db) instead of wdb, and a full table changes hands only after quiesce(opaque) (0 when
- * wdb is free, else -1 with e set). For a writer on another thread. */
-void dedup_set_reader(struct dedup *d, sqlite3 *rdb, int (*quiesce)(void *, struct lerr *),
+ * speed.db; NULL: back to wdb) instead of wdb, for a writer on another thread. Then a full
+ * table changes hands only while no write is under way: when one must while a checkpoint's
+ * handle is out, dedup calls wait_end(opaque, e), which must return 0 only once dedup_end()
+ * consumed that handle (after waiting for its write), else -1 with e set (the add fails). */
+void dedup_set_reader(struct dedup *d, sqlite3 *rdb, int (*wait_end)(void *, struct lerr *),
                       void *opaque);
 
-/* 1 when the order at (partition, offset) is a duplicate, 0 when it is new, -1 with e set
- * when a database cannot be read (the caller should stop: the answer is unknown). */
-int dedup_check(struct dedup *d, const char *merchant_id, const char *order_id, int partition,
-                int64_t offset, struct lerr *e);
-
-/* Records a counted id (tagged with its epoch) in memory. The id must have been checked new;
- * epochs must not decrease from one call to the next. -1 when out of memory, or when a spill
- * that must finish first cannot be written. */
-int dedup_add(struct dedup *d, const char *merchant_id, const char *order_id, int64_t epoch,
-              int partition, int64_t offset, struct lerr *e);
-
-/* dedup_check, then dedup_add when new, with one fingerprint: 1 a duplicate, 0 new (and
- * recorded), -1 with e set. */
-int dedup_admit(struct dedup *d, const char *merchant_id, const char *order_id, int64_t epoch,
-                int partition, int64_t offset, struct lerr *e);
-
-/* The same in two steps for a batch of orders: dedup_key() gives an order's fingerprint and
- * starts loading its cache slot (so a batch's memory latencies overlap); dedup_admit_key()
- * takes it back. Orders must still be admitted one by one, in log order. */
+/* dedup_key() gives an order's fingerprint and starts loading its cache slot (so a batch's
+ * memory latencies overlap); dedup_admit_key() takes it back and applies the rule: 1 a
+ * duplicate, 0 new (and recorded, tagged with epoch), -1 with e set when a database cannot be
+ * read (the caller should stop: the answer is unknown), when out of memory, or when a spill
+ * that must finish first cannot be written. Orders are admitted one by one, in log order;
+ * epochs must not decrease from one call to the next. */
 uint64_t dedup_key(const struct dedup *d, const char *merchant_id, const char *order_id);
 int dedup_admit_key(struct dedup *d, uint64_t key, const char *merchant_id, const char *order_id,
                     int64_t epoch, int partition, int64_t offset, struct lerr *e);
 
-/* Writes the ids added since the last flush into `seen`, and the whole of a spill or merge
- * under way: seal, write, release in one call.
- * Call it inside the transaction that also commits the positions of those events, so a crash
- * neither forgets nor doubles an id. A failed write forgets nothing in memory (the caller
- * rolls the transaction back); after a failed commit the caller must stop. */
-int dedup_flush(struct dedup *d, struct lerr *e);
+/* Starts a checkpoint (no write may be under way): look-ups start new snapshots (so the
+ * master.db one is never older than the publication of a cut being expired, nor than one
+ * interval), the ids added so far are sealed (they still answer look-ups), and the spill or
+ * merge under way is paced. cut_epoch: the checkpoint forgets the ids tagged with an epoch <
+ * cut_epoch (call it only after a batch version with that cut was published: its master
+ * dataset then holds them), or DEDUP_NO_CUT. The handle, or NULL with e set when a
+ * checkpoint is under way or the ids of one that did not commit are still sealed. */
+struct dedup_txn *dedup_begin(struct dedup *d, int64_t cut_epoch, struct lerr *e);
 
-/* The same in three steps, for a writer thread: seal sets the added ids aside (-1 when ids
- * sealed earlier were not released yet); write_sealed appends them to `seen` through wdb,
- * inside the caller's transaction, with the next slice of a spill under way (dedup_seal
- * sizes it); release forgets them once that transaction committed (until then they still
- * answer look-ups), and frees a table whose spill it completed. A failed write or commit keeps them
- * sealed: the caller rolls back and stops, and the events replay at the next start. */
-int dedup_seal(struct dedup *d, struct lerr *e);
-int dedup_write_sealed(struct dedup *d, struct lerr *e);
-int dedup_release_sealed(struct dedup *d, struct lerr *e);
+/* The writing side, inside the caller's transaction (which also commits the positions of
+ * those events, so a crash neither forgets nor doubles an id), on any one thread: appends the
+ * sealed ids to `seen` through wdb, the next slice of a spill or merge under way, and the
+ * expiry's deletions. At most once per handle. -1 with e set: memory is as before the call,
+ * and the caller rolls back and ends the handle uncommitted. */
+int dedup_write(struct dedup_txn *t, struct lerr *e);
 
-/* Forgets ids tagged with an epoch < cut_epoch. dedup_expire does both halves: expire_rows
- * deletes them from `seen` (inside the caller's transaction; writing side); expire_cache
- * drops them from memory once that committed. Call only after a batch version with that cut
- * was published (its master dataset then holds them). */
-int dedup_expire(struct dedup *d, int64_t cut_epoch, struct lerr *e);
-int dedup_expire_rows(struct dedup *d, int64_t cut_epoch, struct lerr *e);
-int dedup_expire_cache(struct dedup *d, int64_t cut_epoch, struct lerr *e);
-
-/* Look-ups in master.db and through a reader share one read snapshot each (no lock calls per
- * look-up) until this ends them; the next look-up sees everything committed by then. The
- * master.db snapshot must never be older than the publication of a cut being expired: call it
- * before handing over a write that expires. With a
- * reader, it also truncates speed.db's write-ahead log once it outgrew journal_size_limit
- * (our snapshots would otherwise keep the writer from ever restarting it), so call it only
- * while no write is under way. Call it once per checkpoint, after any expiry committed, so the
- * snapshot is never older than one interval and never older than a cut the caller has expired. */
-void dedup_refresh(struct dedup *d);
+/* The reading side once the caller's transaction committed (is_committed, after a
+ * dedup_write that succeeded) or rolled back; no write may be under way. Committed: the
+ * sealed ids are forgotten from memory (their rows answer now), a finished spill frees its
+ * table, the expiry reaches the cache, and look-ups start new snapshots. Rolled back: what
+ * the write moved in memory is put back and the sealed ids stay (still answering look-ups,
+ * and making the next dedup_begin fail): after a failed commit the caller must stop, and the
+ * events replay at the next start. Consumes t. -1 with e set when memory is short. */
+int dedup_end(struct dedup_txn *t, bool is_committed, struct lerr *e);
 
 void dedup_get_stats(const struct dedup *d, struct dedup_stats *out);
 

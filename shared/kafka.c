@@ -1,6 +1,9 @@
+/* kafka.c - librdkafka set-up: the configuration, consumers, assignment, and the one retry
+ * loop for a broker that is away. */
 #include "kafka.h"
 
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -83,4 +86,107 @@ int kafka_watermarks(rd_kafka_t *rk, const char *topic, int partition, int timeo
         return lerr_set(e, "cannot read offsets of '%s' partition %d within %d ms: %s", topic,
                         partition, timeout_ms, rd_kafka_err2str(err));
     return 0;
+}
+
+static bool is_given(const struct cfg *c, const char *name)
+{
+    for (int i = 0; i < c->nkafka; i++)
+        if (strcmp(c->kafka_name[i], name) == 0)
+            return true;
+    return false;
+}
+
+rd_kafka_t *kafka_consumer_new(const struct cfg *c, const struct kafka_prop *props, size_t nprops,
+                               kafka_error_fn *on_error, void *opaque, struct lerr *e)
+{
+    char errstr[512];
+    rd_kafka_conf_t *conf = kafka_conf_new(c, e);
+    rd_kafka_t *rk;
+
+    if (!conf)
+        return NULL;
+    for (size_t i = 0; i < nprops; i++)
+        if ((!props[i].is_default || !is_given(c, props[i].name)) &&
+            kafka_conf_set(conf, props[i].name, props[i].value, e) != 0)
+            goto fail;
+    if (kafka_conf_set(conf, "group.id", cfg_str(c, "group"), e) != 0 ||
+        kafka_conf_set(conf, "enable.auto.commit", "false", e) != 0)
+        goto fail;
+    if (on_error) {
+        rd_kafka_conf_set_opaque(conf, opaque);
+        rd_kafka_conf_set_error_cb(conf, on_error);
+    }
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        lerr_set(e, "cannot create a Kafka consumer: %s", errstr);
+        goto fail;
+    }
+    conf = NULL; /* rd_kafka_new() owns it now */
+    rd_kafka_poll_set_consumer(rk);
+    return rk;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+int kafka_assign(rd_kafka_t *rk, const char *topic, const struct kafka_pos *pos, int n,
+                 struct lerr *e)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+    rd_kafka_resp_err_t err;
+
+    for (int i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(l, topic, pos[i].partition)->offset = pos[i].offset;
+    err = rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (err)
+        return lerr_set(e, "cannot assign partitions of '%s': %s", topic, rd_kafka_err2str(err));
+    return 0;
+}
+
+/* One question to the cluster: the partition count when count is set, else the watermarks. */
+struct ask {
+    rd_kafka_t *rk;
+    const char *topic;
+    int partition, timeout_ms;
+    int *count;
+    int64_t *low, *high;
+};
+
+/* The retry loop: asks until the cluster answers or *stop is set (1). */
+static int ask_until_answered(const struct ask *a, volatile sig_atomic_t *stop, const char *who)
+{
+    struct lerr ke;
+
+    while (a->count ? kafka_partition_count(a->rk, a->topic, a->timeout_ms, a->count, &ke)
+                    : kafka_watermarks(a->rk, a->topic, a->partition, a->timeout_ms, a->low,
+                                       a->high, &ke)) {
+        log_warn(who, "kafka_unreachable err=\"%s\" action=retrying", ke.msg);
+        for (int i = 0; i < 10 && !*stop; i++)
+            nanosleep(&(struct timespec){.tv_nsec = 100 * 1000 * 1000}, NULL);
+        if (*stop)
+            return 1;
+    }
+    return 0;
+}
+
+int kafka_partition_count_wait(rd_kafka_t *rk, const char *topic, int timeout_ms,
+                               volatile sig_atomic_t *stop, const char *who, int *out)
+{
+    struct ask a = {.rk = rk, .topic = topic, .timeout_ms = timeout_ms, .count = out};
+
+    return ask_until_answered(&a, stop, who);
+}
+
+int kafka_watermarks_wait(rd_kafka_t *rk, const char *topic, int partition, int timeout_ms,
+                          volatile sig_atomic_t *stop, const char *who, int64_t *low, int64_t *high)
+{
+    struct ask a = {.rk = rk,
+                    .topic = topic,
+                    .partition = partition,
+                    .timeout_ms = timeout_ms,
+                    .low = low,
+                    .high = high};
+
+    return ask_until_answered(&a, stop, who);
 }

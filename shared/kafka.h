@@ -3,10 +3,15 @@
  * kafka_conf_new() turns a struct cfg into an rd_kafka_conf_t: bootstrap.servers from
  * `brokers`, then every `kafka.<property>` key passed through, so a real cluster's security
  * settings need no code. Positions never live in Kafka's committed offsets (they are in
- * SQLite, DESIGN.md section 7), so consumers built here assign partitions explicitly. */
+ * SQLite, DESIGN.md section 7), so every consumer is made by kafka_consumer_new() (no commits)
+ * and given its partitions by kafka_assign(). The *_wait variants are the one retry loop for a
+ * broker that is away: they log each failed try as `kafka_unreachable` and try again a second
+ * later until the broker answers or a stop is requested. */
 #ifndef LAMBDA_KAFKA_H
 #define LAMBDA_KAFKA_H
 
+#include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <librdkafka/rdkafka.h>
@@ -28,5 +33,40 @@ int kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms, int
 /* Low and high watermark offsets of one partition. */
 int kafka_watermarks(rd_kafka_t *rk, const char *topic, int partition, int timeout_ms, int64_t *low,
                      int64_t *high, struct lerr *e);
+
+/* One property of a consumer. A default (is_default) gives way to a kafka.<name> key of the
+ * configuration; the others are set over it. */
+struct kafka_prop {
+    const char *name, *value;
+    bool is_default;
+};
+
+/* librdkafka's error callback, as rd_kafka_conf_set_error_cb() takes it. */
+typedef void kafka_error_fn(rd_kafka_t *rk, int err, const char *reason, void *opaque);
+
+/* A consumer of c's brokers in group `group` that never commits offsets: kafka.* applied,
+ * then props (nprops of them), then the error callback with its opaque when on_error is not
+ * NULL; its events come from rd_kafka_consumer_poll(). NULL with e set; nothing to free then. */
+rd_kafka_t *kafka_consumer_new(const struct cfg *c, const struct kafka_prop *props, size_t nprops,
+                               kafka_error_fn *on_error, void *opaque, struct lerr *e);
+
+/* Where a partition is to be read from. */
+struct kafka_pos {
+    int32_t partition;
+    int64_t offset;
+};
+
+/* Assigns exactly these n partitions of topic (none: n == 0), replacing any assignment. */
+int kafka_assign(rd_kafka_t *rk, const char *topic, const struct kafka_pos *pos, int n,
+                 struct lerr *e);
+
+/* kafka_partition_count() and kafka_watermarks(), tried again while the broker is away: each
+ * failure logs a warning under who, then waits a second (looking at *stop every 100 ms).
+ * 0 once answered, 1 when *stop was set first. */
+int kafka_partition_count_wait(rd_kafka_t *rk, const char *topic, int timeout_ms,
+                               volatile sig_atomic_t *stop, const char *who, int *out);
+int kafka_watermarks_wait(rd_kafka_t *rk, const char *topic, int partition, int timeout_ms,
+                          volatile sig_atomic_t *stop, const char *who, int64_t *low,
+                          int64_t *high);
 
 #endif

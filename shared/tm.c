@@ -33,6 +33,21 @@ int64_t tm_floor(int64_t t_ms, int64_t width_ms)
     return q * width_ms;
 }
 
+int64_t tm_epoch(int64_t wall_ms, int64_t epoch_ms)
+{
+    return tm_floor(wall_ms, epoch_ms) / epoch_ms;
+}
+
+int64_t tm_minute_of(int64_t event_ms)
+{
+    return tm_floor(event_ms, TM_MINUTE_MS);
+}
+
+int64_t tm_hour_of(int64_t event_ms)
+{
+    return tm_floor(event_ms, TM_HOUR_MS);
+}
+
 /* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil). */
 static int64_t days_from_civil(int64_t y, int m, int d)
 {

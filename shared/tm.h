@@ -24,6 +24,16 @@ int64_t tm_mono_ms(void);
 /* The start of the bucket of width_ms that holds t_ms (floor, also for negative times). */
 int64_t tm_floor(int64_t t_ms, int64_t width_ms);
 
+/* The epoch that holds wall-clock time wall_ms: floor(wall_ms / epoch_ms), epoch_ms > 0.
+ * Batch cuts and the speed layer's intervals both number epochs this way (DESIGN.md
+ * section 3). */
+int64_t tm_epoch(int64_t wall_ms, int64_t epoch_ms);
+
+/* The minute and the hour an event at event_ms counts in: the one mapping of an event to its
+ * buckets, for batch's views and speed's deltas alike (DESIGN.md section 2). */
+int64_t tm_minute_of(int64_t event_ms);
+int64_t tm_hour_of(int64_t event_ms);
+
 /* Parses RFC 3339 ("2026-11-21T10:15:30.123Z", "...T12:15:30+02:00", 0..9 fraction digits,
  * 'T' or 't', 'Z' or 'z') into UTC ms, truncating below the millisecond. Returns 0, or -1 when
  * s[0..len) is not such a time or lies outside 0..TM_MAX_MS; *out is untouched then. */

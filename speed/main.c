@@ -16,6 +16,7 @@
 #include "cfg.h"
 #include "log.h"
 #include "mem.h"
+#include "sig.h"
 #include "speed.h"
 #include "tm.h"
 
@@ -62,8 +63,7 @@ static void page_pool_init(void)
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    stop_requested = 1;
+    stop_requested = sig;
 }
 
 static int savepoint(const struct cfg *c)
@@ -118,28 +118,30 @@ static int check_args(const struct cfg *c)
 
 static int run(const struct cfg *c)
 {
-    struct speed s;
+    struct speed *s;
+    struct speed_stats n;
     struct lerr e = {{0}};
     int rc;
 
-    if (speed_open(&s, c, &e) != 0) {
+    if (!(s = speed_open(c, &e))) {
         log_error("speed", "start_failed err=\"%s\"", e.msg);
-        speed_close(&s);
         return 1;
     }
     cfg_log(c, "speed");
-    rc = speed_connect(&s, &stop_requested, &e);
+    rc = speed_connect(s, &stop_requested, &e);
     if (rc == 0) {
-        log_info("speed", "started partitions=%d epoch=%" PRId64 " data_dir=\"%s\"", s.nparts,
-                 s.epoch, s.data_dir);
-        rc = speed_run(&s, &stop_requested, &e);
+        speed_get_stats(s, &n);
+        log_info("speed", "started partitions=%d epoch=%" PRId64 " data_dir=\"%s\"", n.nparts,
+                 n.epoch, cfg_str(c, "data_dir"));
+        rc = speed_run(s, &stop_requested, &e);
     }
+    speed_get_stats(s, &n);
     if (rc < 0)
         log_error("speed", "failed err=\"%s\"", e.msg);
     else
         log_info("speed", "stopped consumed=%" PRId64 " applied=%" PRId64 " epoch=%" PRId64,
-                 s.n.consumed, s.n.applied, s.epoch);
-    speed_close(&s);
+                 n.consumed, n.applied, n.epoch);
+    speed_close(s);
     return rc < 0 ? 1 : 0;
 }
 
@@ -147,7 +149,6 @@ int main(int argc, char **argv)
 {
     struct cfg c;
     struct lerr e = {{0}};
-    struct sigaction sa;
     int rc;
 
     if (cfg_load(&c, keys, argc, argv, &e) != 0) {
@@ -164,10 +165,7 @@ int main(int argc, char **argv)
         cfg_release(&c);
         return 2;
     }
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    sig_catch_stop(on_signal, false); /* a blocking wait returns to poll the flag */
     if (c.nargs == 0)
         page_pool_init(); /* before SQLite's first use */
     rc = c.nargs == 1 ? savepoint(&c) : run(&c);

@@ -5,15 +5,15 @@
  * cut (pending or published); without that, at `start`: earliest, latest or the first
  * offset whose message timestamp is at or after an RFC 3339 time. Then any partition behind
  * the newest cut moves forward to it: what lies before the cut is the master dataset's. */
-#include "speed.h"
+#include "speed_int.h"
 
 #include <inttypes.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "cut.h"
 #include "db.h"
 #include "kafka.h"
 #include "log.h"
@@ -22,19 +22,32 @@
 /* librdkafka 2.0.2's mock cluster never answers a timestamp look-up; wait this long. */
 #define OFFSETS_FOR_TIMES_MS 1500
 
-struct cut {
+struct start_cut {
     int64_t id, epoch; /* id 0: no cut */
+    int nparts;
     int64_t *offsets;  /* per partition; -1 where the cut names none */
     const char **from; /* per partition: where its position came from (for the log) */
 };
 
+/* cut_offset_fn for a struct start_cut. */
+static int add_offset(void *arg, int32_t partition, int64_t offset, struct lerr *e)
+{
+    struct start_cut *c = arg;
+
+    (void)e;
+    if (partition >= 0 && partition < c->nparts)
+        c->offsets[partition] = offset;
+    return 0;
+}
+
 /* The newest cut of batch.db in any state; none when the file or its tables are missing. */
-static int read_newest_cut(struct speed *s, struct cut *c, struct lerr *e)
+static int read_newest_cut(struct speed *s, struct start_cut *c, struct lerr *e)
 {
     char path[PATH_MAX];
     sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
+    struct cut_version v;
     struct lerr ignored;
+    bool found = false;
     int rc = -1;
 
     c->id = 0;
@@ -46,72 +59,39 @@ static int read_newest_cut(struct speed *s, struct cut *c, struct lerr *e)
         return 0;
     if (db_open_ro(s->data_dir, DB_BATCH, &db, e) != 0)
         return -1;
-    if (db_prepare(
-            db,
-            "SELECT id, cut_epoch FROM versions WHERE state <> 'failed' ORDER BY id DESC LIMIT 1",
-            &st, &ignored) != 0) {
-        rc = 0; /* a batch.db without its schema yet holds no cut */
-        goto out;
-    }
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        c->id = sqlite3_column_int64(st, 0);
-        c->epoch = sqlite3_column_int64(st, 1);
-    }
-    sqlite3_finalize(st);
-    st = NULL;
-    if (c->id == 0) {
+    /* A batch.db without its schema yet holds no cut. */
+    if (cut_newest(db, &v, &found, &ignored) != 0 || !found) {
         rc = 0;
         goto out;
     }
-    if (db_prepare(db, "SELECT partition, offset FROM cut_offsets WHERE version = ?1", &st, e))
+    c->id = v.id;
+    c->epoch = v.epoch;
+    if (c->id != 0 && cut_offsets(db, c->id, add_offset, c, e) != 0)
         goto out;
-    sqlite3_bind_int64(st, 1, c->id);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        int p = sqlite3_column_int(st, 0);
-        if (p >= 0 && p < s->nparts)
-            c->offsets[p] = sqlite3_column_int64(st, 1);
-    }
     rc = 0;
 out:
-    sqlite3_finalize(st);
     sqlite3_close(db);
     return rc;
-}
-
-static void nap(int64_t ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
-
-    nanosleep(&ts, NULL);
 }
 
 /* The low and high watermarks of p, retrying while the broker is away. 1 when stopped. */
 static int watermarks(struct speed *s, int p, volatile sig_atomic_t *stop, int64_t *low,
                       int64_t *high)
 {
-    struct lerr ke;
-
-    while (kafka_watermarks(s->rk, s->topic, p, (int)s->kafka_timeout_ms, low, high, &ke)) {
-        log_warn("speed", "kafka_unreachable err=\"%s\" action=retrying", ke.msg);
-        for (int i = 0; i < 10 && !*stop; i++)
-            nap(100);
-        if (*stop)
-            return 1;
-    }
-    return 0;
+    return kafka_watermarks_wait(s->rk, s->topic, p, (int)s->kafka_timeout_ms, stop, "speed", low,
+                                 high);
 }
 
 /* Reads the first message at or after offset of p: its offset and timestamp. */
 static int read_one(rd_kafka_t *rk, const char *topic, int p, int64_t offset, int64_t timeout_ms,
                     volatile sig_atomic_t *stop, int64_t *got, int64_t *ts, struct lerr *e)
 {
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    struct kafka_pos pos = {p, offset};
+    struct lerr ignored;
     int64_t end = tm_mono_ms() + timeout_ms;
     int rc = -1;
 
-    rd_kafka_topic_partition_list_add(l, topic, p)->offset = offset;
-    rd_kafka_assign(rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
+    kafka_assign(rk, topic, &pos, 1, &ignored); /* a failure shows as no message in time */
     while (rc != 0 && tm_mono_ms() < end && !*stop) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
         if (!m)
@@ -153,25 +133,7 @@ static int search_time(struct speed *s, rd_kafka_t *rk, int p, int64_t low, int6
 
 static rd_kafka_t *search_consumer(struct speed *s, struct lerr *e)
 {
-    char errstr[512];
-    rd_kafka_conf_t *conf = kafka_conf_new(s->cfg, e);
-    rd_kafka_t *rk;
-
-    if (!conf)
-        return NULL;
-    if (kafka_conf_set(conf, "group.id", cfg_str(s->cfg, "group"), e) != 0 ||
-        kafka_conf_set(conf, "enable.auto.commit", "false", e) != 0) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        lerr_set(e, "cannot create a Kafka consumer: %s", errstr);
-        return NULL;
-    }
-    rd_kafka_poll_set_consumer(rk);
-    return rk;
+    return kafka_consumer_new(s->cfg, NULL, 0, NULL, NULL, e);
 }
 
 /* Positions for a time start: Kafka's timestamp look-up first; where it gives no answer,
@@ -261,9 +223,9 @@ static int has_boundary(struct speed *s, int64_t epoch, bool *out, struct lerr *
 
 int speed_start_positions(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e)
 {
-    struct cut c = {0, 0, calloc((size_t)s->nparts, sizeof(int64_t)),
-                    calloc((size_t)s->nparts, sizeof(char *))};
-    int64_t now_epoch = tm_now_ms() / s->epoch_ms;
+    struct start_cut c = {0, 0, s->nparts, calloc((size_t)s->nparts, sizeof(int64_t)),
+                          calloc((size_t)s->nparts, sizeof(char *))};
+    int64_t now_epoch = tm_epoch(tm_now_ms(), s->epoch_ms);
     bool has = false;
     int rc = -1;
 

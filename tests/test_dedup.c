@@ -5,13 +5,15 @@
 #include <sys/stat.h>
 
 #include "db.h"
-#include "dedup.h"
+#include "dedup_test.h"
 #include "itlib.h"
+#include "speed/wal.h"
 
 struct fix {
     char dir[512];
     sqlite3 *speed;
     struct dedup *d;
+    struct dedup_txn *txn; /* a checkpoint written and not yet ended */
     struct lerr e;
 };
 
@@ -61,30 +63,27 @@ static void flush(struct fix *f)
 }
 
 /* A checkpoint the writer thread's way, in its two halves: the write (and an expiry below cut
- * unless INT64_MIN) committed, then the reading side's turn. */
+ * unless DEDUP_NO_CUT) committed, then the reading side's turn. */
 static void ckpt_write(struct fix *f, int64_t cut)
 {
-    cr_assert_eq(dedup_seal(f->d, &f->e), 0, "%s", f->e.msg);
+    f->txn = dedup_begin(f->d, cut, &f->e);
+    cr_assert_not_null(f->txn, "%s", f->e.msg);
     cr_assert_eq(db_exec(f->speed, "BEGIN IMMEDIATE", &f->e), 0);
-    cr_assert_eq(dedup_write_sealed(f->d, &f->e), 0, "write: %s", f->e.msg);
-    if (cut != INT64_MIN)
-        cr_assert_eq(dedup_expire_rows(f->d, cut, &f->e), 0, "%s", f->e.msg);
+    cr_assert_eq(dedup_write(f->txn, &f->e), 0, "write: %s", f->e.msg);
     cr_assert_eq(db_exec(f->speed, "COMMIT", &f->e), 0);
     dedup_refresh(f->d);
 }
 
-static void ckpt_finish(struct fix *f, int64_t cut)
+static void ckpt_finish(struct fix *f)
 {
-    cr_assert_eq(dedup_release_sealed(f->d, &f->e), 0, "%s", f->e.msg);
-    if (cut != INT64_MIN)
-        cr_assert_eq(dedup_expire_cache(f->d, cut, &f->e), 0, "%s", f->e.msg);
-    dedup_refresh(f->d);
+    cr_assert_eq(dedup_end(f->txn, true, &f->e), 0, "%s", f->e.msg);
+    f->txn = NULL;
 }
 
 static void ckpt(struct fix *f, int64_t cut)
 {
     ckpt_write(f, cut);
-    ckpt_finish(f, cut);
+    ckpt_finish(f);
 }
 
 /* The process ends (nothing in memory is released) and starts again with cache_max. */
@@ -404,7 +403,7 @@ Test(dedup, a_merge_keeps_its_sources_until_the_reader_moved_on, .timeout = 30)
     add(&f, "m", "last", 1, 0, i);
     ckpt_write(&f, INT64_MIN); /* the merge ends */
     cr_assert_eq(check(&f, "m", "o-0", 0, 99), 1, "before the reading side's turn");
-    ckpt_finish(&f, INT64_MIN);
+    ckpt_finish(&f);
     dedup_get_stats(f.d, &s);
     cr_assert(!s.is_merging);
     for (int k = 0; k < i; k++) {
@@ -532,16 +531,15 @@ Test(dedup, a_reload_keeps_the_ids_not_yet_written, .timeout = 30)
     add(&f, "m", "b", 5, 0, 2); /* overflows: the cache is incomplete */
     flush(&f);
     add(&f, "m", "c", 6, 0, 3); /* written by no one yet */
-    cr_assert_eq(dedup_seal(f.d, &f.e), 0);
+    f.txn = dedup_begin(f.d, 6, &f.e);
+    cr_assert_not_null(f.txn, "%s", f.e.msg);
     add(&f, "m", "d", 6, 0, 4);
     /* The writer's half: c is written, and the rows below the cut are deleted. */
     cr_assert_eq(db_exec(f.speed, "BEGIN", &f.e), 0);
-    cr_assert_eq(dedup_write_sealed(f.d, &f.e), 0, "%s", f.e.msg);
-    cr_assert_eq(dedup_expire_rows(f.d, 6, &f.e), 0, "%s", f.e.msg);
+    cr_assert_eq(dedup_write(f.txn, &f.e), 0, "%s", f.e.msg);
     cr_assert_eq(db_exec(f.speed, "COMMIT", &f.e), 0);
-    cr_assert_eq(dedup_release_sealed(f.d, &f.e), 0, "%s", f.e.msg);
     /* The reader's half reloads: d was never written, and must still be known. */
-    cr_assert_eq(dedup_expire_cache(f.d, 6, &f.e), 0, "%s", f.e.msg);
+    cr_assert_eq(dedup_end(f.txn, true, &f.e), 0, "%s", f.e.msg);
     dedup_get_stats(f.d, &s);
     cr_assert(!s.is_complete, "c and d do not fit one slot");
     cr_assert_eq(check(&f, "m", "c", 0, 9), 1);
@@ -560,9 +558,11 @@ Test(dedup, a_sweep_keeps_the_ids_not_yet_written, .timeout = 30)
     fix_up(&f, 100);
     add(&f, "m", "a", 5, 0, 1);
     flush(&f);
+    f.txn = dedup_begin(f.d, 6, &f.e);
+    cr_assert_not_null(f.txn, "%s", f.e.msg);
     add(&f, "m", "b", 6, 0, 2);
-    cr_assert_eq(dedup_expire_rows(f.d, 6, &f.e), 0, "%s", f.e.msg);
-    cr_assert_eq(dedup_expire_cache(f.d, 6, &f.e), 0, "%s", f.e.msg);
+    cr_assert_eq(dedup_write(f.txn, &f.e), 0, "%s", f.e.msg);
+    cr_assert_eq(dedup_end(f.txn, true, &f.e), 0, "%s", f.e.msg);
     cr_assert_eq(check(&f, "m", "a", 0, 9), 0);
     cr_assert_eq(check(&f, "m", "b", 0, 9), 1);
     fix_down(&f);
@@ -577,6 +577,7 @@ Test(dedup, a_reader_lets_the_log_restart, .timeout = 60)
     sqlite3 *rdb;
     char o[32], path[600];
     struct stat sb;
+    struct speed_wal wal;
 
     fix_up(&f, 50); /* spills: the ids of earlier cycles are confirmed by their rows */
     cr_assert_eq(
@@ -584,6 +585,7 @@ Test(dedup, a_reader_lets_the_log_restart, .timeout = 60)
         0, "%s", f.e.msg);
     cr_assert_eq(db_open_ro(f.dir, DB_SPEED, &rdb, &f.e), 0, "%s", f.e.msg);
     dedup_set_reader(f.d, rdb, NULL, NULL);
+    speed_wal_init(&wal, f.speed);
     for (int cycle = 0; cycle < 300; cycle++) {
         for (int i = 0; i < 40; i++) {
             snprintf(o, sizeof(o), "o-%d-%d", cycle, i);
@@ -594,6 +596,7 @@ Test(dedup, a_reader_lets_the_log_restart, .timeout = 60)
         snprintf(o, sizeof(o), "o-%d-%d", cycle / 2, cycle % 40);
         cr_assert_eq(check(&f, "m", o, 0, 99), 1, "%s", o);
         dedup_refresh(f.d);
+        speed_wal_settle(&wal, f.speed);
     }
     snprintf(path, sizeof(path), "%s/speed.db-wal", f.dir);
     cr_assert_eq(stat(path, &sb), 0);
@@ -636,5 +639,31 @@ Test(dedup, a_merge_never_picks_a_generation_expiry_just_unlisted, .timeout = 30
     cr_assert_eq(check(&f, "m", "f", 0, 9), 1);
     dedup_set_reader(f.d, NULL, NULL, NULL);
     sqlite3_close(rdb);
+    fix_down(&f);
+}
+
+/* One checkpoint at a time; one that rolls back keeps its ids sealed (they still answer) and
+ * lets no further one begin: the caller must stop, and the events replay at the next start. */
+Test(dedup, a_checkpoint_rolled_back_keeps_its_ids_and_blocks_the_next, .timeout = 30)
+{
+    struct fix f;
+    struct dedup_txn *t;
+
+    fix_up(&f, 100);
+    add(&f, "m", "a", 1, 0, 1);
+    t = dedup_begin(f.d, DEDUP_NO_CUT, &f.e);
+    cr_assert_not_null(t, "%s", f.e.msg);
+    cr_assert_null(dedup_begin(f.d, DEDUP_NO_CUT, &f.e));
+    cr_assert_str_eq(f.e.msg, "dedup: a checkpoint is under way");
+    cr_assert_eq(db_exec(f.speed, "BEGIN IMMEDIATE", &f.e), 0);
+    cr_assert_eq(dedup_write(t, &f.e), 0, "%s", f.e.msg);
+    cr_assert_eq(db_exec(f.speed, "ROLLBACK", &f.e), 0);
+    cr_assert_eq(dedup_end(t, false, &f.e), 0, "%s", f.e.msg);
+    cr_assert_eq(seen_rows(&f), 0);
+    cr_assert_eq(check(&f, "m", "a", 0, 9), 1, "sealed, still known");
+    cr_assert_null(dedup_begin(f.d, DEDUP_NO_CUT, &f.e));
+    cr_assert_str_eq(f.e.msg, "dedup: sealed ids were not released");
+    restart(&f, 100);
+    cr_assert_eq(check(&f, "m", "a", 0, 9), 0, "never written: it replays");
     fix_down(&f);
 }

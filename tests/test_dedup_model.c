@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "db.h"
-#include "dedup.h"
+#include "dedup_test.h"
 #include "itlib.h"
 #include "log.h"
 
@@ -23,7 +23,8 @@ struct model {
     char dir[512];
     sqlite3 *w, *r;
     struct dedup *d;
-    bool inflight; /* a checkpoint's transaction is open on w */
+    struct dedup_txn *txn; /* the checkpoint begun and not yet ended */
+    bool inflight;         /* a checkpoint's transaction is open on w */
     int64_t epoch, cut_posted, job_cut;
     unsigned seed, rs;
     struct lerr e;
@@ -47,12 +48,10 @@ static void mark(int from, int to)
 /* The reading side's half of a committed checkpoint. */
 static void finish(void)
 {
-    cr_assert_eq(dedup_release_sealed(M.d, &M.e), 0, "release: %s", M.e.msg);
+    cr_assert_eq(dedup_end(M.txn, true, &M.e), 0, "end: %s", M.e.msg);
+    M.txn = NULL;
     mark(INFLIGHT, DONE);
-    if (M.job_cut != INT64_MIN)
-        cr_assert_eq(dedup_expire_cache(M.d, M.job_cut, &M.e), 0, "expire: %s", M.e.msg);
     M.job_cut = INT64_MIN;
-    dedup_refresh(M.d);
 }
 
 static void commit_job(void)
@@ -99,6 +98,7 @@ static void crash(void)
     mark(SEALED, LOST);
     mark(INFLIGHT, DONE);
     M.job_cut = INT64_MIN;
+    M.txn = NULL; /* lost with the process */
     dedup_set_reader(M.d, NULL, NULL, NULL);
     dedup_free(M.d);
     cr_assert_eq(sqlite3_close(M.r), SQLITE_OK, "the reader's statements were all finalized");
@@ -108,18 +108,21 @@ static void crash(void)
 
 static void checkpoint(void)
 {
+    int64_t cut = DEDUP_NO_CUT;
+
     commit_job();
-    cr_assert_eq(dedup_seal(M.d, &M.e), 0, "%s", M.e.msg);
-    mark(CUR, SEALED);
-    cr_assert_eq(db_exec(M.w, "BEGIN IMMEDIATE", &M.e), 0, "%s", M.e.msg);
-    cr_assert_eq(dedup_write_sealed(M.d, &M.e), 0, "seed %u, write: %s", M.seed, M.e.msg);
     if (rnd() % 25 == 0 && M.epoch - 4 > (M.cut_posted == INT64_MIN ? 0 : M.cut_posted)) {
         int64_t c = M.epoch - 3 - rnd() % 3;
-        if (c > M.cut_posted) {
-            cr_assert_eq(dedup_expire_rows(M.d, c, &M.e), 0, "%s", M.e.msg);
-            M.cut_posted = M.job_cut = c;
-        }
+        if (c > M.cut_posted)
+            cut = c;
     }
+    M.txn = dedup_begin(M.d, cut, &M.e);
+    cr_assert_not_null(M.txn, "%s", M.e.msg);
+    mark(CUR, SEALED);
+    cr_assert_eq(db_exec(M.w, "BEGIN IMMEDIATE", &M.e), 0, "%s", M.e.msg);
+    cr_assert_eq(dedup_write(M.txn, &M.e), 0, "seed %u, write: %s", M.seed, M.e.msg);
+    if (cut != DEDUP_NO_CUT)
+        M.cut_posted = M.job_cut = cut;
     M.inflight = true;
     if (rnd() % 12 == 0)
         M.epoch++;

@@ -25,6 +25,33 @@ Test(serve_api, routes_paths)
     cr_expect_eq(serve_api_route(""), SERVE_R_OTHER);
 }
 
+Test(serve_api, routes_answer_get_and_head_only)
+{
+    struct serve_reply r = {0};
+
+    for (int i = 0; i < SERVE_R_OTHER; i++) {
+        cr_expect(serve_api_allows((enum serve_route)i, "GET"), "route %d", i);
+        cr_expect(serve_api_allows((enum serve_route)i, "HEAD"), "route %d", i);
+        cr_expect_not(serve_api_allows((enum serve_route)i, "POST"), "route %d", i);
+    }
+    cr_expect_not(serve_api_allows(SERVE_R_OTHER, "GET"));
+    serve_api_refuse(SERVE_R_TOP, "POST", "/top", &r);
+    cr_expect_eq(r.status, 405);
+    cr_expect_str_eq(r.allow, "GET, HEAD");
+    cr_expect_str_eq(r.body, "{\"error\":\"method POST not allowed on '/top': use GET\"}");
+    free(r.owned);
+}
+
+Test(serve_api, names_routes_for_metrics)
+{
+    static const char *const want[SERVE_R_COUNT] = {
+        "dashboard", "query", "query_ids", "series", "top", "health", "metrics", "other",
+    };
+
+    for (int i = 0; i < SERVE_R_COUNT; i++)
+        cr_expect_str_eq(serve_api_route_name((enum serve_route)i), want[i]);
+}
+
 Test(serve_api, error_answers_are_json_with_printable_messages)
 {
     struct serve_reply r;
@@ -38,13 +65,18 @@ Test(serve_api, error_answers_are_json_with_printable_messages)
     free(r.owned);
 }
 
+static const char *route_name(int r)
+{
+    return serve_api_route_name((enum serve_route)r);
+}
+
 static char *render(struct serve_metrics *m)
 {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
 
-    serve_metrics_render(m, f);
+    serve_metrics_render(m, route_name, f);
     fclose(f);
     return buf;
 }

@@ -50,6 +50,24 @@ Test(tm, bucket_widths_are_a_minute_an_hour_a_day)
     cr_expect_eq(TM_MAX_MS, 253402300799999LL); /* date -u -d 9999-12-31T23:59:59.999Z */
 }
 
+Test(tm, an_event_counts_in_its_minute_and_its_hour)
+{
+    cr_expect_eq(tm_minute_of(T0), 1795256100000LL); /* 2026-11-21T10:15:00Z */
+    cr_expect_eq(tm_hour_of(T0), 1795255200000LL);   /* 2026-11-21T10:00:00Z */
+    cr_expect_eq(tm_minute_of(1795256100000LL), 1795256100000LL);
+    cr_expect_eq(tm_minute_of(1795256099999LL), 1795256040000LL);
+    cr_expect_eq(tm_hour_of(-1), -3600000LL);
+}
+
+Test(tm, an_epoch_is_the_floor_of_wall_time_over_its_length)
+{
+    cr_expect_eq(tm_epoch(T0, 1000), 1795256130LL);
+    cr_expect_eq(tm_epoch(T0, TM_MINUTE_MS), 29920935LL);
+    cr_expect_eq(tm_epoch(59999, 60000), 0);
+    cr_expect_eq(tm_epoch(60000, 60000), 1);
+    cr_expect_eq(tm_epoch(-1, 60000), -1);
+}
+
 Test(tm, formats_rfc3339_with_milliseconds_and_z)
 {
     static const struct {
