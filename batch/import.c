@@ -1,7 +1,7 @@
 /* import.c - backfill files into the master dataset: NDJSON or CSV, through ev_parse.
  *
  * The format is told by the first line: exactly "order_id,merchant_id,amount_cents,event_time"
- * is CSV (simple double-quoted fields allowed), anything else NDJSON (one object per line;
+ * is CSV (double-quoted fields, read by shared/csvrec), anything else NDJSON (one object per line;
  * blank lines are skipped). Orders keep partition -1 and offset = line number; rejects name
  * the file and the line. A file goes in transactions of chunk_rows lines; each commits, with
  * its rows, the file's progress in master's counters ("import:<hash>:line" and its figures),
@@ -23,6 +23,7 @@
 
 #include <xxhash.h>
 
+#include "csvrec.h"
 #include "db.h"
 #include "ev.h"
 #include "lock.h"
@@ -46,8 +47,7 @@ struct import {
     struct batch_rows rows; /* valid orders of the open transaction; raw in the mapped file */
     struct batch_sums sums; /* what the inserted ones add, recorded with them */
     bool is_summed;         /* a version is published: the next run adds the sums to it */
-    char *scratch;          /* CSV fields of one line */
-    size_t scratch_cap;
+    struct csvrec csv;      /* the fields of one CSV line */
     int64_t lines, orders, dups, rejects; /* of the file being imported, resumes included */
     bool is_tty;
 };
@@ -71,59 +71,17 @@ static int prepare(struct import *im, struct lerr *e)
                       &im->record, e);
 }
 
-/* Splits a CSV line into at most max fields (NUL-terminated, in out, which holds len + max
- * bytes). Returns the number of fields, max + 1 when there are more, or -1 on bad quoting. */
-static int csv_split(const char *s, size_t len, char *out, const char *f[], int max)
-{
-    size_t i = 0;
-    int n = 0;
-
-    for (;;) {
-        if (n == max)
-            return max + 1;
-        f[n++] = out;
-        if (i < len && s[i] == '"') {
-            for (i++;; i++) {
-                if (i >= len)
-                    return -1; /* no closing quote */
-                if (s[i] == '"' && i + 1 < len && s[i + 1] == '"')
-                    *out++ = s[i++];
-                else if (s[i] == '"')
-                    break;
-                else
-                    *out++ = s[i];
-            }
-            if (++i < len && s[i] != ',')
-                return -1; /* text after the closing quote */
-        } else {
-            while (i < len && s[i] != ',')
-                *out++ = s[i++];
-        }
-        *out++ = '\0';
-        if (i >= len)
-            return n;
-        i++; /* the comma */
-    }
-}
-
 static enum ev_reason parse_csv(struct import *im, const char *s, size_t len, struct ev_order *o)
 {
-    const char *f[4];
-    int n;
+    struct lerr ignored;
+    int n = csvrec_split(&im->csv, s, len, &ignored);
 
-    if (len + 8 > im->scratch_cap) {
-        char *p = realloc(im->scratch, len + 8);
-        if (!p)
-            return EV_BAD_TYPE; /* unreachable in practice; the line is kept as a reject */
-        im->scratch = p;
-        im->scratch_cap = len + 8;
-    }
-    n = csv_split(s, len, im->scratch, f, 4);
     if (n >= 0 && n < 4)
         return EV_MISSING_FIELD;
     if (n != 4)
         return EV_BAD_TYPE; /* more than four fields, or broken quoting */
-    return ev_parse_fields(&im->rules, f[0], f[1], f[2], f[3], im->now_ms, o);
+    return ev_parse_fields(&im->rules, csvrec_field(&im->csv, 0), csvrec_field(&im->csv, 1),
+                           csvrec_field(&im->csv, 2), csvrec_field(&im->csv, 3), im->now_ms, o);
 }
 
 static int add_line(struct import *im, const char *s, size_t len, bool is_csv, int64_t line_no,
@@ -423,9 +381,10 @@ int batch_import(const struct cfg *c, struct lerr *e)
     im.pause_at = cfg_str(c, "pause_at");
     im.chunk_rows = cfg_int(c, "chunk_rows") > 0 ? cfg_int(c, "chunk_rows") : 1;
     im.is_tty = isatty(STDERR_FILENO);
-    if (db_ensure_dir(data_dir, e) != 0 || wait_lock(data_dir, cfg_ms(c, "lock_wait"), &fd, e))
+    if (csvrec_init(&im.csv, e) != 0)
         return -1;
-    if (has_published(data_dir, &im.is_summed, e) != 0)
+    if (db_ensure_dir(data_dir, e) != 0 || wait_lock(data_dir, cfg_ms(c, "lock_wait"), &fd, e) ||
+        has_published(data_dir, &im.is_summed, e) != 0)
         goto out;
     if (db_open_rw(data_dir, DB_MASTER, &im.master, e) != 0 ||
         db_exec(im.master,
@@ -444,7 +403,7 @@ out:
     sqlite3_finalize(im.find);
     sqlite3_finalize(im.record);
     sqlite3_close(im.master);
-    free(im.scratch);
+    csvrec_release(&im.csv);
     batch_rows_release(&im.rows);
     batch_sums_release(&im.sums);
     lock_release(fd);

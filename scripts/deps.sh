@@ -3,7 +3,7 @@
 # all are present. Runs as root, or through sudo.
 set -eu
 PKGS="build-essential pkg-config libmicrohttpd-dev librdkafka-dev libjansson-dev libcriterion-dev
-libsqlite3-dev sqlite3 libinih-dev uthash-dev libxxhash-dev libcurl4-openssl-dev libsystemd-dev
+libsqlite3-dev sqlite3 libinih-dev uthash-dev libxxhash-dev libcsv-dev libcurl4-openssl-dev libsystemd-dev
 kcat wrk curl chromium clang-format prometheus"
 missing=""
 for p in $PKGS; do

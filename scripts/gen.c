@@ -87,10 +87,12 @@ struct gen {
 };
 
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t signals_seen; /* a second one abandons the final flush */
 
 static void on_signal(int sig)
 {
     stop_requested = sig;
+    signals_seen++;
 }
 
 static uint64_t next_u64(struct gen *g)
@@ -527,12 +529,20 @@ static void gen_release(struct gen *g)
         rd_kafka_destroy(g->rk);
 }
 
+/* Waits for every message to be delivered, at most timeout_ms, or until a second stop signal:
+ * Ctrl-C reaches the whole process group, so the broker may be gone already, and whoever
+ * stops us then (make demo) asks again rather than wait for a flush that cannot finish. */
 static int flush_kafka(struct gen *g, int64_t timeout_ms)
 {
     int64_t end = tm_mono_ms() + timeout_ms;
 
-    while (rd_kafka_outq_len(g->rk) > 0 && tm_mono_ms() < end)
+    while (rd_kafka_outq_len(g->rk) > 0 && tm_mono_ms() < end && signals_seen < 2)
         rd_kafka_poll(g->rk, 100);
+    if (rd_kafka_outq_len(g->rk) > 0 && signals_seen >= 2) {
+        log_warn("gen", "flush_abandoned undelivered=%d reason=second_signal",
+                 rd_kafka_outq_len(g->rk));
+        rd_kafka_purge(g->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    }
     return rd_kafka_outq_len(g->rk) == 0 ? 0 : -1;
 }
 

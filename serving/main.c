@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cfg.h"
+#include "dim.h"
 #include "log.h"
 #include "serve.h"
 #include "sig.h"
@@ -22,6 +23,10 @@ static const struct cfg_key keys[] = {
     {"connection_timeout", CFG_MS, "30s", "an idle connection is closed after this"},
     {"connection_memory", CFG_INT, "131072",
      "per-connection buffer limit in bytes (bounds the request head)"},
+    {"dimension_file", CFG_STR, NULL,
+     "merchant attributes joined into answers: a .csv with a merchant_id column, or .ndjson"},
+    {"dimension_refresh", CFG_MS, "10s",
+     "how often dimension_file is checked for a new version (mtime, size, inode)"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -48,6 +53,7 @@ int main(int argc, char **argv)
     struct cfg c;
     struct lerr e = {{0}};
     struct serve *s = NULL;
+    struct dim_source *dim = NULL;
     struct in6_addr addr;
     sigset_t stop, unblocked;
     int rc = 2;
@@ -84,6 +90,17 @@ int main(int argc, char **argv)
         goto out;
     }
     cfg_log(&c, "serve");
+    if (cfg_str(&c, "dimension_file")) {
+        dim = dim_source_new(cfg_str(&c, "dimension_file"), cfg_ms(&c, "dimension_refresh"), &e);
+        if (!dim) {
+            fprintf(stderr, "lambda-serve: %s\n", e.msg);
+            goto out;
+        }
+        struct dim_stats ds;
+        dim_source_stats(dim, &ds);
+        log_info("serve", "dimension_loaded file=\"%s\" version=%lld merchants=%zu",
+                 cfg_str(&c, "dimension_file"), (long long)ds.version, ds.merchants);
+    }
     /* Workers inherit this mask, so SIGTERM and SIGINT reach only sigsuspend() below. */
     sigemptyset(&stop);
     sigaddset(&stop, SIGTERM);
@@ -102,6 +119,7 @@ int main(int argc, char **argv)
         .connection_limit = (unsigned)cfg_int(&c, "max_connections"),
         .connection_timeout_s = (unsigned)((cfg_ms(&c, "connection_timeout") + 999) / 1000),
         .connection_memory = (size_t)cfg_int(&c, "connection_memory"),
+        .dim = dim,
     };
     if (!(s = serve_start(&o, &e))) {
         log_error("serve", "start_failed err=\"%s\"", e.msg);
@@ -117,6 +135,7 @@ int main(int argc, char **argv)
     log_info("serve", "stopped");
     rc = 0;
 out:
+    dim_source_free(dim); /* after the workers stopped: none holds a version now */
     cfg_release(&c);
     return rc;
 }

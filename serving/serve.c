@@ -199,8 +199,8 @@ struct serve *serve_start(const struct serve_opts *o, struct lerr *e)
     }
     s->has_key = true;
     serve_metrics_init(&s->metrics);
-    s->ctx =
-        (struct serve_ctx){.allowed_lateness_ms = o->allowed_lateness_ms, .metrics = &s->metrics};
+    s->ctx = (struct serve_ctx){
+        .allowed_lateness_ms = o->allowed_lateness_ms, .metrics = &s->metrics, .dim = o->dim};
     if (is_v6)
         flags |= MHD_USE_IPv6;
     s->daemon = MHD_start_daemon(

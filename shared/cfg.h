@@ -54,7 +54,6 @@ struct cfg {
         {"data_dir", CFG_STR, "./data", "data directory holding the SQLite files and locks"},      \
         {"group", CFG_STR, "lambda", "Kafka consumer group id (positions live in SQLite)"},        \
         {"epoch_ms", CFG_MS, "60000", "length of a speed-layer epoch"},                            \
-        {"window_ms", CFG_MS, "60000", "width of a time window (minute buckets)"},                 \
         {"max_future_skew", CFG_MS, "5m",                                                          \
          "reject events this far ahead of the message timestamp"},                                 \
         {"kafka_timeout", CFG_MS, "10s", "how long a Kafka metadata or offset request may take"},  \

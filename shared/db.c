@@ -87,6 +87,10 @@ static const char speed_schema[] =
     "CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value);";
 
+/* Every file: what the data directory is pinned to (shared/pin.h). */
+static const char pins_schema[] =
+    "CREATE TABLE IF NOT EXISTS pins(key TEXT PRIMARY KEY, value TEXT NOT NULL);";
+
 static const char *const names[] = {"master.db", "batch.db", "speed.db"};
 static const char *const schemas[] = {master_schema, batch_schema, speed_schema};
 
@@ -334,7 +338,8 @@ static int open_db(const char *data_dir, enum db_file f, int flags, sqlite3 **ou
             goto out;
     } else if (db_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL", e) != 0 ||
                (f == DB_SPEED && migrate_speed(db, e) != 0) ||
-               (f == DB_BATCH && migrate_batch(db, e) != 0) || db_exec(db, schemas[f], e) != 0) {
+               (f == DB_BATCH && migrate_batch(db, e) != 0) || db_exec(db, schemas[f], e) != 0 ||
+               db_exec(db, pins_schema, e) != 0) {
         goto out;
     }
     *out = db;

@@ -56,6 +56,10 @@
  *                          rejects_<reason>, checkpoints, checkpoint_us (last)
  *   meta(key, value)       checkpoint_ms (wall time of the last commit), epoch, epoch_ms,
  *                          watermark_ms, allowed_lateness_ms
+ *
+ * every file
+ *   pins(key, value)       epoch_ms and shard_partitions, recorded by the first writer
+ *                          (shared/pin.h)
  */
 #ifndef LAMBDA_DB_H
 #define LAMBDA_DB_H

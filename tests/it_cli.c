@@ -12,7 +12,7 @@
 #include "itlib.h"
 
 #define N(t)        (sizeof(t) / sizeof((t)[0]))
-#define SHARED_KEYS "brokers", "topic", "data_dir", "group", "epoch_ms", "window_ms"
+#define SHARED_KEYS "brokers", "topic", "data_dir", "group", "epoch_ms"
 
 struct binary {
     const char *name;
@@ -24,7 +24,7 @@ struct binary {
 static const struct binary binaries[] = {
     {"lambda-batch", {SHARED_KEYS, NULL}, "--epoch-ms", "soon", "epoch_ms"},
     {"lambda-speed", {SHARED_KEYS, NULL}, "--epoch-ms", "soon", "epoch_ms"},
-    {"lambda-serve", {SHARED_KEYS, NULL}, "--window-ms", "1.5s", "window_ms"},
+    {"lambda-serve", {SHARED_KEYS, NULL}, "--port", "http", "port"},
     {"lambda-devkafka",
      {"brokers", "partitions", "topic", "bootstrap_file", NULL},
      "--partitions",

@@ -93,7 +93,6 @@ Test(cfg, gives_the_documented_defaults)
     cr_expect_str_eq(cfg_str(&c, "data_dir"), "./data");
     cr_expect_str_eq(cfg_str(&c, "group"), "lambda");
     cr_expect_eq(cfg_ms(&c, "epoch_ms"), 60000);
-    cr_expect_eq(cfg_ms(&c, "window_ms"), 60000);
     cr_expect_eq(cfg_ms(&c, "max_future_skew"), 5 * 60 * 1000); /* DESIGN section 2 */
     cr_expect_eq(cfg_ms(&c, "kafka_timeout"), 10000);
     cr_expect_str_eq(cfg_str(&c, "log_level"), "info");
@@ -131,7 +130,7 @@ Test(cfg, ranks_default_below_file_below_environment_below_flag)
     cr_expect_str_eq(cfg_str(&c, "data_dir"), "from-env");
     cr_expect_str_eq(cfg_str(&c, "group"), "from-env");
     cr_expect_eq(cfg_int(&c, "port"), 9002);
-    cr_expect_str_eq(cfg_str(&c, "window_ms"), "60000");
+    cr_expect_str_eq(cfg_str(&c, "max_future_skew"), "5m");
     cr_expect_str_eq(cfg_str(&c, "config"), path);
     cfg_release(&c);
 
@@ -188,10 +187,10 @@ Test(cfg, accepts_every_flag_spelling)
         cr_expect_eq(c.nargs, 0, "row %zu", i);
         cfg_release(&c);
     }
-    load_ok(&c,
-            (const char *[]){"--epoch-ms", "5s", "--window-ms=2m", "--checkpoint_ms", "150", NULL});
+    load_ok(&c, (const char *[]){"--epoch-ms", "5s", "--max-future-skew=2m", "--checkpoint_ms",
+                                 "150", NULL});
     cr_expect_eq(cfg_ms(&c, "epoch_ms"), 5000);
-    cr_expect_eq(cfg_ms(&c, "window_ms"), 120000);
+    cr_expect_eq(cfg_ms(&c, "max_future_skew"), 120000);
     cr_expect_eq(cfg_ms(&c, "checkpoint_ms"), 150);
     cfg_release(&c);
 }
@@ -274,10 +273,10 @@ Test(cfg, stops_at_a_bad_value_naming_the_key_and_where_it_came_from)
     load_fails((const char *[]){"--log-level", "loud", NULL},
                "bad value for 'log_level': 'loud' is not debug, info, warn or error");
 
-    setenv("LAMBDA_WINDOW_MS", "soon", 1);
-    load_fails((const char *[]){NULL}, "bad value for 'window_ms': 'soon' is not a duration "
-                                       "(200ms, 5s, 10m, 1h) (environment LAMBDA_WINDOW_MS)");
-    unsetenv("LAMBDA_WINDOW_MS");
+    setenv("LAMBDA_MAX_FUTURE_SKEW", "soon", 1);
+    load_fails((const char *[]){NULL}, "bad value for 'max_future_skew': 'soon' is not a duration "
+                                       "(200ms, 5s, 10m, 1h) (environment LAMBDA_MAX_FUTURE_SKEW)");
+    unsetenv("LAMBDA_MAX_FUTURE_SKEW");
 
     it_tmpdir("cfg", dir);
     write_file(dir, "bad.conf", "json = perhaps\n", path);
@@ -441,8 +440,6 @@ Test(cfg, prints_every_key_with_its_default_in_help)
         "(default: ./data)\n",
         "  group                text      ",
         "  epoch_ms             duration  ",
-        "  window_ms            duration  width of a time window (minute buckets) (default: "
-        "60000)\n",
         "  max_future_skew      duration  ",
         "(default: 5m)\n",
         "  port                 integer   TCP port to listen on (default: 8080)\n",
