@@ -687,3 +687,79 @@ Test(batch_incr, old_minute_ranges_are_exact_by_the_hour_and_400_otherwise, .tim
     json_decref(doc);
     env_fini(&v);
 }
+
+/* batch.db as it was before versions shared rows: a copy of every row per version. */
+static const char old_layout[] =
+    "CREATE TABLE versions(id INTEGER PRIMARY KEY, state TEXT NOT NULL"
+    " CHECK(state IN ('pending','published','failed')), cut_epoch INTEGER NOT NULL,"
+    " started_ms INTEGER NOT NULL, finished_ms INTEGER, orders INTEGER, merchants INTEGER,"
+    " ingested INTEGER, rejects INTEGER, duplicates INTEGER, checks TEXT);"
+    "CREATE TABLE cut_offsets(version INTEGER NOT NULL, partition INTEGER NOT NULL,"
+    " offset INTEGER NOT NULL, PRIMARY KEY(version, partition)) WITHOUT ROWID;"
+    "CREATE TABLE merchant_totals(version INTEGER NOT NULL, merchant_id TEXT NOT NULL,"
+    " order_count INTEGER NOT NULL, revenue_cents INTEGER NOT NULL,"
+    " PRIMARY KEY(version, merchant_id)) WITHOUT ROWID;"
+    "CREATE TABLE hourly(version INTEGER NOT NULL, merchant_id TEXT NOT NULL,"
+    " hour_ms INTEGER NOT NULL, order_count INTEGER NOT NULL, revenue_cents INTEGER NOT NULL,"
+    " PRIMARY KEY(version, merchant_id, hour_ms)) WITHOUT ROWID;"
+    "CREATE TABLE minutely(version INTEGER NOT NULL, merchant_id TEXT NOT NULL,"
+    " minute_ms INTEGER NOT NULL, order_count INTEGER NOT NULL, revenue_cents INTEGER NOT NULL,"
+    " PRIMARY KEY(version, merchant_id, minute_ms)) WITHOUT ROWID;"
+    "CREATE INDEX minutely_by_minute ON minutely(version, minute_ms);";
+
+Test(batch_incr, an_old_data_directory_migrates_through_one_full_run, .timeout = 300, .fini = fini)
+{
+    static struct env v; /* static: fini() reads it after the test returns */
+    char path[700], sql[4096], *out, *err;
+    sqlite3 *db = NULL;
+
+    env_init(&v, "bmigrate");
+    import_history(&v, 5000);
+    /* Version 1 and a failed version 2 in the old layout, computed from master, the way the
+     * old recompute did; the version before it, 0 rows, is gone already. */
+    snprintf(path, sizeof(path), "%s/batch.db", v.data);
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    snprintf(sql, sizeof(sql),
+             "PRAGMA journal_mode=WAL; %s ATTACH '%s/master.db' AS m;"
+             "INSERT INTO versions VALUES(1, 'published', 100, 1, 2, 5000, 0, 0, 0, 0, NULL),"
+             " (2, 'failed', 101, 3, NULL, NULL, NULL, NULL, NULL, NULL, NULL);"
+             "INSERT INTO cut_offsets VALUES(1, 0, 0), (1, 1, 0), (1, 2, 0), (1, 3, 0);"
+             "INSERT INTO merchant_totals SELECT 1, merchant_id, count(*), sum(amount_cents)"
+             " FROM m.orders GROUP BY merchant_id;"
+             "INSERT INTO hourly SELECT 1, merchant_id, event_time_ms / 3600000 * 3600000,"
+             " count(*), sum(amount_cents) FROM m.orders GROUP BY 2, 3;"
+             "INSERT INTO minutely SELECT 1, merchant_id, event_time_ms / 60000 * 60000, count(*),"
+             " sum(amount_cents) FROM m.orders WHERE event_time_ms / 60000 * 60000 >= (SELECT"
+             " max(event_time_ms) / 60000 * 60000 - 172800000 FROM m.orders) GROUP BY 2, 3;"
+             "UPDATE versions SET orders = (SELECT count(*) FROM m.orders) WHERE id = 1",
+             old_layout, v.data);
+    cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+
+    /* The first run converts it and is full: no recorded sums stand behind version 1. */
+    produce_round(&v, 1, 2000);
+    cr_assert_eq(run(&v, NULL, &out), 0);
+    cr_assert(strstr(out, "batch published version=3 ") && strstr(out, " mode=full ") &&
+                  strstr(out, " differences=0 "),
+              "%s", out);
+    free(out);
+    err = run_err(&v);
+    cr_assert(strstr(err, "full_why=no_baseline") && !strstr(err, "full_differs"), "%s", err);
+    free(err);
+    assert_exact(&v, 3);
+    cr_assert_eq(sql_int(&v, "batch.db",
+                         "SELECT count(*) FROM pragma_table_info('merchant_totals') WHERE"
+                         " name = 'version'"),
+                 0);
+    cr_assert_eq(sql_int(&v, "batch.db", "SELECT count(*) FROM meta WHERE key = 'baseline'"), 0);
+    /* From then on, runs are incremental and exact, and a full run agrees. */
+    produce_round(&v, 2, 2000);
+    cr_assert_eq(run(&v, NULL, &out), 0);
+    cr_assert(strstr(out, " mode=incremental "), "%s", out);
+    free(out);
+    assert_exact(&v, 4);
+    cr_assert_eq(run(&v, "--full", &out), 0);
+    cr_assert(strstr(out, " differences=0 "), "%s", out);
+    free(out);
+    env_fini(&v);
+}
