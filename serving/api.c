@@ -756,8 +756,11 @@ void serve_api_handle(const struct serve_ctx *c, struct serve_store *st, enum se
     if (star) /* the pattern's literal prefix matched, so the segment starts at the same offset */
         q.segment = path + strnlen(path, (size_t)(star - routes[r].pattern));
     memset(out, 0, sizeof(*out));
-    /* One version of the dimension for the whole answer, even if the file changes meanwhile. */
-    q.dim = c->dim ? dim_acquire(c->dim) : NULL;
+    /* One version of the dimension for the whole answer, even if the file changes meanwhile;
+     * pinned only by the routes that join it, so the others take no lock for it. */
+    if (c->dim &&
+        (r == SERVE_R_QUERY || r == SERVE_R_QUERY_IDS || r == SERVE_R_TOP || r == SERVE_R_GROUPS))
+        q.dim = dim_acquire(c->dim);
     routes[r].handle(&q, out);
     if (q.dim)
         dim_release(c->dim, q.dim);
