@@ -499,7 +499,7 @@ static void handle_ids(const struct call *q, struct serve_reply *out)
         serve_api_error(out, 400, "%s", e.msg);
         goto out;
     }
-    if (!span_given(&sp) && ids_from_memory(q, list, n, out))
+    if (!serve_span_given(&sp) && ids_from_memory(q, list, n, out))
         goto out;
     if (serve_store_begin(st, &v, &e) != 0) {
         db_failed(out, "query_ids", &e);

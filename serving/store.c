@@ -161,7 +161,7 @@ struct serve_store {
     int64_t probe_ms; /* when speed.lock was last probed */
     bool is_speed_running;
     atomic_bool *speed_seen; /* shared by the server's stores: speed.db was open once */
-    bool is_outside; /* the last failure asked for minutes the version does not hold */
+    bool is_outside;         /* the last failure asked for minutes the version does not hold */
 };
 
 static void conn_close(struct conn *c)
