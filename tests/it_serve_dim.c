@@ -406,7 +406,8 @@ Test(serve_dim, a_bad_file_at_start_exits_2_naming_it_and_the_line, .timeout = 3
 Test(serve_dim, the_dashboard_shows_names_and_a_category_breakdown, .timeout = 200,
      .fini = stop_all)
 {
-    char url[128], udd[700], home[620], out[700];
+    char url[128], profile[700], want_rows[16];
+    struct it_cdp cdp;
 
     start("10s");
     produce(1, 3000, START_MS);
@@ -414,28 +415,20 @@ Test(serve_dim, the_dashboard_shows_names_and_a_category_breakdown, .timeout = 2
     json_t *g = get_json("/groups?group=category&window=5m", 200);
     json_t *groups = json_object_get(g, "groups");
     cr_assert_gt(json_array_size(groups), 1);
+    snprintf(want_rows, sizeof(want_rows), "%zu", json_array_size(groups));
 
     snprintf(url, sizeof(url), "%s/", base);
-    snprintf(udd, sizeof(udd), "--user-data-dir=%s/chromium", dir);
-    snprintf(home, sizeof(home), "HOME=%s", dir);
-    char *env[] = {home, NULL};
-    char *dump[] = {"/usr/bin/chromium",
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    udd,
-                    "--virtual-time-budget=5000",
-                    "--dump-dom",
-                    url,
-                    NULL};
-    cr_assert_eq(it_run(dir, "dom", dump, env, 90000), 0, "chromium --dump-dom failed");
-    snprintf(out, sizeof(out), "%s/dom.out", dir);
-    char *dom = it_read_file(out, NULL);
+    snprintf(profile, sizeof(profile), "%s/chromium", dir);
+    it_cdp_start(&cdp, dir, profile);
+    it_cdp_open(&cdp, url);
+    cr_assert(
+        it_cdp_wait(&cdp, "String(!document.getElementById('groups-card').hidden)", "true", 60000),
+        "the breakdown never showed");
+    cr_assert(it_cdp_wait(&cdp, "String(document.querySelectorAll('[data-group]').length)",
+                          want_rows, 30000),
+              "the breakdown never had %s rows", want_rows);
+    char *dom = it_cdp_eval(&cdp, "document.documentElement.outerHTML");
+    it_cdp_stop(&cdp);
     cr_assert_not_null(dom);
     cr_assert(strstr(dom, "class=\"mname\">Shop "), "no merchant name in the top list");
     cr_assert(!strstr(dom, "id=\"groups-card\" hidden"), "the breakdown is hidden");

@@ -6,6 +6,8 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -433,4 +435,211 @@ long it_http_get(const char *url, char **body)
     else
         free(b.buf);
     return status;
+}
+
+/* Chromium driven through the DevTools protocol on a pipe (--remote-debugging-pipe: it reads
+ * commands on fd 3 and writes answers on fd 4, each a JSON text ended by a NUL). The page keeps
+ * an EventSource open, which stalls --dump-dom --virtual-time-budget, so the test asks the live
+ * page instead. */
+
+void it_cdp_start(struct it_cdp *c, const char *dir, const char *profile)
+{
+    int to[2], from[2];
+    char udd[700], home[620], out[700];
+
+    memset(c, 0, sizeof(*c));
+    cr_assert_eq(pipe(to), 0);
+    cr_assert_eq(pipe(from), 0);
+    snprintf(udd, sizeof(udd), "--user-data-dir=%s", profile);
+    snprintf(home, sizeof(home), "HOME=%s", dir);
+    snprintf(out, sizeof(out), "%s/chromium.err", dir);
+    c->pid = fork();
+    cr_assert(c->pid >= 0);
+    if (c->pid == 0) {
+        char *env[] = {home, NULL};
+        char *argv[] = {"/usr/bin/chromium",
+                        "--headless",
+                        "--no-sandbox",
+                        "--disable-gpu",
+                        "--disable-quic",
+                        "--no-first-run",
+                        "--disable-background-networking",
+                        "--disable-component-update",
+                        "--disable-sync",
+                        "--hide-scrollbars",
+                        "--window-size=1280,900",
+                        udd,
+                        "--remote-debugging-pipe",
+                        "about:blank",
+                        NULL};
+        int e = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int t3 = dup(to[0]), f4 = dup(from[1]);
+        dup2(t3, 3);
+        dup2(f4, 4);
+        if (e >= 0) {
+            dup2(e, 1);
+            dup2(e, 2);
+        }
+        for (int fd = 5; fd < 1024; fd++)
+            close(fd);
+        execve(argv[0], argv, env);
+        _exit(127);
+    }
+    close(to[0]);
+    close(from[1]);
+    c->to = to[1];
+    c->from = from[0];
+    c->next_id = 1;
+}
+
+void it_cdp_stop(struct it_cdp *c)
+{
+    if (c->pid <= 0)
+        return;
+    close(c->to);
+    close(c->from);
+    kill(c->pid, SIGTERM);
+    for (int i = 0; i < 100 && waitpid(c->pid, NULL, WNOHANG) == 0; i++)
+        nanosleep(&(struct timespec){.tv_nsec = 50 * 1000 * 1000}, NULL);
+    kill(c->pid, SIGKILL);
+    waitpid(c->pid, NULL, 0);
+    free(c->buf);
+    c->pid = 0;
+}
+
+/* The next message from chromium (caller decrefs), or NULL after timeout_ms. */
+static json_t *cdp_read(struct it_cdp *c, int64_t timeout_ms)
+{
+    int64_t end = it_now_ms() + timeout_ms;
+
+    for (;;) {
+        char *nul = c->len ? memchr(c->buf, '\0', c->len) : NULL;
+        if (nul) {
+            json_t *m = json_loads(c->buf, 0, NULL);
+            size_t used = (size_t)(nul - c->buf) + 1;
+            memmove(c->buf, nul + 1, c->len - used);
+            c->len -= used;
+            return m;
+        }
+        int64_t left = end - it_now_ms();
+        struct pollfd p = {.fd = c->from, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            return NULL;
+        if (c->cap - c->len < 65536) {
+            c->cap = c->cap ? 2 * c->cap : 1 << 20;
+            c->buf = realloc(c->buf, c->cap);
+        }
+        ssize_t n = read(c->from, c->buf + c->len, c->cap - c->len);
+        if (n <= 0)
+            return NULL;
+        c->len += (size_t)n;
+    }
+}
+
+/* Sends method with params (stolen), in the page's session once there is one; returns the
+ * answer's "result" (caller decrefs). */
+static json_t *cdp_call(struct it_cdp *c, const char *method, json_t *params)
+{
+    int id = c->next_id++;
+    json_t *msg = json_pack("{s:i,s:s,s:o}", "id", id, "method", method, "params", params);
+    char *text;
+
+    if (c->session[0])
+        json_object_set_new(msg, "sessionId", json_string(c->session));
+    text = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    cr_assert_eq(write(c->to, text, strlen(text) + 1), (ssize_t)strlen(text) + 1);
+    free(text);
+    for (;;) {
+        json_t *m = cdp_read(c, 30000), *r;
+        cr_assert_not_null(m, "chromium did not answer %s", method);
+        if (json_integer_value(json_object_get(m, "id")) != id) {
+            json_decref(m);
+            continue;
+        }
+        cr_assert_null(json_object_get(m, "error"), "%s failed", method);
+        r = json_incref(json_object_get(m, "result"));
+        json_decref(m);
+        return r;
+    }
+}
+
+/* Opens url in a new page and attaches to it. */
+void it_cdp_open(struct it_cdp *c, const char *url)
+{
+    json_t *r = cdp_call(c, "Target.createTarget", json_pack("{s:s}", "url", url));
+    json_t *a =
+        cdp_call(c, "Target.attachToTarget",
+                 json_pack("{s:s,s:b}", "targetId",
+                           json_string_value(json_object_get(r, "targetId")), "flatten", 1));
+
+    snprintf(c->session, sizeof(c->session), "%s",
+             json_string_value(json_object_get(a, "sessionId")));
+    json_decref(r);
+    json_decref(a);
+}
+
+/* The string a JavaScript expression evaluates to in the page (caller frees); "" when it is
+ * not a string (yet). */
+char *it_cdp_eval(struct it_cdp *c, const char *expr)
+{
+    json_t *r = cdp_call(c, "Runtime.evaluate",
+                         json_pack("{s:s,s:b}", "expression", expr, "returnByValue", 1));
+    const char *v = json_string_value(json_object_get(json_object_get(r, "result"), "value"));
+    char *out = strdup(v ? v : "");
+
+    json_decref(r);
+    return out;
+}
+
+/* Waits until expr evaluates to want; false after timeout_ms. */
+bool it_cdp_wait(struct it_cdp *c, const char *expr, const char *want, int64_t timeout_ms)
+{
+    int64_t end = it_now_ms() + timeout_ms;
+
+    do {
+        char *v = it_cdp_eval(c, expr);
+        bool ok = !strcmp(v, want);
+        free(v);
+        if (ok)
+            return true;
+        nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
+    } while (it_now_ms() < end);
+    return false;
+}
+
+static int b64_value(char ch)
+{
+    const char *abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const char *p = ch ? strchr(abc, ch) : NULL;
+
+    return p ? (int)(p - abc) : -1;
+}
+
+/* Saves a screenshot of the page to path; its size in bytes. */
+size_t it_cdp_screenshot(struct it_cdp *c, const char *path)
+{
+    json_t *r = cdp_call(c, "Page.captureScreenshot", json_pack("{s:s}", "format", "png"));
+    const char *d = json_string_value(json_object_get(r, "data"));
+    FILE *f = fopen(path, "wb");
+    unsigned acc = 0;
+    int bits = 0;
+    size_t n = 0;
+
+    cr_assert(d && f);
+    for (; *d; d++) {
+        int v = b64_value(*d);
+        if (v < 0)
+            continue;
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            fputc((int)((acc >> bits) & 0xff), f);
+            n++;
+        }
+    }
+    fclose(f);
+    json_decref(r);
+    return n;
 }

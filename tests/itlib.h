@@ -106,4 +106,27 @@ const struct it_truth_merchant *it_truth_find(const struct it_truth *t, const ch
  * (NUL-terminated, caller frees) in *body when body is not NULL. */
 long it_http_get(const char *url, char **body);
 
+/* Chromium driven through the DevTools protocol on a pipe (--remote-debugging-pipe): a page
+ * that keeps an EventSource open stalls --dump-dom --virtual-time-budget, so a test asks the
+ * live page instead. it_cdp_start() runs chromium (its log in dir/chromium.err, its profile in
+ * profile); it_cdp_open() opens url in a page that the calls after it talk to. */
+#include <sys/types.h>
+struct it_cdp {
+    pid_t pid;
+    int to, from; /* our ends of the pipes */
+    int next_id;
+    char session[128];
+    char *buf;
+    size_t len, cap;
+};
+void it_cdp_start(struct it_cdp *c, const char *dir, const char *profile);
+void it_cdp_open(struct it_cdp *c, const char *url);
+/* The string a JavaScript expression evaluates to (caller frees); "" when not a string. */
+char *it_cdp_eval(struct it_cdp *c, const char *expr);
+/* Waits until expr evaluates to want; false after timeout_ms. */
+bool it_cdp_wait(struct it_cdp *c, const char *expr, const char *want, int64_t timeout_ms);
+/* Saves a PNG screenshot of the page to path; its size in bytes. */
+size_t it_cdp_screenshot(struct it_cdp *c, const char *path);
+void it_cdp_stop(struct it_cdp *c);
+
 #endif
