@@ -5,9 +5,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #include "cfg.h"
 #include "log.h"
+#include "pin.h"
+#include "router.h"
 #include "serve.h"
+#include "shard.h"
 #include "sig.h"
 
 static const struct cfg_key keys[] = {
@@ -22,6 +27,9 @@ static const struct cfg_key keys[] = {
     {"connection_timeout", CFG_MS, "30s", "an idle connection is closed after this"},
     {"connection_memory", CFG_INT, "131072",
      "per-connection buffer limit in bytes (bounds the request head)"},
+    {"shards", CFG_STR, NULL,
+     "route to these shards' lambda-serve (URL,URL,...) and own no data directory"},
+    {"shard_timeout", CFG_MS, "2s", "with shards: how long a shard may take to answer"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -43,11 +51,54 @@ static int default_threads(int64_t configured)
     return cores > 2 ? (int)(cores - 1) : 1;
 }
 
+/* A shard's serving checks the pins of its data directory (exit 2 on another set or
+ * epoch_ms); a router has none, and checks that its shards' sets fit together. 0, or the exit
+ * code. */
+static int prepare(const struct cfg *c, struct router **router, char *set, size_t setlen)
+{
+    struct lerr e = {{0}};
+    struct shard_set s;
+    struct pin_set pins;
+    int rc;
+
+    if (shard_set_parse(&s, cfg_str(c, "shard_partitions"), &e) != 0) {
+        fprintf(stderr, "lambda-serve: %s\n", e.msg);
+        return 2;
+    }
+    shard_set_format(&s, set, setlen);
+    if (!cfg_str(c, "shards")) {
+        pin_set_from_cfg(&pins, c);
+        if ((rc = pin_check_dir(cfg_str(c, "data_dir"), &pins, &e)) != 0) {
+            log_error("serve", "start_failed err=\"%s\"", e.msg);
+            return rc > 0 ? 2 : 1;
+        }
+        return 0;
+    }
+    struct router_opts o = {.shards = cfg_str(c, "shards"),
+                            .timeout_ms = cfg_ms(c, "shard_timeout"),
+                            .partitioner = cfg_str(c, "partitioner")};
+    if (!(*router = router_new(&o, &e))) {
+        fprintf(stderr, "lambda-serve: %s\n", e.msg);
+        return 2;
+    }
+    if ((rc = router_check(*router, &e)) != 0) {
+        log_error("serve", "start_failed err=\"%s\"", e.msg);
+        return rc > 0 ? 2 : 1;
+    }
+    if (router_start(*router, &e) != 0) {
+        log_error("serve", "start_failed err=\"%s\"", e.msg);
+        return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct cfg c;
     struct lerr e = {{0}};
     struct serve *s = NULL;
+    struct router *router = NULL;
+    char set[SHARD_TEXT_MAX];
     struct in6_addr addr;
     sigset_t stop, unblocked;
     int rc = 2;
@@ -84,6 +135,10 @@ int main(int argc, char **argv)
         goto out;
     }
     cfg_log(&c, "serve");
+    curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread: it is not thread-safe */
+    if ((rc = prepare(&c, &router, set, sizeof(set))) != 0)
+        goto out;
+    rc = 2;
     /* Workers inherit this mask, so SIGTERM and SIGINT reach only sigsuspend() below. */
     sigemptyset(&stop);
     sigaddset(&stop, SIGTERM);
@@ -102,14 +157,20 @@ int main(int argc, char **argv)
         .connection_limit = (unsigned)cfg_int(&c, "max_connections"),
         .connection_timeout_s = (unsigned)((cfg_ms(&c, "connection_timeout") + 999) / 1000),
         .connection_memory = (size_t)cfg_int(&c, "connection_memory"),
+        .shard_partitions = set,
+        .router = router,
     };
     if (!(s = serve_start(&o, &e))) {
         log_error("serve", "start_failed err=\"%s\"", e.msg);
         rc = 1;
         goto out;
     }
-    log_info("serve", "listening port=%d bind=%s threads=%d data_dir=%s", serve_port(s), o.bind,
-             o.threads, o.data_dir);
+    if (router)
+        log_info("serve", "listening port=%d bind=%s threads=%d shards=%s", serve_port(s), o.bind,
+                 o.threads, cfg_str(&c, "shards"));
+    else
+        log_info("serve", "listening port=%d bind=%s threads=%d data_dir=%s", serve_port(s), o.bind,
+                 o.threads, o.data_dir);
     while (!stop_requested)
         sigsuspend(&unblocked); /* unblocks them, waits for one, blocks them again */
     log_info("serve", "stopping signal=%s", stop_requested == SIGINT ? "SIGINT" : "SIGTERM");
@@ -117,6 +178,7 @@ int main(int argc, char **argv)
     log_info("serve", "stopped");
     rc = 0;
 out:
+    router_free(router);
     cfg_release(&c);
     return rc;
 }

@@ -20,10 +20,13 @@ struct serve_opts {
     int64_t allowed_lateness_ms;
     unsigned connection_limit;
     unsigned connection_timeout_s;
-    size_t connection_memory; /* per-connection buffer limit, bytes */
+    size_t connection_memory;     /* per-connection buffer limit, bytes */
+    const char *shard_partitions; /* the set /health reports (canonical text), borrowed */
+    struct router *router; /* borrowed: routes go to the shards (router.h); data_dir unused */
 };
 
 struct serve;
+struct router;
 
 /* Binds and starts serving. NULL with e set when the address cannot be used or the server
  * does not start; nothing is left running then. */
