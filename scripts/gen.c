@@ -44,7 +44,8 @@ static const struct cfg_key keys[] = {
     {"compression", CFG_STR, "lz4", "Kafka compression codec"},
     {"partitioner", CFG_STR, "murmur2_random",
      "the producer's partitioner: murmur2_random (Java's) or consistent_random"},
-    {"kafka_timeout", CFG_MS, "10s", "how long Kafka metadata and the final flush may take"},
+    {"kafka_timeout", CFG_MS, "10s",
+     "how long Kafka metadata and the final flush may take (a flush after a stop signal: 5 s)"},
     {"log_level", CFG_STR, "info", "debug, info, warn or error"},
     {"config", CFG_STR, NULL, "read key = value lines from this file first"},
     {NULL, 0, NULL, NULL},
@@ -88,10 +89,12 @@ struct gen {
 };
 
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t signals_seen; /* a second one abandons the final flush */
 
 static void on_signal(int sig)
 {
     stop_requested = sig;
+    signals_seen++;
 }
 
 static uint64_t next_u64(struct gen *g)
@@ -497,12 +500,20 @@ static void gen_release(struct gen *g)
         rd_kafka_destroy(g->rk);
 }
 
+/* Waits for every message to be delivered, at most timeout_ms, or until a second stop signal:
+ * Ctrl-C reaches the whole process group, so the broker may be gone already, and whoever
+ * stops us then (make demo) asks again rather than wait for a flush that cannot finish. */
 static int flush_kafka(struct gen *g, int64_t timeout_ms)
 {
     int64_t end = tm_mono_ms() + timeout_ms;
 
-    while (rd_kafka_outq_len(g->rk) > 0 && tm_mono_ms() < end)
+    while (rd_kafka_outq_len(g->rk) > 0 && tm_mono_ms() < end && signals_seen < 2)
         rd_kafka_poll(g->rk, 100);
+    if (rd_kafka_outq_len(g->rk) > 0 && signals_seen >= 2) {
+        log_warn("gen", "flush_abandoned undelivered=%d reason=second_signal",
+                 rd_kafka_outq_len(g->rk));
+        rd_kafka_purge(g->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    }
     return rd_kafka_outq_len(g->rk) == 0 ? 0 : -1;
 }
 
@@ -553,7 +564,8 @@ int main(int argc, char **argv)
         pace(g, i, count, rate, t0, &last_report);
         gen_one(g, i);
     }
-    if (g->rk && flush_kafka(g, cfg_ms(&c, "kafka_timeout") + 20000) != 0)
+    /* Stopped by a signal, we flush briefly: the broker may be gone (Ctrl-C reaches it too). */
+    if (g->rk && flush_kafka(g, stop_requested ? 5000 : cfg_ms(&c, "kafka_timeout") + 20000) != 0)
         log_error("gen", "flush_failed undelivered=%d", rd_kafka_outq_len(g->rk));
     if (isatty(STDERR_FILENO))
         fputc('\n', stderr);

@@ -13,8 +13,10 @@
 #include <uthash.h>
 
 #include "dashboard.h"
+#include "dim.h"
 #include "ev.h"
 #include "log.h"
+#include "rank.h"
 #include "tm.h"
 
 /* An event-time span asked for with ?window= or ?from=&to=, before it is resolved against a
@@ -34,6 +36,7 @@ struct call {
     const char *segment; /* where the pattern's '*' matched in path, else NULL */
     serve_arg_fn arg;
     void *req;
+    struct dim *dim; /* the dimension version pinned for this request; NULL without one */
 };
 
 static const char json_ctype[] = "application/json";
@@ -84,6 +87,21 @@ static json_t *rfc3339(int64_t t_ms)
 
     tm_format_rfc3339(t_ms, buf);
     return json_string(buf);
+}
+
+/* Joins a merchant answer with the dimension (DESIGN.md section 5): its attributes, {} for a
+ * merchant the file does not name, and the version they come from. Without a dimension file
+ * the answer keeps the shape it always had. */
+static void add_merchant(json_t *doc, const struct dim *d, const char *id)
+{
+    const json_t *attrs = d ? dim_attrs(d, id) : NULL;
+
+    if (!doc || !d)
+        return;
+    json_object_set_new(doc, "merchant", attrs ? json_deep_copy(attrs) : json_object());
+    json_object_set_new(doc, "dimension",
+                        json_pack("{s:I,s:o}", "version", (json_int_t)dim_version(d), "loaded_at",
+                                  rfc3339(dim_loaded_ms(d))));
 }
 
 /* RFC 3339 or epoch milliseconds (a bare decimal integer). */
@@ -214,9 +232,10 @@ static json_t *merchant_doc(const char *id, const struct serve_view *v, const st
 }
 
 /* One merchant's answer inside an open snapshot: all time, or the span when one was given. */
-static json_t *merchant_answer(struct serve_store *st, const struct serve_view *v, const char *id,
+static json_t *merchant_answer(const struct call *q, const struct serve_view *v, const char *id,
                                const struct span *sp, struct lerr *e)
 {
+    struct serve_store *st = q->st;
     struct serve_sums b, s;
     int64_t from_ms = 0, to_ms = 0;
     json_t *doc;
@@ -231,6 +250,7 @@ static json_t *merchant_answer(struct serve_store *st, const struct serve_view *
     doc = merchant_doc(id, v, &b, &s, tm_now_ms());
     if (doc && span_given(sp))
         add_span(doc, from_ms, to_ms);
+    add_merchant(doc, q->dim, id);
     return doc;
 }
 
@@ -266,8 +286,9 @@ static bool take_id(const struct call *q, char id[EV_ID_MAX + 1], struct serve_r
 }
 
 /* All-time totals, from the thread's cache when neither file changed since they were read. */
-static void query_totals(struct serve_store *st, const char *id, struct serve_reply *out)
+static void query_totals(const struct call *q, const char *id, struct serve_reply *out)
 {
+    struct serve_store *st = q->st;
     struct serve_sums b, s;
     struct lerr e = {{0}};
     struct serve_view v;
@@ -287,7 +308,9 @@ static void query_totals(struct serve_store *st, const char *id, struct serve_re
             return;
         }
     }
-    reply_json(out, 200, merchant_doc(id, &v, &b, &s, tm_now_ms()));
+    json_t *doc = merchant_doc(id, &v, &b, &s, tm_now_ms());
+    add_merchant(doc, q->dim, id);
+    reply_json(out, 200, doc);
 }
 
 static void handle_query(const struct call *q, struct serve_reply *out)
@@ -306,14 +329,14 @@ static void handle_query(const struct call *q, struct serve_reply *out)
         return;
     }
     if (!span_given(&sp)) {
-        query_totals(st, id, out);
+        query_totals(q, id, out);
         return;
     }
     if (serve_store_begin(st, &v, &e) != 0) {
         db_failed(out, "query", &e);
         return;
     }
-    doc = merchant_answer(st, &v, id, &sp, &e);
+    doc = merchant_answer(q, &v, id, &sp, &e);
     serve_store_end(st);
     if (doc)
         reply_json(out, 200, doc);
@@ -380,7 +403,7 @@ static void handle_ids(const struct call *q, struct serve_reply *out)
     }
     arr = json_array();
     for (int i = 0; arr && i < n; i++) {
-        if (!(doc = merchant_answer(st, &v, list[i], &sp, &e)) || json_array_append_new(arr, doc)) {
+        if (!(doc = merchant_answer(q, &v, list[i], &sp, &e)) || json_array_append_new(arr, doc)) {
             json_decref(arr);
             arr = NULL;
         }
@@ -512,83 +535,6 @@ out:
         db_failed(out, "series", &e);
 }
 
-struct top_entry {
-    char merchant_id[EV_ID_MAX + 1];
-    struct serve_sums s;
-    UT_hash_handle hh;
-};
-
-struct top {
-    struct top_entry *map;
-    bool is_oom;
-};
-
-static void top_add(void *arg, const char *merchant_id, int64_t t_ms, const struct serve_sums *s)
-{
-    struct top *t = arg;
-    struct top_entry *en;
-
-    (void)t_ms;
-    if (!merchant_id || strlen(merchant_id) > EV_ID_MAX)
-        return;
-    HASH_FIND_STR(t->map, merchant_id, en);
-    if (!en) {
-        if (!(en = calloc(1, sizeof(*en)))) {
-            t->is_oom = true;
-            return;
-        }
-        strcpy(en->merchant_id, merchant_id);
-        HASH_ADD_STR(t->map, merchant_id, en);
-    }
-    en->s.order_count += s->order_count;
-    en->s.revenue_cents += s->revenue_cents;
-}
-
-static int by_orders(const void *a, const void *b)
-{
-    const struct top_entry *x = *(struct top_entry *const *)a, *y = *(struct top_entry *const *)b;
-
-    if (x->s.order_count != y->s.order_count)
-        return x->s.order_count > y->s.order_count ? -1 : 1;
-    return strcmp(x->merchant_id, y->merchant_id);
-}
-
-static int by_revenue(const void *a, const void *b)
-{
-    const struct top_entry *x = *(struct top_entry *const *)a, *y = *(struct top_entry *const *)b;
-
-    if (x->s.revenue_cents != y->s.revenue_cents)
-        return x->s.revenue_cents > y->s.revenue_cents ? -1 : 1;
-    return strcmp(x->merchant_id, y->merchant_id);
-}
-
-/* The n best of the map as a JSON array; frees the map. */
-static json_t *top_list(struct top *t, bool is_revenue, long n)
-{
-    size_t count = HASH_COUNT(t->map), i = 0;
-    struct top_entry **all = calloc(count + 1, sizeof(*all)), *en, *tmp;
-    json_t *arr = all ? json_array() : NULL;
-
-    HASH_ITER(hh, t->map, en, tmp)
-    {
-        if (all)
-            all[i++] = en;
-    }
-    if (all)
-        qsort(all, count, sizeof(*all), is_revenue ? by_revenue : by_orders);
-    for (i = 0; arr && i < count && i < (size_t)n; i++)
-        json_array_append_new(arr, json_pack("{s:s,s:I,s:I}", "merchant_id", all[i]->merchant_id,
-                                             "order_count", (json_int_t)all[i]->s.order_count,
-                                             "revenue_cents", (json_int_t)all[i]->s.revenue_cents));
-    HASH_ITER(hh, t->map, en, tmp)
-    {
-        HASH_DEL(t->map, en);
-        free(en);
-    }
-    free(all);
-    return arr;
-}
-
 static int n_parse(const char *s, long *n)
 {
     char *end;
@@ -602,52 +548,137 @@ static int n_parse(const char *s, long *n)
     return 0;
 }
 
+/* by=orders|revenue (orders when absent); false after a 400 answer. */
+static bool take_by(const struct call *q, const char **by, struct serve_reply *out)
+{
+    *by = param(q, "by");
+    if (!*by)
+        *by = "orders";
+    if (strcmp(*by, "orders") && strcmp(*by, "revenue")) {
+        serve_api_error(out, 400, "bad by '%.40s': want orders or revenue", *by);
+        return false;
+    }
+    return true;
+}
+
+/* A ranking of the merchants in the request's span (default: the last 5 minutes), summed over
+ * both layers in one snapshot. NULL after an answer (400, or an error) was given. */
+static struct serve_rank *rank_span(const struct call *q, const char *route, struct span *sp,
+                                    int64_t *from_ms, int64_t *to_ms, struct serve_reply *out)
+{
+    struct serve_rank *r = NULL;
+    struct lerr e = {{0}};
+    struct serve_view v;
+    int rc;
+
+    if (span_parse(q, sp, &e) != 0) {
+        serve_api_error(out, 400, "%s", e.msg);
+        return NULL;
+    }
+    if (!(r = serve_rank_new())) {
+        serve_api_error(out, 500, "out of memory");
+        return NULL;
+    }
+    if (serve_store_begin(q->st, &v, &e) != 0) {
+        db_failed(out, route, &e);
+        serve_rank_free(r);
+        return NULL;
+    }
+    rc = span_resolve(q->st, &v, sp, TM_MINUTE_MS, 5 * TM_MINUTE_MS, from_ms, to_ms, &e);
+    if (rc == 0)
+        rc = serve_store_merchants(q->st, &v, *from_ms, *to_ms, serve_rank_add, r, &e);
+    serve_store_end(q->st);
+    if (rc != 0) {
+        db_failed(out, route, &e);
+        serve_rank_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* The window's label in an answer: its text, "5m" by default, null for from/to. */
+static const char *window_label(const struct span *sp)
+{
+    return sp->window ? sp->window : (sp->has_from ? NULL : "5m");
+}
+
 static void handle_top(const struct call *q, struct serve_reply *out)
 {
-    struct serve_store *st = q->st;
-    const char *by = param(q, "by"), *ntext = param(q, "n");
-    struct lerr e = {{0}};
-    struct top t = {NULL, false};
-    struct serve_view v;
+    const char *by, *ntext = param(q, "n"), *filter = param(q, "filter");
+    char attr[128] = "";
+    const char *value = NULL;
+    struct serve_rank *r;
     struct span sp;
     long n = 10;
     int64_t from_ms, to_ms;
-    json_t *list = NULL;
+    json_t *list;
 
     if (n_parse(ntext, &n) != 0) {
         serve_api_error(out, 400, "bad n '%.40s': want an integer 1..%d", ntext, SERVE_TOP_MAX);
         return;
     }
-    if (!by)
-        by = "orders";
-    if (strcmp(by, "orders") && strcmp(by, "revenue")) {
-        serve_api_error(out, 400, "bad by '%.40s': want orders or revenue", by);
+    if (!take_by(q, &by, out))
+        return;
+    if (filter) {
+        const char *colon = strchr(filter, ':');
+        if (!colon || colon == filter || (size_t)(colon - filter) >= sizeof(attr)) {
+            serve_api_error(out, 400, "bad filter '%.80s': want <attribute>:<value>", filter);
+            return;
+        }
+        if (!q->dim) {
+            serve_api_error(out, 400, "bad filter: no dimension_file is loaded");
+            return;
+        }
+        memcpy(attr, filter, (size_t)(colon - filter));
+        value = colon + 1;
+    }
+    if (!(r = rank_span(q, "top", &sp, &from_ms, &to_ms, out)))
+        return;
+    list = serve_rank_top(r, !strcmp(by, "revenue"), n, q->dim, filter ? attr : NULL, value);
+    serve_rank_free(r);
+    if (!list) {
+        serve_api_error(out, 500, "out of memory");
         return;
     }
-    if (span_parse(q, &sp, &e) != 0) {
-        serve_api_error(out, 400, "%s", e.msg);
+    json_t *doc = json_pack("{s:s?,s:s,s:o,s:o,s:o}", "window", window_label(&sp), "by", by, "from",
+                            rfc3339(from_ms), "to", rfc3339(to_ms), "merchants", list);
+    if (doc && filter)
+        json_object_set_new(doc, "filter", json_string(filter));
+    reply_json(out, 200, doc);
+}
+
+static void handle_groups(const struct call *q, struct serve_reply *out)
+{
+    const char *by, *group = param(q, "group");
+    struct serve_rank *r;
+    struct span sp;
+    int64_t from_ms, to_ms;
+    json_t *list;
+
+    if (!group || !*group) {
+        serve_api_error(out, 400, "bad group: missing (GET /groups?group=<attribute>)");
         return;
     }
-    if (serve_store_begin(st, &v, &e) != 0) {
-        db_failed(out, "top", &e);
+    if (!take_by(q, &by, out))
+        return;
+    if (!q->dim) {
+        serve_api_error(out, 400, "bad group: no dimension_file is loaded");
         return;
     }
-    if (span_resolve(st, &v, &sp, TM_MINUTE_MS, 5 * TM_MINUTE_MS, &from_ms, &to_ms, &e) == 0 &&
-        serve_store_merchants(st, &v, from_ms, to_ms, top_add, &t, &e) == 0) {
-        list = top_list(&t, !strcmp(by, "revenue"), n);
-    } else {
-        json_decref(top_list(&t, false, 0));
-    }
-    serve_store_end(st);
-    if (!list || t.is_oom) {
-        json_decref(list);
-        db_failed(out, "top", &e);
+    if (!(r = rank_span(q, "groups", &sp, &from_ms, &to_ms, out)))
+        return;
+    list = serve_rank_groups(r, !strcmp(by, "revenue"), q->dim, group);
+    serve_rank_free(r);
+    if (!list) {
+        serve_api_error(out, 500, "out of memory");
         return;
     }
     reply_json(out, 200,
-               json_pack("{s:s?,s:s,s:o,s:o,s:o}" /* window null for from/to */, "window",
-                         sp.window ? sp.window : (sp.has_from ? NULL : "5m"), "by", by, "from",
-                         rfc3339(from_ms), "to", rfc3339(to_ms), "merchants", list));
+               json_pack("{s:s,s:s?,s:s,s:o,s:o,s:o,s:{s:I,s:o}}", "group", group, "window",
+                         window_label(&sp), "by", by, "from", rfc3339(from_ms), "to",
+                         rfc3339(to_ms), "groups", list, "dimension", "version",
+                         (json_int_t)dim_version(q->dim), "loaded_at",
+                         rfc3339(dim_loaded_ms(q->dim))));
 }
 
 static void lag_sum(void *arg, const char *merchant_id, int64_t partition,
@@ -731,6 +762,11 @@ static void handle_metrics(const struct call *q, struct serve_reply *out)
         return;
     }
     serve_metrics_render(q->c->metrics, route_label, f);
+    if (q->c->dim) {
+        struct dim_stats ds;
+        dim_source_stats(q->c->dim, &ds);
+        serve_metrics_render_dimension(&ds, f);
+    }
     rc = serve_metrics_render_layers(q->st, f, &e);
     fclose(f);
     if (rc != 0) {
@@ -773,6 +809,7 @@ static const struct route {
     [SERVE_R_QUERY_IDS] = {"query_ids", "GET", "/query", handle_ids},
     [SERVE_R_SERIES] = {"series", "GET", "/query/*/series", handle_series},
     [SERVE_R_TOP] = {"top", "GET", "/top", handle_top},
+    [SERVE_R_GROUPS] = {"groups", "GET", "/groups", handle_groups},
     [SERVE_R_HEALTH] = {"health", "GET", "/health", handle_health},
     [SERVE_R_METRICS] = {"metrics", "GET", "/metrics", handle_metrics},
     [SERVE_R_OTHER] = {"other", NULL, NULL, handle_other},
@@ -834,5 +871,9 @@ void serve_api_handle(const struct serve_ctx *c, struct serve_store *st, enum se
     if (star) /* the pattern's literal prefix matched, so the segment starts at the same offset */
         q.segment = path + strnlen(path, (size_t)(star - routes[r].pattern));
     memset(out, 0, sizeof(*out));
+    /* One version of the dimension for the whole answer, even if the file changes meanwhile. */
+    q.dim = c->dim ? dim_acquire(c->dim) : NULL;
     routes[r].handle(&q, out);
+    if (q.dim)
+        dim_release(c->dim, q.dim);
 }

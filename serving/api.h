@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dim.h"
 #include "metrics.h"
 #include "store.h"
 
@@ -23,6 +24,7 @@ enum serve_route {
     SERVE_R_QUERY_IDS, /* GET /query?ids=a,b,c */
     SERVE_R_SERIES,    /* GET /query/{merchant_id}/series */
     SERVE_R_TOP,       /* GET /top */
+    SERVE_R_GROUPS,    /* GET /groups?group=<attribute> */
     SERVE_R_HEALTH,    /* GET /health */
     SERVE_R_METRICS,   /* GET /metrics */
     SERVE_R_OTHER,     /* no such route: 404 */
@@ -42,6 +44,7 @@ struct serve_ctx {
     int64_t allowed_lateness_ms;  /* used when speed.db does not record its own */
     const char *shard_partitions; /* this shard's set, canonical ("all", "0-1") */
     struct serve_metrics *metrics;
+    struct dim_source *dim; /* the merchant dimension; NULL without dimension_file */
 };
 
 /* Gives the decoded value of query parameter name, or NULL when it is absent. */

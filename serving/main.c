@@ -8,6 +8,7 @@
 #include <curl/curl.h>
 
 #include "cfg.h"
+#include "dim.h"
 #include "log.h"
 #include "pin.h"
 #include "router.h"
@@ -30,6 +31,10 @@ static const struct cfg_key keys[] = {
     {"shards", CFG_STR, NULL,
      "route to these shards' lambda-serve (URL,URL,...) and own no data directory"},
     {"shard_timeout", CFG_MS, "2s", "with shards: how long a shard may take to answer"},
+    {"dimension_file", CFG_STR, NULL,
+     "merchant attributes joined into answers: a .csv with a merchant_id column, or .ndjson"},
+    {"dimension_refresh", CFG_MS, "10s",
+     "how often dimension_file is checked for a new version (mtime, size, inode)"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -99,6 +104,7 @@ int main(int argc, char **argv)
     struct serve *s = NULL;
     struct router *router = NULL;
     char set[SHARD_TEXT_MAX];
+    struct dim_source *dim = NULL;
     struct in6_addr addr;
     sigset_t stop, unblocked;
     int rc = 2;
@@ -139,6 +145,17 @@ int main(int argc, char **argv)
     if ((rc = prepare(&c, &router, set, sizeof(set))) != 0)
         goto out;
     rc = 2;
+    if (cfg_str(&c, "dimension_file")) {
+        dim = dim_source_new(cfg_str(&c, "dimension_file"), cfg_ms(&c, "dimension_refresh"), &e);
+        if (!dim) {
+            fprintf(stderr, "lambda-serve: %s\n", e.msg);
+            goto out;
+        }
+        struct dim_stats ds;
+        dim_source_stats(dim, &ds);
+        log_info("serve", "dimension_loaded file=\"%s\" version=%lld merchants=%zu",
+                 cfg_str(&c, "dimension_file"), (long long)ds.version, ds.merchants);
+    }
     /* Workers inherit this mask, so SIGTERM and SIGINT reach only sigsuspend() below. */
     sigemptyset(&stop);
     sigaddset(&stop, SIGTERM);
@@ -159,6 +176,7 @@ int main(int argc, char **argv)
         .connection_memory = (size_t)cfg_int(&c, "connection_memory"),
         .shard_partitions = set,
         .router = router,
+        .dim = dim,
     };
     if (!(s = serve_start(&o, &e))) {
         log_error("serve", "start_failed err=\"%s\"", e.msg);
@@ -179,6 +197,7 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     router_free(router);
+    dim_source_free(dim); /* after the workers stopped: none holds a version now */
     cfg_release(&c);
     return rc;
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dim.h"
 #include "tm.h"
 
 /* Status codes lambda-serve answers with; anything else is counted as "other". */
@@ -216,4 +217,22 @@ int serve_metrics_render_layers(struct serve_store *st, FILE *f, struct lerr *e)
 out:
     free(cs);
     return rc;
+}
+
+void serve_metrics_render_dimension(const struct dim_stats *d, FILE *f)
+{
+    fprintf(f,
+            "# HELP lambda_dimension_version The merchant dimension's version (content hash).\n"
+            "# TYPE lambda_dimension_version gauge\nlambda_dimension_version %lld\n"
+            "# HELP lambda_dimension_merchants Merchants the dimension names.\n"
+            "# TYPE lambda_dimension_merchants gauge\nlambda_dimension_merchants %zu\n"
+            "# HELP lambda_dimension_loaded_seconds When the serving version was loaded.\n"
+            "# TYPE lambda_dimension_loaded_seconds gauge\nlambda_dimension_loaded_seconds %.3f\n"
+            "# HELP lambda_dimension_loads_total Versions of the dimension file loaded.\n"
+            "# TYPE lambda_dimension_loads_total counter\nlambda_dimension_loads_total %lld\n"
+            "# HELP lambda_dimension_failed_loads_total Changed files that did not load.\n"
+            "# TYPE lambda_dimension_failed_loads_total counter\n"
+            "lambda_dimension_failed_loads_total %lld\n",
+            (long long)d->version, d->merchants, (double)d->loaded_ms / 1e3, (long long)d->loads,
+            (long long)d->failed_loads);
 }

@@ -46,4 +46,9 @@ void serve_metrics_render(struct serve_metrics *m, serve_metrics_name_fn route_n
  * error returns -1 with e set; f then holds part of them. */
 int serve_metrics_render_layers(struct serve_store *st, FILE *f, struct lerr *e);
 
+/* Writes the dimension's gauges and counters (version, merchants, last load, loads, failed
+ * loads) to f. */
+struct dim_stats;
+void serve_metrics_render_dimension(const struct dim_stats *d, FILE *f);
+
 #endif

@@ -680,13 +680,145 @@ static void handle_top(const struct rcall *q, struct serve_reply *out)
     for (int i = 0; i < q->r->n && !first; i++)
         first = f.a[i].doc;
     merged = merge_top(q->r, &f, by && !strcmp(by, "revenue"), n);
-    json_object_set(merged, "window",
-                    sp.window ? json_string(sp.window)
-                              : (sp.from ? json_null() : json_string("5m")));
+    json_object_set_new(merged, "window",
+                        sp.window ? json_string(sp.window)
+                                  : (sp.from ? json_null() : json_string("5m")));
     copy_key(merged, first, "by");
     copy_key(merged, first, "from");
     copy_key(merged, first, "to");
     copy_key(merged, first, "filter");
+    copy_key(merged, first, "dimension");
+    reply_json(out, merged);
+done:
+    router_fan_release(&f);
+    return;
+oom:
+    router_fan_release(&f);
+    serve_api_error(out, 500, "out of memory");
+}
+
+struct group_row {
+    json_t *value; /* borrowed from a shard's answer; JSON null: the merchants without it */
+    char *text;    /* what orders it among equal sums; NULL for the null group */
+    int64_t order_count, revenue_cents, merchants;
+};
+
+static int group_cmp(const struct group_row *x, const struct group_row *y, bool by_revenue)
+{
+    int64_t a = by_revenue ? x->revenue_cents : x->order_count;
+    int64_t b = by_revenue ? y->revenue_cents : y->order_count;
+
+    if (a != b)
+        return a > b ? -1 : 1;
+    if (!x->text || !y->text)
+        return !x->text - !y->text; /* the null group after every value, as rank.c orders */
+    return strcmp(x->text, y->text);
+}
+
+static int group_by_orders(const void *a, const void *b)
+{
+    return group_cmp(a, b, false);
+}
+
+static int group_by_revenue(const void *a, const void *b)
+{
+    return group_cmp(a, b, true);
+}
+
+/* Sums per attribute value over the shards: a merchant lives in one shard, so its group's
+ * merchant counts add up too. */
+static json_t *merge_groups(const struct router *r, const struct router_fan *f, bool is_revenue)
+{
+    json_t *seen = json_object(), *arr = json_array(), *shards = json_array();
+    struct group_row *rows = NULL;
+    size_t nrows = 0, cap = 0;
+
+    for (int i = 0; i < r->n; i++) {
+        json_t *list = json_object_get(f->a[i].doc, "groups"), *g;
+        size_t j;
+        if (!f->a[i].target)
+            continue;
+        json_array_append_new(shards, json_pack("{s:s}", "url", r->shards[i].url));
+        json_array_foreach(list, j, g)
+        {
+            json_t *v = json_object_get(g, "value"), *at;
+            char *key = json_dumps(v ? v : json_null(), JSON_ENCODE_ANY);
+            if (!key)
+                goto out;
+            if ((at = json_object_get(seen, key))) {
+                struct group_row *row = &rows[json_integer_value(at)];
+                row->order_count += int_of(g, "order_count");
+                row->revenue_cents += int_of(g, "revenue_cents");
+                row->merchants += int_of(g, "merchants");
+                free(key);
+                continue;
+            }
+            if (nrows == cap) {
+                struct group_row *nr = realloc(rows, (cap = cap ? cap * 2 : 32) * sizeof(*nr));
+                if (!nr) {
+                    free(key);
+                    goto out;
+                }
+                rows = nr;
+            }
+            rows[nrows] = (struct group_row){v, NULL, int_of(g, "order_count"),
+                                             int_of(g, "revenue_cents"), int_of(g, "merchants")};
+            if (json_is_string(v))
+                rows[nrows].text = strdup(json_string_value(v));
+            else if (v && !json_is_null(v))
+                rows[nrows].text = strdup(key);
+            json_object_set_new(seen, key, json_integer((json_int_t)nrows++));
+            free(key);
+        }
+    }
+    if (nrows)
+        qsort(rows, nrows, sizeof(*rows), is_revenue ? group_by_revenue : group_by_orders);
+    for (size_t k = 0; k < nrows; k++)
+        json_array_append_new(arr, json_pack("{s:O,s:I,s:I,s:I}", "value",
+                                             rows[k].value ? rows[k].value : json_null(),
+                                             "order_count", (json_int_t)rows[k].order_count,
+                                             "revenue_cents", (json_int_t)rows[k].revenue_cents,
+                                             "merchants", (json_int_t)rows[k].merchants));
+out:
+    for (size_t k = 0; k < nrows; k++)
+        free(rows[k].text);
+    free(rows);
+    json_decref(seen);
+    return json_pack("{s:o,s:o}", "groups", arr, "shards", shards);
+}
+
+static void handle_groups(const struct rcall *q, struct serve_reply *out)
+{
+    const char *by = param(q, "by");
+    struct router_fan f = {0};
+    struct target t;
+    struct rspan sp;
+    json_t *merged, *first = NULL;
+
+    if (span_resolve(q, TM_MINUTE_MS, 5 * TM_MINUTE_MS, &sp, out) != 0)
+        return;
+    if (!target_open(&t, "/groups"))
+        goto oom;
+    target_put(&t, "group", param(q, "group"));
+    target_put(&t, "by", by);
+    target_put(&t, "filter", param(q, "filter"));
+    target_put_span(&t, &sp);
+    if (!ask(q, &f, target_close(&t), -1))
+        goto oom;
+    router_fan_out(q->c, &f);
+    if (router_fan_failed(q->r, &f, out))
+        goto done;
+    for (int i = 0; i < q->r->n && !first; i++)
+        first = f.a[i].doc;
+    merged = merge_groups(q->r, &f, by && !strcmp(by, "revenue"));
+    copy_key(merged, first, "group");
+    json_object_set_new(merged, "window",
+                        sp.window ? json_string(sp.window)
+                                  : (sp.from ? json_null() : json_string("5m")));
+    copy_key(merged, first, "by");
+    copy_key(merged, first, "from");
+    copy_key(merged, first, "to");
+    copy_key(merged, first, "dimension");
     reply_json(out, merged);
 done:
     router_fan_release(&f);
@@ -802,6 +934,9 @@ void router_handle(struct router_client *c, const struct serve_ctx *ctx, enum se
         break;
     case SERVE_R_TOP:
         handle_top(&q, out);
+        break;
+    case SERVE_R_GROUPS:
+        handle_groups(&q, out);
         break;
     case SERVE_R_HEALTH:
         handle_health(&q, out);

@@ -238,6 +238,7 @@ struct serve *serve_start(const struct serve_opts *o, struct lerr *e)
     serve_metrics_init(&s->metrics);
     s->ctx = (struct serve_ctx){.allowed_lateness_ms = o->allowed_lateness_ms,
                                 .metrics = &s->metrics,
+                                .dim = o->dim,
                                 .shard_partitions = o->shard_partitions};
     if (is_v6)
         flags |= MHD_USE_IPv6;

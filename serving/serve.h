@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dim.h"
 #include "lerr.h"
 
 struct serve_opts {
@@ -21,6 +22,7 @@ struct serve_opts {
     unsigned connection_limit;
     unsigned connection_timeout_s;
     size_t connection_memory;     /* per-connection buffer limit, bytes */
+    struct dim_source *dim;       /* borrowed for the server's life; NULL: no dimension */
     const char *shard_partitions; /* the set /health reports (canonical text), borrowed */
     struct router *router; /* borrowed: routes go to the shards (router.h); data_dir unused */
 };

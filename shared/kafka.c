@@ -153,17 +153,27 @@ struct ask {
     int64_t *low, *high;
 };
 
-/* The retry loop: asks until the cluster answers or *stop is set (1). */
+/* The retry loop: asks until the cluster answers or *stop is set (1). A question waits at most
+ * a second at a time, so a stop is seen within about a second even while no broker answers
+ * (Ctrl-C reaches the broker of make demo too); the warning repeats once per timeout_ms. */
 static int ask_until_answered(const struct ask *a, volatile sig_atomic_t *stop, const char *who)
 {
+    int slice_ms = a->timeout_ms < 1000 ? a->timeout_ms : 1000;
+    int64_t waited_ms = 0, said_ms = -1;
     struct lerr ke;
 
-    while (a->count ? kafka_partition_count(a->rk, a->topic, a->timeout_ms, a->count, &ke)
-                    : kafka_watermarks(a->rk, a->topic, a->partition, a->timeout_ms, a->low,
-                                       a->high, &ke)) {
-        log_warn(who, "kafka_unreachable err=\"%s\" action=retrying", ke.msg);
+    while (a->count
+               ? kafka_partition_count(a->rk, a->topic, slice_ms, a->count, &ke)
+               : kafka_watermarks(a->rk, a->topic, a->partition, slice_ms, a->low, a->high, &ke)) {
+        waited_ms += slice_ms;
+        if (said_ms < 0 ? waited_ms >= a->timeout_ms
+                        : waited_ms - said_ms >= a->timeout_ms + 1000) {
+            log_warn(who, "kafka_unreachable err=\"%s\" action=retrying", ke.msg);
+            said_ms = waited_ms;
+        }
         for (int i = 0; i < 10 && !*stop; i++)
             nanosleep(&(struct timespec){.tv_nsec = 100 * 1000 * 1000}, NULL);
+        waited_ms += 1000;
         if (*stop)
             return 1;
     }

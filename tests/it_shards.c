@@ -78,8 +78,11 @@ static void start_shard_serve(struct stack *s, int i, const char *port)
     char tag[32];
 
     snprintf(tag, sizeof(tag), "serve%d_%d", i, ++s->serve_starts);
-    char *extra[] = {"--data-dir", s->data, "--shard-partitions", (char *)sets[i], "--epoch-ms",
-                     "1000",       NULL};
+    char dim[600];
+    snprintf(dim, sizeof(dim), "%s/merchants.csv", w.dir);
+    char *extra[] = {"--data-dir",       s->data,      "--shard-partitions",
+                     (char *)sets[i],    "--epoch-ms", "1000",
+                     "--dimension-file", dim,          NULL};
     start_serve(&s->serve, tag, extra, port, s->url, s->port);
 }
 
@@ -94,10 +97,25 @@ static void start_router(void)
     start_serve(&w.router, "router", extra, "0", w.router_url, port);
 }
 
+/* The merchant dimension every serve loads: a category for two in three merchants. */
+static void write_dimension(void)
+{
+    char path[600];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/merchants.csv", w.dir);
+    cr_assert((f = fopen(path, "w")));
+    fprintf(f, "merchant_id,category\n");
+    for (int i = 0; i < 60; i++)
+        fprintf(f, "m-%d,%s\n", i, i % 3 == 0 ? "" : i % 3 == 1 ? "books" : "games");
+    cr_assert_eq(fclose(f), 0);
+}
+
 static void start_world(void)
 {
     memset(&w, 0, sizeof(w));
     it_tmpdir("shards", w.dir);
+    write_dimension();
     it_devkafka(&w.kafka, w.dir, 4, w.bs);
     for (int i = 0; i < NSTACK; i++) {
         snprintf(w.st[i].data, sizeof(w.st[i].data), "%s/data%d", w.dir, i);
@@ -286,6 +304,24 @@ static void assert_same_top(const char *target)
     json_decref(b);
 }
 
+/* Routed /groups equals the unsharded stack's. */
+static void assert_same_groups(const char *target)
+{
+    long s1, s2;
+    json_t *a = get_json(w.router_url, target, &s1), *b = get_json(w.st[2].url, target, &s2);
+    char *ta = json_dumps(json_object_get(a, "groups"), JSON_COMPACT),
+         *tb = json_dumps(json_object_get(b, "groups"), JSON_COMPACT);
+
+    cr_assert_eq(s1, 200, "%s via the router", target);
+    cr_assert_eq(s2, 200, "%s unsharded", target);
+    cr_expect_eq(json_array_size(json_object_get(b, "groups")), 3, "%s: three groups", target);
+    cr_expect_str_eq(ta, tb, "%s", target);
+    free(ta);
+    free(tb);
+    json_decref(a);
+    json_decref(b);
+}
+
 static void batch_run(int i, const char *tag)
 {
     char t[64];
@@ -351,6 +387,12 @@ Test(shards, routed_answers_equal_the_truth_and_an_unsharded_stack, .timeout = 6
     assert_same_top(target);
     range_target(target, sizeof(target), "/top", "&n=5&by=revenue");
     assert_same_top(target);
+    range_target(target, sizeof(target), "/top", "&n=4&filter=category:games");
+    assert_same_top(target);
+    range_target(target, sizeof(target), "/groups", "&group=category");
+    assert_same_groups(target);
+    range_target(target, sizeof(target), "/groups", "&group=category&by=revenue");
+    assert_same_groups(target);
 
     /* A window resolves to absolute minutes at the router, which every shard sums: the
      * unsharded stack over the same minutes gives the same sums. */

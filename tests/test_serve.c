@@ -45,7 +45,7 @@ Test(serve_api, routes_answer_get_and_head_only)
 Test(serve_api, names_routes_for_metrics)
 {
     static const char *const want[SERVE_R_COUNT] = {
-        "dashboard", "query", "query_ids", "series", "top", "health", "metrics", "other",
+        "dashboard", "query", "query_ids", "series", "top", "groups", "health", "metrics", "other",
     };
 
     for (int i = 0; i < SERVE_R_COUNT; i++)
