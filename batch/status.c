@@ -210,12 +210,12 @@ static int gather_shard(const struct cfg *c, sqlite3 *m, json_t *doc, struct ler
     km_speed = int_or_none(sdb, "SELECT value FROM counters WHERE name='key_mismatch'");
     km_batch = int_or_none(m, "SELECT value FROM counters WHERE name='key_mismatch'");
     sqlite3_close(sdb);
-    json_object_set_new(doc, "shard",
-                        json_pack("{s:s,s:o,s:o,s:I}", "partitions", text, "topic_partitions",
-                                  nparts > 0 ? json_integer(nparts) : json_null(), "watermark_ms",
-                                  wm >= 0 ? json_integer(wm) : json_null(), "key_mismatch",
-                                  (json_int_t)((km_speed > 0 ? km_speed : 0) +
-                                               (km_batch > 0 ? km_batch : 0))));
+    json_object_set_new(
+        doc, "shard",
+        json_pack("{s:s,s:o,s:o,s:I}", "partitions", text, "topic_partitions",
+                  nparts > 0 ? json_integer(nparts) : json_null(), "watermark_ms",
+                  wm >= 0 ? json_integer(wm) : json_null(), "key_mismatch",
+                  (json_int_t)((km_speed > 0 ? km_speed : 0) + (km_batch > 0 ? km_batch : 0))));
     return 0;
 }
 

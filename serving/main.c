@@ -21,7 +21,8 @@ static const struct cfg_key keys[] = {
     {"port", CFG_INT, "8080", "TCP port (0: any free port, logged as listening port=N)"},
     {"bind", CFG_STR, "127.0.0.1", "address to listen on"},
     {"threads", CFG_INT, "0",
-     "worker threads; 0: one per core but one, at least 1 (the speed layer shares the machine)"},
+     "worker threads; 0: one per core but one, at least 1 (the speed layer shares the machine);"
+     " a router: four per core"},
     {"allowed_lateness", CFG_MS, "10m",
      "a minute is final once the watermark passes its end + this"},
     {"max_connections", CFG_INT, "512", "at most this many client connections at once"},
@@ -46,13 +47,16 @@ static void on_signal(int sig)
 }
 
 /* Requests are short and CPU-bound; a worker per core but one leaves a core to the speed layer
- * (and, in a benchmark, to the load generator) instead of making threads queue for cores. */
-static int default_threads(int64_t configured)
+ * (and, in a benchmark, to the load generator) instead of making threads queue for cores. A
+ * router's worker mostly waits for its shards, so it gets several per core. */
+static int default_threads(int64_t configured, bool is_router)
 {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
     if (configured > 0)
         return (int)configured;
+    if (is_router)
+        return cores > 1 ? (int)(4 * cores) : 4;
     return cores > 2 ? (int)(cores - 1) : 1;
 }
 
@@ -169,7 +173,7 @@ int main(int argc, char **argv)
         .data_dir = cfg_str(&c, "data_dir"),
         .bind = cfg_str(&c, "bind"),
         .port = (int)cfg_int(&c, "port"),
-        .threads = default_threads(cfg_int(&c, "threads")),
+        .threads = default_threads(cfg_int(&c, "threads"), router != NULL),
         .allowed_lateness_ms = cfg_ms(&c, "allowed_lateness"),
         .connection_limit = (unsigned)cfg_int(&c, "max_connections"),
         .connection_timeout_s = (unsigned)((cfg_ms(&c, "connection_timeout") + 999) / 1000),
