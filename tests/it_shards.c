@@ -118,7 +118,9 @@ static void start_world(void)
     write_dimension();
     it_devkafka(&w.kafka, w.dir, 4, w.bs);
     for (int i = 0; i < NSTACK; i++) {
-        snprintf(w.st[i].data, sizeof(w.st[i].data), "%s/data%d", w.dir, i);
+        char data[600];
+        snprintf(data, sizeof(data), "%s/data%d", w.dir, i);
+        memcpy(w.st[i].data, data, sizeof(data));
         start_speed(&w.st[i], i);
         start_shard_serve(&w.st[i], i, "0");
     }
@@ -558,6 +560,99 @@ Test(shards, a_data_directory_with_another_set_or_epoch_ms_exits_2_naming_both, 
     it_stop(&kafka);
 }
 
+/* An import on a shard keeps the orders of its own merchants and counts the others. */
+Test(shards, an_import_on_a_shard_keeps_its_merchants_and_needs_the_partitioner, .timeout = 120)
+{
+    char data[600], bs[256], file[600], path[700], want[64];
+    struct it_proc kafka;
+    struct shard_set set;
+    int foreign = 0;
+    FILE *f;
+
+    memset(&w, 0, sizeof(w));
+    it_tmpdir("shards-import", w.dir);
+    it_devkafka(&kafka, w.dir, 4, bs);
+    snprintf(data, sizeof(data), "%s/data", w.dir);
+    snprintf(file, sizeof(file), "%s/orders.ndjson", w.dir);
+    cr_assert_eq(shard_set_parse(&set, "0-1", NULL), 0);
+    cr_assert((f = fopen(file, "w")));
+    for (int i = 0; i < 300; i++) {
+        char id[16];
+        int n = snprintf(id, sizeof(id), "m-%d", i % 37);
+        fprintf(f,
+                "{\"order_id\":\"i-%d\",\"merchant_id\":\"%s\",\"amount_cents\":%d,"
+                "\"event_time\":\"2026-11-21T10:%02d:00Z\"}\n",
+                i, id, 100 + i, i % 60);
+        foreign += !shard_set_has(
+            &set, shard_partition_of(SHARD_PARTITIONER_MURMUR2_RANDOM, id, (size_t)n, 4));
+    }
+    cr_assert_eq(fclose(f), 0);
+    cr_assert(foreign > 0 && foreign < 300, "both shards have merchants: %d", foreign);
+    char *no_pt[] = {"lambda-batch",       "import", file, "--brokers", bs, "--data-dir", data,
+                     "--shard-partitions", "0-1",    NULL};
+    cr_expect_eq(it_run(w.dir, "import_no_pt", no_pt, NULL, 30000), 1);
+    snprintf(path, sizeof(path), "%s/import_no_pt.err", w.dir);
+    char *err = it_read_file(path, NULL);
+    cr_expect(err && strstr(err, "needs 'partitioner'"), "%s", err);
+    free(err);
+    char *argv[] = {"lambda-batch",
+                    "import",
+                    file,
+                    "--brokers",
+                    bs,
+                    "--data-dir",
+                    data,
+                    "--shard-partitions",
+                    "0-1",
+                    "--partitioner",
+                    "murmur2_random",
+                    NULL};
+    cr_assert_eq(it_run(w.dir, "import", argv, NULL, 30000), 0);
+    snprintf(path, sizeof(path), "%s/import.out", w.dir);
+    char *out = it_read_file(path, NULL);
+    snprintf(want, sizeof(want), "orders=%d ", 300 - foreign);
+    cr_expect(out && strstr(out, want), "want %s: %s", want, out);
+    snprintf(want, sizeof(want), "not_this_shard=%d ", foreign);
+    cr_expect(out && strstr(out, want), "want %s: %s", want, out);
+    free(out);
+    it_stop(&kafka);
+}
+
+/* A savepoint carries its shard's set: restoring it on another shard is refused. */
+Test(shards, a_savepoint_of_another_shard_is_refused, .timeout = 120)
+{
+    char data[600], other[600], bs[256], file[600], path[700];
+    struct it_proc kafka, speed;
+
+    memset(&w, 0, sizeof(w));
+    it_tmpdir("shards-savepoint", w.dir);
+    it_devkafka(&kafka, w.dir, 4, bs);
+    snprintf(data, sizeof(data), "%s/data", w.dir);
+    snprintf(other, sizeof(other), "%s/other", w.dir);
+    snprintf(file, sizeof(file), "%s/speed.savepoint", w.dir);
+    char *run[] = {"lambda-speed", "--brokers",          bs,    "--data-dir",
+                   data,           "--shard-partitions", "0-1", NULL};
+    it_spawn(&speed, w.dir, "speed", run, NULL);
+    cr_assert(it_wait_log(&speed, "msg=started", 20000), "lambda-speed did not start");
+    cr_assert_eq(it_signal(&speed, SIGTERM, 10000), 0);
+    char *out[] = {"lambda-speed", "savepoint",          "--out", file, "--data-dir",
+                   data,           "--shard-partitions", "0-1",   NULL};
+    cr_assert_eq(it_run(w.dir, "out", out, NULL, 30000), 0);
+    char *in[] = {"lambda-speed", "savepoint",          "--restore", file, "--data-dir",
+                  other,          "--shard-partitions", "2-3",       NULL};
+    cr_expect_eq(it_run(w.dir, "restore", in, NULL, 30000), 2);
+    snprintf(path, sizeof(path), "%s/restore.err", w.dir);
+    char *err = it_read_file(path, NULL);
+    cr_expect(err && strstr(err, "shard_partitions=0-1") && strstr(err, "shard_partitions=2-3"),
+              "names both: %s", err);
+    free(err);
+    char *same[] = {"lambda-speed", "savepoint",          "--restore", file, "--data-dir",
+                    other,          "--shard-partitions", "0,1",       NULL};
+    cr_expect_eq(it_run(w.dir, "restore_same", same, NULL, 30000), 0,
+                 "the same set, written otherwise");
+    it_stop(&kafka);
+}
+
 Test(shards, the_router_refuses_shards_whose_sets_overlap, .timeout = 120)
 {
     char data[2][600], url[2][128], port[2][16], shards[300], nodir[600];
@@ -566,7 +661,7 @@ Test(shards, the_router_refuses_shards_whose_sets_overlap, .timeout = 120)
     memset(&w, 0, sizeof(w));
     it_tmpdir("shards-overlap", w.dir);
     for (int i = 0; i < 2; i++) {
-        char tag[16];
+        char tag[32];
         snprintf(data[i], sizeof(data[i]), "%s/data%d", w.dir, i);
         snprintf(tag, sizeof(tag), "serve%d", i);
         char *extra[] = {"--data-dir", data[i], "--shard-partitions", i ? "1-3" : "0-1", NULL};
