@@ -323,6 +323,7 @@ void router_learn(struct router *r, int i, const json_t *health)
     json_t *np = json_object_get(sh, "topic_partitions"), *km = json_object_get(sh, "key_mismatch");
     struct router_shard *s = &r->shards[i];
     struct shard_set set;
+    char was[sizeof(r->conflict)];
 
     if (!text || shard_set_parse(&set, text, NULL) != 0)
         return; /* a shard from before sets existed: it stays unknown */
@@ -332,9 +333,14 @@ void router_learn(struct router *r, int i, const json_t *health)
     snprintf(s->set_text, sizeof(s->set_text), "%s", text);
     s->topic_partitions = json_is_integer(np) ? json_integer_value(np) : 0;
     s->key_mismatch = json_is_integer(km) ? json_integer_value(km) : 0;
+    memcpy(was, r->conflict, sizeof(was));
     check_sets(r);
-    if (r->conflict[0])
-        log_error("serve", "shards_refused err=\"%s\"", r->conflict);
+    if (strcmp(was, r->conflict) != 0) { /* once per change, not once per look */
+        if (r->conflict[0])
+            log_error("serve", "shards_refused err=\"%s\"", r->conflict);
+        else
+            log_info("serve", "shards_accepted");
+    }
     pthread_mutex_unlock(&r->mu);
 }
 
