@@ -96,21 +96,21 @@ else
     # One shard per 4/SHARDS partitions, each its own data directory, on ports the system picks.
     per=$((4 / SHARDS))
     speed_pid="" serve_pid="" shard_dirs="" urls=""
-    i=0
-    while [ $i -lt "$SHARDS" ]; do
-        set_i="$((i * per))-$((i * per + per - 1))"
-        [ "$per" -eq 1 ] && set_i=$i
-        dir=$DATA/shard$i
+    k=0 # not i: wait_for counts with i
+    while [ $k -lt "$SHARDS" ]; do
+        set_k="$((k * per))-$((k * per + per - 1))"
+        [ "$per" -eq 1 ] && set_k=$k
+        dir=$DATA/shard$k
         mkdir -p "$dir"
-        LAMBDA_DATA_DIR=$dir LAMBDA_SHARD_PARTITIONS=$set_i "$BIN/lambda-speed" \
-            2>>"$LOGS/speed$i.log" &
+        LAMBDA_DATA_DIR=$dir LAMBDA_SHARD_PARTITIONS=$set_k "$BIN/lambda-speed" \
+            2>>"$LOGS/speed$k.log" &
         speed_pid="$speed_pid $!"
-        start_serve "$LOGS/serve$i.log" --port 0 --data-dir "$dir" --shard-partitions "$set_i"
+        start_serve "$LOGS/serve$k.log" --port 0 --data-dir "$dir" --shard-partitions "$set_k"
         serve_pid="$serve_pid $started_pid"
         urls="$urls${urls:+,}http://127.0.0.1:$started_port"
-        shard_dirs="$shard_dirs $dir:$set_i"
-        say "shard $i: partitions $set_i, data $dir, lambda-serve on port $started_port"
-        i=$((i + 1))
+        shard_dirs="$shard_dirs $dir:$set_k"
+        say "shard $k: partitions $set_k, data $dir, lambda-serve on port $started_port"
+        k=$((k + 1))
     done
     start_serve "$LOGS/router.log" --port "$PORT" --shards "$urls" --partitioner murmur2_random
     router_pid=$started_pid
