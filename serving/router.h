@@ -14,7 +14,8 @@
  *   {"error":"shard http://... did not answer: ..."}, never a partial sum. A shard's 4xx (the
  *   request is bad) is passed on as it came.
  * - A `window=` (and a missing `to`) is resolved once, here, to absolute minutes ending at the
- *   minimum of the shards' watermarks, so every shard sums the same minutes.
+ *   minimum of the watermarks of the shards the answer comes from, so every shard sums the
+ *   same minutes (a merchant asked of its own shard: that shard's watermark).
  * - Sets that overlap or leave a partition unowned are refused: at start (router_check()
  *   returns 1) and whenever a /health tells the sets (answers are 503 naming the conflict
  *   until it is gone).

@@ -133,9 +133,11 @@ static int64_t ceil_to(int64_t t_ms, int64_t step_ms)
     return tm_floor(t_ms + step_ms - 1, step_ms);
 }
 
-/* Asks every shard's /health (learning their sets) for the minimum of their watermarks.
+/* Asks the /health of the shards an answer will come from (all of them when only is -1),
+ * learning their sets, for the minimum of their watermarks. A merchant's own routes need only
+ * its shard's: its sums are there alone, so they keep answering while another shard is down.
  * -1 after a 503 answer when a shard does not answer. */
-static int min_watermark(const struct rcall *q, bool *found, int64_t *wm_ms,
+static int min_watermark(const struct rcall *q, int only, bool *found, int64_t *wm_ms,
                          struct serve_reply *out)
 {
     struct router_fan f = {0};
@@ -143,11 +145,14 @@ static int min_watermark(const struct rcall *q, bool *found, int64_t *wm_ms,
 
     *found = false;
     for (int i = 0; i < q->r->n; i++)
-        f.a[i].target = strdup("/health");
+        if (only < 0 || only == i)
+            f.a[i].target = strdup("/health");
     router_fan_out(q->c, &f);
     for (int i = 0; i < q->r->n && rc == 0; i++) {
         const struct router_answer *a = &f.a[i];
         json_t *wm;
+        if (!a->target)
+            continue;
         if (a->cc != CURLE_OK || !a->doc || (a->status != 200 && a->status != 503)) {
             /* router_fan_failed names it; a 503 with JSON is an empty shard, not a failure */
             rc = -1;
@@ -170,8 +175,8 @@ static int min_watermark(const struct rcall *q, bool *found, int64_t *wm_ms,
  * resolved here to absolute from/to in step_ms buckets, ending at the bucket of the minimum
  * watermark, so every shard sums the same buckets. What does not parse is passed on as it
  * came, for the shards to refuse as a single lambda-serve would. -1 after an answer. */
-static int span_resolve(const struct rcall *q, int64_t step_ms, int64_t def_ms, struct rspan *sp,
-                        struct serve_reply *out)
+static int span_resolve(const struct rcall *q, int only, int64_t step_ms, int64_t def_ms,
+                        struct rspan *sp, struct serve_reply *out)
 {
     int64_t end_ms, wm_ms = 0, from_ms = 0;
     bool found;
@@ -189,7 +194,7 @@ static int span_resolve(const struct rcall *q, int64_t step_ms, int64_t def_ms, 
         return 0;
     if (!sp->window && !sp->from && def_ms <= 0)
         return 0;
-    if (min_watermark(q, &found, &wm_ms, out) != 0)
+    if (min_watermark(q, only, &found, &wm_ms, out) != 0)
         return -1;
     end_ms = tm_floor(found ? wm_ms : tm_now_ms(), step_ms) + step_ms;
     sp->is_resolved = true;
@@ -293,13 +298,18 @@ static void handle_query(const struct rcall *q, const char *segment, struct serv
     struct target t;
     struct rspan sp;
 
-    if (!take_id(segment, id, out) || span_resolve(q, TM_MINUTE_MS, 0, &sp, out) != 0)
+    int owner;
+
+    if (!take_id(segment, id, out))
+        return;
+    owner = router_owner(q->r, id);
+    if (span_resolve(q, owner, TM_MINUTE_MS, 0, &sp, out) != 0)
         return;
     snprintf(path, sizeof(path), "/query/%s", id);
     if (!target_open(&t, path))
         goto oom;
     target_put_span(&t, &sp);
-    if (!ask(q, &f, target_close(&t), router_owner(q->r, id)))
+    if (!ask(q, &f, target_close(&t), owner))
         goto oom;
     router_fan_out(q->c, &f);
     if (!router_fan_failed(q->r, &f, out)) {
@@ -416,9 +426,16 @@ static void handle_ids(const struct rcall *q, struct serve_reply *out)
         serve_api_error(out, 500, "out of memory");
         goto out;
     }
-    if ((n = split_ids(buf, list, out)) < 0 || span_resolve(q, TM_MINUTE_MS, 0, &sp, out) != 0)
+    if ((n = split_ids(buf, list, out)) < 0)
         goto out;
     owners_of(q, list, n, owner);
+    /* one shard owning every id: its watermark alone; else every shard's */
+    int only = owner[0];
+    for (int k = 1; k < n; k++)
+        if (owner[k] != only)
+            only = -1;
+    if (span_resolve(q, only, TM_MINUTE_MS, 0, &sp, out) != 0)
+        goto out;
     for (int i = 0; i < q->r->n; i++)
         f.a[i].target = ids_target(list, owner, n, i, &sp);
     router_fan_out(q->c, &f);
@@ -530,6 +547,7 @@ static void handle_series(const struct rcall *q, const char *segment, struct ser
     struct target t;
     struct rspan sp = {0};
     int64_t step_ms = TM_MINUTE_MS;
+    int owner;
     json_t *doc;
 
     if (!take_id(segment, id, out))
@@ -538,7 +556,8 @@ static void handle_series(const struct rcall *q, const char *segment, struct ser
         serve_api_error(out, 400, "bad step '%.40s': want 1m, 1h or 1d", step);
         return;
     }
-    if (span_resolve(q, step_ms, 60 * step_ms, &sp, out) != 0)
+    owner = router_owner(q->r, id);
+    if (span_resolve(q, owner, step_ms, 60 * step_ms, &sp, out) != 0)
         return;
     if (sp.is_resolved && sp.window &&
         ceil_to(sp.window_ms, step_ms) / step_ms > SERVE_POINTS_MAX) {
@@ -553,7 +572,7 @@ static void handle_series(const struct rcall *q, const char *segment, struct ser
         goto oom;
     target_put(&t, "step", step);
     target_put_span(&t, &sp);
-    if (!ask(q, &f, target_close(&t), router_owner(q->r, id)))
+    if (!ask(q, &f, target_close(&t), owner))
         goto oom;
     router_fan_out(q->c, &f);
     if (!router_fan_failed(q->r, &f, out)) {
@@ -664,7 +683,7 @@ static void handle_top(const struct rcall *q, struct serve_reply *out)
             return;
         }
     }
-    if (span_resolve(q, TM_MINUTE_MS, 5 * TM_MINUTE_MS, &sp, out) != 0)
+    if (span_resolve(q, -1, TM_MINUTE_MS, 5 * TM_MINUTE_MS, &sp, out) != 0)
         return;
     if (!target_open(&t, "/top"))
         goto oom;
@@ -795,7 +814,7 @@ static void handle_groups(const struct rcall *q, struct serve_reply *out)
     struct rspan sp;
     json_t *merged, *first = NULL;
 
-    if (span_resolve(q, TM_MINUTE_MS, 5 * TM_MINUTE_MS, &sp, out) != 0)
+    if (span_resolve(q, -1, TM_MINUTE_MS, 5 * TM_MINUTE_MS, &sp, out) != 0)
         return;
     if (!target_open(&t, "/groups"))
         goto oom;
