@@ -91,6 +91,8 @@ void router_free(struct router *r)
     free(r);
 }
 
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg);
+
 struct router_client *router_client_new(struct router *r)
 {
     struct router_client *c = calloc(1, sizeof(*c));
@@ -100,9 +102,14 @@ struct router_client *router_client_new(struct router *r)
     c->r = r;
     if (!(c->multi = curl_multi_init()))
         goto fail;
-    for (int i = 0; i < r->n; i++)
+    for (int i = 0; i < r->n; i++) {
         if (!(c->easy[i] = curl_easy_init()))
             goto fail;
+        curl_easy_setopt(c->easy[i], CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(c->easy[i], CURLOPT_TIMEOUT_MS, (long)r->timeout_ms);
+        curl_easy_setopt(c->easy[i], CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(c->easy[i], CURLOPT_TCP_NODELAY, 1L);
+    }
     return c;
 fail:
     router_client_free(c);
@@ -150,19 +157,15 @@ void router_fan_release(struct router_fan *f)
     memset(f, 0, sizeof(*f));
 }
 
+/* What stays the same for every request of a handle is set once, at its creation. */
 static void setup_easy(struct router_client *c, int i, struct router_answer *a, char *url)
 {
     CURL *h = c->easy[i];
 
-    curl_easy_reset(h);
     curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, a);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, a->err);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)c->r->timeout_ms);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_PRIVATE, a);
-    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
 }
 
 /* Counts one shard's answer in its metrics. */
