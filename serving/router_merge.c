@@ -9,6 +9,7 @@
 
 #include "ev.h"
 #include "log.h"
+#include "span.h"
 #include "tm.h"
 
 /* One routed request, as router_handle() was given it. */
@@ -23,9 +24,10 @@ struct rcall {
 
 /* The span a request asks for, and what the router resolved it to. */
 struct rspan {
-    const char *window, *from, *to; /* as given */
+    const char *window; /* as given, for the answer's "window" */
     int64_t window_ms;
-    bool is_resolved; /* from_ms/to_ms replace all three when forwarded */
+    bool has_from;
+    bool is_resolved; /* from_ms/to_ms go to the shards; else no span at all */
     int64_t from_ms, to_ms;
 };
 
@@ -91,14 +93,10 @@ static void target_put_ms(struct target *t, const char *name, int64_t v)
 
 static void target_put_span(struct target *t, const struct rspan *sp)
 {
-    if (sp->is_resolved) {
-        target_put_ms(t, "from", sp->from_ms);
-        target_put_ms(t, "to", sp->to_ms);
+    if (!sp->is_resolved)
         return;
-    }
-    target_put(t, "window", sp->window);
-    target_put(t, "from", sp->from);
-    target_put(t, "to", sp->to);
+    target_put_ms(t, "from", sp->from_ms);
+    target_put_ms(t, "to", sp->to_ms);
 }
 
 /* The target, owned by the caller; NULL when out of memory. */
@@ -109,28 +107,6 @@ static char *target_close(struct target *t)
         return NULL;
     }
     return t->buf;
-}
-
-/* RFC 3339 or epoch milliseconds, as api.c reads them. */
-static int parse_time(const char *s, int64_t *out)
-{
-    char *end;
-    long long v;
-
-    if (*s >= '0' && *s <= '9' && strspn(s, "0123456789") == strlen(s)) {
-        errno = 0;
-        v = strtoll(s, &end, 10);
-        if (errno || v > TM_MAX_MS)
-            return -1;
-        *out = v;
-        return 0;
-    }
-    return tm_parse_rfc3339(s, strlen(s), out);
-}
-
-static int64_t ceil_to(int64_t t_ms, int64_t step_ms)
-{
-    return tm_floor(t_ms + step_ms - 1, step_ms);
 }
 
 /* Asks the /health of the shards an answer will come from (all of them when only is -1),
@@ -171,38 +147,43 @@ static int min_watermark(const struct rcall *q, int only, bool *found, int64_t *
     return rc;
 }
 
-/* Reads window/from/to. A window, a from without to, or (def_ms > 0) nothing at all is
- * resolved here to absolute from/to in step_ms buckets, ending at the bucket of the minimum
- * watermark, so every shard sums the same buckets. What does not parse is passed on as it
- * came, for the shards to refuse as a single lambda-serve would. -1 after an answer. */
+/* Reads window/from/to as a single lambda-serve does (serving/span.c; a bad one is a 400).
+ * A window, a from without to, or (def_ms > 0) nothing at all is resolved here to absolute
+ * from/to in step_ms buckets, ending at the bucket of the minimum watermark, so every shard
+ * sums the same buckets. -1 after an answer. */
 static int span_resolve(const struct rcall *q, int only, int64_t step_ms, int64_t def_ms,
                         struct rspan *sp, struct serve_reply *out)
 {
-    int64_t end_ms, wm_ms = 0, from_ms = 0;
+    struct serve_span in;
+    struct lerr e = {{0}};
+    int64_t end_ms, wm_ms = 0;
     bool found;
 
     memset(sp, 0, sizeof(*sp));
-    sp->window = param(q, "window");
-    sp->from = param(q, "from");
-    sp->to = param(q, "to");
-    if (sp->window && (sp->from || sp->to))
+    if (serve_span_parse(q->arg, q->req, &in, &e) != 0) {
+        serve_api_error(out, 400, "%s", e.msg);
+        return -1;
+    }
+    sp->window = in.window;
+    sp->window_ms = in.window_ms;
+    sp->has_from = in.has_from;
+    if (in.has_from && in.has_to) { /* absolute already: every shard floors and ceils alike */
+        sp->is_resolved = true;
+        sp->from_ms = in.from_ms;
+        sp->to_ms = in.to_ms;
         return 0;
-    if (sp->window && (tm_parse_duration(sp->window, &sp->window_ms) != 0 || sp->window_ms <= 0 ||
-                       sp->window_ms > 366 * TM_DAY_MS))
-        return 0;
-    if (sp->from && (sp->to || parse_time(sp->from, &from_ms) != 0))
-        return 0;
-    if (!sp->window && !sp->from && def_ms <= 0)
+    }
+    if (!serve_span_given(&in) && def_ms <= 0)
         return 0;
     if (min_watermark(q, only, &found, &wm_ms, out) != 0)
         return -1;
     end_ms = tm_floor(found ? wm_ms : tm_now_ms(), step_ms) + step_ms;
     sp->is_resolved = true;
     sp->to_ms = end_ms;
-    if (sp->window)
-        sp->from_ms = end_ms - ceil_to(sp->window_ms, step_ms);
-    else if (sp->from)
-        sp->from_ms = tm_floor(from_ms, step_ms);
+    if (in.window)
+        sp->from_ms = end_ms - serve_span_ceil(in.window_ms, step_ms);
+    else if (in.has_from)
+        sp->from_ms = tm_floor(in.from_ms, step_ms);
     else
         sp->from_ms = end_ms - def_ms;
     if (sp->to_ms <= sp->from_ms) /* from after the end of the data: an empty span */
@@ -560,7 +541,7 @@ static void handle_series(const struct rcall *q, const char *segment, struct ser
     if (span_resolve(q, owner, step_ms, 60 * step_ms, &sp, out) != 0)
         return;
     if (sp.is_resolved && sp.window &&
-        ceil_to(sp.window_ms, step_ms) / step_ms > SERVE_POINTS_MAX) {
+        serve_span_ceil(sp.window_ms, step_ms) / step_ms > SERVE_POINTS_MAX) {
         serve_api_error(out, 400, "bad window '%s': more than %d points of %s", sp.window,
                         SERVE_POINTS_MAX, step ? step : "1m");
         return;
@@ -701,7 +682,7 @@ static void handle_top(const struct rcall *q, struct serve_reply *out)
     merged = merge_top(q->r, &f, by && !strcmp(by, "revenue"), n);
     json_object_set_new(merged, "window",
                         sp.window ? json_string(sp.window)
-                                  : (sp.from ? json_null() : json_string("5m")));
+                                  : (sp.has_from ? json_null() : json_string("5m")));
     copy_key(merged, first, "by");
     copy_key(merged, first, "from");
     copy_key(merged, first, "to");
@@ -833,7 +814,7 @@ static void handle_groups(const struct rcall *q, struct serve_reply *out)
     copy_key(merged, first, "group");
     json_object_set_new(merged, "window",
                         sp.window ? json_string(sp.window)
-                                  : (sp.from ? json_null() : json_string("5m")));
+                                  : (sp.has_from ? json_null() : json_string("5m")));
     copy_key(merged, first, "by");
     copy_key(merged, first, "from");
     copy_key(merged, first, "to");

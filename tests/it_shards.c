@@ -416,6 +416,20 @@ Test(shards, routed_answers_equal_the_truth_and_an_unsharded_stack, .timeout = 6
     json_decref(single);
     json_decref(doc);
 
+    /* A bad request is refused as a single lambda-serve refuses it. */
+    static const char *const bad[] = {
+        "/query/m-1?window=soon", "/top?n=0", "/query/m-1/series?step=2m", "/query?ids=a,,b",
+        "/query/m-1?from=2026-11-21T10:00:00Z&to=2026-11-21T09:00:00Z"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *x = get_json(w.router_url, bad[i], &status),
+               *y = get_json(w.st[2].url, bad[i], &s2);
+        cr_expect_eq(status, 400, "%s via the router", bad[i]);
+        cr_expect_eq(s2, 400, "%s unsharded", bad[i]);
+        cr_expect(json_equal(x, y), "%s: the same error", bad[i]);
+        json_decref(x);
+        json_decref(y);
+    }
+
     doc = get_json(w.router_url, "/health", &status);
     cr_expect_eq(status, 200);
     cr_expect_str_eq(json_string_value(json_object_get(doc, "status")), "ok");
