@@ -644,6 +644,17 @@ Test(shards, an_import_on_a_shard_keeps_its_merchants_and_needs_the_partitioner,
     snprintf(want, sizeof(want), "not_this_shard=%d ", foreign);
     cr_expect(out && strstr(out, want), "want %s: %s", want, out);
     free(out);
+    char *status[] = {"lambda-batch",       "status", "--json", "--data-dir", data,
+                      "--shard-partitions", "0,1",    NULL};
+    cr_assert_eq(it_run(w.dir, "status", status, NULL, 30000), 0);
+    snprintf(path, sizeof(path), "%s/status.out", w.dir);
+    out = it_read_file(path, NULL);
+    json_t *doc = out ? json_loads(out, 0, NULL) : NULL, *sh = json_object_get(doc, "shard");
+    cr_expect_str_eq(json_string_value(json_object_get(sh, "partitions")), "0-1", "%s", out);
+    cr_expect(json_is_null(json_object_get(sh, "topic_partitions")), "no speed layer told it");
+    cr_expect_eq(json_integer_value(json_object_get(sh, "key_mismatch")), 0);
+    json_decref(doc);
+    free(out);
     it_stop(&kafka);
 }
 
