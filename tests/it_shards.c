@@ -531,9 +531,17 @@ Test(shards, a_shard_down_is_named_and_the_other_shards_merchants_stay_exact, .t
     cr_expect(strstr(text, w.st[1].url) != NULL, "names the shard: %s", text);
     free(text);
     json_decref(doc);
-    doc = get_json(w.router_url, "/metrics", &status);
-    cr_expect_eq(status, 200);
-    json_decref(doc);
+    char url[256], *metrics = NULL, line[300];
+    snprintf(url, sizeof(url), "%s/metrics", w.router_url);
+    cr_expect_eq(it_http_get(url, &metrics), 200);
+    snprintf(line, sizeof(line), "lambda_shard_up{shard=\"%s\"} 0\n", w.st[1].url);
+    cr_expect(metrics && strstr(metrics, line), "%s in /metrics", line);
+    snprintf(line, sizeof(line), "lambda_shard_up{shard=\"%s\"} 1\n", w.st[0].url);
+    cr_expect(metrics && strstr(metrics, line), "%s in /metrics", line);
+    snprintf(line, sizeof(line), "lambda_shard_errors_total{shard=\"%s\"} ", w.st[1].url);
+    cr_expect(metrics && strstr(metrics, line) && strstr(metrics, line)[strlen(line)] != '0',
+              "errors counted for the shard that is down");
+    free(metrics);
 
     start_shard_serve(&w.st[1], 1, port);
     assert_exact(w.router_url, "the shard back");
