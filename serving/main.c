@@ -22,7 +22,7 @@ static const struct cfg_key keys[] = {
     {"bind", CFG_STR, "127.0.0.1", "address to listen on"},
     {"threads", CFG_INT, "0",
      "worker threads; 0: one per core but one, at least 1 (the speed layer shares the machine);"
-     " a router: four per core"},
+     " a router: two per core"},
     {"allowed_lateness", CFG_MS, "10m",
      "a minute is final once the watermark passes its end + this"},
     {"max_connections", CFG_INT, "512", "at most this many client connections at once"},
@@ -48,7 +48,7 @@ static void on_signal(int sig)
 
 /* Requests are short and CPU-bound; a worker per core but one leaves a core to the speed layer
  * (and, in a benchmark, to the load generator) instead of making threads queue for cores. A
- * router's worker mostly waits for its shards, so it gets several per core. */
+ * router's worker mostly waits for its shards, so it gets two per core. */
 static int default_threads(int64_t configured, bool is_router)
 {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -56,7 +56,7 @@ static int default_threads(int64_t configured, bool is_router)
     if (configured > 0)
         return (int)configured;
     if (is_router)
-        return cores > 1 ? (int)(4 * cores) : 4;
+        return cores > 1 ? (int)(2 * cores) : 2;
     return cores > 2 ? (int)(cores - 1) : 1;
 }
 
