@@ -10,6 +10,8 @@
 #include "batch/batch.h"
 #include "cfg.h"
 #include "log.h"
+#include "pin.h"
+#include "shard.h"
 #include "sig.h"
 
 static const char usage[] = "usage: lambda-batch run [--full] | import FILE... | status [--json]";
@@ -32,6 +34,19 @@ static const struct cfg_key keys[] = {
 static void on_signal(int sig)
 {
     batch_stop_requested = sig;
+}
+
+/* A run or an import on a data directory pinned to another epoch_ms or partition set would
+ * cut or count wrongly: refused (exit 2) before it touches anything. 1 on a mismatch. */
+static int check_pins(const struct cfg *c, struct lerr *e)
+{
+    struct pin_set p;
+    struct shard_set set;
+
+    if (shard_set_parse(&set, cfg_str(c, "shard_partitions"), e) != 0)
+        return 1;
+    pin_set_from_cfg(&p, c);
+    return pin_check_dir(cfg_str(c, "data_dir"), &p, e);
 }
 
 /* A run stops at SIGINT or SIGTERM between two Kafka polls (DESIGN.md section 5); an import
@@ -125,6 +140,11 @@ int main(int argc, char **argv)
     nargs = c.nargs - 1;
     if (nargs < cmd->min_args || (cmd->max_args >= 0 && nargs > cmd->max_args)) {
         fprintf(stderr, "lambda-batch: %s\n%s\n", cmd->bad_args, usage);
+        goto out;
+    }
+    if (cmd->fn != status && (rc = check_pins(&c, &e)) != 0) {
+        fprintf(stderr, "lambda-batch: %s\n", e.msg);
+        rc = rc > 0 ? 2 : 1;
         goto out;
     }
     if ((rc = cmd->fn(&c, &e)) < 0) {

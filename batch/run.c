@@ -12,6 +12,7 @@
 #include "kafka.h"
 #include "lock.h"
 #include "log.h"
+#include "pin.h"
 #include "tm.h"
 
 volatile sig_atomic_t batch_stop_requested;
@@ -46,8 +47,13 @@ static int open_dbs(struct batch *b, struct lerr *e)
     sqlite3_stmt *st = NULL;
     int rc;
 
+    struct pin_set pins;
+
+    pin_set_from_cfg(&pins, b->c);
     if (db_open_rw(b->data_dir, DB_MASTER, &b->master, e) != 0 ||
-        db_open_rw(b->data_dir, DB_BATCH, &b->bdb, e) != 0)
+        db_open_rw(b->data_dir, DB_BATCH, &b->bdb, e) != 0 ||
+        pin_record(b->master, b->data_dir, "master.db", &pins, e) != 0 ||
+        pin_record(b->bdb, b->data_dir, "batch.db", &pins, e) != 0)
         return -1;
     /* Random-order primary-key inserts need the B-tree's inner pages in memory. */
     if (db_exec(b->master,
@@ -193,7 +199,8 @@ int batch_run(const struct cfg *c, bool *skipped, int64_t *differences, struct l
     b.topic = cfg_str(c, "topic");
     b.pause_at = cfg_str(c, "pause_at");
     b.kafka_timeout_ms = cfg_ms(c, "kafka_timeout");
-    if (db_ensure_dir(b.data_dir, e) != 0)
+    if (shard_set_parse(&b.shard, cfg_str(c, "shard_partitions"), e) != 0 ||
+        db_ensure_dir(b.data_dir, e) != 0)
         return -1;
     got = lock_try(b.data_dir, "batch.lock", &fd, e);
     if (got < 0)

@@ -23,13 +23,16 @@ struct serve_opts {
     int64_t allowed_lateness_ms;
     unsigned connection_limit;
     unsigned connection_timeout_s;
-    size_t connection_memory;   /* per-connection buffer limit, bytes */
-    struct dim_source *dim;     /* borrowed for the server's life; NULL: no dimension */
+    size_t connection_memory;     /* per-connection buffer limit, bytes */
+    struct dim_source *dim;       /* borrowed for the server's life; NULL: no dimension */
+    const char *shard_partitions; /* the set /health reports (canonical text), borrowed */
+    struct router *router;      /* borrowed: routes go to the shards (router.h); data_dir unused */
     size_t cache_merchants;     /* merchants held in memory at most (live.h); 0: none */
     unsigned max_event_clients; /* GET /events subscribers at most */
 };
 
 struct serve;
+struct router;
 
 /* Binds and starts serving. NULL with e set when the address cannot be used or the server
  * does not start; nothing is left running then. */

@@ -475,6 +475,8 @@ static void read_meta(sqlite3_stmt *q, struct serve_view *v, int *rc)
             v->allowed_lateness_ms = val;
         else if (!strcmp(k, "published_cut"))
             v->published_cut = val;
+        else if (!strcmp(k, "topic_partitions"))
+            v->topic_partitions = val;
     }
 }
 

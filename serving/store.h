@@ -56,6 +56,7 @@ struct serve_view {
     /* What the snapshot was read from, to tell when to read again: the file speed.db's
      * connection had open, and each file's wal-index header as one number (0 unknown). */
     uint64_t speed_file, speed_stamp, batch_stamp;
+    int64_t topic_partitions; /* the topic's, as speed.db records it; 0 unknown */
 };
 
 struct serve_sums {

@@ -77,6 +77,17 @@ static int savepoint(const struct cfg *c)
                         "--restore FILE\n");
         return 2;
     }
+    if (in) {
+        struct pin_set pins;
+        int prc;
+        pin_set_from_cfg(&pins, c);
+        /* A savepoint of another shard (or epoch_ms) would bring foreign positions here. */
+        if ((prc = speed_savepoint_check_pins(in, dir, &pins, &e)) != 0 ||
+            (prc = pin_check_dir(dir, &pins, &e)) != 0) {
+            log_error("speed", "savepoint_failed err=\"%s\"", e.msg);
+            return prc > 0 ? 2 : 1;
+        }
+    }
     if (out ? speed_savepoint_out(dir, out, &e) : speed_savepoint_restore(dir, in, &e)) {
         log_error("speed", "savepoint_failed err=\"%s\"", e.msg);
         return 1;
@@ -121,8 +132,14 @@ static int run(const struct cfg *c)
     struct speed *s;
     struct speed_stats n;
     struct lerr e = {{0}};
+    struct pin_set pins;
     int rc;
 
+    pin_set_from_cfg(&pins, c);
+    if ((rc = pin_check_dir(cfg_str(c, "data_dir"), &pins, &e)) != 0) {
+        log_error("speed", "start_failed err=\"%s\"", e.msg);
+        return rc > 0 ? 2 : 1;
+    }
     if (!(s = speed_open(c, &e))) {
         log_error("speed", "start_failed err=\"%s\"", e.msg);
         return 1;

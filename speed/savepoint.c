@@ -15,6 +15,7 @@
 
 #include "db.h"
 #include "lock.h"
+#include "pin.h"
 
 /* Copies the database file src into a new file dst (journal mode DELETE, synced). */
 static int copy_db(const char *src, const char *dst, struct lerr *e)
@@ -143,5 +144,21 @@ out:
     if (rc != 0)
         unlink(tmp);
     lock_release(fd);
+    return rc;
+}
+
+int speed_savepoint_check_pins(const char *file, const char *data_dir, const struct pin_set *p,
+                               struct lerr *e)
+{
+    sqlite3 *db = NULL;
+    int rc;
+
+    if (sqlite3_open_v2(file, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        rc = lerr_set(e, "cannot open savepoint '%s': %s", file, sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return rc;
+    }
+    rc = pin_compare(db, data_dir, file, p, e);
+    sqlite3_close(db);
     return rc;
 }

@@ -18,6 +18,7 @@
 
 #include "cfg.h"
 #include "lerr.h"
+#include "pin.h"
 
 struct speed; /* speed_int.h: private to speed/ */
 
@@ -50,5 +51,10 @@ void speed_close(struct speed *s);
  * speed.lock itself and fails when a speed layer runs. */
 int speed_savepoint_out(const char *data_dir, const char *file, struct lerr *e);
 int speed_savepoint_restore(const char *data_dir, const char *file, struct lerr *e);
+
+/* savepoint.c: compares the pins a savepoint carries (its shard_partitions, epoch_ms) with p,
+ * as pin_compare() does: 0 agree (or none recorded), 1 mismatch naming both, -1 unreadable. */
+int speed_savepoint_check_pins(const char *file, const char *data_dir, const struct pin_set *p,
+                               struct lerr *e);
 
 #endif

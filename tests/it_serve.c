@@ -464,7 +464,9 @@ Test(serve, health_reports_ages_and_lag, .timeout = 60)
     srv_init(&s, true, true, false);
     expect(&s, "/health", 200,
            "{\"status\":\"ok\",\"batch\":{\"version\":2,\"age_ms\":-2},"
-           "\"speed\":{\"checkpoint_age_ms\":-1,\"lag\":10}}");
+           "\"speed\":{\"checkpoint_age_ms\":-1,\"lag\":10},"
+           "\"shard\":{\"partitions\":\"all\",\"topic_partitions\":null,\"watermark\":\"2026-11-"
+           "21T10:05:30.000Z\",\"watermark_ms\":1795255530000,\"key_mismatch\":1}}");
     srv_fini(&s);
 }
 
@@ -602,7 +604,9 @@ Test(serve, only_speed_counts_every_epoch, .timeout = 60)
     expect(&s, "/query/m-both", 200, want);
     expect(&s, "/health", 200,
            "{\"status\":\"ok\",\"batch\":{\"version\":null,\"age_ms\":null},"
-           "\"speed\":{\"checkpoint_age_ms\":-1,\"lag\":10}}");
+           "\"speed\":{\"checkpoint_age_ms\":-1,\"lag\":10},"
+           "\"shard\":{\"partitions\":\"all\",\"topic_partitions\":null,\"watermark\":\"2026-11-"
+           "21T10:05:30.000Z\",\"watermark_ms\":1795255530000,\"key_mismatch\":1}}");
     srv_fini(&s);
 }
 
@@ -619,7 +623,9 @@ Test(serve, only_batch_has_no_checkpoint_age, .timeout = 60)
            "null,\"watermark\":null}}");
     expect(&s, "/health", 200,
            "{\"status\":\"ok\",\"batch\":{\"version\":2,\"age_ms\":-2},"
-           "\"speed\":{\"checkpoint_age_ms\":null,\"lag\":null}}");
+           "\"speed\":{\"checkpoint_age_ms\":null,\"lag\":null},"
+           "\"shard\":{\"partitions\":\"all\",\"topic_partitions\":null,\"watermark\":null,"
+           "\"watermark_ms\":null,\"key_mismatch\":0}}");
     /* No watermark: the window ends at the newest minute with data (10:01). */
     expect(&s, "/top?window=2m", 200,
            "{\"window\":\"2m\",\"by\":\"orders\",\"from\":\"2026-11-21T10:00:00.000Z\","
@@ -643,7 +649,9 @@ Test(serve, neither_layer_answers_zeros_and_health_503, .timeout = 60)
     expect(&s, "/query/m-1", 200, want);
     expect(&s, "/health", 503,
            "{\"status\":\"empty\",\"batch\":{\"version\":null,\"age_ms\":null},"
-           "\"speed\":{\"checkpoint_age_ms\":null,\"lag\":null}}");
+           "\"speed\":{\"checkpoint_age_ms\":null,\"lag\":null},"
+           "\"shard\":{\"partitions\":\"all\",\"topic_partitions\":null,\"watermark\":null,"
+           "\"watermark_ms\":null,\"key_mismatch\":0}}");
     /* The layers' files appear while serving: answers read them within a poll. */
     fixture_batch(s.data);
     fixture_speed(&s);
