@@ -105,10 +105,15 @@ static int prepare(const struct cfg *c, struct router **router, char *set, size_
     shard_set_format(&s, set, setlen);
     if (!cfg_str(c, "shards")) {
         pin_set_from_cfg(&pins, c);
-        if ((rc = pin_check_dir(cfg_str(c, "data_dir"), &pins, &e)) != 0) {
+        rc = pin_check_dir(cfg_str(c, "data_dir"), &pins, &e);
+        if (rc > 0) {
             log_error("serve", "start_failed err=\"%s\"", e.msg);
-            return rc > 0 ? 2 : 1;
+            return 2;
         }
+        /* A file that cannot be read is no mismatch: serving answers 503 saying which layer is
+         * unreadable until it is readable again (store.h), and checks nothing else of it. */
+        if (rc < 0)
+            log_warn("serve", "pins_unchecked err=\"%s\"", e.msg);
         return 0;
     }
     struct router_opts o = {.shards = cfg_str(c, "shards"),

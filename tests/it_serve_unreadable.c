@@ -136,7 +136,8 @@ static void expect_exact(const char *when)
 
 static void start_serve(const char *data_dir)
 {
-    char *argv[] = {"lambda-serve", "--port", "0", "--data-dir", (char *)data_dir, NULL};
+    char *argv[] = {"lambda-serve",   "--port",     "0",    "--data-dir",
+                    (char *)data_dir, "--epoch-ms", "1000", NULL};
     static int n;
     char tag[16];
 
@@ -247,9 +248,10 @@ Test(serve_unreadable, batch_db_missing_or_garbage_at_start, .timeout = 300, .fi
 Test(serve_unreadable, speed_db_moved_away_garbage_and_a_restored_savepoint, .timeout = 300,
      .fini = stop_all)
 {
-    char save[700],
-        *sargv[] = {"lambda-speed", "savepoint", "--out", save, "--data-dir", data, NULL};
-    char *rargv[] = {"lambda-speed", "savepoint", "--restore", save, "--data-dir", data, NULL};
+    char save[700], *sargv[] = {"lambda-speed", "savepoint",  "--out", save, "--data-dir",
+                                data,           "--epoch-ms", "1000",  NULL};
+    char *rargv[] = {"lambda-speed", "savepoint",  "--restore", save, "--data-dir",
+                     data,           "--epoch-ms", "1000",      NULL};
     struct it_truth before;
 
     start();
