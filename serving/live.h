@@ -11,9 +11,9 @@
  * forward. It is used only once it is current (nothing committed while it was built), so a
  * reader that got a newer answer from SQLite meanwhile never sees an older one after.
  *
- * Memory: one entry per merchant with data, about 100 bytes plus the id (a 56-byte hash handle,
- * two pairs of sums, malloc's header) and the hash's buckets; past max_merchants the state is
- * dropped and every answer reads SQLite.
+ * Memory: one entry per merchant with data, about 110 bytes plus the id (a 56-byte hash handle,
+ * two pairs of sums, malloc's header, the hash's buckets: 23 MB for 200,000 merchants with
+ * 7-byte ids); past max_merchants the state is dropped and every answer reads SQLite.
  *
  * Events: after each change that reached memory (a checkpoint that changed data, a publish,
  * a layer becoming unreadable or readable again) the follower calls on_change; about every
@@ -27,7 +27,7 @@
 #include "lerr.h"
 #include "store.h"
 
-#define LIVE_POLL_MS       2
+#define LIVE_POLL_MS       5
 #define LIVE_EVENT_MAX     1024 /* an event's JSON fits, an error included */
 #define LIVE_RECENT_MS     (5 * 60 * 1000)
 #define LIVE_MERCHANTS_DEF 1000000

@@ -30,7 +30,7 @@ static const struct cfg_key keys[] = {
     {"max_connections", CFG_INT, "512", "at most this many client connections at once"},
     {"connection_timeout", CFG_MS, "30s", "an idle connection is closed after this"},
     {"serve_cache_merchants", CFG_INT, "1000000",
-     "merchants whose totals are held in memory (about 100 bytes + the id each); past it, SQLite "
+     "merchants whose totals are held in memory (about 110 bytes + the id each); past it, SQLite "
      "answers"},
     {"max_event_clients", CFG_INT, "64", "GET /events subscribers at most; the others get 503"},
     /* libmicrohttpd zeroes a connection's whole buffer after every request: 128 KiB cost a
