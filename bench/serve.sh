@@ -123,47 +123,65 @@ measure() {
               printf "%.0f %.3f\n", rps, ms }' "$W/wrk.txt"
 }
 
-set -- $(measure "http://127.0.0.1:$BARE1/query/m-1")
-B1_RPS=$1 B1_P99=$2
-set -- $(measure "http://127.0.0.1:$BARE2/query/m-1")
-B2_RPS=$1 B2_P99=$2
-if awk -v a="$B1_RPS" -v b="$B2_RPS" 'BEGIN { exit !(a >= b) }'; then
-    BARE_T=1 BARE_RPS=$B1_RPS BARE_P99=$B1_P99
-else
-    BARE_T=2 BARE_RPS=$B2_RPS BARE_P99=$B2_P99
-fi
-echo "bench/serve: wrk -t1 -c$CONNS -d$DUR; bare libmicrohttpd (200 B): 1 thread $B1_RPS req/s p99 $B1_P99 ms, 2 threads $B2_RPS req/s p99 $B2_P99 ms; best: $BARE_T"
-printf '  %-34s %10s %9s %7s %7s\n' "" "req/s" "p99 ms" "x rps" "x p99"
-line() {
-    awk -v name="$1" -v r="$2" -v p="$3" -v br="$BARE_RPS" -v bp="$BARE_P99" 'BEGIN {
-        printf "  %-34s %10s %9s %7.2f %7.2f\n", name, r, p, r / br, (bp > 0) ? p / bp : 0 }'
+# The bare server with each load the servers get (a fixed URL; a URL drawn by a wrk script,
+# which costs wrk CPU on the same cores), at its best thread count (1 or 2) for each.
+# best_bare SCRIPT|-: sets BR BP BT.
+best_bare() {
+    if [ "$1" = - ]; then
+        set -- $(measure "http://127.0.0.1:$BARE1/query/m-1"); r1=$1 p1=$2
+        set -- $(measure "http://127.0.0.1:$BARE2/query/m-1"); r2=$1 p2=$2
+    else
+        s=$1
+        set -- $(measure "http://127.0.0.1:$BARE1/" -s "$s"); r1=$1 p1=$2
+        set -- $(measure "http://127.0.0.1:$BARE2/" -s "$s"); r2=$1 p2=$2
+    fi
+    if awk -v a="$r1" -v b="$r2" 'BEGIN { exit !(a >= b) }'; then
+        BT=1 BR=$r1 BP=$p1
+    else
+        BT=2 BR=$r2 BP=$p2
+    fi
 }
-line "bare libmicrohttpd ($BARE_T threads)" "$BARE_RPS" "$BARE_P99"
+best_bare -
+BARE_T=$BT BARE_RPS=$BR BARE_P99=$BP
+best_bare "$W/random.lua"
+BRAND_T=$BT BRAND_RPS=$BR BRAND_P99=$BP
+best_bare "$W/ids.lua"
+BIDS_T=$BT BIDS_RPS=$BR BIDS_P99=$BP
+echo "bench/serve: wrk -t1 -c$CONNS -d$DUR; ratios against the bare libmicrohttpd (200 B) under the same wrk load, at its best thread count"
+printf '  %-40s %10s %9s %7s %7s\n' "" "req/s" "p99 ms" "x rps" "x p99"
+# line NAME RPS P99 BARE_RPS BARE_P99
+line() {
+    awk -v name="$1" -v r="$2" -v p="$3" -v br="$4" -v bp="$5" 'BEGIN {
+        printf "  %-40s %10s %9s %7.2f %7.2f\n", name, r, p, r / br, (bp > 0) ? p / bp : 0 }'
+}
+line "bare, /query/m-1 ($BARE_T threads)" "$BARE_RPS" "$BARE_P99" "$BARE_RPS" "$BARE_P99"
+line "bare, random URLs ($BRAND_T threads)" "$BRAND_RPS" "$BRAND_P99" "$BRAND_RPS" "$BRAND_P99"
+line "bare, 100-id URLs ($BIDS_T threads)" "$BIDS_RPS" "$BIDS_P99" "$BIDS_RPS" "$BIDS_P99"
 for d in backlog batch; do
     eval port=\$PORT_$d
+    eval port2=\$PORT2_$d
     curl -sf "http://127.0.0.1:$port/query/m-1" >"$W/answer-$d.json" ||
         { echo "bench/serve: /query/m-1 on $d failed" >&2; exit 1; }
     set -- $(measure "http://127.0.0.1:$port/query/m-1")
-    line "$d: /query/m-1" "$1" "$2"
+    line "$d: /query/m-1" "$1" "$2" "$BARE_RPS" "$BARE_P99"
     set -- $(measure "http://127.0.0.1:$port/" -s "$W/random.lua")
     RAND_RPS=$1 RAND_P99=$2
-    line "$d: /query/<random merchant>" "$1" "$2"
-    eval port2=\$PORT2_$d
+    line "$d: /query/<random merchant>" "$1" "$2" "$BRAND_RPS" "$BRAND_P99"
     set -- $(measure "http://127.0.0.1:$port2/" -s "$W/random.lua")
     RAND2_RPS=$1 RAND2_P99=$2
-    line "$d: the same, --threads 2" "$1" "$2"
-    # the goal on lambda-serve's best thread count, as the bare server's
+    line "$d: the same, --threads 2" "$1" "$2" "$BRAND_RPS" "$BRAND_P99"
+    # the goal with each server at its best thread count
     awk -v r="$RAND_RPS" -v p="$RAND_P99" -v r2="$RAND2_RPS" -v p2="$RAND2_P99" \
-        -v br="$BARE_RPS" -v bp="$BARE_P99" -v d="$d" 'BEGIN {
+        -v br="$BRAND_RPS" -v bp="$BRAND_P99" -v d="$d" 'BEGIN {
         t = 1; if (r2 > r) { r = r2; p = p2; t = 2 }
         rr = r / br; pr = (bp > 0) ? p / bp : 0
-        printf "  %-34s goal >= 0.70: %s (%.2f), p99 <= 1.50: %s (%.2f), at %d threads\n",
+        printf "  %-40s goal >= 0.70: %s (%.2f), p99 <= 1.50: %s (%.2f), at %d threads\n",
             d ": random merchants", (rr >= 0.70 ? "met" : "MISSED"), rr,
             (pr <= 1.50 ? "met" : "MISSED"), pr, t }'
     set -- $(measure "http://127.0.0.1:$port/" -s "$W/ids.lua")
-    line "$d: /query?ids= (100 random)" "$1" "$2"
+    line "$d: /query?ids= (100 random)" "$1" "$2" "$BIDS_RPS" "$BIDS_P99"
     set -- $(measure "http://127.0.0.1:$port/top?window=5m")
-    line "$d: /top?window=5m" "$1" "$2"
+    line "$d: /top?window=5m" "$1" "$2" "$BARE_RPS" "$BARE_P99"
 done
 echo "  answer (batch): $(cat "$W/answer-batch.json")"
 rss=$(awk '/^VmRSS/ {print $2}' "/proc/$(pgrep -f "lambda-serve --port 0 --data-dir $W/batch" | head -1)/status" 2>/dev/null || echo "?")

@@ -42,7 +42,7 @@ static void commit_order(struct srv *s, const char *merchant)
     sqlite3_close(db);
 }
 
-static void srv_start(struct srv *s, char *max_clients)
+static void srv_start_with(struct srv *s, char *max_clients, char *cache)
 {
     memset(s, 0, sizeof(*s));
     it_tmpdir("serve-events", s->dir);
@@ -50,11 +50,24 @@ static void srv_start(struct srv *s, char *max_clients)
     struct lerr e = {{0}};
     cr_assert_eq(db_ensure_dir(s->data, &e), 0);
     commit_order(s, "m-1");
-    char *argv[] = {"lambda-serve",        "--port",    "0", "--data-dir", s->data,
-                    "--max-event-clients", max_clients, NULL};
+    char *argv[] = {"lambda-serve",
+                    "--port",
+                    "0",
+                    "--data-dir",
+                    s->data,
+                    "--max-event-clients",
+                    max_clients,
+                    "--serve-cache-merchants",
+                    cache,
+                    NULL};
     it_spawn(&s->p, s->dir, "serve", argv, NULL);
     cr_assert(it_wait_log(&s->p, "msg=listening", 10000), "lambda-serve did not start");
     s->port = (int)it_log_int(&s->p, "msg=listening", "port");
+}
+
+static void srv_start(struct srv *s, char *max_clients)
+{
+    srv_start_with(s, max_clients, "1000000");
 }
 
 /* A connection that sent GET /events. */
@@ -183,4 +196,35 @@ Test(serve_events, past_max_event_clients_503_and_idle_ones_cost_nothing, .timeo
     cr_expect_leq(tm_now_ms() - t0, 5000);
     for (int i = 0; i < 3; i++)
         close(fds[i]);
+}
+
+/* Past serve_cache_merchants the state is dropped, said once, and answers read SQLite: exact
+ * still, and events still come. */
+Test(serve_events, past_serve_cache_merchants_answers_read_sqlite, .timeout = 60)
+{
+    static char buf[65536];
+    struct srv s;
+    char url[128], *body = NULL;
+
+    srv_start_with(&s, "64", "2");
+    commit_order(&s, "m-2");
+    commit_order(&s, "m-3"); /* three merchants now */
+    cr_assert(it_wait_log(&s.p, "msg=cache_off", 5000), "the limit went unsaid");
+    int fd = subscribe(&s);
+    buf[0] = '\0';
+    cr_assert(read_until(fd, buf, sizeof(buf), 0, "data: ", 5000), "%s", buf);
+    size_t from = strlen(buf);
+    commit_order(&s, "m-3");
+    cr_assert(read_until(fd, buf, sizeof(buf), from, "data: ", 2000), "no event past the limit");
+    for (int i = 1; i <= 3; i++) {
+        char want[64];
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/query/m-%d", s.port, i);
+        cr_assert_eq(it_http_get(url, &body), 200);
+        snprintf(want, sizeof(want), "\"order_count\":%d,", i == 3 ? 2 : 1);
+        cr_expect(strstr(body, want), "m-%d: %s", i, body);
+        free(body);
+    }
+    close(fd);
+    cr_assert_eq(it_log_count(&s.p, "msg=cache_off"), 1);
+    cr_assert_eq(it_signal(&s.p, SIGTERM, 10000), 0);
 }

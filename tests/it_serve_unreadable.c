@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "db.h"
 #include "itlib.h"
 #include "tm.h"
 
@@ -116,6 +117,17 @@ static bool all_refuse(void *arg)
     return ok;
 }
 
+static bool lag_null(void *arg)
+{
+    char *body = NULL;
+    bool ok;
+
+    (void)arg;
+    ok = get("/query/m-1", &body) == 200 && body && strstr(body, "\"lag\":null");
+    free(body);
+    return ok;
+}
+
 static void expect_refusals(const char *reason)
 {
     char want[256];
@@ -173,6 +185,11 @@ static void start(void)
     cr_assert_eq(it_run(dir, "batch", bargv, NULL, 120000), 0, "lambda-batch run failed");
     produce(2, 500, START_MS + 1500 * 100);
     expect_exact("over both layers");
+    /* Provenance: the lag of the last checkpoint while a speed layer holds speed.lock. */
+    char *body = NULL;
+    cr_assert_eq(get("/query/m-1", &body), 200);
+    cr_assert(strstr(body, "\"lag\":0,\"watermark\":\"2026-11-21T"), "%s", body);
+    free(body);
     /* The speed layer has recorded the published cut: a batch version must exist from now. */
     cr_assert(it_wait_log(&speed, "msg=expired", 30000), "the speed layer never expired");
 }
@@ -218,6 +235,22 @@ Test(serve_unreadable, batch_db_moved_away_replaced_by_garbage_and_back_while_se
     expect_refusals("batch.db unreadable: not a database");
     move("batch.db.away", "batch.db");
     expect_exact("after the garbage was replaced by batch.db");
+    /* A database, but an empty one: no published version, while one must exist. */
+    char empty[700], made[720];
+    sqlite3 *db = NULL;
+    struct lerr e = {{0}};
+    snprintf(empty, 600, "%s/empty", dir);
+    cr_assert_eq(db_ensure_dir(empty, &e), 0);
+    cr_assert_eq(db_open_rw(empty, DB_BATCH, &db, &e), 0, "%s", e.msg);
+    it_sql(db, "PRAGMA wal_checkpoint(TRUNCATE)");
+    sqlite3_close(db);
+    snprintf(made, sizeof(made), "%s/batch.db", empty);
+    move("batch.db", "batch.db.away");
+    path_of("batch.db", empty);
+    cr_assert_eq(rename(made, empty), 0);
+    expect_refusals("batch.db unreadable: no published version");
+    move("batch.db.away", "batch.db");
+    expect_exact("after the empty database gave way to batch.db");
     cr_assert(it_log_has(&serve, "msg=db_unreadable file=batch.db"), "the bad file went unsaid");
 }
 
@@ -270,6 +303,11 @@ Test(serve_unreadable, speed_db_moved_away_garbage_and_a_restored_savepoint, .ti
     snprintf(save, sizeof(save), "%s/speed.save", dir);
     cr_assert_eq(it_signal(&speed, SIGTERM, 20000), 0, "lambda-speed did not stop");
     cr_assert_eq(it_run(dir, "save", sargv, NULL, 60000), 0, "savepoint --out failed");
+    /* No speed layer runs: what it recorded of its lag is no longer true. */
+    char *body = NULL;
+    cr_assert(it_wait_until(lag_null, NULL, 5000), "lag not null once lambda-speed stopped");
+    cr_assert_eq(get("/query/m-1", &body), 200);
+    free(body);
     before = truth;
     memset(&truth, 0, sizeof(truth));
     it_truth_add(&truth, &before);
