@@ -304,7 +304,7 @@ static void refresh(struct serve_live *l)
     struct sample now, ago;
     struct lerr e = {{0}};
     struct serve_view v;
-    bool full, is_change, is_current;
+    bool full, is_change, is_current, was_over;
     int rc;
 
     if (serve_store_begin(l->st, &v, &e) != 0) {
@@ -320,12 +320,7 @@ static void refresh(struct serve_live *l)
         set_error(l, e.msg);
         return;
     }
-    if (b.is_over && !l->is_over)
-        log_warn("serve",
-                 "cache_off merchants_over=%zu version=%" PRId64 " note=\"answers read SQLite\"",
-                 l->o.max_merchants, v.version);
-    if (b.is_over)
-        l->over_version = v.has_batch ? v.version : 0;
+    was_over = l->is_over;
     is_current = serve_store_unchanged(l->st);
     /* A checkpoint that changed data, a publish, another speed.db: not a checkpoint alone. */
     is_change = !l->has_refreshed || v.has_batch != l->view.has_batch ||
@@ -335,6 +330,12 @@ static void refresh(struct serve_live *l)
     l->has_refreshed = true;
     sample_add(l, &c, &now, &ago);
     apply(l, &v, full, &b, is_current, is_change, &now, &ago);
+    if (l->is_over) /* not built again until the next version */
+        l->over_version = v.has_batch ? v.version : 0;
+    if (l->is_over && !was_over)
+        log_warn("serve",
+                 "cache_off merchants_over=%zu version=%" PRId64 " note=\"answers read SQLite\"",
+                 l->o.max_merchants, v.version);
     map_free(b.map);
     free(b.changes);
     if (is_change && l->o.on_change)
