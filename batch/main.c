@@ -9,6 +9,7 @@
 #include "batch/batch.h"
 #include "cfg.h"
 #include "log.h"
+#include "pin.h"
 #include "sig.h"
 
 static const char usage[] = "usage: lambda-batch run | import FILE... | status [--json]";
@@ -81,6 +82,25 @@ static int check_pause_at(const struct cfg *c)
     return -1;
 }
 
+/* 0 when the data directory's files agree with the configuration's pins (or cannot be read:
+ * the command then says why itself), -1 after printing a mismatch. */
+static int check_pins(const struct cfg *c)
+{
+    struct pin_set pins;
+    struct lerr e = {{0}};
+    int rc;
+
+    pin_set_from_cfg(&pins, c);
+    rc = pin_check_dir(cfg_str(c, "data_dir"), &pins, &e);
+    if (rc == 1) {
+        fprintf(stderr, "lambda-batch: %s\n", e.msg);
+        return -1;
+    }
+    if (rc < 0)
+        log_warn("batch", "pins_unreadable err=\"%s\"", e.msg);
+    return 0;
+}
+
 static const struct command *find_command(const char *name)
 {
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
@@ -120,6 +140,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "lambda-batch: %s\n%s\n", cmd->bad_args, usage);
         goto out;
     }
+    /* Every existing file must agree with this configuration before anything is touched. */
+    if (check_pins(&c) != 0)
+        goto out;
     if (cmd->fn(&c, &e) != 0) {
         fprintf(stderr, "lambda-batch: %s failed: %s\n", cmd->name, e.msg);
         rc = 1;

@@ -12,6 +12,7 @@
 #include "kafka.h"
 #include "lock.h"
 #include "log.h"
+#include "pin.h"
 #include "tm.h"
 
 volatile sig_atomic_t batch_stop_requested;
@@ -46,8 +47,13 @@ static int open_dbs(struct batch *b, struct lerr *e)
     sqlite3_stmt *st = NULL;
     int rc;
 
+    struct pin_set pins;
+
+    pin_set_from_cfg(&pins, b->c);
     if (db_open_rw(b->data_dir, DB_MASTER, &b->master, e) != 0 ||
-        db_open_rw(b->data_dir, DB_BATCH, &b->bdb, e) != 0)
+        db_open_rw(b->data_dir, DB_BATCH, &b->bdb, e) != 0 ||
+        pin_record(b->master, b->data_dir, "master.db", &pins, e) != 0 ||
+        pin_record(b->bdb, b->data_dir, "batch.db", &pins, e) != 0)
         return -1;
     /* Random-order primary-key inserts need the B-tree's inner pages in memory. */
     if (db_exec(b->master,

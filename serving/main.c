@@ -8,6 +8,7 @@
 #include "cfg.h"
 #include "dim.h"
 #include "log.h"
+#include "pin.h"
 #include "serve.h"
 #include "sig.h"
 
@@ -89,6 +90,15 @@ int main(int argc, char **argv)
                 (long long)cfg_int(&c, "connection_memory"));
         goto out;
     }
+    struct pin_set pins;
+    pin_set_from_cfg(&pins, &c);
+    int pinned = pin_check_dir(cfg_str(&c, "data_dir"), &pins, &e);
+    if (pinned == 1) {
+        fprintf(stderr, "lambda-serve: %s\n", e.msg);
+        goto out;
+    }
+    if (pinned < 0) /* a broken file is served as unavailable, not refused here */
+        log_warn("serve", "pins_unreadable err=\"%s\"", e.msg);
     cfg_log(&c, "serve");
     if (cfg_str(&c, "dimension_file")) {
         dim = dim_source_new(cfg_str(&c, "dimension_file"), cfg_ms(&c, "dimension_refresh"), &e);

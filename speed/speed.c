@@ -21,6 +21,7 @@
 #include "kafka.h"
 #include "lock.h"
 #include "log.h"
+#include "pin.h"
 #include "tm.h"
 
 #define BATCH_MAX      1024  /* messages taken from the queue at once */
@@ -42,6 +43,7 @@ struct speed_parsed {
 
 static int open_state(struct speed *s, const struct cfg *c, struct lerr *e)
 {
+    struct pin_set pins;
     int held;
 
     s->cfg = c;
@@ -70,7 +72,9 @@ static int open_state(struct speed *s, const struct cfg *c, struct lerr *e)
                         s->data_dir);
     /* The deltas and seen B-trees take random updates every checkpoint: keep their pages
      * in memory (a fixed bound) rather than re-reading them from the file each time. */
+    pin_set_from_cfg(&pins, c);
     if (db_open_rw(s->data_dir, DB_SPEED, &s->db, e) != 0 ||
+        pin_record(s->db, s->data_dir, "speed.db", &pins, e) != 0 ||
         db_exec(s->db,
                 "PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 16384;"
                 "PRAGMA journal_size_limit = 67108864",

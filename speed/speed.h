@@ -50,5 +50,10 @@ void speed_close(struct speed *s);
  * speed.lock itself and fails when a speed layer runs. */
 int speed_savepoint_out(const char *data_dir, const char *file, struct lerr *e);
 int speed_savepoint_restore(const char *data_dir, const char *file, struct lerr *e);
+/* Compares the pins a savepoint carries with p (the configuration's, which the data directory
+ * agrees with): 0 when they agree or it carries none, 1 on a mismatch (e names the savepoint
+ * and both values), -1 when it cannot be read. */
+struct pin_set;
+int speed_savepoint_check_pins(const char *file, const struct pin_set *p, struct lerr *e);
 
 #endif
