@@ -427,6 +427,9 @@ static int publish_in_txn(struct batch *b, const struct batch_cut *cut, const ch
                         "DELETE FROM old;"
                         "INSERT INTO old SELECT id FROM versions WHERE state='published'"
                         " ORDER BY id DESC LIMIT -1 OFFSET %1$" PRId64 ";"
+                        /* failed versions too, or every cut Kafka lost would stay forever */
+                        "INSERT INTO old SELECT id FROM versions WHERE state='failed'"
+                        " ORDER BY id DESC LIMIT -1 OFFSET %1$" PRId64 ";"
                         "DELETE FROM cut_offsets WHERE version IN (SELECT id FROM old);"
                         "DELETE FROM merchant_totals WHERE version IN (SELECT id FROM old);"
                         "DELETE FROM hourly WHERE version IN (SELECT id FROM old);"

@@ -22,6 +22,16 @@ static const struct cfg_key keys[] = {
      "a minute is final once the watermark passes its end + this"},
     {"max_connections", CFG_INT, "512", "at most this many client connections at once"},
     {"connection_timeout", CFG_MS, "30s", "an idle connection is closed after this"},
+    {"request_timeout", CFG_MS, "5s",
+     "a connection whose request head has not arrived within this (or stalls this long) is "
+     "closed"},
+    {"max_connections_per_ip", CFG_INT, "64",
+     "at most this many connections from one client address (0: no limit); raise it behind a "
+     "proxy or router, whose clients share one address"},
+    {"stale_after", CFG_MS, "30s", "/health: degraded when the speed checkpoint is older"},
+    {"max_lag", CFG_INT, "100000", "/health: degraded when the speed lag is above this"},
+    {"batch_stale_after", CFG_MS, "10m",
+     "/health: degraded when the served batch version's cut is older"},
     {"connection_memory", CFG_INT, "131072",
      "per-connection buffer limit in bytes (bounds the request head)"},
     {"dimension_file", CFG_STR, NULL,
@@ -128,6 +138,11 @@ int main(int argc, char **argv)
         .allowed_lateness_ms = cfg_ms(&c, "allowed_lateness"),
         .connection_limit = (unsigned)cfg_int(&c, "max_connections"),
         .connection_timeout_s = (unsigned)((cfg_ms(&c, "connection_timeout") + 999) / 1000),
+        .request_timeout_s = (unsigned)((cfg_ms(&c, "request_timeout") + 999) / 1000),
+        .connections_per_ip = (unsigned)cfg_int(&c, "max_connections_per_ip"),
+        .health = {.stale_after_ms = cfg_ms(&c, "stale_after"),
+                   .max_lag = cfg_int(&c, "max_lag"),
+                   .batch_stale_after_ms = cfg_ms(&c, "batch_stale_after")},
         .connection_memory = (size_t)cfg_int(&c, "connection_memory"),
         .dim = dim,
     };

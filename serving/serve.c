@@ -26,6 +26,7 @@ struct serve {
     struct serve_ctx ctx; /* ctx.metrics points at metrics */
     struct serve_metrics metrics;
     int port;
+    unsigned connection_timeout_s; /* once a request's head has arrived */
 };
 
 static int64_t mono_us(void)
@@ -115,6 +116,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
      * not read the body yet), so a GET is answered on the second call and keeps its
      * connection alive; a body sent with a GET is read and ignored. Other methods are refused
      * at once: their connection closes, their body is never read. */
+    if (!(state & REQ_SEEN)) {
+        /* The head is complete: from now on the connection may idle for connection_timeout
+         * (until here the daemon's request_timeout applied: a client that never finishes its
+         * request holds a connection that long at most). */
+        MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, s->connection_timeout_s);
+    }
     if (is_get && !(state & REQ_SEEN)) {
         *req_cls = (void *)(state | REQ_SEEN);
         return MHD_YES;
@@ -199,15 +206,20 @@ struct serve *serve_start(const struct serve_opts *o, struct lerr *e)
     }
     s->has_key = true;
     serve_metrics_init(&s->metrics);
-    s->ctx = (struct serve_ctx){
-        .allowed_lateness_ms = o->allowed_lateness_ms, .metrics = &s->metrics, .dim = o->dim};
+    s->connection_timeout_s = o->connection_timeout_s;
+    s->ctx = (struct serve_ctx){.allowed_lateness_ms = o->allowed_lateness_ms,
+                                .metrics = &s->metrics,
+                                .dim = o->dim,
+                                .data_dir = s->data_dir,
+                                .health = o->health};
     if (is_v6)
         flags |= MHD_USE_IPv6;
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)(o->threads > 1 ? o->threads : 1), MHD_OPTION_CONNECTION_LIMIT,
-        o->connection_limit, MHD_OPTION_CONNECTION_TIMEOUT, o->connection_timeout_s,
+        o->connection_limit, MHD_OPTION_CONNECTION_TIMEOUT, o->request_timeout_s,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, o->connections_per_ip,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, o->connection_memory, MHD_OPTION_URI_LOG_CALLBACK,
         on_uri, s, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
     if (!s->daemon) {

@@ -36,7 +36,11 @@ static const char batch_schema[] =
     "CREATE TABLE IF NOT EXISTS minutely(version INTEGER NOT NULL, merchant_id TEXT NOT NULL,"
     " minute_ms INTEGER NOT NULL, order_count INTEGER NOT NULL, revenue_cents INTEGER NOT NULL,"
     " PRIMARY KEY(version, merchant_id, minute_ms)) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS minutely_by_minute ON minutely(version, minute_ms);";
+    "CREATE INDEX IF NOT EXISTS minutely_by_minute ON minutely(version, minute_ms);"
+    "CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY, started_ms INTEGER NOT NULL,"
+    " finished_ms INTEGER NOT NULL, ok INTEGER NOT NULL, version INTEGER, failed_check TEXT,"
+    " error TEXT);"
+    "CREATE TABLE IF NOT EXISTS run_counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);";
 
 static const char speed_schema[] =
     "CREATE TABLE IF NOT EXISTS deltas(merchant_id TEXT NOT NULL, minute_ms INTEGER NOT NULL,"

@@ -25,6 +25,11 @@
  *   merchant_totals(version, merchant_id, order_count, revenue_cents)
  *   hourly(version, merchant_id, hour_ms, order_count, revenue_cents)       all history
  *   minutely(version, merchant_id, minute_ms, order_count, revenue_cents)   last N hours
+ *   runs(id, started_ms, finished_ms, ok, version, failed_check, error)   the last runs'
+ *       outcomes (a skipped run is not one); failed_check names the first data-quality check
+ *       that failed, NULL when something else did (error says what).
+ *   run_counters(name, value)   runs, failed_runs, failed_<check> (failed_error for a
+ *       failure that was no check's): monotonic, whatever runs keeps.
  *
  * speed.db
  *   deltas(merchant_id, minute_ms, epoch, order_count, revenue_cents)
