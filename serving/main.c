@@ -28,6 +28,8 @@ static const struct cfg_key keys[] = {
     {"max_connections_per_ip", CFG_INT, "64",
      "at most this many connections from one client address (0: no limit); raise it behind a "
      "proxy or router, whose clients share one address"},
+    {"query_timeout", CFG_MS, "2s",
+     "one request's reads may take this long, then it is answered 503 (0: no bound)"},
     {"stale_after", CFG_MS, "30s", "/health: degraded when the speed checkpoint is older"},
     {"max_lag", CFG_INT, "100000", "/health: degraded when the speed lag is above this"},
     {"batch_stale_after", CFG_MS, "10m",
@@ -140,6 +142,7 @@ int main(int argc, char **argv)
         .connection_timeout_s = (unsigned)((cfg_ms(&c, "connection_timeout") + 999) / 1000),
         .request_timeout_s = (unsigned)((cfg_ms(&c, "request_timeout") + 999) / 1000),
         .connections_per_ip = (unsigned)cfg_int(&c, "max_connections_per_ip"),
+        .query_timeout_ms = cfg_ms(&c, "query_timeout"),
         .health = {.stale_after_ms = cfg_ms(&c, "stale_after"),
                    .max_lag = cfg_int(&c, "max_lag"),
                    .batch_stale_after_ms = cfg_ms(&c, "batch_stale_after")},

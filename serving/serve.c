@@ -27,6 +27,7 @@ struct serve {
     struct serve_metrics metrics;
     int port;
     unsigned connection_timeout_s; /* once a request's head has arrived */
+    int64_t query_timeout_ms;      /* 0: none */
 };
 
 static int64_t mono_us(void)
@@ -141,7 +142,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     } else if (!(st = thread_store(s))) {
         serve_api_error(&rep, 500, "out of memory");
     } else {
+        serve_store_set_deadline(st,
+                                 s->query_timeout_ms ? mono_us() / 1000 + s->query_timeout_ms : 0);
         serve_api_handle(&s->ctx, st, r, url, get_arg, conn, &rep);
+        if (serve_store_timed_out(st)) {
+            /* Whatever the handler made of its interrupted reads, the answer is this. */
+            free(rep.owned);
+            memset(&rep, 0, sizeof(rep));
+            serve_api_error(&rep, 503, "the request took longer than query_timeout (%lld ms)",
+                            (long long)s->query_timeout_ms);
+            log_warn("serve", "query_timeout path=\"%.200s\" ms=%lld", url,
+                     (long long)s->query_timeout_ms);
+        }
+        serve_store_set_deadline(st, 0);
     }
     ret = respond(conn, &rep);
     serve_metrics_observe(&s->metrics, r, rep.status, mono_us() - start_us);
@@ -207,6 +220,7 @@ struct serve *serve_start(const struct serve_opts *o, struct lerr *e)
     s->has_key = true;
     serve_metrics_init(&s->metrics);
     s->connection_timeout_s = o->connection_timeout_s;
+    s->query_timeout_ms = o->query_timeout_ms;
     s->ctx = (struct serve_ctx){.allowed_lateness_ms = o->allowed_lateness_ms,
                                 .metrics = &s->metrics,
                                 .dim = o->dim,

@@ -116,7 +116,31 @@ struct serve_store {
     bool begin_hdr_ok, cache_ok;
     struct serve_view cache_view;
     struct cache_entry cache[CACHE_SLOTS];
+    int64_t deadline_ms; /* tm_mono_ms() past which reads are interrupted; 0: never */
+    bool timed_out;
 };
+
+/* SQLite's progress handler: a non-zero answer interrupts the statement running. */
+static int past_deadline(void *arg)
+{
+    struct serve_store *st = arg;
+
+    if (st->deadline_ms == 0 || tm_mono_ms() < st->deadline_ms)
+        return 0;
+    st->timed_out = true;
+    return 1;
+}
+
+void serve_store_set_deadline(struct serve_store *st, int64_t deadline_ms)
+{
+    st->deadline_ms = deadline_ms;
+    st->timed_out = false;
+}
+
+bool serve_store_timed_out(const struct serve_store *st)
+{
+    return st->timed_out;
+}
 
 static void conn_close(struct conn *c)
 {
@@ -193,6 +217,7 @@ static bool conn_ready(struct serve_store *st, struct conn *c)
         }
     }
     map_shm(c);
+    sqlite3_progress_handler(c->db, 1000, past_deadline, st);
     log_info("serve", "db_opened file=%s", db_file_name(c->file));
     return true;
 }

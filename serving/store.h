@@ -50,6 +50,12 @@ struct serve_store *serve_store_new(const char *data_dir);
 /* Closes every connection; NULL is a no-op. */
 void serve_store_free(struct serve_store *st);
 
+/* Bounds the cost of the reads that follow: once the monotonic clock (tm_mono_ms) passes
+ * deadline_ms, every statement of st is interrupted (SQLite's progress handler) and fails, and
+ * serve_store_timed_out() says so until the next call. 0: no bound. */
+void serve_store_set_deadline(struct serve_store *st, int64_t deadline_ms);
+bool serve_store_timed_out(const struct serve_store *st);
+
 /* Opens the snapshot (the read order above) and fills v. On error returns -1 and leaves no
  * transaction open. Every successful begin needs a serve_store_end(). */
 int serve_store_begin(struct serve_store *st, struct serve_view *v, struct lerr *e);

@@ -113,3 +113,74 @@ Test(serve_limits, a_normal_request_is_answered_while_600_unfinished_ones_are_op
               SLOW - closed_count(), SLOW);
     cr_expect_geq(tm_now_ms() - t0, 1000, "dropped before request_timeout");
 }
+
+/* A version whose hourly rows make a year-long /top read 400,000 rows. */
+static void big_batch(const char *data)
+{
+    struct lerr e = {{0}};
+    sqlite3 *db;
+
+    cr_assert_eq(db_open_rw(data, DB_BATCH, &db, &e), 0, "%s", e.msg);
+    it_sql(db, "INSERT INTO versions(id, state, cut_epoch, started_ms, finished_ms) VALUES"
+               " (1, 'published', 1, 1795255200000, 1795255200000)");
+    it_sql(db, "WITH RECURSIVE m(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM m WHERE i < 499),"
+               " h(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM h WHERE j < 799)"
+               " INSERT INTO hourly SELECT 1, 'm-' || i, 1764547200000 + j * 3600000, 1, 10"
+               " FROM m, h");
+    sqlite3_close(db);
+}
+
+static int serve_on(struct it_proc *p, const char *dir, const char *tag, char *data,
+                    char *query_timeout)
+{
+    char *argv[] = {"lambda-serve", "--port",          "0",           "--data-dir",
+                    data,           "--query-timeout", query_timeout, NULL};
+
+    it_spawn(p, dir, tag, argv, NULL);
+    cr_assert(it_wait_log(p, "msg=listening", 10000));
+    return (int)it_log_int(p, "msg=listening", "port");
+}
+
+Test(serve_limits, a_year_long_top_holds_a_worker_at_most_query_timeout, .timeout = 60,
+     .fini = fini)
+{
+    char dir[512], data[600], url[256], *body = NULL;
+    struct lerr e = {{0}};
+    struct it_proc unbounded = {0};
+    long status;
+    int port;
+
+    it_tmpdir("qtimeout", dir);
+    snprintf(data, sizeof(data), "%s/data", dir);
+    cr_assert_eq(db_ensure_dir(data, &e), 0, "%s", e.msg);
+    big_batch(data);
+    static const char path[] = "/top?from=2025-11-21T00:00:00Z&to=2026-11-21T00:00:00Z&n=3";
+
+    /* Unbounded, the answer is exact: every merchant has 800 orders. */
+    port = serve_on(&unbounded, dir, "serve0", data, "0");
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
+    int64_t t0 = tm_now_ms();
+    cr_assert_eq(it_http_get(url, &body), 200, "%s", body);
+    int64_t took = tm_now_ms() - t0;
+    cr_expect(strstr(body, "{\"merchant_id\":\"m-0\",\"order_count\":800,\"revenue_cents\":8000}"),
+              "%s", body);
+    free(body);
+    it_stop(&unbounded);
+    cr_assert_gt(took, 20, "the fixture is too small to show a bound: %lld ms", (long long)took);
+
+    port = serve_on(&serve, dir, "serve", data, "10ms");
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
+    t0 = tm_now_ms();
+    status = it_http_get(url, &body);
+    int64_t bounded = tm_now_ms() - t0;
+    cr_expect_eq(status, 503, "%s", body);
+    cr_expect_str_eq(body, "{\"error\":\"the request took longer than query_timeout (10 ms)\"}");
+    free(body);
+    cr_expect_lt(bounded, took, "bounded %lld ms, unbounded %lld ms", (long long)bounded,
+                 (long long)took);
+    cr_expect(it_log_has(&serve, "msg=query_timeout"));
+    /* The worker is free again: a cheap request is answered. */
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/query/m-1", port);
+    cr_expect_eq(it_http_get(url, &body), 200, "%s", body);
+    free(body);
+}
