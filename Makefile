@@ -32,7 +32,7 @@ TESTS   := $(TESTSRC:tests/%.c=$(BUILD)/tests/%)
 TESTLIB := $(filter-out tests/test_%.c tests/it_%.c,$(wildcard tests/*.c))
 TESTLIBOBJ := $(TESTLIB:%.c=$(BUILD)/%.o)
 
-.PHONY: all tests check check-rules test deps bench demo fmt fmt-check clean
+.PHONY: all tests check check-rules check-dashboard test deps bench demo fmt fmt-check clean
 all: $(PROGS)
 
 $(BUILD)/%.o: %.c
@@ -74,8 +74,15 @@ check-rules:
 	promtool check rules scripts/prometheus/lambda.rules.yml
 	promtool test rules scripts/prometheus/lambda.rules.test.yml
 
+# serving/dashboard.c is generated from dashboard.html and committed: it must match.
+check-dashboard:
+	@tmp=$$(mktemp -d) && cp serving/dashboard.html serving/dashboard.sh "$$tmp" && \
+	    sh "$$tmp/dashboard.sh" && cmp -s "$$tmp/dashboard.c" serving/dashboard.c || \
+	    { echo "serving/dashboard.c is stale: run sh serving/dashboard.sh"; rm -rf "$$tmp"; exit 1; }; \
+	    rm -rf "$$tmp"
+
 test: deps
-	$(MAKE) check-rules
+	$(MAKE) check-rules check-dashboard
 	$(MAKE) check
 	$(MAKE) check SAN=1
 

@@ -41,7 +41,8 @@ static const struct cfg_key keys[] = {
     {"truth", CFG_STR, NULL, "write the ground truth of what was produced to this file"},
     {"stdout", CFG_BOOL, "false", "write NDJSON to stdout instead of Kafka"},
     {"compression", CFG_STR, "lz4", "Kafka compression codec"},
-    {"kafka_timeout", CFG_MS, "10s", "how long Kafka metadata and the final flush may take"},
+    {"kafka_timeout", CFG_MS, "10s",
+     "how long Kafka metadata and the final flush may take (a flush after a stop signal: 5 s)"},
     {"log_level", CFG_STR, "info", "debug, info, warn or error"},
     {"config", CFG_STR, NULL, "read key = value lines from this file first"},
     {NULL, 0, NULL, NULL},
@@ -587,7 +588,8 @@ int main(int argc, char **argv)
         pace(g, i, count, rate, t0, &last_report);
         gen_one(g, i);
     }
-    if (g->rk && flush_kafka(g, cfg_ms(&c, "kafka_timeout") + 20000) != 0)
+    /* Stopped by a signal, we flush briefly: the broker may be gone (Ctrl-C reaches it too). */
+    if (g->rk && flush_kafka(g, stop_requested ? 5000 : cfg_ms(&c, "kafka_timeout") + 20000) != 0)
         log_error("gen", "flush_failed undelivered=%d", rd_kafka_outq_len(g->rk));
     if (isatty(STDERR_FILENO))
         fputc('\n', stderr);

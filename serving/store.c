@@ -1,3 +1,5 @@
+/* store.c - lambda-serve's reads of the data directory, in the read order of DESIGN.md section 3
+ * (see store.h). */
 #include "store.h"
 
 #include <limits.h>

@@ -1,3 +1,4 @@
+/* cfg.c - configuration: defaults, file, environment and flags, in that order (see cfg.h). */
 #include "cfg.h"
 
 #include <assert.h>

@@ -1,3 +1,5 @@
+/* db.c - opening the data directory's SQLite files, their schemas and migrations, and small
+ * statement helpers (see db.h). */
 #include "db.h"
 
 #include <assert.h>

@@ -1,3 +1,4 @@
+/* ev.c - the order event contract: parsing and validating a message (see ev.h). */
 #include "ev.h"
 
 #include <errno.h>

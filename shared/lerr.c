@@ -1,3 +1,4 @@
+/* lerr.c - filling a struct lerr (see lerr.h). */
 #include "lerr.h"
 
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* lock.c - the data directory's lock files, taken with flock (see lock.h). */
 #include "lock.h"
 
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* log.c - the log line format and level, one write(2) per line (see log.h). */
 #include "log.h"
 
 #include <stdarg.h>

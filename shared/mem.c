@@ -1,3 +1,4 @@
+/* mem.c - memory reserved up front, in huge pages where allowed (see mem.h). */
 #include "mem.h"
 
 #include <pthread.h>

@@ -1,3 +1,4 @@
+/* tm.c - clocks, buckets, epochs, durations and RFC 3339 (see tm.h). */
 #include "tm.h"
 
 #include <errno.h>

@@ -400,3 +400,63 @@ Test(serve_dim, a_bad_file_at_start_exits_2_naming_it_and_the_line, .timeout = 3
     cr_assert(text && strstr(text, file) && strstr(text, "line 3: bad quoting"), "%s", text);
     free(text);
 }
+
+/* The dashboard in Debian's headless chromium: a name beside each top merchant and the
+ * breakdown by category, its order counts those /groups gives for the same window. */
+Test(serve_dim, the_dashboard_shows_names_and_a_category_breakdown, .timeout = 200,
+     .fini = stop_all)
+{
+    char url[128], udd[700], home[620], out[700];
+
+    start("10s");
+    produce(1, 3000, START_MS);
+    cr_assert(it_wait_until(all_exact, NULL, 60000), "speed layer never matched the truth");
+    json_t *g = get_json("/groups?group=category&window=5m", 200);
+    json_t *groups = json_object_get(g, "groups");
+    cr_assert_gt(json_array_size(groups), 1);
+
+    snprintf(url, sizeof(url), "%s/", base);
+    snprintf(udd, sizeof(udd), "--user-data-dir=%s/chromium", dir);
+    snprintf(home, sizeof(home), "HOME=%s", dir);
+    char *env[] = {home, NULL};
+    char *dump[] = {"/usr/bin/chromium",
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    udd,
+                    "--virtual-time-budget=5000",
+                    "--dump-dom",
+                    url,
+                    NULL};
+    cr_assert_eq(it_run(dir, "dom", dump, env, 90000), 0, "chromium --dump-dom failed");
+    snprintf(out, sizeof(out), "%s/dom.out", dir);
+    char *dom = it_read_file(out, NULL);
+    cr_assert_not_null(dom);
+    cr_assert(strstr(dom, "class=\"mname\">Shop "), "no merchant name in the top list");
+    cr_assert(!strstr(dom, "id=\"groups-card\" hidden"), "the breakdown is hidden");
+    for (size_t i = 0; i < json_array_size(groups); i++) {
+        json_t *x = json_array_get(groups, i), *v = json_object_get(x, "value");
+        char row[256], cell[128];
+        snprintf(row, sizeof(row), "data-group=\"%s\"",
+                 json_is_string(v) ? json_string_value(v) : "");
+        const char *at = strstr(dom, row);
+        cr_assert_not_null(at, "no row for group %s", row);
+        /* the row's cells: value, merchants, orders (formatted as en-US), revenue */
+        int64_t n = jint(x, "order_count");
+        if (n >= 1000)
+            snprintf(cell, sizeof(cell), "<td class=\"n\">%lld,%03lld</td>", (long long)(n / 1000),
+                     (long long)(n % 1000));
+        else
+            snprintf(cell, sizeof(cell), "<td class=\"n\">%lld</td>", (long long)n);
+        const char *end = strstr(at, "</tr>");
+        const char *c = strstr(at, cell);
+        cr_assert(c && c < end, "group %s does not show %s orders", row, cell);
+    }
+    json_decref(g);
+    free(dom);
+}

@@ -1,3 +1,5 @@
+/* itlib.c - what integration tests share: children, waits, the embedded Kafka, the truth file
+ * and an HTTP client (see itlib.h). */
 #include "itlib.h"
 
 #include <criterion/criterion.h>
