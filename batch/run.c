@@ -36,6 +36,10 @@ int batch_kafka_open(struct batch *b, struct lerr *e)
         {"enable.auto.offset.store", "false", false},
         {"enable.partition.eof", "true", false},
         {"auto.offset.reset", "earliest", false},
+        /* librdkafka's default, said here because the cut depends on it: the watermarks this
+         * consumer asks for then end at the last stable offset (what it can read), not at the
+         * high watermark an open transaction holds above it (librdkafka >= 1.7.1). */
+        {"isolation.level", "read_committed", true},
     };
 
     b->rk = kafka_consumer_new(b->c, props, sizeof(props) / sizeof(props[0]), NULL, NULL, e);
@@ -70,6 +74,41 @@ static int open_dbs(struct batch *b, struct lerr *e)
     sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
     rc = db_step_done(st, e);
     sqlite3_finalize(st);
+    return rc;
+}
+
+#define TRIM_SLICE  10000 /* rows per transaction */
+#define TRIM_SLICES 100   /* transactions per run: a backlog is worked off over several runs */
+
+/* Deletes master.db's rejects older than retention (DESIGN.md: nothing grows forever), a slice
+ * per transaction. Rows are appended in time order, so a slice is a range of ids from the
+ * first, never a scan. The counters (rejects_<reason>) keep their totals. */
+static int trim_rejects(struct batch *b, struct lerr *e)
+{
+    int64_t retention = cfg_ms(b->c, "retention"), total = 0;
+    sqlite3_stmt *st = NULL;
+    int rc = 0;
+
+    if (retention <= 0)
+        return 0;
+    if (db_prepare(b->master,
+                   "DELETE FROM rejects WHERE id < (SELECT min(id) FROM rejects) + ?2"
+                   " AND at_ms < ?1",
+                   &st, e) != 0)
+        return -1;
+    sqlite3_bind_int64(st, 1, tm_now_ms() - retention);
+    sqlite3_bind_int64(st, 2, TRIM_SLICE);
+    for (int i = 0; i < TRIM_SLICES && rc == 0; i++) {
+        rc = db_step_done(st, e); /* each statement its own transaction */
+        int n = rc == 0 ? sqlite3_changes(b->master) : 0;
+        total += n;
+        if (n == 0)
+            break;
+    }
+    sqlite3_finalize(st);
+    if (total > 0)
+        log_info("batch", "rejects_trimmed rows=%" PRId64 " retention_ms=%" PRId64, total,
+                 retention);
     return rc;
 }
 
@@ -177,8 +216,9 @@ static int run_locked(struct batch *b, struct run_outcome *o, struct lerr *e)
     bool passed = false;
     int rc = -1;
 
-    if (open_dbs(b, e) != 0 || batch_kafka_open(b, e) != 0 || batch_cut_get(b, &cut, e) != 0 ||
-        batch_ingest(b, &cut, &ingested, e) != 0 || batch_recompute(b, cut.version, e) != 0 ||
+    if (open_dbs(b, e) != 0 || trim_rejects(b, e) != 0 || batch_kafka_open(b, e) != 0 ||
+        batch_cut_get(b, &cut, e) != 0 || batch_ingest(b, &cut, &ingested, e) != 0 ||
+        batch_recompute(b, cut.version, e) != 0 ||
         batch_check(b, cut.version, &passed, &checks, e) != 0)
         goto out;
     o->version = cut.version;

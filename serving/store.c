@@ -74,10 +74,11 @@ static const char *const batch_sql[] = {
     NULL,
 };
 
-enum { M_COUNTERS, M_REJECTS };
+/* master.db's counters include rejects_<reason>, kept by a trigger (shared/db.c): a scrape
+ * reads them, never counts the rejects table, which retention shrinks. */
+enum { M_COUNTERS };
 static const char *const master_sql[] = {
     "SELECT name, value FROM counters ORDER BY name",
-    "SELECT reason, count(*) FROM rejects GROUP BY reason ORDER BY reason",
     NULL,
 };
 
@@ -529,8 +530,7 @@ int serve_store_counters(struct serve_store *st, serve_counter_fn fn, void *arg,
         each_counter(st->speed.st[S_COUNTERS], "speed", "", fn, arg, e) != 0)
         return -1;
     if (conn_ready(st, &st->master) &&
-        (each_counter(st->master.st[M_COUNTERS], "batch", "", fn, arg, e) != 0 ||
-         each_counter(st->master.st[M_REJECTS], "batch", "rejects_", fn, arg, e) != 0))
+        each_counter(st->master.st[M_COUNTERS], "batch", "", fn, arg, e) != 0)
         return -1;
     return 0;
 }

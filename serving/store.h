@@ -103,8 +103,8 @@ int serve_store_newest_minute(struct serve_store *st, const struct serve_view *v
 int serve_store_lag(struct serve_store *st, serve_row_fn fn, void *arg, struct lerr *e);
 
 /* Counters for metrics, outside any snapshot: fn(arg, layer, name, value) for every row of
- * speed.db's counters (layer "speed") and master.db's counters (layer "batch"), and
- * "rejects_<reason>" per reason of master.db's rejects table (layer "batch"). */
+ * speed.db's counters (layer "speed") and master.db's counters (layer "batch"); both hold
+ * rejects_<reason>, monotonic however many rows retention deleted. */
 typedef void (*serve_counter_fn)(void *arg, const char *layer, const char *name, int64_t value);
 int serve_store_counters(struct serve_store *st, serve_counter_fn fn, void *arg, struct lerr *e);
 

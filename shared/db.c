@@ -20,7 +20,16 @@ static const char master_schema[] =
     " at_ms INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS imports(file_hash TEXT PRIMARY KEY, path TEXT NOT NULL,"
-    " lines INTEGER, orders INTEGER, rejects INTEGER, at_ms INTEGER NOT NULL);";
+    " lines INTEGER, orders INTEGER, rejects INTEGER, at_ms INTEGER NOT NULL);"
+    /* Rejects by reason as monotonic counters, kept by the insert itself (whoever inserts),
+     * so that retention can delete rows and /metrics need not count them. A file from before
+     * the trigger gets its counters from the rows once, as the trigger is created. */
+    "INSERT OR IGNORE INTO counters SELECT 'rejects_' || reason, count(*) FROM rejects"
+    " WHERE NOT EXISTS (SELECT 1 FROM sqlite_master WHERE type='trigger' AND"
+    " name='rejects_counted') GROUP BY reason;"
+    "CREATE TRIGGER IF NOT EXISTS rejects_counted AFTER INSERT ON rejects BEGIN"
+    " INSERT INTO counters(name, value) VALUES('rejects_' || NEW.reason, 1)"
+    " ON CONFLICT(name) DO UPDATE SET value = value + 1; END;";
 
 static const char batch_schema[] =
     "CREATE TABLE IF NOT EXISTS versions(id INTEGER PRIMARY KEY, state TEXT NOT NULL"

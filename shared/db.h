@@ -13,7 +13,8 @@
  *   ingest_offsets(partition, next_offset)  written in the same transaction as the rows.
  *   rejects(id, source, partition, offset, line, reason, payload, at_ms)
  *       source 'kafka' (partition, offset) or a file path (line); payload: first 1 KiB.
- *   counters(name, value)     duplicates, key_mismatch, deleted_offsets, ...
+ *   counters(name, value)     duplicates, key_mismatch, deleted_offsets, rejects_<reason>
+ *       (kept by a trigger on rejects: monotonic, whatever retention deletes), ...
  *   imports(file_hash, path, lines, orders, rejects, at_ms)   one row per imported file.
  *
  * batch.db
