@@ -179,6 +179,17 @@ Test(serve_limits, a_year_long_top_holds_a_worker_at_most_query_timeout, .timeou
     cr_expect_lt(bounded, took, "bounded %lld ms, unbounded %lld ms", (long long)bounded,
                  (long long)took);
     cr_expect(it_log_has(&serve, "msg=query_timeout"));
+    /* Five hundred merchants' year, one ?ids= request: bounded the same way. */
+    char ids[8192];
+    size_t n = (size_t)snprintf(ids, sizeof(ids),
+                                "http://127.0.0.1:%d/query?from=2025-11-21T00:00:00Z&"
+                                "to=2026-11-21T00:00:00Z&ids=",
+                                port);
+    for (int i = 0; i < 500; i++)
+        n += (size_t)snprintf(ids + n, sizeof(ids) - n, "%sm-%d", i ? "," : "", i);
+    cr_expect_eq(it_http_get(ids, &body), 503, "%s", body);
+    cr_expect_str_eq(body, "{\"error\":\"the request took longer than query_timeout (10 ms)\"}");
+    free(body);
     /* The worker is free again: a cheap request is answered. */
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/query/m-1", port);
     cr_expect_eq(it_http_get(url, &body), 200, "%s", body);
