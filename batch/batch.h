@@ -19,6 +19,7 @@
 
 #include <librdkafka/rdkafka.h>
 #include <sqlite3.h>
+#include <uthash.h>
 
 #include "cfg.h"
 #include "ev.h"
@@ -30,6 +31,7 @@ struct batch {
     const char *data_dir; /* borrowed from c */
     const char *topic;    /* borrowed from c */
     const char *pause_at; /* testing: "ingest", "recompute", "publish" or NULL */
+    bool is_full;         /* --full: recompute everything and compare */
     int64_t kafka_timeout_ms;
     sqlite3 *master; /* master.db, read-write */
     sqlite3 *bdb;    /* batch.db, read-write, with master.db attached as "m" */
@@ -48,14 +50,16 @@ struct batch_cut {
     int32_t *partitions; /* nparts entries, owned */
     int64_t *offsets;    /* nparts entries, owned */
     bool is_reused;      /* a pending cut left by an earlier run */
+    bool is_unchanged;   /* equal to the newest published version's: not recorded */
 };
 
 void batch_cut_release(struct batch_cut *cut);
 
-/* The whole run (DESIGN.md section 5). Returns 0 when a version was published or the run
- * skipped because another one holds the lock (*skipped set), -1 on any failure: the previous
- * version keeps serving and a recorded pending cut stays for the next run. */
-int batch_run(const struct cfg *c, bool *skipped, struct lerr *e);
+/* The whole run (DESIGN.md section 5). Returns 0 when a version was published, nothing was new,
+ * or the run skipped because another one holds the lock (*skipped set), -1 on any failure: the
+ * previous version keeps serving and a recorded pending cut stays for the next run. A full run
+ * that found the increments wrong published the full result and sets *differences. */
+int batch_run(const struct cfg *c, bool *skipped, int64_t *differences, struct lerr *e);
 
 /* Creates the consumer (not yet assigned) in b->rk. */
 int batch_kafka_open(struct batch *b, struct lerr *e);
@@ -67,20 +71,54 @@ int batch_cut_get(struct batch *b, struct batch_cut *cut, struct lerr *e);
  * offset. *ingested counts the messages read by this call. */
 int batch_ingest(struct batch *b, const struct batch_cut *cut, int64_t *ingested, struct lerr *e);
 
-/* Replaces the version's views with a recompute over the whole master dataset. */
-int batch_recompute(struct batch *b, int64_t version, struct lerr *e);
+/* What one version's recompute works from and did: read by batch_work_start(), filled in by
+ * batch_recompute(), then read by the checks, the publish and the summary line. */
+struct batch_work {
+    int64_t version; /* the pending version being made */
+    int64_t prev;    /* the newest published version, 0 when there is none */
+    int64_t prev_orders, prev_merchants, prev_seq;
+    int64_t prev_max_minute_ms, prev_minute_from_ms; /* INT64_MIN when unknown */
+    int64_t seq;                                     /* the newest ingest seq this version covers */
+    int64_t orders;                                  /* orders the version counts */
+    int64_t max_minute_ms;  /* the newest minute with an order; INT64_MIN when none */
+    int64_t minute_from_ms; /* the version holds minute rows from here on */
+    int64_t merchants_rewritten, buckets_rewritten, minutes_expired;
+    bool is_full;         /* recompute from the master dataset and compare */
+    bool is_unproven;     /* full, but the increments had no baseline: repair silently */
+    const char *full_why; /* why the run is full */
+    int64_t differences;  /* full: buckets where the increments differed from master */
+    char first_difference[192];
+    int64_t ingest_ms, recompute_ms, compare_ms, check_ms; /* phase durations */
+};
 
-/* Runs the data-quality checks on the version's views; *passed tells, and the checks as JSON
- * (caller frees) go to *checks_json. -1 only when a check could not be run. */
-int batch_check(struct batch *b, int64_t version, bool *passed, char **checks_json, struct lerr *e);
+/* Reads the previous version and decides whether this run is full (is_full_requested, or
+ * full_every since the last full run, or no baseline). */
+int batch_work_start(struct batch *b, int64_t version, bool is_full_requested, struct batch_work *w,
+                     struct lerr *e);
 
-/* Marks the version published with its figures, then deletes published versions beyond
- * keep_versions. */
+/* Makes the version's rows: the previous version's rows plus the sums ingested since (every
+ * row not touched is shared, not copied); when w->is_full, then recomputes every row from the
+ * master dataset, counts where the two differ and keeps master's. One transaction: a killed
+ * attempt leaves nothing, and a later attempt first undoes what an earlier one committed. */
+int batch_recompute(struct batch *b, struct batch_work *w, struct lerr *e);
+
+/* Runs the data-quality checks on what the version changed; *passed tells, and the checks as
+ * JSON (caller frees) go to *checks_json. -1 only when a check could not be run. */
+int batch_check(struct batch *b, const struct batch_work *w, bool *passed, char **checks_json,
+                struct lerr *e);
+
+/* Marks the version published with its figures, records a full run's outcome, then deletes
+ * published versions beyond keep_versions and the rows none of the kept ones sees. */
 struct batch_summary {
     int64_t version, cut_epoch, ingested, orders, merchants, rejects, duplicates;
 };
-int batch_publish(struct batch *b, const struct batch_cut *cut, const char *checks_json,
-                  struct batch_summary *s, struct lerr *e);
+int batch_publish(struct batch *b, const struct batch_cut *cut, const struct batch_work *w,
+                  const char *checks_json, struct batch_summary *s, struct lerr *e);
+
+/* A run that found nothing new: its cut equals the newest published version's and no import
+ * landed since (cut.c). Sets *unchanged and, then, *version. */
+int batch_is_unchanged(struct batch *b, const struct batch_cut *cut, bool *unchanged,
+                       int64_t *version, struct lerr *e);
 
 /* Logs "paused at=<where>" and blocks until killed when pause_at (the testing key, may be
  * NULL) names where; returns at once otherwise. */
@@ -103,13 +141,36 @@ struct batch_rows {
 int batch_rows_add(struct batch_rows *r, const struct ev_order *o, const void *raw, size_t raw_len,
                    int32_t partition, int64_t offset, struct lerr *e);
 
+/* What the orders a transaction inserted add, per (merchant, minute): the increment the next
+ * version adds to the previous one's rows (DESIGN.md section 5). */
+struct batch_sum {
+    struct {
+        char merchant_id[EV_ID_MAX + 1]; /* NUL-padded: the key is hashed as bytes */
+        int64_t minute_ms;
+    } key;
+    int64_t order_count, revenue_cents;
+    UT_hash_handle hh;
+};
+struct batch_sums {
+    struct batch_sum *head; /* uthash table */
+    int64_t orders;
+};
+
 /* Sorts the rows by (merchant_id, order_id, partition, offset) and inserts each with ins (an
  * INSERT OR IGNORE into orders taking merchant_id, order_id, amount_cents, event_time_ms,
  * partition, offset, raw), adding to *dups the rows that were already there and to *mismatch
- * those whose key differed. Leaves r empty on success. */
-int batch_rows_flush(struct batch_rows *r, sqlite3_stmt *ins, int64_t *dups, int64_t *mismatch,
-                     struct lerr *e);
+ * those whose key differed, and the inserted ones to sums (unless NULL). Leaves r empty on
+ * success. */
+int batch_rows_flush(struct batch_rows *r, sqlite3_stmt *ins, struct batch_sums *sums,
+                     int64_t *dups, int64_t *mismatch, struct lerr *e);
 void batch_rows_release(struct batch_rows *r);
+
+/* Records the sums under a new seq of master's ingests (inside the caller's transaction, the
+ * one that inserted the orders) and empties them. Nothing is written when there are none,
+ * unless is_forced (an import always leaves a trace, so the next run publishes). */
+int batch_sums_write(struct batch_sums *s, sqlite3 *master, const char *source, bool is_forced,
+                     struct lerr *e);
+void batch_sums_release(struct batch_sums *s);
 
 /* Adds delta to a counter of master.db (inside the caller's transaction). */
 int batch_counter_add(sqlite3 *master, const char *name, int64_t delta, struct lerr *e);

@@ -146,7 +146,7 @@ static int pick_from_kafka(struct batch *b, struct batch_cut *cut, struct lerr *
         return -1;
     if (newest > cut->cut_epoch)
         cut->cut_epoch = newest;
-    return record_cut(b, cut, e);
+    return 0;
 }
 
 /* A speed layer runs: the cut is its newest boundary. That boundary must not be older than
@@ -182,7 +182,23 @@ static int pick_from_speed(struct batch *b, struct batch_cut *cut, struct lerr *
     }
     if (cut->nparts == 0)
         return lerr_set(e, "speed.db's newest boundary has no partitions");
-    return record_cut(b, cut, e);
+    return 0;
+}
+
+/* Records the picked cut, unless it holds nothing new (and no full run was asked for): then
+ * nothing is recorded, so no pending cut is left behind. */
+static int record_if_new(struct batch *b, struct batch_cut *cut, struct lerr *e)
+{
+    int64_t version = 0;
+    bool unchanged = false;
+
+    if (!b->is_full && batch_is_unchanged(b, cut, &unchanged, &version, e) != 0)
+        return -1;
+    if (!unchanged)
+        return record_cut(b, cut, e);
+    cut->version = version;
+    cut->is_unchanged = true;
+    return 0;
 }
 
 int batch_cut_get(struct batch *b, struct batch_cut *cut, struct lerr *e)
@@ -203,9 +219,16 @@ int batch_cut_get(struct batch *b, struct batch_cut *cut, struct lerr *e)
         return -1;
     speed_runs = got == 0;
     rc = speed_runs ? pick_from_speed(b, cut, e) : pick_from_kafka(b, cut, e);
+    if (rc == 0)
+        rc = record_if_new(b, cut, e);
     lock_release(fd); /* the pending cut is recorded: a speed layer may start from it */
     if (rc != 0)
         return -1;
+    if (cut->is_unchanged) {
+        log_info("batch", "cut_unchanged version=%" PRId64 " partitions=%d", cut->version,
+                 cut->nparts);
+        return 0;
+    }
     log_info("batch",
              "cut_recorded version=%" PRId64 " cut_epoch=%" PRId64
              " partitions=%d speed_running=%d",

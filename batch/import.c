@@ -46,6 +46,8 @@ struct import {
     int64_t chunk_dups;     /* duplicates in the open transaction */
     int64_t done_line;      /* every line up to this one is in master */
     struct batch_rows rows; /* valid orders of the open transaction; raw in the mapped file */
+    struct batch_sums sums; /* what the inserted ones add, recorded with them */
+    bool is_summed;         /* a version is published: the next run adds the sums to it */
     struct csvrec csv;      /* the fields of one CSV line */
     int64_t lines, orders, dups, rejects; /* of the file being imported, resumes included */
     bool is_tty;
@@ -111,7 +113,8 @@ static int flush_rows(struct import *im, struct lerr *e)
 {
     int64_t n = (int64_t)im->rows.n, dups = 0, mismatch = 0;
 
-    if (batch_rows_flush(&im->rows, im->ins_order, &dups, &mismatch, e) != 0)
+    if (batch_rows_flush(&im->rows, im->ins_order, im->is_summed ? &im->sums : NULL, &dups,
+                         &mismatch, e) != 0)
         return -1;
     im->orders += n - dups;
     im->dups += dups;
@@ -159,7 +162,9 @@ static int progress(struct import *im, bool is_save, struct lerr *e)
 static int chunk_commit(struct import *im, int64_t line_no, struct lerr *e)
 {
     im->done_line = line_no;
-    if (flush_rows(im, e) != 0 || progress(im, true, e) != 0 ||
+    if (flush_rows(im, e) != 0 ||
+        (im->is_summed && batch_sums_write(&im->sums, im->master, "import", false, e) != 0) ||
+        progress(im, true, e) != 0 ||
         batch_counter_add(im->master, "duplicates", im->chunk_dups, e) != 0 ||
         db_exec(im->master, "COMMIT", e) != 0)
         return -1;
@@ -236,7 +241,8 @@ static int record(struct import *im, const char *hash, struct lerr *e)
     sqlite3_stmt *st = im->record;
     int rc;
 
-    if (flush_rows(im, e) != 0) /* first: it settles the figures */
+    if (flush_rows(im, e) != 0 || /* first: it settles the figures */
+        (im->is_summed && batch_sums_write(&im->sums, im->master, "import", true, e) != 0))
         return -1;
     sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, im->path, -1, SQLITE_STATIC);
@@ -290,6 +296,7 @@ static int import_data(struct import *im, const char *data, size_t size, struct 
 fail:
     sqlite3_exec(im->master, "ROLLBACK", NULL, NULL, NULL);
     im->rows.n = 0; /* they borrow from a mapping about to go */
+    batch_sums_release(&im->sums);
     return -1;
 }
 
@@ -319,6 +326,31 @@ static int import_file(struct import *im, const char *path, struct lerr *e)
     rc = import_data(im, data ? data : "", (size_t)sb.st_size, e);
     if (data)
         munmap(data, (size_t)sb.st_size);
+    return rc;
+}
+
+/* Whether batch.db has a published version. Without one the next run is a first build, a full
+ * recompute that reads every order, so an import need not record its sums (a quarter of its
+ * writes); it holds batch.lock, so no version is published meanwhile. */
+static int has_published(const char *data_dir, bool *out, struct lerr *e)
+{
+    char path[4096];
+    sqlite3 *db = NULL;
+    int64_t n = 0;
+    int rc;
+
+    *out = false;
+    db_path(data_dir, DB_BATCH, path, sizeof(path));
+    if (access(path, F_OK) != 0)
+        return 0;
+    if (db_open_ro(data_dir, DB_BATCH, &db, e) != 0)
+        return -1;
+    rc = db_query_int(db,
+                      "SELECT count(*) FROM sqlite_master WHERE name = 'versions' AND"
+                      " EXISTS (SELECT 1 FROM versions WHERE state = 'published')",
+                      &n, e);
+    sqlite3_close(db);
+    *out = n > 0;
     return rc;
 }
 
@@ -353,7 +385,8 @@ int batch_import(const struct cfg *c, struct lerr *e)
     im.is_tty = isatty(STDERR_FILENO);
     if (csvrec_init(&im.csv, e) != 0)
         return -1;
-    if (db_ensure_dir(data_dir, e) != 0 || wait_lock(data_dir, cfg_ms(c, "lock_wait"), &fd, e))
+    if (db_ensure_dir(data_dir, e) != 0 || wait_lock(data_dir, cfg_ms(c, "lock_wait"), &fd, e) ||
+        has_published(data_dir, &im.is_summed, e) != 0)
         goto out;
     pin_set_from_cfg(&pins, c);
     if (db_open_rw(data_dir, DB_MASTER, &im.master, e) != 0 ||
@@ -376,6 +409,7 @@ out:
     sqlite3_close(im.master);
     csvrec_release(&im.csv);
     batch_rows_release(&im.rows);
+    batch_sums_release(&im.sums);
     lock_release(fd);
     return rc;
 }

@@ -40,6 +40,7 @@ struct ingest {
     int64_t ingested, todo;     /* messages read by this call; to read in all */
     int64_t start_ms, shown_ms; /* monotonic: start, last progress line */
     struct batch_rows rows;     /* valid orders of the open transaction */
+    struct batch_sums sums;     /* what the inserted ones add, recorded with them */
     rd_kafka_message_t **held;  /* their messages, alive until the rows are inserted */
     size_t nheld, capheld;
     bool is_tty, in_txn;
@@ -119,6 +120,7 @@ static void finalize(struct ingest *in)
     release_held(in);
     free(in->held);
     batch_rows_release(&in->rows);
+    batch_sums_release(&in->sums);
     sqlite3_finalize(in->ins_order);
     sqlite3_finalize(in->ins_reject);
     sqlite3_finalize(in->get_offset);
@@ -145,7 +147,8 @@ static int commit(struct ingest *in, struct lerr *e)
 
     if (!in->in_txn)
         return 0;
-    if (batch_rows_flush(&in->rows, in->ins_order, &in->dup, &in->mismatch, e) != 0)
+    if (batch_rows_flush(&in->rows, in->ins_order, &in->sums, &in->dup, &in->mismatch, e) != 0 ||
+        batch_sums_write(&in->sums, m, "kafka", false, e) != 0)
         return -1;
     release_held(in);
     for (int i = 0; i < in->nparts; i++) {

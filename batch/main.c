@@ -1,7 +1,8 @@
 /* lambda-batch - the batch layer (DESIGN.md sections 3 to 5): run | import | status.
  *
- * Exit codes: 0 done (or skipped: another run holds the lock), 1 failed (the message says
- * what; the previous version keeps serving), 2 bad usage or configuration. */
+ * Exit codes: 0 done (or skipped: another run holds the lock; or nothing new), 1 failed (the
+ * message says what; the previous version keeps serving), 2 bad usage or configuration, 3 a
+ * full run published, and corrected the increments (they differed from the master dataset). */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,7 +13,7 @@
 #include "pin.h"
 #include "sig.h"
 
-static const char usage[] = "usage: lambda-batch run | import FILE... | status [--json]";
+static const char usage[] = "usage: lambda-batch run [--full] | import FILE... | status [--json]";
 
 static const struct cfg_key keys[] = {
     CFG_SHARED,
@@ -21,6 +22,8 @@ static const struct cfg_key keys[] = {
      "rejects older than this are deleted from master.db (counters keep counting)"},
     {"minute_series_hours", CFG_INT, "48", "hours of minute series kept per version"},
     {"json", CFG_BOOL, "false", "status: print JSON"},
+    {"full", CFG_BOOL, "false", "run: recompute every view from the master dataset and compare"},
+    {"full_every", CFG_MS, "24h", "run: a full run once the last one is this old (0: always)"},
     {"chunk_rows", CFG_INT, "100000", "Kafka messages (or 500 ms) / file lines per transaction"},
     {"lock_wait", CFG_MS, "10s", "import: how long to wait for a running batch to finish"},
     {"pause_at", CFG_STR, NULL,
@@ -38,10 +41,13 @@ static void on_signal(int sig)
  * or a status ends at once, as the signal's default. */
 static int run(const struct cfg *c, struct lerr *e)
 {
+    int64_t differences = 0;
     bool skipped;
 
     sig_catch_stop(on_signal, false); /* a blocking wait returns to poll the flag */
-    return batch_run(c, &skipped, e);
+    if (batch_run(c, &skipped, &differences, e) != 0)
+        return -1;
+    return differences > 0 ? 3 : 0;
 }
 
 static int import(const struct cfg *c, struct lerr *e)
@@ -54,7 +60,8 @@ static int status(const struct cfg *c, struct lerr *e)
     return batch_status(c, e);
 }
 
-/* The commands, as git.c lists its own: name, function, the arguments it takes. */
+/* The commands, as git.c lists its own: name, function, the arguments it takes. A function
+ * returns -1 on failure (e says why), else the exit code. */
 static const struct command {
     const char *name;
     int (*fn)(const struct cfg *c, struct lerr *e);
@@ -145,12 +152,10 @@ int main(int argc, char **argv)
     /* Every existing file must agree with this configuration before anything is touched. */
     if (check_pins(&c) != 0)
         goto out;
-    if (cmd->fn(&c, &e) != 0) {
+    if ((rc = cmd->fn(&c, &e)) < 0) {
         fprintf(stderr, "lambda-batch: %s failed: %s\n", cmd->name, e.msg);
         rc = 1;
-        goto out;
     }
-    rc = 0;
 out:
     cfg_release(&c);
     return rc;

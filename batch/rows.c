@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "db.h"
+#include "tm.h"
 
 int batch_rows_add(struct batch_rows *r, const struct ev_order *o, const void *raw, size_t raw_len,
                    int32_t partition, int64_t offset, struct lerr *e)
@@ -47,8 +48,81 @@ static int compare(const void *pa, const void *pb)
     return c;
 }
 
-int batch_rows_flush(struct batch_rows *r, sqlite3_stmt *ins, int64_t *dups, int64_t *mismatch,
+static int sums_add(struct batch_sums *s, const struct ev_order *o, struct lerr *e)
+{
+    struct batch_sum key, *sum;
+
+    memset(&key.key, 0, sizeof(key.key));
+    strcpy(key.key.merchant_id, o->merchant_id);
+    key.key.minute_ms = tm_minute_of(o->event_ms);
+    HASH_FIND(hh, s->head, &key.key, sizeof(key.key), sum);
+    if (!sum) {
+        sum = calloc(1, sizeof(*sum));
+        if (!sum)
+            return lerr_set(e, "out of memory");
+        sum->key = key.key;
+        HASH_ADD(hh, s->head, key, sizeof(sum->key), sum);
+    }
+    sum->order_count++;
+    sum->revenue_cents += o->amount_cents;
+    s->orders++;
+    return 0;
+}
+
+void batch_sums_release(struct batch_sums *s)
+{
+    struct batch_sum *sum, *tmp;
+
+    HASH_ITER(hh, s->head, sum, tmp)
+    {
+        HASH_DEL(s->head, sum);
+        free(sum);
+    }
+    s->orders = 0;
+}
+
+int batch_sums_write(struct batch_sums *s, sqlite3 *master, const char *source, bool is_forced,
                      struct lerr *e)
+{
+    sqlite3_stmt *log = NULL, *ins = NULL;
+    struct batch_sum *sum, *tmp;
+    int64_t seq;
+    int rc = -1;
+
+    if (!s->head && !is_forced)
+        return 0;
+    if (db_prepare(master, "INSERT INTO ingests(source, orders, at_ms) VALUES(?,?,?)", &log, e) ||
+        db_prepare(master,
+                   "INSERT INTO ingest_sums(seq, merchant_id, minute_ms, order_count,"
+                   " revenue_cents) VALUES(?,?,?,?,?)",
+                   &ins, e))
+        goto out;
+    sqlite3_bind_text(log, 1, source, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(log, 2, s->orders);
+    sqlite3_bind_int64(log, 3, tm_now_ms());
+    if (db_step_done(log, e) != 0)
+        goto out;
+    seq = sqlite3_last_insert_rowid(master);
+    HASH_ITER(hh, s->head, sum, tmp)
+    {
+        sqlite3_bind_int64(ins, 1, seq);
+        sqlite3_bind_text(ins, 2, sum->key.merchant_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(ins, 3, sum->key.minute_ms);
+        sqlite3_bind_int64(ins, 4, sum->order_count);
+        sqlite3_bind_int64(ins, 5, sum->revenue_cents);
+        if (db_step_done(ins, e) != 0)
+            goto out;
+    }
+    batch_sums_release(s);
+    rc = 0;
+out:
+    sqlite3_finalize(log);
+    sqlite3_finalize(ins);
+    return rc;
+}
+
+int batch_rows_flush(struct batch_rows *r, sqlite3_stmt *ins, struct batch_sums *sums,
+                     int64_t *dups, int64_t *mismatch, struct lerr *e)
 {
     sqlite3 *db = sqlite3_db_handle(ins);
 
@@ -68,6 +142,8 @@ int batch_rows_flush(struct batch_rows *r, sqlite3_stmt *ins, int64_t *dups, int
             return -1;
         if (sqlite3_changes(db) == 0)
             (*dups)++;
+        else if (sums && sums_add(sums, &row->o, e) != 0)
+            return -1;
         if (row->o.is_key_mismatch)
             (*mismatch)++;
     }

@@ -207,42 +207,92 @@ out:
     sqlite3_close(db);
 }
 
-static int run_locked(struct batch *b, struct run_outcome *o, struct lerr *e)
+static void print_summary(const struct batch_summary *s, const struct batch_work *w,
+                          int64_t publish_ms, double secs, int64_t read_now)
+{
+    char diffs[64] = "";
+
+    if (w->is_full)
+        snprintf(diffs, sizeof(diffs), " differences=%" PRId64, w->differences);
+    printf("batch published version=%" PRId64 " cut_epoch=%" PRId64 " mode=%s ingested=%" PRId64
+           " orders=%" PRId64 " merchants=%" PRId64 " merchants_rewritten=%" PRId64
+           " buckets_rewritten=%" PRId64 "%s rejects=%" PRId64 " duplicates=%" PRId64
+           " ingest_ms=%" PRId64 " recompute_ms=%" PRId64 " compare_ms=%" PRId64
+           " check_ms=%" PRId64 " publish_ms=%" PRId64 " seconds=%.2f\n",
+           s->version, s->cut_epoch, w->is_full ? "full" : "incremental", s->ingested, s->orders,
+           s->merchants, w->merchants_rewritten, w->buckets_rewritten, diffs, s->rejects,
+           s->duplicates, w->ingest_ms, w->recompute_ms, w->compare_ms, w->check_ms, publish_ms,
+           secs);
+    fflush(stdout);
+    log_info("batch",
+             "published version=%" PRId64 " cut_epoch=%" PRId64 " mode=%s full_why=%s"
+             " ingested=%" PRId64 " orders=%" PRId64 " merchants=%" PRId64
+             " merchants_rewritten=%" PRId64 " buckets_rewritten=%" PRId64 "%s rejects=%" PRId64
+             " duplicates=%" PRId64 " seconds=%.2f read_now=%" PRId64,
+             s->version, s->cut_epoch, w->is_full ? "full" : "incremental",
+             w->is_full ? w->full_why : "-", s->ingested, s->orders, s->merchants,
+             w->merchants_rewritten, w->buckets_rewritten, diffs, s->rejects, s->duplicates, secs,
+             read_now);
+}
+
+/* A full run that found the increments wrong: loud, on stderr and in the log. */
+static void report_differences(const struct batch_work *w)
+{
+    log_error("batch",
+              "full_differs version=%" PRId64 " differences=%" PRId64 " first_%s"
+              " action=published_full_result",
+              w->version, w->differences, w->first_difference);
+    fprintf(stderr,
+            "lambda-batch: ERROR: the full recompute of version %" PRId64 " differs from the"
+            " increments in %" PRId64 " buckets, the first %s; the full result was published\n",
+            w->version, w->differences, w->first_difference);
+}
+
+static int run_locked(struct batch *b, struct run_outcome *o, int64_t *differences, struct lerr *e)
 {
     struct batch_cut cut = {0};
     struct batch_summary s;
-    int64_t t0 = tm_mono_ms(), ingested = 0;
+    struct batch_work w;
+    int64_t t0 = tm_mono_ms(), t, ingested = 0;
     char *checks = NULL;
     bool passed = false;
     int rc = -1;
 
     if (open_dbs(b, e) != 0 || trim_rejects(b, e) != 0 || batch_kafka_open(b, e) != 0 ||
-        batch_cut_get(b, &cut, e) != 0 || batch_ingest(b, &cut, &ingested, e) != 0 ||
-        batch_recompute(b, cut.version, e) != 0 ||
-        batch_check(b, cut.version, &passed, &checks, e) != 0)
+        batch_cut_get(b, &cut, e) != 0)
         goto out;
     o->version = cut.version;
+    if (cut.is_unchanged) {
+        printf("batch unchanged version=%" PRId64 "\n", cut.version);
+        fflush(stdout);
+        log_info("batch", "unchanged version=%" PRId64, cut.version);
+        rc = 0;
+        goto out;
+    }
+    t = tm_mono_ms();
+    if (batch_ingest(b, &cut, &ingested, e) != 0 ||
+        batch_work_start(b, cut.version, b->is_full, &w, e) != 0)
+        goto out;
+    w.ingest_ms = tm_mono_ms() - t;
+    if (batch_recompute(b, &w, e) != 0)
+        goto out;
+    t = tm_mono_ms();
+    if (batch_check(b, &w, &passed, &checks, e) != 0)
+        goto out;
+    w.check_ms = tm_mono_ms() - t;
     if (!passed) {
         first_failed(checks, o->failed_check, sizeof(o->failed_check));
         note_failed_checks(b, cut.version, checks);
         goto out; /* e names the first failed check */
     }
     batch_pause(b->pause_at, "publish");
-    if (batch_publish(b, &cut, checks, &s, e) != 0)
+    t = tm_mono_ms();
+    if (batch_publish(b, &cut, &w, checks, &s, e) != 0)
         goto out;
-    double secs = (double)(tm_mono_ms() - t0) / 1000.0;
-    printf("batch published version=%" PRId64 " cut_epoch=%" PRId64 " ingested=%" PRId64
-           " orders=%" PRId64 " merchants=%" PRId64 " rejects=%" PRId64 " duplicates=%" PRId64
-           " seconds=%.2f\n",
-           s.version, s.cut_epoch, s.ingested, s.orders, s.merchants, s.rejects, s.duplicates,
-           secs);
-    fflush(stdout);
-    log_info("batch",
-             "published version=%" PRId64 " cut_epoch=%" PRId64 " ingested=%" PRId64
-             " orders=%" PRId64 " merchants=%" PRId64 " rejects=%" PRId64 " duplicates=%" PRId64
-             " seconds=%.2f read_now=%" PRId64,
-             s.version, s.cut_epoch, s.ingested, s.orders, s.merchants, s.rejects, s.duplicates,
-             secs, ingested);
+    print_summary(&s, &w, tm_mono_ms() - t, (double)(tm_mono_ms() - t0) / 1000.0, ingested);
+    if (w.differences > 0)
+        report_differences(&w);
+    *differences = w.differences;
     rc = 0;
 out:
     free(checks);
@@ -250,7 +300,7 @@ out:
     return rc;
 }
 
-int batch_run(const struct cfg *c, bool *skipped, struct lerr *e)
+int batch_run(const struct cfg *c, bool *skipped, int64_t *differences, struct lerr *e)
 {
     struct batch b = {.c = c};
     struct run_outcome o = {0};
@@ -258,6 +308,8 @@ int batch_run(const struct cfg *c, bool *skipped, struct lerr *e)
     int fd = -1, got, rc;
 
     *skipped = false;
+    *differences = 0;
+    b.is_full = cfg_bool(c, "full");
     b.data_dir = cfg_str(c, "data_dir");
     b.topic = cfg_str(c, "topic");
     b.pause_at = cfg_str(c, "pause_at");
@@ -274,7 +326,7 @@ int batch_run(const struct cfg *c, bool *skipped, struct lerr *e)
         return 0;
     }
     log_info("batch", "run_started data_dir=%s topic=%s", b.data_dir, b.topic);
-    rc = run_locked(&b, &o, e);
+    rc = run_locked(&b, &o, differences, e);
     close_batch(&b);
     record_run(cfg_str(c, "data_dir"), started_ms, &o, rc == 0 ? NULL : e->msg);
     lock_release(fd);

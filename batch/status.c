@@ -73,6 +73,41 @@ static int open_if_exists(const char *data_dir, enum db_file f, sqlite3 **db, st
     return db_open_ro(data_dir, f, db, e);
 }
 
+/* The last full run, from batch.db's meta (it outlives the versions pruned since). */
+static int gather_last_full(sqlite3 *bdb, json_t *doc, struct lerr *e)
+{
+    json_t *rows = query_rows(bdb,
+                              "SELECT key, value FROM meta WHERE key LIKE 'last_full_%'"
+                              " OR key = 'baseline'",
+                              0, e),
+           *full = json_object(), *r;
+    size_t i;
+
+    if (!rows) {
+        json_decref(full);
+        return -1;
+    }
+    json_array_foreach(rows, i, r)
+    {
+        const char *k = json_string_value(json_object_get(r, "key"));
+        json_object_set(full, strncmp(k, "last_full_", 10) ? k : k + 10,
+                        json_object_get(r, "value"));
+    }
+    json_decref(rows);
+    if (json_object_get(full, "version")) {
+        int64_t diffs = json_integer_value(json_object_get(full, "differences"));
+        json_object_set_new(full, "outcome", json_string(diffs ? "corrected" : "passed"));
+        json_object_set_new(
+            full, "age_ms",
+            json_integer(tm_now_ms() - json_integer_value(json_object_get(full, "ms"))));
+        json_object_set_new(doc, "last_full", full);
+    } else {
+        json_object_set_new(doc, "last_full", json_null());
+        json_decref(full);
+    }
+    return 0;
+}
+
 static int gather_batch(sqlite3 *bdb, json_t *doc, struct lerr *e)
 {
     json_t *versions, *pending = NULL, *v;
@@ -82,8 +117,9 @@ static int gather_batch(sqlite3 *bdb, json_t *doc, struct lerr *e)
 
     versions = query_rows(bdb,
                           "SELECT id, state, cut_epoch, started_ms, finished_ms, orders,"
-                          " merchants, ingested, rejects, duplicates, checks FROM versions"
-                          " ORDER BY id",
+                          " merchants, ingested, rejects, duplicates, checks, mode,"
+                          " merchants_rewritten, buckets_rewritten, differences,"
+                          " first_difference, minute_from_ms, phases FROM versions ORDER BY id",
                           0, e);
     if (!versions)
         return -1;
@@ -91,8 +127,11 @@ static int gather_batch(sqlite3 *bdb, json_t *doc, struct lerr *e)
     {
         json_t *checks = json_object_get(v, "checks");
         int64_t at = json_integer_value(json_object_get(v, "finished_ms"));
+        json_t *phases = json_object_get(v, "phases");
         if (json_is_string(checks))
             json_object_set_new(v, "checks", json_loads(json_string_value(checks), 0, NULL));
+        if (json_is_string(phases))
+            json_object_set_new(v, "phases", json_loads(json_string_value(phases), 0, NULL));
         if (!at)
             at = json_integer_value(json_object_get(v, "started_ms"));
         json_object_set_new(v, "age_ms", json_integer(tm_now_ms() - at));
@@ -100,6 +139,8 @@ static int gather_batch(sqlite3 *bdb, json_t *doc, struct lerr *e)
             pending = v;
     }
     json_object_set_new(doc, "versions", versions);
+    if (gather_last_full(bdb, doc, e) != 0)
+        return -1;
     json_object_set(doc, "pending", pending ? pending : json_null());
     /* The positions that matter now are the newest cut's: the pending one, else the newest
      * published. */
@@ -250,21 +291,41 @@ static void print_text(const json_t *doc, const char *data_dir)
     if (json_array_size(versions) == 0)
         printf("versions: none (no batch run has published yet)\n");
     else
-        printf("%4s  %-9s  %10s  %6s  %12s  %9s  %s\n", "id", "state", "cut_epoch", "age", "orders",
-               "merchants", "checks");
+        printf("%4s  %-9s  %-11s  %10s  %6s  %12s  %9s  %9s  %s\n", "id", "state", "mode",
+               "cut_epoch", "age", "orders", "merchants", "rewritten", "checks");
     json_array_foreach(versions, i, v)
     {
         char age[32];
         const json_t *checks = json_object_get(v, "checks");
         format_age(num(v, "age_ms"), age, sizeof(age));
-        printf("%4" PRId64 "  %-9s  %10" PRId64 "  %6s  %12" PRId64 "  %9" PRId64 "  %s\n",
-               num(v, "id"), json_string_value(json_object_get(v, "state")), num(v, "cut_epoch"),
-               age, num(v, "orders"), num(v, "merchants"),
+        const char *mode = json_string_value(json_object_get(v, "mode"));
+        printf("%4" PRId64 "  %-9s  %-11s  %10" PRId64 "  %6s  %12" PRId64 "  %9" PRId64
+               "  %9" PRId64 "  %s\n",
+               num(v, "id"), json_string_value(json_object_get(v, "state")), mode ? mode : "-",
+               num(v, "cut_epoch"), age, num(v, "orders"), num(v, "merchants"),
+               num(v, "merchants_rewritten") + num(v, "buckets_rewritten"),
                !json_is_object(checks)                           ? "-"
                : json_is_true(json_object_get(checks, "passed")) ? "passed"
                                                                  : "FAILED");
     }
     print_last_run(doc);
+    const json_t *full = json_object_get(doc, "last_full");
+    if (json_is_object(full)) {
+        char age[32];
+        format_age(num(full, "age_ms"), age, sizeof(age));
+        if (num(full, "differences"))
+            printf("last full run: version %" PRId64
+                   ", %s ago: DIFFERED from the increments in %" PRId64
+                   " buckets (first %s), corrected\n",
+                   num(full, "version"), age, num(full, "differences"),
+                   json_string_value(json_object_get(full, "first_difference")));
+        else
+            printf("last full run: version %" PRId64
+                   ", %s ago: passed (the increments were exact)\n",
+                   num(full, "version"), age);
+    } else {
+        printf("last full run: none\n");
+    }
     if (json_is_object(pending)) {
         char age[32];
         format_age(tm_now_ms() - num(pending, "started_ms"), age, sizeof(age));

@@ -9,15 +9,29 @@
 # Beside each, in the same run: a bare SQLite load of the same rows (sqlite3 .import of a CSV
 # export, same primary key, same pragmas, one transaction) and a bare GROUP BY merchant_id.
 # Prints seconds, orders/s and ours / (bare load + bare group by). Goal: within 2x.
+#   3. history (issue 13): BATCH_BENCH_HISTORY (default 1M and 4M) orders over 60 days imported
+#      into one data directory each, a first run, then BATCH_BENCH_REPS (default 3) rounds of
+#      5,000 new orders in Kafka (a tenth late by up to 60 days) and an incremental run in each;
+#      then full runs at the largest history beside bare GROUP BY merchant_id and GROUP BY
+#      merchant_id, hour over the same rows; and batch.db's growth per incremental version, in
+#      pages. Medians. Goals: the 4M incremental run within 1.5x of the 1M one and at most 10%
+#      of a full run at 4M; the full run within 2x of the two bare GROUP BYs; the growth
+#      proportional to the buckets rewritten.
+# BATCH_BENCH_PHASES (default "import kafka history") picks the phases.
 set -eu
 cd "$(dirname "$0")/.."
 BIN=${LAMBDA_BIN:-bin}
 IMPORT_N=${BATCH_BENCH_IMPORT:-10000000}
+HISTORY=${BATCH_BENCH_HISTORY:-"1000000 4000000"}
+REPS=${BATCH_BENCH_REPS:-3}
+PHASES=${BATCH_BENCH_PHASES:-"import kafka history"}
 KAFKA_N=${BATCH_BENCH_KAFKA:-1000000}
 dir=$(mktemp -d "${TMPDIR:-/tmp}/lambda-bench-batch-XXXXXX")
 dk=""
+dk2=""
 cleanup() {
     [ -n "$dk" ] && kill "$dk" 2>/dev/null && wait "$dk" 2>/dev/null
+    [ -n "$dk2" ] && kill "$dk2" 2>/dev/null && wait "$dk2" 2>/dev/null
     rm -rf "$dir"
 }
 trap cleanup EXIT INT TERM
@@ -55,6 +69,12 @@ i=0
 while [ ! -s "$dir/bs" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 bs=$(cat "$dir/bs")
 
+has() { case " $PHASES " in *" $1 "*) return 0 ;; esac; return 1; }
+# median of the numbers on stdin
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+field() { tr ' ' '\n' | sed -n "s/^$1=//p" | head -1; }
+
+if has import; then
 echo "batch import: generating $IMPORT_N orders as NDJSON"
 "$BIN/lambda-gen" --stdout --count "$IMPORT_N" --merchants 10000 --seed 2 \
     --start-time 2026-11-01T00:00:00Z --time-step 100ms --log-level warn >"$dir/orders.ndjson"
@@ -72,7 +92,9 @@ bare "$dir/i" offset
 echo "batch import: orders=$n import_s=$imp recompute_s=$rec total_s=$tot orders_per_s=$(rate "$n" "$tot")"
 echo "batch import: bare_load_s=$bare_load bare_group_by_s=$bare_group ratio=$(ratio "$tot" "$bare_load" "$bare_group") (goal <= 2)"
 rm -rf "$dir/i"
+fi
 
+if has kafka; then
 echo "batch kafka: producing $KAFKA_N orders (lz4, 64 partitions)"
 "$BIN/lambda-gen" --brokers "$bs" --count "$KAFKA_N" --merchants 10000 --seed 1 \
     --start-time 2026-11-21T00:00:00Z --log-level warn
@@ -86,3 +108,81 @@ tot=$(secs "$t0" "$t1")
 bare "$dir/k" "partition, offset"
 echo "batch kafka: orders=$n ingest_and_recompute_s=$tot orders_per_s=$(rate "$n" "$tot") ($(cat "$dir/run.out"))"
 echo "batch kafka: bare_load_s=$bare_load bare_group_by_s=$bare_group ratio=$(ratio "$tot" "$bare_load" "$bare_group") (goal <= 2)"
+rm -rf "$dir/k"
+fi
+
+if has history; then
+    # A Kafka of its own: the kafka phase's orders are not part of this history.
+    "$BIN/lambda-devkafka" --partitions 16 --bootstrap-file "$dir/bs2" >"$dir/dk2.out" 2>"$dir/dk2.err" &
+    dk2=$!
+    i=0
+    while [ ! -s "$dir/bs2" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    bs2=$(cat "$dir/bs2")
+    biggest=0
+    for n in $HISTORY; do [ "$n" -gt "$biggest" ] && biggest=$n; done
+    echo "batch history: generating $biggest orders over 60 days (10,000 merchants)"
+    "$BIN/lambda-gen" --stdout --count "$biggest" --merchants 10000 --seed 5 \
+        --start-time 2026-09-01T00:00:00Z --time-step $((60 * 86400000 / biggest)) \
+        --log-level warn >"$dir/history.ndjson"
+    # The history is the first N lines, so a smaller one spans fewer days: take every k-th line
+    # instead, so each history covers the same 60 days.
+    for n in $HISTORY; do
+        awk -v k=$((biggest / n)) 'NR % k == 0' "$dir/history.ndjson" >"$dir/h$n.ndjson"
+        "$BIN/lambda-batch" import --data-dir "$dir/h$n" --log-level warn "$dir/h$n.ndjson" >/dev/null
+        rm -f "$dir/h$n.ndjson"
+        "$BIN/lambda-batch" run --data-dir "$dir/h$n" --brokers "$bs2" --log-level warn >/dev/null
+    done
+    rm -f "$dir/history.ndjson"
+    for r in $(seq 1 "$REPS"); do
+        "$BIN/lambda-gen" --brokers "$bs2" --count 5000 --merchants 10000 \
+            --seed $((100 + r)) --start-time "2026-10-31T0$r:00:00Z" --late-pct 10 \
+            --late-days 60 --log-level warn
+        for n in $HISTORY; do
+            before=$(sqlite3 "$dir/h$n/batch.db" "PRAGMA page_count")
+            t0=$(now)
+            "$BIN/lambda-batch" run --data-dir "$dir/h$n" --brokers "$bs2" \
+                --log-level warn >"$dir/run.out"
+            t1=$(now)
+            after=$(sqlite3 "$dir/h$n/batch.db" "PRAGMA page_count")
+            echo "$(secs "$t0" "$t1")" >>"$dir/inc$n"
+            echo $((after - before)) >>"$dir/pages$n"
+            field buckets_rewritten <"$dir/run.out" >>"$dir/buckets$n"
+            echo "batch history: round $r history=$n $(cat "$dir/run.out")"
+        done
+    done
+    for r in $(seq 1 "$REPS"); do
+        t0=$(now)
+        "$BIN/lambda-batch" run --full --data-dir "$dir/h$biggest" --brokers "$bs2" \
+            --log-level warn >"$dir/run.out"
+        t1=$(now)
+        echo "$(secs "$t0" "$t1")" >>"$dir/full"
+        echo "batch history: full history=$biggest $(cat "$dir/run.out")"
+        t0=$(now)
+        sqlite3 "$dir/h$biggest/master.db" "PRAGMA cache_size=-262144; SELECT count(*) FROM
+            (SELECT merchant_id, count(*), sum(amount_cents) FROM orders GROUP BY merchant_id)" >/dev/null
+        t1=$(now)
+        sqlite3 "$dir/h$biggest/master.db" "PRAGMA cache_size=-262144; SELECT count(*) FROM
+            (SELECT merchant_id, event_time_ms / 3600000, count(*), sum(amount_cents) FROM orders
+            GROUP BY 1, 2)" >/dev/null
+        t2=$(now)
+        echo "$(secs "$t0" "$t1")" >>"$dir/bare_m"
+        echo "$(secs "$t1" "$t2")" >>"$dir/bare_h"
+    done
+    smallest=$biggest
+    for n in $HISTORY; do [ "$n" -lt "$smallest" ] && smallest=$n; done
+    for n in $HISTORY; do
+        echo "batch history: incremental history=$n median_s=$(median <"$dir/inc$n")" \
+            "pages_per_version=$(median <"$dir/pages$n") buckets_rewritten=$(median <"$dir/buckets$n")"
+    done
+    inc_small=$(median <"$dir/inc$smallest")
+    inc_big=$(median <"$dir/inc$biggest")
+    full=$(median <"$dir/full")
+    bm=$(median <"$dir/bare_m")
+    bh=$(median <"$dir/bare_h")
+    echo "batch history: full history=$biggest median_s=$full bare_group_by_merchant_s=$bm" \
+        "bare_group_by_merchant_hour_s=$bh"
+    echo "batch history: incremental $biggest / $smallest = $(ratio "$inc_big" "$inc_small" 0) (goal <= 1.5)"
+    echo "batch history: incremental / full at $biggest = $(ratio "$inc_big" "$full" 0) (goal <= 0.10)"
+    echo "batch history: full / (bare group bys) = $(ratio "$full" "$bm" "$bh") (goal <= 2)"
+    rm -rf "$dir"/h*
+fi

@@ -88,12 +88,28 @@ set -- $(measure "http://127.0.0.1:$S1PORT/query/$ID")
 ONE_RPS=$1 ONE_P99=$2
 set -- $(measure "http://127.0.0.1:$SPORT/" -s "$WORK/random.lua")
 RAND_RPS=$1 RAND_P99=$2
+# The other reads of batch rows: a minute series, an hour series, /top over minutes and over
+# whole hours (issue 13: shared rows must not make them slower).
+NOW_H=$(date -u +%Y-%m-%dT%H:00:00Z)
+DAY_AGO=$(date -u -d '-24 hours' +%Y-%m-%dT%H:00:00Z)
+set -- $(measure "http://127.0.0.1:$SPORT/query/$ID/series?step=1m&window=15m")
+S1M_RPS=$1 S1M_P99=$2
+set -- $(measure "http://127.0.0.1:$SPORT/query/$ID/series?step=1h&from=$DAY_AGO&to=$NOW_H")
+S1H_RPS=$1 S1H_P99=$2
+set -- $(measure "http://127.0.0.1:$SPORT/top?window=5m")
+TOP_RPS=$1 TOP_P99=$2
+set -- $(measure "http://127.0.0.1:$SPORT/top?from=$DAY_AGO&to=$NOW_H")
+TOPH_RPS=$1 TOPH_P99=$2
 
 echo "bench/serve: wrk -t1 -c$CONNS -d$DUR, $MERCHANTS merchants, GET /query/$ID ($(wc -c <"$WORK/answer.json") bytes)"
 printf '  %-28s %10s req/s   p99 %8s ms\n' "bare libmicrohttpd (200 B)" "$BARE_RPS" "$BARE_P99"
 printf '  %-28s %10s req/s   p99 %8s ms\n' "lambda-serve /query/$ID" "$SERVE_RPS" "$SERVE_P99"
 printf '  %-28s %10s req/s   p99 %8s ms\n' "  the same, --threads 2" "$ONE_RPS" "$ONE_P99"
 printf '  %-28s %10s req/s   p99 %8s ms\n' "lambda-serve, random ids" "$RAND_RPS" "$RAND_P99"
+printf '  %-28s %10s req/s   p99 %8s ms\n' "series step=1m window=15m" "$S1M_RPS" "$S1M_P99"
+printf '  %-28s %10s req/s   p99 %8s ms\n' "series step=1h, 24 hours" "$S1H_RPS" "$S1H_P99"
+printf '  %-28s %10s req/s   p99 %8s ms\n' "/top window=5m" "$TOP_RPS" "$TOP_P99"
+printf '  %-28s %10s req/s   p99 %8s ms\n' "/top over 24 whole hours" "$TOPH_RPS" "$TOPH_P99"
 awk -v sr="$SERVE_RPS" -v br="$BARE_RPS" -v sp="$SERVE_P99" -v bp="$BARE_P99" 'BEGIN {
     rr = sr / br; pr = (bp > 0) ? sp / bp : 0
     printf "  one merchant: throughput ratio %.2f (goal >= 0.70: %s), p99 ratio %.2f (goal <= 1.50: %s)\n",

@@ -3,11 +3,12 @@
  * Event i has the virtual time vt = start_time + i * time_step; it goes to Kafka with message
  * timestamp vt and key = merchant id (Java's murmur2 partitioner), or as one NDJSON line to
  * stdout. Merchants are Zipf-skewed. A fraction of events is late (event time 12 to 40 minutes
- * before start_time, only once its partition has had an ordinary event, so it is behind any
- * watermark), duplicated (an earlier valid order re-sent with another amount and time: the
- * first copy is the truth) or invalid (one reject reason each). All draws come from one seeded
- * generator: same flags, same output. --truth writes per merchant and per merchant-minute the
- * count and revenue of the valid distinct orders, plus the totals of each kind. */
+ * before start_time, or with --late-days D anywhere from 12 minutes to D days before it; only
+ * once its partition has had an ordinary event, so it is behind any watermark), duplicated (an
+ * earlier valid order re-sent with another amount and time: the first copy is the truth) or invalid
+ * (one reject reason each). All draws come from one seeded generator: same flags, same output.
+ * --truth writes per merchant and per merchant-minute the count and revenue of the valid distinct
+ * orders, plus the totals of each kind. */
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -33,6 +34,7 @@ static const struct cfg_key keys[] = {
     {"rate", CFG_INT, "0", "events per second (0: as fast as possible)"},
     {"merchants", CFG_INT, "100", "number of merchants (Zipf-skewed, m-1 the busiest)"},
     {"late_pct", CFG_STR, "0", "percent of events that are late (valid, 12-40 min old)"},
+    {"late_days", CFG_INT, "0", "late events reach this many days before start_time (0: 40 min)"},
     {"dup_pct", CFG_STR, "0", "percent of events that re-send an earlier order"},
     {"invalid_pct", CFG_STR, "0", "percent of events that are invalid (each reject reason)"},
     {"seed", CFG_INT, "1", "random seed; order ids are o<seed>-<i>"},
@@ -67,6 +69,7 @@ struct gen {
     double *cdf;
     double late_pct, dup_pct, invalid_pct;
     int64_t seed, start_ms, step_ms;
+    int64_t late_reach_ms; /* late events lie 12 minutes to this much before start_ms */
     bool has_normal[NPART];
     struct {
         int32_t merchant;
@@ -332,7 +335,7 @@ static void gen_one(struct gen *g, int64_t i)
     amount = 100 + next_below(g, 100000);
     event_ms = vt - next_below(g, 3000);
     if (k == K_LATE)
-        event_ms = g->start_ms - 12 * TM_MINUTE_MS - next_below(g, 28 * TM_MINUTE_MS);
+        event_ms = g->start_ms - 12 * TM_MINUTE_MS - next_below(g, g->late_reach_ms);
     format_time(g, event_ms, et, sizeof(et));
     len = (size_t)snprintf(buf, sizeof(buf),
                            "{\"order_id\":\"o%" PRId64 "-%" PRId64 "\",\"merchant_id\":\"%s\","
@@ -460,6 +463,9 @@ static int setup(struct gen *g, const struct cfg *c, struct lerr *e)
         return -1;
     if (g->late_pct + g->dup_pct + g->invalid_pct > 100)
         return lerr_set(e, "late_pct + dup_pct + invalid_pct exceed 100");
+    g->late_reach_ms = cfg_int(c, "late_days") > 0
+                           ? cfg_int(c, "late_days") * TM_DAY_MS - 12 * TM_MINUTE_MS
+                           : 28 * TM_MINUTE_MS;
     g->nmerchants = (int)cfg_int(c, "merchants");
     if (g->nmerchants < 1 || g->nmerchants > 10000000)
         return lerr_set(e, "bad value for 'merchants': must be 1..10000000");

@@ -260,6 +260,17 @@ static void db_failed(struct serve_reply *out, const char *route, const struct l
     serve_api_error(out, 500, "%s", e->msg);
 }
 
+/* A read of a range failed: the client's fault (400) when it asked for minutes the batch no
+ * longer holds, else the store's. */
+static void range_failed(const struct serve_store *st, struct serve_reply *out, const char *route,
+                         const struct lerr *e)
+{
+    if (serve_store_status(st) == 400)
+        serve_api_error(out, 400, "%s", e->msg);
+    else
+        db_failed(out, route, e);
+}
+
 static bool id_valid(const char *id)
 {
     return ev_merchant_id_valid(id, strlen(id));
@@ -341,7 +352,7 @@ static void handle_query(const struct call *q, struct serve_reply *out)
     if (doc)
         reply_json(out, 200, doc);
     else
-        db_failed(out, "query", &e);
+        range_failed(st, out, "query", &e);
 }
 
 /* Splits ids on commas into list (pointers into buf); returns the count, or -1 when a part
@@ -410,7 +421,7 @@ static void handle_ids(const struct call *q, struct serve_reply *out)
     }
     serve_store_end(st);
     if (!arr)
-        db_failed(out, "query_ids", &e);
+        range_failed(st, out, "query_ids", &e);
     else
         reply_json(out, 200, json_pack("{s:o}", "merchants", arr));
 out:
@@ -532,7 +543,7 @@ out:
     if (doc)
         reply_json(out, 200, doc);
     else
-        db_failed(out, "series", &e);
+        range_failed(st, out, "series", &e);
 }
 
 static int n_parse(const char *s, long *n)
@@ -589,7 +600,7 @@ static struct serve_rank *rank_span(const struct call *q, const char *route, str
         rc = serve_store_merchants(q->st, &v, *from_ms, *to_ms, serve_rank_add, r, &e);
     serve_store_end(q->st);
     if (rc != 0) {
-        db_failed(out, route, &e);
+        range_failed(q->st, out, route, &e);
         serve_rank_free(r);
         return NULL;
     }

@@ -124,6 +124,12 @@ static const struct family {
      "key_mismatch", false, true},
     {"lambda_speed_consumed_total", "Messages the speed layer read.", "consumed", false, false},
     {"lambda_speed_applied_total", "Orders the speed layer counted.", "applied", false, false},
+    {"lambda_batch_full_runs_total",
+     "Full batch runs, by outcome (corrected: the increments differed from master).", "full_runs_",
+     true, false},
+    {"lambda_batch_full_differences_total",
+     "Buckets where a full run found the increments wrong, and corrected them.", "full_differences",
+     false, true},
 };
 
 static void counter_add(void *arg, const char *layer, const char *name, int64_t value)

@@ -2,6 +2,7 @@
  * (see store.h). */
 #include "store.h"
 
+#include <inttypes.h>
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -51,26 +52,31 @@ enum {
     B_HOUR_ROWS,
     B_MIN_TOP,
     B_HOUR_TOP,
-    B_NEWEST
+    B_NEWEST,
+    B_WINDOW
 };
+/* A version's rows are those with valid_from <= ?4 < valid_to (db.h); the primary keys start
+ * with the merchant and bucket, so a row shared by many versions is found as fast as a copy. */
+#define VISIBLE " AND valid_from<=?4 AND valid_to>?4"
 static const char *const batch_sql[] = {
     "BEGIN",
     "COMMIT",
     cut_published_sql,
-    "SELECT order_count, revenue_cents FROM merchant_totals WHERE version=?4 AND merchant_id=?1",
+    "SELECT order_count, revenue_cents FROM merchant_totals WHERE merchant_id=?1" VISIBLE,
     "SELECT coalesce(sum(order_count),0), coalesce(sum(revenue_cents),0) FROM minutely"
-    " WHERE version=?4 AND merchant_id=?1 AND minute_ms>=?2 AND minute_ms<?3",
+    " WHERE merchant_id=?1 AND minute_ms>=?2 AND minute_ms<?3" VISIBLE,
     "SELECT coalesce(sum(order_count),0), coalesce(sum(revenue_cents),0) FROM hourly"
-    " WHERE version=?4 AND merchant_id=?1 AND hour_ms>=?2 AND hour_ms<?3",
+    " WHERE merchant_id=?1 AND hour_ms>=?2 AND hour_ms<?3" VISIBLE,
     "SELECT minute_ms, order_count, revenue_cents FROM minutely"
-    " WHERE version=?4 AND merchant_id=?1 AND minute_ms>=?2 AND minute_ms<?3",
+    " WHERE merchant_id=?1 AND minute_ms>=?2 AND minute_ms<?3" VISIBLE,
     "SELECT hour_ms, order_count, revenue_cents FROM hourly"
-    " WHERE version=?4 AND merchant_id=?1 AND hour_ms>=?2 AND hour_ms<?3",
+    " WHERE merchant_id=?1 AND hour_ms>=?2 AND hour_ms<?3" VISIBLE,
     "SELECT merchant_id, sum(order_count), sum(revenue_cents) FROM minutely"
-    " WHERE version=?4 AND minute_ms>=?2 AND minute_ms<?3 GROUP BY merchant_id",
+    " WHERE minute_ms>=?2 AND minute_ms<?3" VISIBLE " GROUP BY merchant_id",
     "SELECT merchant_id, sum(order_count), sum(revenue_cents) FROM hourly"
-    " WHERE version=?4 AND hour_ms>=?2 AND hour_ms<?3 GROUP BY merchant_id",
-    "SELECT max(minute_ms) FROM minutely WHERE version=?4",
+    " WHERE hour_ms>=?2 AND hour_ms<?3" VISIBLE " GROUP BY merchant_id",
+    "SELECT minute_ms FROM minutely WHERE 1" VISIBLE " ORDER BY minute_ms DESC LIMIT 1",
+    "SELECT minute_from_ms FROM versions WHERE id=?4", /* NULL: INT64_MIN stays */
     NULL,
 };
 
@@ -82,7 +88,7 @@ static const char *const master_sql[] = {
     NULL,
 };
 
-#define CONN_MAX_STMTS 12
+#define CONN_MAX_STMTS 16
 
 /* The wal-index header at the start of a WAL database's -shm file (sqlite.org/walformat.html,
  * section 2.1): two copies of 48 bytes, the second written first, holding a counter bumped by
@@ -121,6 +127,7 @@ struct serve_store {
     struct cache_entry cache[CACHE_SLOTS];
     int64_t deadline_ms; /* tm_mono_ms() past which reads are interrupted; 0: never */
     bool timed_out;
+    bool is_outside; /* the last failure asked for minutes the version does not hold */
 };
 
 /* SQLite's progress handler: a non-zero answer interrupts the statement running. */
@@ -331,6 +338,8 @@ int serve_store_begin(struct serve_store *st, struct serve_view *v, struct lerr 
 
     memset(v, 0, sizeof(*v));
     v->allowed_lateness_ms = -1;
+    v->minute_from_ms = INT64_MIN;
+    st->is_outside = false;
     /* Opening a connection reads only its schema; the snapshots open below. */
     conn_ready(st, &st->speed);
     conn_ready(st, &st->batch);
@@ -359,6 +368,9 @@ int serve_store_begin(struct serve_store *st, struct serve_view *v, struct lerr 
             v->version = cut.id;
             v->cut_epoch = cut.epoch;
             v->started_ms = cut.started_ms;
+            if (db_step_int(bind(st->batch.st[B_WINDOW], NULL, 0, 0, v->version),
+                            &v->minute_from_ms, e) != 0)
+                goto fail;
         }
     }
     return 0;
@@ -417,6 +429,30 @@ static struct split split_hours(int64_t from_ms, int64_t to_ms)
     return (struct split){from_ms, h1, h1, h2, h2, to_ms};
 }
 
+/* Minute rows of [from_ms, to_ms) must lie in the version's minute window: before it the
+ * batch holds hours only, and a sum over missing minutes would be a wrong answer marked final. */
+static int minutes_held(struct serve_store *st, const struct serve_view *v, int64_t from_ms,
+                        int64_t to_ms, struct lerr *e)
+{
+    char start[TM_RFC3339_LEN], asked[TM_RFC3339_LEN];
+
+    if (!v->has_batch || from_ms >= to_ms || from_ms >= v->minute_from_ms)
+        return 0;
+    st->is_outside = true;
+    tm_format_rfc3339(v->minute_from_ms, start);
+    tm_format_rfc3339(from_ms, asked);
+    return lerr_set(e,
+                    "minutes from %s are not held: batch version %" PRId64 " keeps minute rows"
+                    " from %s on and hour rows for all history (align from and to to whole"
+                    " hours before %s, or use step=1h)",
+                    asked, v->version, start, start);
+}
+
+int serve_store_status(const struct serve_store *st)
+{
+    return st->is_outside ? 400 : 500;
+}
+
 int serve_store_range(struct serve_store *st, const struct serve_view *v, const char *merchant_id,
                       int64_t from_ms, int64_t to_ms, struct serve_sums *batch,
                       struct serve_sums *speed, struct lerr *e)
@@ -425,6 +461,8 @@ int serve_store_range(struct serve_store *st, const struct serve_view *v, const 
     sqlite3_stmt *const *b = st->batch.st;
 
     *batch = *speed = (struct serve_sums){0, 0};
+    if (minutes_held(st, v, s.m1_from, s.m1_to, e) || minutes_held(st, v, s.m2_from, s.m2_to, e))
+        return -1;
     if (v->has_batch &&
         (add_sums(bind(b[B_MIN_SUM], merchant_id, s.m1_from, s.m1_to, v->version), batch, e) ||
          add_sums(bind(b[B_HOUR_SUM], merchant_id, s.h_from, s.h_to, v->version), batch, e) ||
@@ -443,6 +481,8 @@ int serve_store_rows(struct serve_store *st, const struct serve_view *v, const c
 {
     sqlite3_stmt *q;
 
+    if (!hourly && minutes_held(st, v, from_ms, to_ms, e) != 0)
+        return -1;
     if (v->has_batch) {
         q = st->batch.st[hourly ? B_HOUR_ROWS : B_MIN_ROWS];
         if (each_row(bind(q, merchant_id, from_ms, to_ms, v->version), true, fn, arg, e) != 0)
@@ -462,6 +502,8 @@ int serve_store_merchants(struct serve_store *st, const struct serve_view *v, in
     struct split s = split_hours(from_ms, to_ms);
     sqlite3_stmt *const *b = st->batch.st;
 
+    if (minutes_held(st, v, s.m1_from, s.m1_to, e) || minutes_held(st, v, s.m2_from, s.m2_to, e))
+        return -1;
     if (v->has_batch &&
         (each_row(bind(b[B_MIN_TOP], NULL, s.m1_from, s.m1_to, v->version), false, fn, arg, e) ||
          each_row(bind(b[B_HOUR_TOP], NULL, s.h_from, s.h_to, v->version), false, fn, arg, e) ||

@@ -27,8 +27,9 @@ struct serve_store;
 struct serve_view {
     bool has_batch; /* a published version exists */
     int64_t version, cut_epoch;
-    int64_t started_ms; /* when the version's cut was taken */
-    bool has_speed;     /* speed.db is readable */
+    int64_t started_ms;     /* when the version's cut was taken */
+    int64_t minute_from_ms; /* the version holds minute rows from here on; INT64_MIN: all */
+    bool has_speed;         /* speed.db is readable */
     bool has_checkpoint;
     int64_t checkpoint_ms; /* wall time of the last speed commit */
     bool has_watermark;
@@ -76,6 +77,13 @@ bool serve_store_cached_totals(struct serve_store *st, const char *merchant_id,
 void serve_store_cache_totals(struct serve_store *st, const struct serve_view *v,
                               const char *merchant_id, const struct serve_sums *batch,
                               const struct serve_sums *speed);
+
+/* The HTTP status a failure of the calls below deserves: 400 when the range needed minute rows
+ * from before the version's minute window (minute_from_ms; e names it), 500 otherwise.
+ * serve_store_range(), _rows() (minute rows) and _merchants() read the range as its partial
+ * first hour and partial last hour (minutes) and its whole hours (hour rows, all history), so
+ * a range before the window is exact when it is hour-aligned. */
+int serve_store_status(const struct serve_store *st);
 
 /* A merchant's totals over the minutes starting in [from_ms, to_ms) (minute-aligned). */
 int serve_store_range(struct serve_store *st, const struct serve_view *v, const char *merchant_id,

@@ -16,16 +16,30 @@
  *   counters(name, value)     duplicates, key_mismatch, deleted_offsets, rejects_<reason>
  *       (kept by a trigger on rejects: monotonic, whatever retention deletes), ...
  *   imports(file_hash, path, lines, orders, rejects, at_ms)   one row per imported file.
+ *   ingests(seq, source, orders, at_ms) and ingest_sums(seq, merchant_id, minute_ms,
+ *       order_count, revenue_cents): every transaction that inserts orders (Kafka ingest or
+ *       import) records, in that transaction, the sums it added per (merchant, minute) under a
+ *       new seq (AUTOINCREMENT: never reused). A version covers seq <= its ingest_seq, so an
+ *       incremental run reads only the sums after the previous version's. Orders ingested
+ *       before this table existed have no sums: the first run after the upgrade is full.
  *
  * batch.db
  *   versions(id, state, cut_epoch, started_ms, finished_ms, orders, merchants, ingested,
- *            rejects, duplicates, checks)
+ *            rejects, duplicates, checks, mode, ingest_seq, max_minute_ms, minute_from_ms,
+ *            merchants_rewritten, buckets_rewritten, differences, first_difference, phases)
  *       state: 'pending' (the cut binds: a failed run's successor reuses it), 'published',
- *       'failed'. The newest 'published' row is the version serving reads.
+ *       'failed'. The newest 'published' row is the version serving reads. mode 'full',
+ *       'incremental' or 'migrated'; minute_from_ms: the version holds minute rows from there
+ *       on (NULL: it does not say), hour rows for all history.
  *   cut_offsets(version, partition, offset)   the cut: master holds offsets < offset.
- *   merchant_totals(version, merchant_id, order_count, revenue_cents)
- *   hourly(version, merchant_id, hour_ms, order_count, revenue_cents)       all history
- *   minutely(version, merchant_id, minute_ms, order_count, revenue_cents)   last N hours
+ *   meta(key, value)   last_full_version, last_full_ms, last_full_differences,
+ *                      last_full_first_difference; baseline='unproven' after a migration.
+ *   merchant_totals(merchant_id, valid_from, valid_to, order_count, revenue_cents)
+ *   hourly(merchant_id, hour_ms, valid_from, valid_to, order_count, revenue_cents)  all history
+ *   minutely(merchant_id, minute_ms, valid_from, valid_to, ...)   from minute_from_ms on
+ *       A row belongs to every version V with valid_from <= V < valid_to (DB_OPEN: it is still
+ *       in the newest); a version writes only the rows it changed, closing the ones they
+ *       replace, so batch.db grows per version by what changed.
  *   runs(id, started_ms, finished_ms, ok, version, failed_check, error)   the last runs'
  *       outcomes (a skipped run is not one); failed_check names the first data-quality check
  *       that failed, NULL when something else did (error says what).
@@ -65,6 +79,10 @@
 
 enum db_file { DB_MASTER, DB_BATCH, DB_SPEED };
 
+/* valid_to of a row still in the newest version, as a number and as SQL text. */
+#define DB_OPEN     INT64_MAX
+#define DB_OPEN_SQL "9223372036854775807"
+
 /* "master.db", "batch.db", "speed.db". */
 const char *db_file_name(enum db_file f);
 
@@ -78,6 +96,9 @@ int db_open_rw(const char *data_dir, enum db_file f, sqlite3 **out, struct lerr 
 /* Opens an existing file read-only (query_only, busy timeout). -1 when it is missing or
  * unreadable; nothing stays open then. */
 int db_open_ro(const char *data_dir, enum db_file f, sqlite3 **out, struct lerr *e);
+
+/* Applies a file's schema (idempotent: it creates what is missing, indexes included). */
+int db_schema(sqlite3 *db, enum db_file f, struct lerr *e);
 
 /* Runs SQL without results (several statements allowed). */
 int db_exec(sqlite3 *db, const char *sql, struct lerr *e);

@@ -418,24 +418,26 @@ Test(batch_run, small_stream_and_an_import_publish_exact_views, .timeout = 90, .
     cr_assert_eq(batch(&v, tag, "run", NULL), 0);
     s = output(&v, tag, "out");
     cr_assert(strstr(s, "batch published version=1 cut_epoch="), "stdout: %s", s);
-    cr_assert(strstr(s, " ingested=8 orders=7 merchants=3 rejects=1 duplicates=2 seconds="),
+    cr_assert(strstr(s, " mode=full ingested=8 orders=7 merchants=3 merchants_rewritten=3"
+                        " buckets_rewritten=10 differences=0 rejects=1 duplicates=2 ingest_ms="),
               "stdout: %s", s);
     free(s);
     /* The import came first, so its k1 of m-1 wins over Kafka's. */
     s = sql_text(&v, "batch.db",
                  "SELECT merchant_id, order_count, revenue_cents FROM merchant_totals"
-                 " WHERE version=1 ORDER BY 1");
+                 " WHERE valid_from<=1 AND valid_to>1 ORDER BY 1");
     cr_assert_str_eq(s, "m-1 3 6055\nm-2 3 18\nm-3 1 1000\n");
     free(s);
     s = sql_text(&v, "batch.db",
                  "SELECT merchant_id, hour_ms, order_count, revenue_cents FROM hourly"
-                 " WHERE version=1 ORDER BY 1, 2");
+                 " WHERE valid_from<=1 AND valid_to>1 ORDER BY 1, 2");
     cr_assert_str_eq(s, "m-1 1795215600000 1 5555\nm-1 1795255200000 1 200\n"
                         "m-1 1795258800000 1 300\nm-2 1795341600000 3 18\n"
                         "m-3 1795215600000 1 1000\n");
     free(s);
     cr_assert_eq(sql_int(&v, "batch.db",
-                         "SELECT count(*) FROM minutely WHERE version=1 AND merchant_id='m-1'"),
+                         "SELECT count(*) FROM minutely WHERE valid_from<=1 AND valid_to>1 AND"
+                         " merchant_id='m-1'"),
                  3);
     cr_assert_eq(sql_int(&v, "master.db", "SELECT value FROM counters WHERE name='key_mismatch'"),
                  1);
@@ -512,10 +514,11 @@ Test(batch_run, failing_checks_keep_the_previous_version_published, .timeout = 9
     produce(&v, small_stream);
     cr_assert_eq(batch(&v, tag, "run", NULL), 0);
 
-    /* A doctored master row: a negative amount makes a negative sum. */
+    /* A doctored master row: a negative amount makes a negative sum. It went around ingest, so
+     * only a full run, which reads every order, sees it. */
     sql_exec(&v, "master.db",
              "INSERT INTO orders VALUES('m-bad', 'x1', -5, 1795341600000, -1, 1, NULL)");
-    cr_assert_eq(batch(&v, tag, "run", NULL), 1);
+    cr_assert_eq(batch(&v, tag, "run", "--full", NULL), 1);
     s = output(&v, tag, "err");
     cr_assert(strstr(s, "data-quality check 'no_negative_sums' failed for version 2"), "stderr: %s",
               s);
@@ -526,13 +529,13 @@ Test(batch_run, failing_checks_keep_the_previous_version_published, .timeout = 9
                  1);
     cr_assert_eq(sql_int(&v, "batch.db", "SELECT count(*) FROM versions WHERE state='pending'"), 1);
     cr_assert_eq(sql_int(&v, "batch.db",
-                         "SELECT revenue_cents FROM merchant_totals WHERE version=1 AND"
-                         " merchant_id='m-1'"),
+                         "SELECT revenue_cents FROM merchant_totals WHERE valid_from<=1 AND"
+                         " valid_to>1 AND merchant_id='m-1'"),
                  600);
 
     /* Rows lost from master: the order count would shrink. */
     sql_exec(&v, "master.db", "DELETE FROM orders WHERE merchant_id IN ('m-bad', 'm-2')");
-    cr_assert_eq(batch(&v, tag, "run", NULL), 1);
+    cr_assert_eq(batch(&v, tag, "run", "--full", NULL), 1);
     s = output(&v, tag, "err");
     cr_assert(strstr(s, "data-quality check 'orders_not_shrunk' failed for version 2: master "
                         "holds 3 orders, the previous version had 6"),
@@ -554,15 +557,33 @@ Test(batch_run, keeps_only_keep_versions, .timeout = 90, .fini = fini)
 
     env_init(&v, "bkeep", 1);
     produce(&v, small_stream);
-    for (int i = 0; i < 4; i++)
-        cr_assert_eq(batch(&v, tag, "run", "--keep-versions", "2", NULL), 0);
+    /* Nothing new after the first: only --full publishes, and shares every row. */
+    cr_assert_eq(batch(&v, tag, "run", "--keep-versions", "2", NULL), 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(batch(&v, tag, "run", "--keep-versions", "2", "--full", NULL), 0);
     char *s = sql_text(&v, "batch.db",
                        "SELECT (SELECT group_concat(id) FROM versions),"
-                       " (SELECT count(DISTINCT version) FROM merchant_totals),"
-                       " (SELECT count(DISTINCT version) FROM hourly),"
+                       " (SELECT group_concat(DISTINCT valid_from) FROM merchant_totals),"
+                       " (SELECT count(*) FROM hourly),"
                        " (SELECT count(DISTINCT version) FROM cut_offsets),"
-                       " (SELECT min(version) FROM minutely)");
-    cr_assert_str_eq(s, "3,4 2 2 2 3\n");
+                       " (SELECT min(valid_from) FROM minutely)");
+    cr_assert_str_eq(s, "3,4 1 3 2 1\n");
+    free(s);
+    /* A changed bucket replaces its row; pruning drops the old one once no kept version sees
+     * it (version 5 and 6 kept: the rows that ended at 5 go). */
+    produce(&v, "m-2|{\"order_id\":\"k9\",\"merchant_id\":\"m-2\",\"amount_cents\":7,"
+                "\"event_time\":1795341600000}\n");
+    cr_assert_eq(batch(&v, tag, "run", "--keep-versions", "2", NULL), 0);
+    s = sql_text(&v, "batch.db",
+                 "SELECT valid_from, valid_to = 9223372036854775807, order_count FROM"
+                 " merchant_totals WHERE merchant_id = 'm-2' ORDER BY 1");
+    cr_assert_str_eq(s, "1 0 3\n5 1 4\n");
+    free(s);
+    cr_assert_eq(batch(&v, tag, "run", "--keep-versions", "2", "--full", NULL), 0);
+    s = sql_text(&v, "batch.db",
+                 "SELECT (SELECT group_concat(id) FROM versions), valid_from, order_count FROM"
+                 " merchant_totals WHERE merchant_id = 'm-2' ORDER BY 1");
+    cr_assert_str_eq(s, "5,6 5 4\n");
     free(s);
     env_fini(&v);
 }
@@ -630,8 +651,15 @@ Test(batch_run, a_running_speed_layer_fixes_the_cut_at_its_newest_boundary, .tim
     cr_assert_eq(batch(&v, tag, "run", NULL), 0);
     cr_assert_eq(sql_int(&v, "batch.db", "SELECT cut_epoch FROM versions WHERE id=2"), 1000000000);
     cr_assert_eq(sql_int(&v, "batch.db", "SELECT orders FROM versions WHERE id=2"), 7);
-    /* Epochs never go backwards, even when the wall clock's epoch is smaller. */
+    /* Nothing new: nothing published, no pending cut left. */
     cr_assert_eq(batch(&v, tag, "run", NULL), 0);
+    s = output(&v, tag, "out");
+    cr_assert_str_eq(s, "batch unchanged version=2\n");
+    free(s);
+    cr_assert_eq(sql_int(&v, "batch.db", "SELECT count(*) FROM versions"), 2);
+    /* Epochs never go backwards, even when the wall clock's epoch is smaller (--full publishes
+     * a version with nothing new). */
+    cr_assert_eq(batch(&v, tag, "run", "--full", NULL), 0);
     cr_assert_eq(sql_int(&v, "batch.db", "SELECT cut_epoch FROM versions WHERE id=3"), 1000000000);
 
     /* A speed layer starts again: until it records a boundary from the newest cut on, its
@@ -646,7 +674,7 @@ Test(batch_run, a_running_speed_layer_fixes_the_cut_at_its_newest_boundary, .tim
         db_exec(speed, "INSERT INTO boundaries VALUES(1000000000, 0, 5), (1000000000, 1, 2)", &e),
         0, "%s", e.msg);
     sqlite3_close(speed);
-    cr_assert_eq(batch(&v, tag, "run", NULL), 0);
+    cr_assert_eq(batch(&v, tag, "run", "--full", NULL), 0);
     cr_assert_eq(sql_int(&v, "batch.db", "SELECT cut_epoch FROM versions WHERE id=4"), 1000000000);
     cr_assert_eq(sql_int(&v, "batch.db", "SELECT orders FROM versions WHERE id=4"), 7);
     lock_release(fd);

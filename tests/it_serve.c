@@ -57,22 +57,23 @@ static void fixture_batch(const char *data)
            "(1, 'published', 100, %lld, %lld), (2, 'published', 200, %lld, %lld),"
            "(3, 'pending', 300, %lld, NULL)",
            MIN(9, 0), MIN(9, 1), STARTED_MS, STARTED_MS + 5000, MIN(10, 30));
-    /* Version 1 must never show. */
+    /* Version 1 must never show: its rows end where version 2 begins. */
     it_sql(db,
-           "INSERT INTO merchant_totals VALUES (1, 'm-both', 1, 1), (1, 'm-batch', 1, 1);"
-           "INSERT INTO minutely VALUES (1, 'm-both', %lld, 1, 1);"
-           "INSERT INTO hourly VALUES (1, 'm-both', %lld, 1, 1)",
+           "INSERT INTO merchant_totals VALUES ('m-both', 1, 2, 1, 1), ('m-batch', 1, 2, 1, 1);"
+           "INSERT INTO minutely VALUES ('m-both', %lld, 1, 2, 1, 1);"
+           "INSERT INTO hourly VALUES ('m-both', %lld, 1, 2, 1, 1)",
            MIN(10, 1), MIN(10, 0));
-    it_sql(
-        db,
-        "INSERT INTO merchant_totals VALUES (2, 'm-both', 1000, 500000), (2, 'm-batch', 10, 1000)");
+    it_sql(db, "INSERT INTO merchant_totals(valid_from, merchant_id, order_count, revenue_cents) "
+               "VALUES (2, 'm-both', 1000, 500000), (2, 'm-batch', 10, 1000)");
     /* Hour 09 is older than the minute retention: only its hour row exists. */
     it_sql(db,
-           "INSERT INTO hourly VALUES (2, 'm-both', %lld, 400, 200000), (2, 'm-both', %lld, 600,"
+           "INSERT INTO hourly(valid_from, merchant_id, hour_ms, order_count, revenue_cents) "
+           "VALUES (2, 'm-both', %lld, 400, 200000), (2, 'm-both', %lld, 600,"
            " 300000), (2, 'm-batch', %lld, 10, 1000)",
            MIN(9, 0), MIN(10, 0), MIN(10, 0));
     it_sql(db,
-           "INSERT INTO minutely VALUES (2, 'm-both', %lld, 100, 50000), (2, 'm-both', %lld, 500,"
+           "INSERT INTO minutely(valid_from, merchant_id, minute_ms, order_count, revenue_cents) "
+           "VALUES (2, 'm-both', %lld, 100, 50000), (2, 'm-both', %lld, 500,"
            " 250000), (2, 'm-batch', %lld, 10, 1000)",
            MIN(10, 0), MIN(10, 1), MIN(10, 1));
     sqlite3_close(db);
@@ -484,11 +485,14 @@ Test(serve, answers_change_as_soon_as_a_layer_commits, .timeout = 60)
     expect(&s, "/query/m-both", 200, want);
     /* A batch version is published with cut 201: the epoch-200 speed row leaves the answer. */
     db = open_rw(s.data, DB_BATCH);
-    it_sql(db,
-           "INSERT INTO versions(id, state, cut_epoch, started_ms, finished_ms) VALUES"
-           " (4, 'published', 201, %lld, %lld);"
-           "INSERT INTO merchant_totals VALUES (4, 'm-both', 1030, 515000)",
-           STARTED_MS, STARTED_MS + 1000);
+    it_sql(
+        db,
+        "INSERT INTO versions(id, state, cut_epoch, started_ms, finished_ms) VALUES"
+        " (4, 'published', 201, %lld, %lld);"
+        "UPDATE merchant_totals SET valid_to = 4 WHERE merchant_id = 'm-both' AND valid_from = 2;"
+        "INSERT INTO merchant_totals(valid_from, merchant_id, order_count, revenue_cents) VALUES "
+        "(4, 'm-both', 1030, 515000)",
+        STARTED_MS, STARTED_MS + 1000);
     sqlite3_close(db);
     snprintf(want, sizeof(want),
              "{\"merchant_id\":\"m-both\",\"order_count\":1051,\"revenue_cents\":525100,"

@@ -55,8 +55,10 @@ static void fixture(const char *data)
         for (int k = 0; k < MINUTES; k++) {
             int64_t n = orders(i, k), t = T9 + k * TM_MINUTE_MS;
             if (k < BATCH_MINS) {
-                it_sql(b, "INSERT INTO minutely VALUES (1, 'm-%02d', %lld, %lld, %lld)", i + 1,
-                       (long long)t, (long long)n, (long long)n * 1250);
+                it_sql(b,
+                       "INSERT INTO minutely(valid_from, merchant_id, minute_ms, order_count, "
+                       "revenue_cents) VALUES (1, 'm-%02d', %lld, %lld, %lld)",
+                       i + 1, (long long)t, (long long)n, (long long)n * 1250);
                 total += n;
             } else {
                 it_sql(s, "INSERT INTO deltas VALUES ('m-%02d', %lld, %d, %lld, %lld)", i + 1,
@@ -64,8 +66,10 @@ static void fixture(const char *data)
             }
         }
         it_sql(b,
-               "INSERT INTO hourly VALUES (1, 'm-%02d', %lld, %lld, %lld);"
-               "INSERT INTO merchant_totals VALUES (1, 'm-%02d', %lld, %lld)",
+               "INSERT INTO hourly(valid_from, merchant_id, hour_ms, order_count, revenue_cents) "
+               "VALUES (1, 'm-%02d', %lld, %lld, %lld);"
+               "INSERT INTO merchant_totals(valid_from, merchant_id, order_count, revenue_cents) "
+               "VALUES (1, 'm-%02d', %lld, %lld)",
                i + 1, T9, (long long)total, (long long)total * 1250, i + 1, (long long)total,
                (long long)total * 1250);
     }
