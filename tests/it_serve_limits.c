@@ -125,8 +125,8 @@ static void big_batch(const char *data)
                " (1, 'published', 1, 1795255200000, 1795255200000)");
     it_sql(db, "WITH RECURSIVE m(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM m WHERE i < 499),"
                " h(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM h WHERE j < 799)"
-               " INSERT INTO hourly SELECT 1, 'm-' || i, 1764547200000 + j * 3600000, 1, 10"
-               " FROM m, h");
+               " INSERT INTO hourly(merchant_id, hour_ms, valid_from, order_count, revenue_cents)"
+               " SELECT 'm-' || i, 1764547200000 + j * 3600000, 1, 1, 10 FROM m, h");
     sqlite3_close(db);
 }
 
