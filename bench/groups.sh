@@ -43,11 +43,11 @@ SPEED_PID=$!
 # Paced so the speed layer keeps up with the embedded Kafka's retention.
 bin/lambda-gen --brokers "$BROKERS" --count "$ORDERS" --rate 50000 --merchants "$MERCHANTS" \
     --time-step 1ms 2>"$WORK/gen.log"
+valid=$(sed -n 's/.*msg=done .* valid=\([0-9]*\).*/\1/p' "$WORK/gen.log")
 i=0
-until grep -q "applied=$(sed -n 's/.*msg=done .*valid=\([0-9]*\).*/\1/p' "$WORK/gen.log") " \
-    "$WORK/speed.log" 2>/dev/null; do
+until [ "$(sqlite3 "$WORK/data/speed.db" "SELECT value FROM counters WHERE name='applied'" 2>/dev/null)" = "$valid" ]; do
     i=$((i + 1))
-    [ $i -gt 600 ] && { echo "bench/groups: the speed layer did not catch up" >&2; exit 1; }
+    [ $i -gt 600 ] && { echo "bench/groups: the speed layer did not catch up to $valid" >&2; exit 1; }
     sleep 0.1
 done
 awk -v n="$MERCHANTS" 'BEGIN {

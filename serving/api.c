@@ -17,16 +17,8 @@
 #include "ev.h"
 #include "log.h"
 #include "rank.h"
+#include "span.h"
 #include "tm.h"
-
-/* An event-time span asked for with ?window= or ?from=&to=, before it is resolved against a
- * snapshot (a window ends at the stream watermark, which only the snapshot knows). */
-struct span {
-    const char *window; /* the parameter's text, or NULL */
-    int64_t window_ms;
-    bool has_from, has_to;
-    int64_t from_ms, to_ms;
-};
 
 /* One request as a handler sees it: what serve_api_handle() was given. */
 struct call {
@@ -104,103 +96,10 @@ static void add_merchant(json_t *doc, const struct dim *d, const char *id)
                                   rfc3339(dim_loaded_ms(d))));
 }
 
-/* RFC 3339 or epoch milliseconds (a bare decimal integer). */
-static int parse_time(const char *s, int64_t *out)
-{
-    char *end;
-    long long v;
-
-    if (*s >= '0' && *s <= '9' && strspn(s, "0123456789") == strlen(s)) {
-        errno = 0;
-        v = strtoll(s, &end, 10);
-        if (errno || v > TM_MAX_MS)
-            return -1;
-        *out = v;
-        return 0;
-    }
-    return tm_parse_rfc3339(s, strlen(s), out);
-}
-
-static int64_t ceil_to(int64_t t_ms, int64_t step_ms)
-{
-    return tm_floor(t_ms + step_ms - 1, step_ms);
-}
-
 /* The decoded value of query parameter name, or NULL when it is absent. */
 static const char *param(const struct call *q, const char *name)
 {
     return q->arg(q->req, name);
-}
-
-/* Reads window, from and to; on a bad one returns -1 with the message in e. */
-static int span_parse(const struct call *q, struct span *sp, struct lerr *e)
-{
-    const char *w = param(q, "window"), *from = param(q, "from"), *to = param(q, "to");
-
-    memset(sp, 0, sizeof(*sp));
-    if (w) {
-        if (tm_parse_duration(w, &sp->window_ms) != 0 || sp->window_ms <= 0 ||
-            sp->window_ms > 366 * TM_DAY_MS)
-            return lerr_set(e, "bad window '%s': want a duration such as 5m, 1h or 7d", w);
-        if (from || to)
-            return lerr_set(e, "bad window '%s': give either window or from/to", w);
-        sp->window = w;
-    }
-    if (from && parse_time(from, &sp->from_ms) != 0)
-        return lerr_set(e, "bad from '%s': want RFC 3339 or epoch milliseconds", from);
-    if (to && parse_time(to, &sp->to_ms) != 0)
-        return lerr_set(e, "bad to '%s': want RFC 3339 or epoch milliseconds", to);
-    if (to && !from)
-        return lerr_set(e, "bad from: missing (to needs from)");
-    sp->has_from = from != NULL;
-    sp->has_to = to != NULL;
-    if (from && to && sp->to_ms <= sp->from_ms)
-        return lerr_set(e, "bad to '%s': must be after from", to);
-    return 0;
-}
-
-static bool span_given(const struct span *sp)
-{
-    return sp->window || sp->has_from;
-}
-
-/* Where a span without "to" ends: the bucket holding the stream watermark, else the newest
- * bucket with data, else the current one. Exclusive, aligned to step_ms. */
-static int span_end(struct serve_store *st, const struct serve_view *v, int64_t step_ms,
-                    int64_t *end_ms, struct lerr *e)
-{
-    bool found;
-    int64_t newest;
-
-    if (v->has_watermark) {
-        *end_ms = tm_floor(v->watermark_ms, step_ms) + step_ms;
-        return 0;
-    }
-    if (serve_store_newest_minute(st, v, &found, &newest, e) != 0)
-        return -1;
-    *end_ms = tm_floor(found ? newest : tm_now_ms(), step_ms) + step_ms;
-    return 0;
-}
-
-/* Turns a span into [from, to) aligned to step_ms; def_window_ms when nothing was given. */
-static int span_resolve(struct serve_store *st, const struct serve_view *v, const struct span *sp,
-                        int64_t step_ms, int64_t def_window_ms, int64_t *from_ms, int64_t *to_ms,
-                        struct lerr *e)
-{
-    if (sp->has_from) {
-        *from_ms = tm_floor(sp->from_ms, step_ms);
-        if (sp->has_to)
-            *to_ms = ceil_to(sp->to_ms, step_ms);
-        else if (span_end(st, v, step_ms, to_ms, e) != 0)
-            return -1;
-        if (*to_ms <= *from_ms) /* from after the end of the data: an empty span */
-            *to_ms = *from_ms;
-        return 0;
-    }
-    if (span_end(st, v, step_ms, to_ms, e) != 0)
-        return -1;
-    *from_ms = *to_ms - ceil_to(sp->window ? sp->window_ms : def_window_ms, step_ms);
-    return 0;
 }
 
 static void add_span(json_t *doc, int64_t from_ms, int64_t to_ms)
@@ -233,22 +132,22 @@ static json_t *merchant_doc(const char *id, const struct serve_view *v, const st
 
 /* One merchant's answer inside an open snapshot: all time, or the span when one was given. */
 static json_t *merchant_answer(const struct call *q, const struct serve_view *v, const char *id,
-                               const struct span *sp, struct lerr *e)
+                               const struct serve_span *sp, struct lerr *e)
 {
     struct serve_store *st = q->st;
     struct serve_sums b, s;
     int64_t from_ms = 0, to_ms = 0;
     json_t *doc;
 
-    if (!span_given(sp)) {
+    if (!serve_span_given(sp)) {
         if (serve_store_totals(st, v, id, &b, &s, e) != 0)
             return NULL;
-    } else if (span_resolve(st, v, sp, TM_MINUTE_MS, 0, &from_ms, &to_ms, e) != 0 ||
+    } else if (serve_span_resolve(st, v, sp, TM_MINUTE_MS, 0, &from_ms, &to_ms, e) != 0 ||
                serve_store_range(st, v, id, from_ms, to_ms, &b, &s, e) != 0) {
         return NULL;
     }
     doc = merchant_doc(id, v, &b, &s, tm_now_ms());
-    if (doc && span_given(sp))
+    if (doc && serve_span_given(sp))
         add_span(doc, from_ms, to_ms);
     add_merchant(doc, q->dim, id);
     return doc;
@@ -330,16 +229,16 @@ static void handle_query(const struct call *q, struct serve_reply *out)
     char id[EV_ID_MAX + 1];
     struct lerr e = {{0}};
     struct serve_view v;
-    struct span sp;
+    struct serve_span sp;
     json_t *doc;
 
     if (!take_id(q, id, out))
         return;
-    if (span_parse(q, &sp, &e) != 0) {
+    if (serve_span_parse(q->arg, q->req, &sp, &e) != 0) {
         serve_api_error(out, 400, "%s", e.msg);
         return;
     }
-    if (!span_given(&sp)) {
+    if (!serve_span_given(&sp)) {
         query_totals(q, id, out);
         return;
     }
@@ -385,7 +284,7 @@ static void handle_ids(const struct call *q, struct serve_reply *out)
     const char *ids = param(q, "ids"), **list = NULL;
     struct lerr e = {{0}};
     struct serve_view v;
-    struct span sp;
+    struct serve_span sp;
     char *buf = NULL;
     json_t *arr = NULL, *doc;
     int n;
@@ -394,7 +293,7 @@ static void handle_ids(const struct call *q, struct serve_reply *out)
         serve_api_error(out, 400, "bad ids: missing (GET /query?ids=a,b,c)");
         return;
     }
-    if (span_parse(q, &sp, &e) != 0) {
+    if (serve_span_parse(q->arg, q->req, &sp, &e) != 0) {
         serve_api_error(out, 400, "%s", e.msg);
         return;
     }
@@ -490,7 +389,7 @@ static void handle_series(const struct call *q, struct serve_reply *out)
     struct series sr = {0};
     struct lerr e = {{0}};
     struct serve_view v;
-    struct span sp;
+    struct serve_span sp;
     int64_t to_ms;
     json_t *doc = NULL;
 
@@ -502,18 +401,18 @@ static void handle_series(const struct call *q, struct serve_reply *out)
         serve_api_error(out, 400, "bad step '%.40s': want 1m, 1h or 1d", step);
         return;
     }
-    if (span_parse(q, &sp, &e) != 0) {
+    if (serve_span_parse(q->arg, q->req, &sp, &e) != 0) {
         serve_api_error(out, 400, "%s", e.msg);
         return;
     }
     if (sp.has_from && sp.has_to &&
-        (ceil_to(sp.to_ms, sr.step_ms) - tm_floor(sp.from_ms, sr.step_ms)) / sr.step_ms >
+        (serve_span_ceil(sp.to_ms, sr.step_ms) - tm_floor(sp.from_ms, sr.step_ms)) / sr.step_ms >
             SERVE_POINTS_MAX) {
         serve_api_error(out, 400, "bad step '%s': from..to holds more than %d points", step,
                         SERVE_POINTS_MAX);
         return;
     }
-    if (sp.window && ceil_to(sp.window_ms, sr.step_ms) / sr.step_ms > SERVE_POINTS_MAX) {
+    if (sp.window && serve_span_ceil(sp.window_ms, sr.step_ms) / sr.step_ms > SERVE_POINTS_MAX) {
         serve_api_error(out, 400, "bad window '%s': more than %d points of %s", sp.window,
                         SERVE_POINTS_MAX, step);
         return;
@@ -522,7 +421,7 @@ static void handle_series(const struct call *q, struct serve_reply *out)
         db_failed(out, "series", &e);
         return;
     }
-    if (span_resolve(st, &v, &sp, sr.step_ms, 60 * sr.step_ms, &sr.from_ms, &to_ms, &e) != 0)
+    if (serve_span_resolve(st, &v, &sp, sr.step_ms, 60 * sr.step_ms, &sr.from_ms, &to_ms, &e) != 0)
         goto out;
     sr.n = (size_t)((to_ms - sr.from_ms) / sr.step_ms);
     if (sr.n > SERVE_POINTS_MAX) { /* from given, to open: clip to the newest points */
@@ -574,7 +473,7 @@ static bool take_by(const struct call *q, const char **by, struct serve_reply *o
 
 /* A ranking of the merchants in the request's span (default: the last 5 minutes), summed over
  * both layers in one snapshot. NULL after an answer (400, or an error) was given. */
-static struct serve_rank *rank_span(const struct call *q, const char *route, struct span *sp,
+static struct serve_rank *rank_span(const struct call *q, const char *route, struct serve_span *sp,
                                     int64_t *from_ms, int64_t *to_ms, struct serve_reply *out)
 {
     struct serve_rank *r = NULL;
@@ -582,7 +481,7 @@ static struct serve_rank *rank_span(const struct call *q, const char *route, str
     struct serve_view v;
     int rc;
 
-    if (span_parse(q, sp, &e) != 0) {
+    if (serve_span_parse(q->arg, q->req, sp, &e) != 0) {
         serve_api_error(out, 400, "%s", e.msg);
         return NULL;
     }
@@ -595,7 +494,7 @@ static struct serve_rank *rank_span(const struct call *q, const char *route, str
         serve_rank_free(r);
         return NULL;
     }
-    rc = span_resolve(q->st, &v, sp, TM_MINUTE_MS, 5 * TM_MINUTE_MS, from_ms, to_ms, &e);
+    rc = serve_span_resolve(q->st, &v, sp, TM_MINUTE_MS, 5 * TM_MINUTE_MS, from_ms, to_ms, &e);
     if (rc == 0)
         rc = serve_store_merchants(q->st, &v, *from_ms, *to_ms, serve_rank_add, r, &e);
     serve_store_end(q->st);
@@ -608,7 +507,7 @@ static struct serve_rank *rank_span(const struct call *q, const char *route, str
 }
 
 /* The window's label in an answer: its text, "5m" by default, null for from/to. */
-static const char *window_label(const struct span *sp)
+static const char *window_label(const struct serve_span *sp)
 {
     return sp->window ? sp->window : (sp->has_from ? NULL : "5m");
 }
@@ -619,7 +518,7 @@ static void handle_top(const struct call *q, struct serve_reply *out)
     char attr[128] = "";
     const char *value = NULL;
     struct serve_rank *r;
-    struct span sp;
+    struct serve_span sp;
     long n = 10;
     int64_t from_ms, to_ms;
     json_t *list;
@@ -662,7 +561,7 @@ static void handle_groups(const struct call *q, struct serve_reply *out)
 {
     const char *by, *group = param(q, "group");
     struct serve_rank *r;
-    struct span sp;
+    struct serve_span sp;
     int64_t from_ms, to_ms;
     json_t *list;
 
@@ -860,8 +759,11 @@ void serve_api_handle(const struct serve_ctx *c, struct serve_store *st, enum se
     if (star) /* the pattern's literal prefix matched, so the segment starts at the same offset */
         q.segment = path + strnlen(path, (size_t)(star - routes[r].pattern));
     memset(out, 0, sizeof(*out));
-    /* One version of the dimension for the whole answer, even if the file changes meanwhile. */
-    q.dim = c->dim ? dim_acquire(c->dim) : NULL;
+    /* One version of the dimension for the whole answer, even if the file changes meanwhile;
+     * pinned only by the routes that join it, so the others take no lock for it. */
+    if (c->dim &&
+        (r == SERVE_R_QUERY || r == SERVE_R_QUERY_IDS || r == SERVE_R_TOP || r == SERVE_R_GROUPS))
+        q.dim = dim_acquire(c->dim);
     routes[r].handle(&q, out);
     if (q.dim)
         dim_release(c->dim, q.dim);
