@@ -23,8 +23,8 @@ static const struct cfg_key keys[] = {
     {"max_connections", CFG_INT, "512", "at most this many client connections at once"},
     {"connection_timeout", CFG_MS, "30s", "an idle connection is closed after this"},
     {"request_timeout", CFG_MS, "5s",
-     "a connection whose request head has not arrived within this (or stalls this long) is "
-     "closed"},
+     "a connection whose request head has not arrived whole within this (of its opening, or "
+     "of its previous answer) is closed; 0: no bound"},
     {"max_connections_per_ip", CFG_INT, "64",
      "at most this many connections from one client address (0: no limit); raise it behind a "
      "proxy or router, whose clients share one address"},
@@ -140,7 +140,7 @@ int main(int argc, char **argv)
         .allowed_lateness_ms = cfg_ms(&c, "allowed_lateness"),
         .connection_limit = (unsigned)cfg_int(&c, "max_connections"),
         .connection_timeout_s = (unsigned)((cfg_ms(&c, "connection_timeout") + 999) / 1000),
-        .request_timeout_s = (unsigned)((cfg_ms(&c, "request_timeout") + 999) / 1000),
+        .request_timeout_ms = cfg_ms(&c, "request_timeout"),
         .connections_per_ip = (unsigned)cfg_int(&c, "max_connections_per_ip"),
         .query_timeout_ms = cfg_ms(&c, "query_timeout"),
         .health = {.stale_after_ms = cfg_ms(&c, "stale_after"),

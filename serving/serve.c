@@ -14,6 +14,7 @@
 #include <microhttpd.h>
 
 #include "api.h"
+#include "heads.h"
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
@@ -26,8 +27,8 @@ struct serve {
     struct serve_ctx ctx; /* ctx.metrics points at metrics */
     struct serve_metrics metrics;
     int port;
-    unsigned connection_timeout_s; /* once a request's head has arrived */
-    int64_t query_timeout_ms;      /* 0: none */
+    int64_t query_timeout_ms;  /* 0: none */
+    struct serve_heads *heads; /* request_timeout */
 };
 
 static int64_t mono_us(void)
@@ -76,6 +77,15 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     return (void *)(((uintptr_t)strlen(uri) + 1) << 1);
 }
 
+/* The connection's entry in the request-head watch (heads.h), NULL without one. */
+static struct serve_head *conn_head(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *i =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    return i ? i->socket_context : NULL;
+}
+
 static enum MHD_Result respond(struct MHD_Connection *conn, const struct serve_reply *rep)
 {
     struct MHD_Response *resp;
@@ -117,12 +127,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
      * not read the body yet), so a GET is answered on the second call and keeps its
      * connection alive; a body sent with a GET is read and ignored. Other methods are refused
      * at once: their connection closes, their body is never read. */
-    if (!(state & REQ_SEEN)) {
-        /* The head is complete: from now on the connection may idle for connection_timeout
-         * (until here the daemon's request_timeout applied: a client that never finishes its
-         * request holds a connection that long at most). */
-        MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, s->connection_timeout_s);
-    }
+    if (!(state & REQ_SEEN)) /* the head is complete: request_timeout no longer applies */
+        serve_heads_arrived(s->heads, conn_head(conn));
     if (is_get && !(state & REQ_SEEN)) {
         *req_cls = (void *)(state | REQ_SEEN);
         return MHD_YES;
@@ -161,6 +167,33 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     log_debug("serve", "request method=%s path=\"%.200s\" status=%u us=%lld", method, url,
               rep.status, (long long)(mono_us() - start_us));
     return ret;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    struct serve *s = cls;
+    const union MHD_ConnectionInfo *i;
+
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        i = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        *socket_context = i ? serve_heads_open(s->heads, i->connect_fd) : NULL;
+    } else {
+        serve_heads_close(s->heads, *socket_context);
+        *socket_context = NULL;
+    }
+}
+
+/* An answer is done (or abandoned): on a kept-alive connection, the next head is due within
+ * request_timeout. */
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct serve *s = cls;
+
+    (void)req_cls;
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        serve_heads_wait(s->heads, conn_head(conn));
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -219,7 +252,8 @@ struct serve *serve_start(const struct serve_opts *o, struct lerr *e)
     }
     s->has_key = true;
     serve_metrics_init(&s->metrics);
-    s->connection_timeout_s = o->connection_timeout_s;
+    if (!(s->heads = serve_heads_start(o->request_timeout_ms, e)))
+        goto fail;
     s->query_timeout_ms = o->query_timeout_ms;
     s->ctx = (struct serve_ctx){.allowed_lateness_ms = o->allowed_lateness_ms,
                                 .metrics = &s->metrics,
@@ -232,8 +266,9 @@ struct serve *serve_start(const struct serve_opts *o, struct lerr *e)
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)(o->threads > 1 ? o->threads : 1), MHD_OPTION_CONNECTION_LIMIT,
-        o->connection_limit, MHD_OPTION_CONNECTION_TIMEOUT, o->request_timeout_s,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, o->connections_per_ip,
+        o->connection_limit, MHD_OPTION_CONNECTION_TIMEOUT, o->connection_timeout_s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+        s, MHD_OPTION_PER_IP_CONNECTION_LIMIT, o->connections_per_ip,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, o->connection_memory, MHD_OPTION_URI_LOG_CALLBACK,
         on_uri, s, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
     if (!s->daemon) {
@@ -260,6 +295,7 @@ void serve_stop(struct serve *s)
         return;
     if (s->daemon)
         MHD_stop_daemon(s->daemon); /* joins the workers: their stores are closed by now */
+    serve_heads_stop(s->heads);     /* every connection is closed: none is watched */
     if (s->has_key)
         pthread_key_delete(s->store);
     free(s->data_dir);

@@ -22,7 +22,7 @@ struct serve_opts {
     int64_t allowed_lateness_ms;
     unsigned connection_limit;
     unsigned connection_timeout_s; /* idle, between requests */
-    unsigned request_timeout_s;    /* a request's head must arrive within this */
+    int64_t request_timeout_ms;    /* a request's head must arrive within this */
     unsigned connections_per_ip;   /* 0: no limit */
     int64_t query_timeout_ms;      /* one request's reads; 0: none */
     struct serve_health_limits health;

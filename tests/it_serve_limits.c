@@ -45,7 +45,7 @@ static int slow_client(int port)
     cr_assert_eq(bind(fd, (struct sockaddr *)&from, sizeof(from)), 0, "bind: %s", strerror(errno));
     cr_assert_eq(connect(fd, (struct sockaddr *)&to, sizeof(to)), 0, "connect: %s",
                  strerror(errno));
-    (void)!write(fd, head, sizeof(head) - 1);
+    (void)!send(fd, head, sizeof(head) - 1, MSG_NOSIGNAL);
     return fd;
 }
 
@@ -112,6 +112,51 @@ Test(serve_limits, a_normal_request_is_answered_while_600_unfinished_ones_are_op
     cr_assert(it_wait_until(enough_closed, &all, 10000), "%d of %d still open after 10 s",
               SLOW - closed_count(), SLOW);
     cr_expect_geq(tm_now_ms() - t0, 1000, "dropped before request_timeout");
+}
+
+/* True once the server ended the connection (end of file, or a reset). */
+static bool is_closed(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    char b[256];
+
+    if (poll(&p, 1, 0) != 1)
+        return false;
+    return (p.revents & (POLLHUP | POLLERR)) || read(fd, b, sizeof(b)) <= 0;
+}
+
+Test(serve_limits, a_head_sent_a_byte_at_a_time_is_dropped_after_request_timeout, .timeout = 60,
+     .fini = fini)
+{
+    static const char head[] = "GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa";
+    char dir[512], data[600];
+    struct lerr e = {{0}};
+    int port;
+
+    it_tmpdir("trickle", dir);
+    snprintf(data, sizeof(data), "%s/data", dir);
+    cr_assert_eq(db_ensure_dir(data, &e), 0, "%s", e.msg);
+    char *argv[] = {"lambda-serve",      "--port", "0", "--data-dir", data,
+                    "--request-timeout", "1s",     NULL};
+    it_spawn(&serve, dir, "serve", argv, NULL);
+    cr_assert(it_wait_log(&serve, "msg=listening", 10000));
+    port = (int)it_log_int(&serve, "msg=listening", "port");
+
+    /* A byte every 100 ms: never idle long enough for an idle timeout. */
+    fds[0] = slow_client(port);
+    int64_t t0 = tm_now_ms(), closed_at = -1;
+    for (size_t i = 0; i < sizeof(head) - 1 && tm_now_ms() - t0 < 5000; i++) {
+        if (is_closed(fds[0])) {
+            closed_at = tm_now_ms() - t0;
+            break;
+        }
+        (void)!send(fds[0], head + i, 1, MSG_NOSIGNAL);
+        poll(NULL, 0, 100);
+    }
+    cr_assert_geq(closed_at, 900, "closed after %lld ms, before request_timeout (1 s)",
+                  (long long)closed_at);
+    cr_expect_lt(closed_at, 2000, "closed after %lld ms", (long long)closed_at);
+    cr_expect(it_log_has(&serve, "msg=request_timeout dropped=1"));
 }
 
 /* A version whose hourly rows make a year-long /top read 400,000 rows. */
