@@ -12,7 +12,7 @@ CFLAGS += -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE -Wall -Wextra -Werror -Wshado
           -Wmissing-prototypes -MMD -MP -pthread
 CPPFLAGS += -I. -Ishared
 LDFLAGS += -pthread
-LDLIBS := -lrdkafka -ljansson -lmicrohttpd -lsqlite3 -linih -lxxhash -lcsv -lm
+LDLIBS := -lrdkafka -ljansson -lmicrohttpd -lsqlite3 -linih -lxxhash -lcsv -lcurl -lm
 ifeq ($(SAN),1)
 BUILD  := build/san
 BIN    := build/san/bin
@@ -53,7 +53,7 @@ $(PROGS):
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TESTLIBOBJ) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcriterion -lcurl
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcriterion
 
 tests: $(PROGS) $(TESTS)
 

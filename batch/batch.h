@@ -24,6 +24,7 @@
 #include "cfg.h"
 #include "ev.h"
 #include "lerr.h"
+#include "shard.h"
 
 /* One run's context: the configuration (borrowed, read-only) and what the run opened. */
 struct batch {
@@ -33,9 +34,10 @@ struct batch {
     const char *pause_at; /* testing: "ingest", "recompute", "publish" or NULL */
     bool is_full;         /* --full: recompute everything and compare */
     int64_t kafka_timeout_ms;
-    sqlite3 *master; /* master.db, read-write */
-    sqlite3 *bdb;    /* batch.db, read-write, with master.db attached as "m" */
-    rd_kafka_t *rk;  /* the consumer, created by batch_kafka_open() */
+    sqlite3 *master;        /* master.db, read-write */
+    sqlite3 *bdb;           /* batch.db, read-write, with master.db attached as "m" */
+    rd_kafka_t *rk;         /* the consumer, created by batch_kafka_open() */
+    struct shard_set shard; /* shard_partitions: the only partitions cut and ingested */
 };
 
 /* The process's one stop flag: lambda-batch's main.c sets it on SIGINT/SIGTERM during a run

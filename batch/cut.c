@@ -127,10 +127,13 @@ static int pick_from_kafka(struct batch *b, struct batch_cut *cut, struct lerr *
 
     if (epoch_ms <= 0)
         return lerr_set(e, "bad value for 'epoch_ms': must be positive");
-    if (kafka_partition_count(b->rk, b->topic, timeout, &n, e) != 0)
+    if (kafka_partition_count(b->rk, b->topic, timeout, &n, e) != 0 ||
+        shard_set_check_topic(&b->shard, n, e) != 0)
         return -1;
     for (int p = 0; p < n; p++) {
         int64_t low, high;
+        if (!shard_set_has(&b->shard, p))
+            continue; /* another shard's: this one neither cuts nor ingests it */
         if (kafka_watermarks(b->rk, b->topic, p, timeout, &low, &high, e) != 0 ||
             cut_add(cut, p, high, e) != 0)
             return -1;

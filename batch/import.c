@@ -26,6 +26,7 @@
 #include "csvrec.h"
 #include "db.h"
 #include "ev.h"
+#include "kafka.h"
 #include "lock.h"
 #include "log.h"
 #include "pin.h"
@@ -51,6 +52,11 @@ struct import {
     struct csvrec csv;      /* the fields of one CSV line */
     int64_t lines, orders, dups, rejects; /* of the file being imported, resumes included */
     bool is_tty;
+    /* On a shard, only the orders whose merchant hashes into its set (DESIGN.md section 7). */
+    struct shard_set shard;
+    enum shard_partitioner partitioner;
+    int nparts;             /* the topic's, for the hash */
+    int64_t not_this_shard; /* valid orders of another shard's merchants, not imported */
 };
 
 static int prepare(struct import *im, struct lerr *e)
@@ -105,6 +111,12 @@ static int add_line(struct import *im, const char *s, size_t len, bool is_csv, i
         im->rejects++;
         return db_step_done(st, e);
     }
+    if (!im->shard.is_all &&
+        !shard_set_has(&im->shard, shard_partition_of(im->partitioner, o.merchant_id,
+                                                      strlen(o.merchant_id), im->nparts))) {
+        im->not_this_shard++;
+        return 0;
+    }
     return batch_rows_add(&im->rows, &o, s, len, -1, line_no, e);
 }
 
@@ -133,8 +145,8 @@ static bool is_blank(const char *s, size_t len)
 /* Reads or writes the file's progress counters ("import:<hash>:<what>"). */
 static int progress(struct import *im, bool is_save, struct lerr *e)
 {
-    static const char *const what[] = {"line", "orders", "duplicates", "rejects"};
-    int64_t *v[] = {&im->done_line, &im->orders, &im->dups, &im->rejects};
+    static const char *const what[] = {"line", "orders", "duplicates", "rejects", "not_this_shard"};
+    int64_t *v[] = {&im->done_line, &im->orders, &im->dups, &im->rejects, &im->not_this_shard};
     const char *sql = is_save ? "INSERT OR REPLACE INTO counters(name, value) VALUES(?, ?)"
                               : "SELECT value FROM counters WHERE name=?";
     sqlite3_stmt *st = NULL;
@@ -285,8 +297,8 @@ static int import_data(struct import *im, const char *data, size_t size, struct 
         goto fail;
     double secs = (double)(tm_mono_ms() - t0) / 1000.0;
     printf("batch imported file=%s lines=%" PRId64 " orders=%" PRId64 " duplicates=%" PRId64
-           " rejects=%" PRId64 " seconds=%.2f\n",
-           im->path, im->lines, im->orders, im->dups, im->rejects, secs);
+           " rejects=%" PRId64 " not_this_shard=%" PRId64 " seconds=%.2f\n",
+           im->path, im->lines, im->orders, im->dups, im->rejects, im->not_this_shard, secs);
     fflush(stdout);
     log_info("batch",
              "imported file=\"%s\" lines=%" PRId64 " orders=%" PRId64 " duplicates=%" PRId64
@@ -372,6 +384,42 @@ static int wait_lock(const char *data_dir, int64_t wait_ms, int *fd, struct lerr
     }
 }
 
+static int record_pins(struct import *im, const struct cfg *c, const char *data_dir, struct lerr *e)
+{
+    struct pin_set p;
+
+    pin_set_from_cfg(&p, c);
+    return pin_record(im->master, data_dir, "master.db", &p, e) == 0 ? 0 : -1;
+}
+
+/* An import on a shard hashes each merchant as the producers do, among the topic's
+ * partitions: it needs `partitioner` and asks Kafka for the count. */
+static int shard_setup(struct import *im, const struct cfg *c, struct lerr *e)
+{
+    rd_kafka_t *rk;
+    int rc;
+
+    if (shard_set_parse(&im->shard, cfg_str(c, "shard_partitions"), e) != 0 ||
+        shard_partitioner_parse(cfg_str(c, "partitioner"), &im->partitioner, e) != 0)
+        return -1;
+    if (im->shard.is_all)
+        return 0;
+    if (im->partitioner == SHARD_PARTITIONER_NONE)
+        return lerr_set(e,
+                        "an import on a shard (shard_partitions=%s) needs 'partitioner' to"
+                        " tell which merchants are its own",
+                        cfg_str(c, "shard_partitions"));
+    if (!(rk = kafka_consumer_new(c, NULL, 0, NULL, NULL, e)))
+        return -1;
+    rc = kafka_partition_count(rk, cfg_str(c, "topic"), (int)cfg_ms(c, "kafka_timeout"),
+                               &im->nparts, e);
+    if (rc == 0)
+        rc = shard_set_check_topic(&im->shard, im->nparts, e);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
 int batch_import(const struct cfg *c, struct lerr *e)
 {
     const char *data_dir = cfg_str(c, "data_dir");
@@ -383,7 +431,7 @@ int batch_import(const struct cfg *c, struct lerr *e)
     im.pause_at = cfg_str(c, "pause_at");
     im.chunk_rows = cfg_int(c, "chunk_rows") > 0 ? cfg_int(c, "chunk_rows") : 1;
     im.is_tty = isatty(STDERR_FILENO);
-    if (csvrec_init(&im.csv, e) != 0)
+    if (shard_setup(&im, c, e) != 0 || csvrec_init(&im.csv, e) != 0)
         return -1;
     if (db_ensure_dir(data_dir, e) != 0 || wait_lock(data_dir, cfg_ms(c, "lock_wait"), &fd, e) ||
         has_published(data_dir, &im.is_summed, e) != 0)
@@ -395,7 +443,7 @@ int batch_import(const struct cfg *c, struct lerr *e)
                 "PRAGMA cache_size=-262144; PRAGMA mmap_size=4294967296;"
                 " PRAGMA wal_autocheckpoint=65536",
                 e) != 0 ||
-        prepare(&im, e) != 0)
+        record_pins(&im, c, data_dir, e) != 0 || prepare(&im, e) != 0)
         goto out;
     for (int i = 1; i < c->nargs; i++)
         if (import_file(&im, c->args[i], e) != 0)

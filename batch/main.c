@@ -11,6 +11,7 @@
 #include "cfg.h"
 #include "log.h"
 #include "pin.h"
+#include "shard.h"
 #include "sig.h"
 
 static const char usage[] = "usage: lambda-batch run [--full] | import FILE... | status [--json]";
@@ -35,6 +36,19 @@ static const struct cfg_key keys[] = {
 static void on_signal(int sig)
 {
     batch_stop_requested = sig;
+}
+
+/* A run or an import on a data directory pinned to another epoch_ms or partition set would
+ * cut or count wrongly: refused (exit 2) before it touches anything. 1 on a mismatch. */
+static int check_pins(const struct cfg *c, struct lerr *e)
+{
+    struct pin_set p;
+    struct shard_set set;
+
+    if (shard_set_parse(&set, cfg_str(c, "shard_partitions"), e) != 0)
+        return 1;
+    pin_set_from_cfg(&p, c);
+    return pin_check_dir(cfg_str(c, "data_dir"), &p, e);
 }
 
 /* A run stops at SIGINT or SIGTERM between two Kafka polls (DESIGN.md section 5); an import
@@ -91,25 +105,6 @@ static int check_pause_at(const struct cfg *c)
     return -1;
 }
 
-/* 0 when the data directory's files agree with the configuration's pins (or cannot be read:
- * the command then says why itself), -1 after printing a mismatch. */
-static int check_pins(const struct cfg *c)
-{
-    struct pin_set pins;
-    struct lerr e = {{0}};
-    int rc;
-
-    pin_set_from_cfg(&pins, c);
-    rc = pin_check_dir(cfg_str(c, "data_dir"), &pins, &e);
-    if (rc == 1) {
-        fprintf(stderr, "lambda-batch: %s\n", e.msg);
-        return -1;
-    }
-    if (rc < 0)
-        log_warn("batch", "pins_unreadable err=\"%s\"", e.msg);
-    return 0;
-}
-
 static const struct command *find_command(const char *name)
 {
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
@@ -149,9 +144,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "lambda-batch: %s\n%s\n", cmd->bad_args, usage);
         goto out;
     }
-    /* Every existing file must agree with this configuration before anything is touched. */
-    if (check_pins(&c) != 0)
+    if (cmd->fn != status && (rc = check_pins(&c, &e)) != 0) {
+        fprintf(stderr, "lambda-batch: %s\n", e.msg);
+        rc = rc > 0 ? 2 : 1;
         goto out;
+    }
     if ((rc = cmd->fn(&c, &e)) < 0) {
         fprintf(stderr, "lambda-batch: %s failed: %s\n", cmd->name, e.msg);
         rc = 1;

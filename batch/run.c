@@ -314,7 +314,8 @@ int batch_run(const struct cfg *c, bool *skipped, int64_t *differences, struct l
     b.topic = cfg_str(c, "topic");
     b.pause_at = cfg_str(c, "pause_at");
     b.kafka_timeout_ms = cfg_ms(c, "kafka_timeout");
-    if (db_ensure_dir(b.data_dir, e) != 0)
+    if (shard_set_parse(&b.shard, cfg_str(c, "shard_partitions"), e) != 0 ||
+        db_ensure_dir(b.data_dir, e) != 0)
         return -1;
     got = lock_try(b.data_dir, "batch.lock", &fd, e);
     if (got < 0)

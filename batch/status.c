@@ -14,6 +14,7 @@
 
 #include "cut.h"
 #include "db.h"
+#include "shard.h"
 #include "tm.h"
 
 static json_t *column_json(sqlite3_stmt *st, int i)
@@ -280,6 +281,45 @@ static void print_last_run(const json_t *doc)
     printf("\n");
 }
 
+/* One integer of db (NULL: absent), or -1 when it has none. */
+static int64_t int_or_none(sqlite3 *db, const char *sql)
+{
+    int64_t v = -1;
+    struct lerr ignored;
+
+    if (!db || db_query_int(db, sql, &v, &ignored) != 0)
+        return -1;
+    return v;
+}
+
+/* The shard this data directory is (DESIGN.md section 7): its set, the topic's partition count
+ * and the watermark as speed.db recorded them, and key_mismatch of both layers. */
+static int gather_shard(const struct cfg *c, sqlite3 *m, json_t *doc, struct lerr *e)
+{
+    const char *data_dir = cfg_str(c, "data_dir");
+    struct shard_set set;
+    char text[SHARD_TEXT_MAX];
+    sqlite3 *sdb = NULL;
+    int64_t nparts, wm, km_speed, km_batch;
+
+    if (shard_set_parse(&set, cfg_str(c, "shard_partitions"), e) != 0 ||
+        open_if_exists(data_dir, DB_SPEED, &sdb, e) != 0)
+        return -1;
+    shard_set_format(&set, text, sizeof(text));
+    nparts = int_or_none(sdb, "SELECT value FROM meta WHERE key='topic_partitions'");
+    wm = int_or_none(sdb, "SELECT value FROM meta WHERE key='watermark_ms'");
+    km_speed = int_or_none(sdb, "SELECT value FROM counters WHERE name='key_mismatch'");
+    km_batch = int_or_none(m, "SELECT value FROM counters WHERE name='key_mismatch'");
+    sqlite3_close(sdb);
+    json_object_set_new(
+        doc, "shard",
+        json_pack("{s:s,s:o,s:o,s:I}", "partitions", text, "topic_partitions",
+                  nparts > 0 ? json_integer(nparts) : json_null(), "watermark_ms",
+                  wm >= 0 ? json_integer(wm) : json_null(), "key_mismatch",
+                  (json_int_t)((km_speed > 0 ? km_speed : 0) + (km_batch > 0 ? km_batch : 0))));
+    return 0;
+}
+
 static void print_text(const json_t *doc, const char *data_dir)
 {
     const json_t *v, *p, *versions = json_object_get(doc, "versions"),
@@ -341,6 +381,18 @@ static void print_text(const json_t *doc, const char *data_dir)
     json_array_foreach(json_object_get(doc, "partitions"), i, p)
         printf("  %4" PRId64 "  %12" PRId64 " / %" PRId64 "\n", num(p, "partition"),
                num(p, "ingested_to"), num(p, "cut"));
+    const json_t *sh = json_object_get(doc, "shard");
+    char nparts[32] = "unknown";
+    if (json_is_integer(json_object_get(sh, "topic_partitions")))
+        snprintf(nparts, sizeof(nparts), "%" PRId64, num(sh, "topic_partitions"));
+    printf("shard: partitions %s of %s, key_mismatch %" PRId64,
+           json_string_value(json_object_get(sh, "partitions")), nparts, num(sh, "key_mismatch"));
+    if (json_is_integer(json_object_get(sh, "watermark_ms"))) {
+        char ts[TM_RFC3339_LEN];
+        tm_format_rfc3339(num(sh, "watermark_ms"), ts);
+        printf(", watermark %s", ts);
+    }
+    printf("\n");
     printf("master: %" PRId64 " orders, %" PRId64 " imported files\n", num(doc, "orders"),
            num(doc, "imports"));
     printf("rejects: %" PRId64, num(doc, "rejects"));
@@ -372,7 +424,7 @@ int batch_status(const struct cfg *c, struct lerr *e)
         json_object_set_new(doc, "last_run", json_null());
         json_object_set_new(doc, "run_counters", json_object());
     }
-    if (m && gather_master(m, doc, e) != 0)
+    if ((m && gather_master(m, doc, e) != 0) || gather_shard(c, m, doc, e) != 0)
         goto out;
     if (cfg_bool(c, "json")) {
         char *s = json_dumps(doc, JSON_COMPACT);

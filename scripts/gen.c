@@ -24,6 +24,7 @@
 #include "ev.h"
 #include "kafka.h"
 #include "log.h"
+#include "shard.h"
 #include "sig.h"
 #include "tm.h"
 
@@ -43,6 +44,8 @@ static const struct cfg_key keys[] = {
     {"truth", CFG_STR, NULL, "write the ground truth of what was produced to this file"},
     {"stdout", CFG_BOOL, "false", "write NDJSON to stdout instead of Kafka"},
     {"compression", CFG_STR, "lz4", "Kafka compression codec"},
+    {"partitioner", CFG_STR, "murmur2_random",
+     "the producer's partitioner: murmur2_random (Java's) or consistent_random"},
     {"kafka_timeout", CFG_MS, "10s",
      "how long Kafka metadata and the final flush may take (a flush after a stop signal: 5 s)"},
     {"log_level", CFG_STR, "info", "debug, info, warn or error"},
@@ -66,6 +69,7 @@ struct minute_row {
 struct gen {
     uint64_t rng;
     int nmerchants, npart;
+    enum shard_partitioner partitioner; /* the producer's, for partition_of */
     double *cdf;
     double late_pct, dup_pct, invalid_pct;
     int64_t seed, start_ms, step_ms;
@@ -129,42 +133,10 @@ static int pick_merchant(struct gen *g)
     return lo;
 }
 
-/* Kafka's murmur2 (Java's Utils.murmur2), as librdkafka's murmur2_random partitioner. */
-static uint32_t murmur2(const char *data, size_t len)
-{
-    const uint32_t m = 0x5bd1e995;
-    uint32_t h = 0x9747b28c ^ (uint32_t)len;
-    size_t i = 0;
-
-    for (; i + 4 <= len; i += 4) {
-        uint32_t k = (uint32_t)(uint8_t)data[i] | (uint32_t)(uint8_t)data[i + 1] << 8 |
-                     (uint32_t)(uint8_t)data[i + 2] << 16 | (uint32_t)(uint8_t)data[i + 3] << 24;
-        k *= m;
-        k ^= k >> 24;
-        k *= m;
-        h *= m;
-        h ^= k;
-    }
-    switch (len - i) {
-    case 3:
-        h ^= (uint32_t)(uint8_t)data[i + 2] << 16;
-        /* fall through */
-    case 2:
-        h ^= (uint32_t)(uint8_t)data[i + 1] << 8;
-        /* fall through */
-    case 1:
-        h ^= (uint32_t)(uint8_t)data[i];
-        h *= m;
-    }
-    h ^= h >> 13;
-    h *= m;
-    h ^= h >> 15;
-    return h;
-}
-
+/* The partition the producer puts key in: librdkafka's own partitioner function. */
 static int partition_of(const struct gen *g, const char *key)
 {
-    return (int)((murmur2(key, strlen(key)) & 0x7fffffff) % (uint32_t)g->npart);
+    return shard_partition_of(g->partitioner, key, strlen(key), g->npart);
 }
 
 /* Writes event_time in one of the three accepted forms. */
@@ -420,7 +392,7 @@ static int open_kafka(struct gen *g, const struct cfg *c, struct lerr *e)
         return -1;
     if (kafka_conf_set(conf, "compression.codec", cfg_str(c, "compression"), e) ||
         kafka_conf_set(conf, "enable.idempotence", "true", e) ||
-        kafka_conf_set(conf, "partitioner", "murmur2_random", e) ||
+        kafka_conf_set(conf, "partitioner", cfg_str(c, "partitioner"), e) ||
         kafka_conf_set(conf, "linger.ms", "5", e) ||
         kafka_conf_set(conf, "queue.buffering.max.messages", "500000", e)) {
         rd_kafka_conf_destroy(conf);
@@ -490,6 +462,10 @@ static int setup(struct gen *g, const struct cfg *c, struct lerr *e)
         g->cdf[m] /= sum;
     g->npart = 1;
     g->topic = cfg_str(c, "topic");
+    if (shard_partitioner_parse(cfg_str(c, "partitioner"), &g->partitioner, e) != 0)
+        return -1;
+    if (g->partitioner == SHARD_PARTITIONER_NONE)
+        return lerr_set(e, "bad partitioner '': want murmur2_random or consistent_random");
     return 0;
 }
 

@@ -598,13 +598,34 @@ static void lag_sum(void *arg, const char *merchant_id, int64_t partition,
     *(int64_t *)arg += s->order_count;
 }
 
+/* Sums the key_mismatch counters of both layers: orders whose message key is not their
+ * merchant sit in a partition (and so a shard) their merchant does not hash to. */
+static void mismatch_sum(void *arg, const char *layer, const char *name, int64_t value)
+{
+    (void)layer;
+    if (!strcmp(name, "key_mismatch"))
+        *(int64_t *)arg += value;
+}
+
+/* What a router learns of a shard (DESIGN.md section 7): its set, the topic's partition
+ * count, its watermark and key_mismatch. */
+static json_t *shard_doc(const struct call *q, const struct serve_view *v, int64_t mismatch)
+{
+    return json_pack("{s:s,s:o,s:o,s:o,s:I}", "partitions",
+                     q->c->shard_partitions ? q->c->shard_partitions : "all", "topic_partitions",
+                     v->topic_partitions > 0 ? json_integer(v->topic_partitions) : json_null(),
+                     "watermark", v->has_watermark ? rfc3339(v->watermark_ms) : json_null(),
+                     "watermark_ms", v->has_watermark ? json_integer(v->watermark_ms) : json_null(),
+                     "key_mismatch", (json_int_t)mismatch);
+}
+
 static void handle_health(const struct call *q, struct serve_reply *out)
 {
     struct serve_store *st = q->st;
     struct serve_health_facts facts;
     struct lerr e = {{0}};
     struct serve_view v;
-    int64_t lag = 0;
+    int64_t lag = 0, mismatch = 0;
     unsigned status;
     json_t *doc;
 
@@ -622,7 +643,12 @@ static void handle_health(const struct call *q, struct serve_reply *out)
         return;
     }
     serve_store_end(st);
+    if (serve_store_counters(st, mismatch_sum, &mismatch, &e) != 0) {
+        db_failed(out, "health", &e);
+        return;
+    }
     doc = serve_health_judge(&v, &facts, lag, &q->c->health, tm_now_ms(), &status);
+    json_object_set_new(doc, "shard", shard_doc(q, &v, mismatch));
     reply_json(out, status, doc);
 }
 

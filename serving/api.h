@@ -42,7 +42,8 @@ enum serve_route {
 
 /* What every handler shares; read-only once the server runs. */
 struct serve_ctx {
-    int64_t allowed_lateness_ms; /* used when speed.db does not record its own */
+    int64_t allowed_lateness_ms;  /* used when speed.db does not record its own */
+    const char *shard_partitions; /* this shard's set, canonical ("all", "0-1") */
     struct serve_metrics *metrics;
     struct dim_source *dim; /* the merchant dimension; NULL without dimension_file */
     const char *data_dir;   /* /health and /metrics read batch.db's runs and speed.lock */

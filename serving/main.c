@@ -5,11 +5,15 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #include "cfg.h"
 #include "dim.h"
 #include "log.h"
 #include "pin.h"
+#include "router.h"
 #include "serve.h"
+#include "shard.h"
 #include "sig.h"
 
 static const struct cfg_key keys[] = {
@@ -17,7 +21,8 @@ static const struct cfg_key keys[] = {
     {"port", CFG_INT, "8080", "TCP port (0: any free port, logged as listening port=N)"},
     {"bind", CFG_STR, "127.0.0.1", "address to listen on"},
     {"threads", CFG_INT, "0",
-     "worker threads; 0: one per core but one, at least 1 (the speed layer shares the machine)"},
+     "worker threads; 0: one per core but one, at least 1 (the speed layer shares the machine);"
+     " a router: two per core"},
     {"allowed_lateness", CFG_MS, "10m",
      "a minute is final once the watermark passes its end + this"},
     {"max_connections", CFG_INT, "512", "at most this many client connections at once"},
@@ -36,6 +41,9 @@ static const struct cfg_key keys[] = {
      "/health: degraded when the served batch version's cut is older"},
     {"connection_memory", CFG_INT, "131072",
      "per-connection buffer limit in bytes (bounds the request head)"},
+    {"shards", CFG_STR, NULL,
+     "route to these shards' lambda-serve (URL,URL,...) and own no data directory"},
+    {"shard_timeout", CFG_MS, "2s", "with shards: how long a shard may take to answer"},
     {"dimension_file", CFG_STR, NULL,
      "merchant attributes joined into answers: a .csv with a merchant_id column, or .ndjson"},
     {"dimension_refresh", CFG_MS, "10s",
@@ -51,14 +59,58 @@ static void on_signal(int sig)
 }
 
 /* Requests are short and CPU-bound; a worker per core but one leaves a core to the speed layer
- * (and, in a benchmark, to the load generator) instead of making threads queue for cores. */
-static int default_threads(int64_t configured)
+ * (and, in a benchmark, to the load generator) instead of making threads queue for cores. A
+ * router's worker mostly waits for its shards, so it gets two per core. */
+static int default_threads(int64_t configured, bool is_router)
 {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
     if (configured > 0)
         return (int)configured;
+    if (is_router)
+        return cores > 1 ? (int)(2 * cores) : 2;
     return cores > 2 ? (int)(cores - 1) : 1;
+}
+
+/* A shard's serving checks the pins of its data directory (exit 2 on another set or
+ * epoch_ms); a router has none, and checks that its shards' sets fit together. 0, or the exit
+ * code. */
+static int prepare(const struct cfg *c, struct router **router, char *set, size_t setlen)
+{
+    struct lerr e = {{0}};
+    struct shard_set s;
+    struct pin_set pins;
+    int rc;
+
+    if (shard_set_parse(&s, cfg_str(c, "shard_partitions"), &e) != 0) {
+        fprintf(stderr, "lambda-serve: %s\n", e.msg);
+        return 2;
+    }
+    shard_set_format(&s, set, setlen);
+    if (!cfg_str(c, "shards")) {
+        pin_set_from_cfg(&pins, c);
+        if ((rc = pin_check_dir(cfg_str(c, "data_dir"), &pins, &e)) != 0) {
+            log_error("serve", "start_failed err=\"%s\"", e.msg);
+            return rc > 0 ? 2 : 1;
+        }
+        return 0;
+    }
+    struct router_opts o = {.shards = cfg_str(c, "shards"),
+                            .timeout_ms = cfg_ms(c, "shard_timeout"),
+                            .partitioner = cfg_str(c, "partitioner")};
+    if (!(*router = router_new(&o, &e))) {
+        fprintf(stderr, "lambda-serve: %s\n", e.msg);
+        return 2;
+    }
+    if ((rc = router_check(*router, &e)) != 0) {
+        log_error("serve", "start_failed err=\"%s\"", e.msg);
+        return rc > 0 ? 2 : 1;
+    }
+    if (router_start(*router, &e) != 0) {
+        log_error("serve", "start_failed err=\"%s\"", e.msg);
+        return 1;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -66,6 +118,8 @@ int main(int argc, char **argv)
     struct cfg c;
     struct lerr e = {{0}};
     struct serve *s = NULL;
+    struct router *router = NULL;
+    char set[SHARD_TEXT_MAX];
     struct dim_source *dim = NULL;
     struct in6_addr addr;
     sigset_t stop, unblocked;
@@ -102,16 +156,11 @@ int main(int argc, char **argv)
                 (long long)cfg_int(&c, "connection_memory"));
         goto out;
     }
-    struct pin_set pins;
-    pin_set_from_cfg(&pins, &c);
-    int pinned = pin_check_dir(cfg_str(&c, "data_dir"), &pins, &e);
-    if (pinned == 1) {
-        fprintf(stderr, "lambda-serve: %s\n", e.msg);
-        goto out;
-    }
-    if (pinned < 0) /* a broken file is served as unavailable, not refused here */
-        log_warn("serve", "pins_unreadable err=\"%s\"", e.msg);
     cfg_log(&c, "serve");
+    curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread: it is not thread-safe */
+    if ((rc = prepare(&c, &router, set, sizeof(set))) != 0)
+        goto out;
+    rc = 2;
     if (cfg_str(&c, "dimension_file")) {
         dim = dim_source_new(cfg_str(&c, "dimension_file"), cfg_ms(&c, "dimension_refresh"), &e);
         if (!dim) {
@@ -136,7 +185,7 @@ int main(int argc, char **argv)
         .data_dir = cfg_str(&c, "data_dir"),
         .bind = cfg_str(&c, "bind"),
         .port = (int)cfg_int(&c, "port"),
-        .threads = default_threads(cfg_int(&c, "threads")),
+        .threads = default_threads(cfg_int(&c, "threads"), router != NULL),
         .allowed_lateness_ms = cfg_ms(&c, "allowed_lateness"),
         .connection_limit = (unsigned)cfg_int(&c, "max_connections"),
         .connection_timeout_s = (unsigned)((cfg_ms(&c, "connection_timeout") + 999) / 1000),
@@ -147,6 +196,8 @@ int main(int argc, char **argv)
                    .max_lag = cfg_int(&c, "max_lag"),
                    .batch_stale_after_ms = cfg_ms(&c, "batch_stale_after")},
         .connection_memory = (size_t)cfg_int(&c, "connection_memory"),
+        .shard_partitions = set,
+        .router = router,
         .dim = dim,
     };
     if (!(s = serve_start(&o, &e))) {
@@ -154,8 +205,12 @@ int main(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    log_info("serve", "listening port=%d bind=%s threads=%d data_dir=%s", serve_port(s), o.bind,
-             o.threads, o.data_dir);
+    if (router)
+        log_info("serve", "listening port=%d bind=%s threads=%d shards=%s", serve_port(s), o.bind,
+                 o.threads, cfg_str(&c, "shards"));
+    else
+        log_info("serve", "listening port=%d bind=%s threads=%d data_dir=%s", serve_port(s), o.bind,
+                 o.threads, o.data_dir);
     while (!stop_requested)
         sigsuspend(&unblocked); /* unblocks them, waits for one, blocks them again */
     log_info("serve", "stopping signal=%s", stop_requested == SIGINT ? "SIGINT" : "SIGTERM");
@@ -163,6 +218,7 @@ int main(int argc, char **argv)
     log_info("serve", "stopped");
     rc = 0;
 out:
+    router_free(router);
     dim_source_free(dim); /* after the workers stopped: none holds a version now */
     cfg_release(&c);
     return rc;

@@ -17,6 +17,7 @@
 #include "heads.h"
 #include "log.h"
 #include "metrics.h"
+#include "router.h"
 #include "store.h"
 
 struct serve {
@@ -24,6 +25,9 @@ struct serve {
     char *data_dir;      /* owned copy: every store borrows it */
     pthread_key_t store; /* the calling worker's struct serve_store */
     bool has_key;
+    struct router *router; /* borrowed; NULL unless this lambda-serve routes to shards */
+    pthread_key_t client;  /* the calling worker's struct router_client */
+    bool has_client_key;
     struct serve_ctx ctx; /* ctx.metrics points at metrics */
     struct serve_metrics metrics;
     int port;
@@ -58,6 +62,27 @@ static struct serve_store *thread_store(struct serve *s)
         return NULL;
     }
     return st;
+}
+
+static void client_release(void *c)
+{
+    router_client_free(c);
+}
+
+/* The calling worker thread's connections to the shards, made on its first request. */
+static struct router_client *thread_client(struct serve *s)
+{
+    struct router_client *c = pthread_getspecific(s->client);
+
+    if (c)
+        return c;
+    if (!(c = router_client_new(s->router)))
+        return NULL;
+    if (pthread_setspecific(s->client, c) != 0) {
+        router_client_free(c);
+        return NULL;
+    }
+    return c;
 }
 
 static const char *get_arg(void *req, const char *name)
@@ -120,6 +145,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     enum serve_route r;
     struct serve_reply rep = {0};
     struct serve_store *st;
+    struct router_client *rc;
     enum MHD_Result ret;
 
     (void)version, (void)upload_data;
@@ -145,6 +171,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         serve_api_handle(&s->ctx, NULL, r, url, get_arg, conn, &rep);
     } else if (!serve_api_allows(r, method)) {
         serve_api_refuse(r, method, url, &rep);
+    } else if (s->router) {
+        if (!(rc = thread_client(s)))
+            serve_api_error(&rep, 500, "out of memory");
+        else
+            router_handle(rc, &s->ctx, r, url, get_arg, conn, &rep);
     } else if (!(st = thread_store(s))) {
         serve_api_error(&rep, 500, "out of memory");
     } else {
@@ -251,6 +282,12 @@ struct serve *serve_start(const struct serve_opts *o, struct lerr *e)
         goto fail;
     }
     s->has_key = true;
+    s->router = o->router;
+    if (pthread_key_create(&s->client, client_release) != 0) {
+        lerr_set(e, "cannot make a thread key");
+        goto fail;
+    }
+    s->has_client_key = true;
     serve_metrics_init(&s->metrics);
     if (!(s->heads = serve_heads_start(o->request_timeout_ms, e)))
         goto fail;
@@ -258,6 +295,7 @@ struct serve *serve_start(const struct serve_opts *o, struct lerr *e)
     s->ctx = (struct serve_ctx){.allowed_lateness_ms = o->allowed_lateness_ms,
                                 .metrics = &s->metrics,
                                 .dim = o->dim,
+                                .shard_partitions = o->shard_partitions,
                                 .data_dir = s->data_dir,
                                 .health = o->health};
     if (is_v6)
@@ -298,6 +336,8 @@ void serve_stop(struct serve *s)
     serve_heads_stop(s->heads);     /* every connection is closed: none is watched */
     if (s->has_key)
         pthread_key_delete(s->store);
+    if (s->has_client_key)
+        pthread_key_delete(s->client);
     free(s->data_dir);
     free(s);
 }

@@ -26,11 +26,14 @@ struct serve_opts {
     unsigned connections_per_ip;   /* 0: no limit */
     int64_t query_timeout_ms;      /* one request's reads; 0: none */
     struct serve_health_limits health;
-    size_t connection_memory; /* per-connection buffer limit, bytes */
-    struct dim_source *dim;   /* borrowed for the server's life; NULL: no dimension */
+    size_t connection_memory;     /* per-connection buffer limit, bytes */
+    struct dim_source *dim;       /* borrowed for the server's life; NULL: no dimension */
+    const char *shard_partitions; /* the set /health reports (canonical text), borrowed */
+    struct router *router; /* borrowed: routes go to the shards (router.h); data_dir unused */
 };
 
 struct serve;
+struct router;
 
 /* Binds and starts serving. NULL with e set when the address cannot be used or the server
  * does not start; nothing is left running then. */

@@ -327,6 +327,8 @@ static void read_meta(sqlite3_stmt *q, struct serve_view *v, int *rc)
             v->has_watermark = true, v->watermark_ms = val;
         else if (!strcmp(k, "allowed_lateness_ms"))
             v->allowed_lateness_ms = val;
+        else if (!strcmp(k, "topic_partitions"))
+            v->topic_partitions = val;
     }
 }
 

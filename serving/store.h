@@ -35,6 +35,7 @@ struct serve_view {
     bool has_watermark;
     int64_t watermark_ms;        /* the stream watermark */
     int64_t allowed_lateness_ms; /* -1 when speed.db does not say */
+    int64_t topic_partitions;    /* the topic's, as speed.db records it; 0 unknown */
 };
 
 struct serve_sums {

@@ -54,6 +54,11 @@ struct cfg {
         {"data_dir", CFG_STR, "./data", "data directory holding the SQLite files and locks"},      \
         {"group", CFG_STR, "lambda", "Kafka consumer group id (positions live in SQLite)"},        \
         {"epoch_ms", CFG_MS, "60000", "length of a speed-layer epoch"},                            \
+        {"shard_partitions", CFG_STR, "all",                                                       \
+         "partitions this data directory owns: all, or a list such as 0-3,8"},                     \
+        {"partitioner", CFG_STR, NULL,                                                             \
+         "the producers' partitioner (murmur2_random, consistent_random): a merchant's "           \
+         "partition"},                                                                             \
         {"max_future_skew", CFG_MS, "5m",                                                          \
          "reject events this far ahead of the message timestamp"},                                 \
         {"kafka_timeout", CFG_MS, "10s", "how long a Kafka metadata or offset request may take"},  \

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "shard.h"
+
 void pin_set_put(struct pin_set *p, const char *key, const char *value)
 {
     int i = 0;
@@ -26,9 +28,19 @@ void pin_set_from_cfg(struct pin_set *p, const struct cfg *c)
     p->n = 0;
     snprintf(ms, sizeof(ms), "%lld", (long long)cfg_ms(c, "epoch_ms"));
     pin_set_put(p, "epoch_ms", ms);
-    for (int i = 0; i < c->nkeys; i++)
-        if (!strcmp(c->keys[i].name, "shard_partitions"))
-            pin_set_put(p, "shard_partitions", cfg_str(c, "shard_partitions"));
+    for (int i = 0; i < c->nkeys; i++) {
+        struct shard_set set;
+        char text[SHARD_TEXT_MAX];
+        if (strcmp(c->keys[i].name, "shard_partitions") != 0)
+            continue;
+        /* The canonical text, so that "0,1" and "0-1" are the same set; a bad one is pinned
+         * as written and refused by the binary's own parse. */
+        if (shard_set_parse(&set, cfg_str(c, "shard_partitions"), NULL) == 0)
+            shard_set_format(&set, text, sizeof(text));
+        else
+            snprintf(text, sizeof(text), "%s", cfg_str(c, "shard_partitions"));
+        pin_set_put(p, "shard_partitions", text);
+    }
 }
 
 /* Whether db has a pins table: files written before pins existed have none. */

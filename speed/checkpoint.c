@@ -226,6 +226,8 @@ static int write_positions(struct speed *s, const struct speed_job *j, struct le
 {
     for (int p = 0; p < j->nparts; p++) {
         const struct speed_part *pt = &j->parts[p];
+        if (!pt->is_owned)
+            continue; /* another shard's */
         sqlite3_bind_int(s->st_offset, 1, p);
         sqlite3_bind_int64(s->st_offset, 2, pt->next_offset);
         if (pt->max_event_ms == INT64_MIN)
@@ -243,6 +245,8 @@ static int write_positions(struct speed *s, const struct speed_job *j, struct le
     if (!j->need_boundary)
         return 0;
     for (int p = 0; p < j->nparts; p++) {
+        if (!j->parts[p].is_owned)
+            continue; /* a boundary covers exactly the shard's partitions */
         sqlite3_bind_int64(s->st_boundary, 1, j->epoch);
         sqlite3_bind_int(s->st_boundary, 2, p);
         sqlite3_bind_int64(s->st_boundary, 3, j->parts[p].interval_offset);

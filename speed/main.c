@@ -69,29 +69,6 @@ static void on_signal(int sig)
     stop_requested = sig;
 }
 
-/* 0 when the data directory's files (and a savepoint to restore) agree with the
- * configuration's pins, or cannot be read (what opens them then says why); -1 after logging a
- * mismatch, which is a configuration error (exit 2). */
-static int check_pins(const struct cfg *c, const char *savepoint)
-{
-    struct pin_set pins;
-    struct lerr e = {{0}};
-    int rc;
-
-    pin_set_from_cfg(&pins, c);
-    rc = pin_check_dir(cfg_str(c, "data_dir"), &pins, &e);
-    if (rc == 0 && savepoint)
-        rc = speed_savepoint_check_pins(savepoint, &pins, &e);
-    if (rc == 1) {
-        log_error("speed", "pin_mismatch err=\"%s\"", e.msg);
-        fprintf(stderr, "lambda-speed: %s\n", e.msg);
-        return -1;
-    }
-    if (rc < 0)
-        log_warn("speed", "pins_unreadable err=\"%s\"", e.msg);
-    return 0;
-}
-
 static int savepoint(const struct cfg *c)
 {
     const char *out = cfg_str(c, "out"), *in = cfg_str(c, "restore");
@@ -103,8 +80,17 @@ static int savepoint(const struct cfg *c)
                         "--restore FILE\n");
         return 2;
     }
-    if (in && check_pins(c, in) != 0)
-        return 2;
+    if (in) {
+        struct pin_set pins;
+        int prc;
+        pin_set_from_cfg(&pins, c);
+        /* A savepoint of another shard (or epoch_ms) would bring foreign positions here. */
+        if ((prc = speed_savepoint_check_pins(in, dir, &pins, &e)) != 0 ||
+            (prc = pin_check_dir(dir, &pins, &e)) != 0) {
+            log_error("speed", "savepoint_failed err=\"%s\"", e.msg);
+            return prc > 0 ? 2 : 1;
+        }
+    }
     if (out ? speed_savepoint_out(dir, out, &e) : speed_savepoint_restore(dir, in, &e)) {
         log_error("speed", "savepoint_failed err=\"%s\"", e.msg);
         return 1;
@@ -149,10 +135,14 @@ static int run(const struct cfg *c)
     struct speed *s;
     struct speed_stats n;
     struct lerr e = {{0}};
+    struct pin_set pins;
     int rc;
 
-    if (check_pins(c, NULL) != 0)
-        return 2;
+    pin_set_from_cfg(&pins, c);
+    if ((rc = pin_check_dir(cfg_str(c, "data_dir"), &pins, &e)) != 0) {
+        log_error("speed", "start_failed err=\"%s\"", e.msg);
+        return rc > 0 ? 2 : 1;
+    }
     if (!(s = speed_open(c, &e))) {
         log_error("speed", "start_failed err=\"%s\"", e.msg);
         return 1;

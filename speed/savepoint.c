@@ -79,54 +79,6 @@ static int check_savepoint(const char *path, struct lerr *e)
     return rc;
 }
 
-/* The value the savepoint db records for key into out ("" when none). */
-static int savepoint_pin(sqlite3 *db, const char *key, char *out, size_t size, struct lerr *e)
-{
-    sqlite3_stmt *st = NULL;
-    int64_t has = 0;
-    int rc = 0;
-
-    out[0] = '\0';
-    if (db_query_int(db, "SELECT count(*) FROM sqlite_master WHERE name='pins'", &has, e) != 0)
-        return -1;
-    if (!has) /* a savepoint from before pins existed */
-        return 0;
-    if (db_prepare(db, "SELECT value FROM pins WHERE key=?", &st, e) != 0)
-        return -1;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
-        snprintf(out, size, "%s", (const char *)sqlite3_column_text(st, 0));
-    else if (sqlite3_errcode(db) != SQLITE_DONE && sqlite3_errcode(db) != SQLITE_OK)
-        rc = lerr_set(e, "cannot read the pins: %s", sqlite3_errmsg(db));
-    sqlite3_finalize(st);
-    return rc;
-}
-
-int speed_savepoint_check_pins(const char *file, const struct pin_set *p, struct lerr *e)
-{
-    char v[PIN_VALUE_MAX];
-    sqlite3 *db = NULL;
-    int rc = 0;
-
-    if (sqlite3_open_v2(file, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        rc = lerr_set(e, "cannot open savepoint '%s': %s", file,
-                      db ? sqlite3_errmsg(db) : "out of memory");
-        sqlite3_close(db);
-        return rc;
-    }
-    for (int i = 0; i < p->n && rc == 0; i++) {
-        if (savepoint_pin(db, p->key[i], v, sizeof(v), e) != 0)
-            rc = -1;
-        else if (v[0] && strcmp(v, p->value[i]) != 0) {
-            lerr_set(e, "savepoint '%s' was made with %s=%s; this data directory has %s=%s", file,
-                     p->key[i], v, p->key[i], p->value[i]);
-            rc = 1;
-        }
-    }
-    sqlite3_close(db);
-    return rc;
-}
-
 int speed_savepoint_out(const char *data_dir, const char *file, struct lerr *e)
 {
     char src[PATH_MAX], tmp[PATH_MAX];
@@ -192,5 +144,21 @@ out:
     if (rc != 0)
         unlink(tmp);
     lock_release(fd);
+    return rc;
+}
+
+int speed_savepoint_check_pins(const char *file, const char *data_dir, const struct pin_set *p,
+                               struct lerr *e)
+{
+    sqlite3 *db = NULL;
+    int rc;
+
+    if (sqlite3_open_v2(file, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        rc = lerr_set(e, "cannot open savepoint '%s': %s", file, sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return rc;
+    }
+    rc = pin_compare(db, data_dir, file, p, e);
+    sqlite3_close(db);
     return rc;
 }

@@ -41,6 +41,15 @@ struct speed_parsed {
     unsigned hashv;
 };
 
+/* speed.db records epoch_ms and the partition set at first use (main.c compared them). */
+static int record_pins(struct speed *s, const struct cfg *c, struct lerr *e)
+{
+    struct pin_set p;
+
+    pin_set_from_cfg(&p, c);
+    return pin_record(s->db, s->data_dir, "speed.db", &p, e) == 0 ? 0 : -1;
+}
+
 static int open_state(struct speed *s, const struct cfg *c, struct lerr *e)
 {
     struct pin_set pins;
@@ -61,6 +70,8 @@ static int open_state(struct speed *s, const struct cfg *c, struct lerr *e)
     s->watermark_ms = INT64_MIN;
     if (s->epoch_ms <= 0 || s->checkpoint_ms <= 0)
         return lerr_set(e, "epoch_ms and checkpoint_ms must be positive");
+    if (shard_set_parse(&s->shard, cfg_str(c, "shard_partitions"), e) != 0)
+        return -1;
     if (db_ensure_dir(s->data_dir, e) != 0)
         return -1;
     held = lock_try(s->data_dir, "speed.lock", &s->lock_fd, e);
@@ -80,7 +91,7 @@ static int open_state(struct speed *s, const struct cfg *c, struct lerr *e)
                 "PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 16384;"
                 "PRAGMA journal_size_limit = 67108864",
                 e) != 0 ||
-        speed_checkpoint_load(s, e) != 0)
+        speed_checkpoint_load(s, e) != 0 || record_pins(s, c, e) != 0)
         return -1;
     s->dedup = dedup_new(s->db, s->data_dir, (size_t)cfg_int(c, "dedup_cache"), e);
     if (!s->dedup)
@@ -453,7 +464,8 @@ static void log_summary(struct speed *s, int64_t now_mono)
  * Returns how many messages it took, or -1. */
 static bool is_applicable(const struct speed *s, const rd_kafka_message_t *m)
 {
-    return !m->err && m->partition >= 0 && m->partition < s->nparts;
+    return !m->err && m->partition >= 0 && m->partition < s->nparts &&
+           s->parts[m->partition].is_owned;
 }
 
 /* Applies one batch of messages from the queue; waits at most wait_ms for the first.
@@ -573,17 +585,36 @@ static int make_consumer(struct speed *s, struct lerr *e)
     return 0;
 }
 
-static int assign_all(struct speed *s, struct lerr *e)
+/* Assigns the partitions of the shard, and only those. */
+static int assign_owned(struct speed *s, struct lerr *e)
 {
     struct kafka_pos *pos = calloc((size_t)s->nparts, sizeof(*pos));
-    int rc;
+    int rc, n = 0;
 
     if (!pos)
         return lerr_set(e, "out of memory");
     for (int p = 0; p < s->nparts; p++)
-        pos[p] = (struct kafka_pos){p, s->parts[p].next_offset};
-    rc = kafka_assign(s->rk, s->topic, pos, s->nparts, e);
+        if (s->parts[p].is_owned)
+            pos[n++] = (struct kafka_pos){p, s->parts[p].next_offset};
+    rc = kafka_assign(s->rk, s->topic, pos, n, e);
     free(pos);
+    return rc;
+}
+
+/* What serving's /health reports of the shard: the topic's partition count and the set. */
+static int record_topic(struct speed *s, struct lerr *e)
+{
+    char set[SHARD_TEXT_MAX], *sql;
+    int rc;
+
+    shard_set_format(&s->shard, set, sizeof(set));
+    sql = sqlite3_mprintf("INSERT OR REPLACE INTO meta(key, value) VALUES('topic_partitions', %d),"
+                          " ('shard_partitions', %Q)",
+                          s->nparts, set);
+    if (!sql)
+        return lerr_set(e, "out of memory");
+    rc = db_exec(s->db, sql, e);
+    sqlite3_free(sql);
     return rc;
 }
 
@@ -596,13 +627,18 @@ int speed_connect(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e)
     if (kafka_partition_count_wait(s->rk, s->topic, (int)s->kafka_timeout_ms, stop, "speed",
                                    &s->nparts) != 0)
         return 1;
+    /* A partition of the set that the topic lacks would never be read: refused at start. */
+    if (shard_set_check_topic(&s->shard, s->nparts, e) != 0)
+        return -1;
     s->parts = calloc((size_t)s->nparts, sizeof(*s->parts));
     if (!s->parts)
         return lerr_set(e, "out of memory");
-    if (speed_checkpoint_load_positions(s, e) != 0)
+    for (int p = 0; p < s->nparts; p++)
+        s->parts[p].is_owned = shard_set_has(&s->shard, p);
+    if (speed_checkpoint_load_positions(s, e) != 0 || record_topic(s, e) != 0)
         return -1;
     rc = speed_start_positions(s, stop, e);
     if (rc != 0)
         return rc;
-    return assign_all(s, e);
+    return assign_owned(s, e);
 }

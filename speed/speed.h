@@ -18,6 +18,7 @@
 
 #include "cfg.h"
 #include "lerr.h"
+#include "pin.h"
 
 struct speed; /* speed_int.h: private to speed/ */
 
@@ -50,10 +51,10 @@ void speed_close(struct speed *s);
  * speed.lock itself and fails when a speed layer runs. */
 int speed_savepoint_out(const char *data_dir, const char *file, struct lerr *e);
 int speed_savepoint_restore(const char *data_dir, const char *file, struct lerr *e);
-/* Compares the pins a savepoint carries with p (the configuration's, which the data directory
- * agrees with): 0 when they agree or it carries none, 1 on a mismatch (e names the savepoint
- * and both values), -1 when it cannot be read. */
-struct pin_set;
-int speed_savepoint_check_pins(const char *file, const struct pin_set *p, struct lerr *e);
+
+/* savepoint.c: compares the pins a savepoint carries (its shard_partitions, epoch_ms) with p,
+ * as pin_compare() does: 0 agree (or none recorded), 1 mismatch naming both, -1 unreadable. */
+int speed_savepoint_check_pins(const char *file, const char *data_dir, const struct pin_set *p,
+                               struct lerr *e);
 
 #endif

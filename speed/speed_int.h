@@ -25,6 +25,7 @@
 #include "dedup.h"
 #include "ev.h"
 #include "lerr.h"
+#include "shard.h"
 #include "wal.h"
 
 struct speed_part {
@@ -33,6 +34,7 @@ struct speed_part {
     int64_t max_event_ms;    /* newest event time applied; INT64_MIN before any */
     int64_t high_watermark;  /* as last reported by the broker; -1 unknown */
     int64_t last_event_mono; /* monotonic ms of the last applied event (idleness) */
+    bool is_owned;           /* in shard_partitions: read, positioned, checkpointed */
 };
 
 struct speed_reject {
@@ -107,6 +109,7 @@ struct speed {
     int64_t kafka_timeout_ms;
     int64_t retention_ms; /* rejects and late rows older than this are deleted, a slice a time */
     struct ev_rules rules;
+    struct shard_set shard; /* shard_partitions: the only partitions this layer reads */
 
     int lock_fd;
     sqlite3 *db;  /* speed.db, the only writer: the writer thread's while speed_run runs */

@@ -146,7 +146,7 @@ static int time_positions(struct speed *s, int64_t t_ms, volatile sig_atomic_t *
     int rc = -1;
 
     for (int p = 0; p < s->nparts; p++)
-        if (s->parts[p].next_offset < 0)
+        if (s->parts[p].is_owned && s->parts[p].next_offset < 0)
             rd_kafka_topic_partition_list_add(l, s->topic, p)->offset = t_ms;
     if (rd_kafka_offsets_for_times(s->rk, l, OFFSETS_FOR_TIMES_MS) != 0)
         for (int i = 0; i < l->cnt; i++)
@@ -196,7 +196,7 @@ static int configured_positions(struct speed *s, volatile sig_atomic_t *stop, st
     }
     for (int p = 0; p < s->nparts; p++) {
         int rc;
-        if (s->parts[p].next_offset >= 0)
+        if (!s->parts[p].is_owned || s->parts[p].next_offset >= 0)
             continue;
         if ((rc = watermarks(s, p, stop, &low, &high)) != 0)
             return rc;
@@ -245,6 +245,8 @@ int speed_start_positions(struct speed *s, volatile sig_atomic_t *stop, struct l
         goto out;
     rc = -1;
     for (int p = 0; p < s->nparts; p++) {
+        if (!s->parts[p].is_owned)
+            continue;
         if (c.offsets[p] > s->parts[p].next_offset) {
             log_info("speed",
                      "moved_to_cut partition=%d from=%" PRId64 " to=%" PRId64 " version=%" PRId64,

@@ -11,8 +11,9 @@
 
 #include "itlib.h"
 
-#define N(t)        (sizeof(t) / sizeof((t)[0]))
-#define SHARED_KEYS "brokers", "topic", "data_dir", "group", "epoch_ms"
+#define N(t) (sizeof(t) / sizeof((t)[0]))
+#define SHARED_KEYS                                                                                \
+    "brokers", "topic", "data_dir", "group", "epoch_ms", "shard_partitions", "partitioner"
 
 struct binary {
     const char *name;
@@ -32,7 +33,7 @@ static const struct binary binaries[] = {
      "partitions"},
     {"lambda-gen",
      {"brokers", "topic", "count", "rate", "merchants", "late_pct", "dup_pct", "invalid_pct",
-      "seed", "start_time", "time_step", "truth", "stdout", NULL},
+      "seed", "start_time", "time_step", "truth", "stdout", "partitioner", NULL},
      "--count",
      "-5",
      "count"},

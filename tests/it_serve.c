@@ -418,7 +418,9 @@ Test(serve, health_reports_ages_and_lag, .timeout = 60)
     expect(&s, "/health", 200,
            "{\"status\":\"ok\",\"reasons\":[],\"batch\":{\"version\":2,\"age_ms\":-2,"
            "\"last_run\":null,\"pending_cut\":{\"version\":3,\"age_ms\":-2}},"
-           "\"speed\":{\"running\":true,\"checkpoint_age_ms\":-1,\"lag\":10,\"lag_age_ms\":-1}}");
+           "\"speed\":{\"running\":true,\"checkpoint_age_ms\":-1,\"lag\":10,\"lag_age_ms\":-1},"
+           "\"shard\":{\"partitions\":\"all\",\"topic_partitions\":null,\"watermark\":\"2026-11-"
+           "21T10:05:30.000Z\",\"watermark_ms\":1795255530000,\"key_mismatch\":1}}");
     lock_release(fd);
     srv_fini(&s);
 }
@@ -554,7 +556,9 @@ Test(serve, only_speed_counts_every_epoch, .timeout = 60)
            "{\"status\":\"degraded\",\"reasons\":[\"no speed layer holds speed.lock\"],"
            "\"batch\":{\"version\":null,\"age_ms\":null,\"last_run\":null,\"pending_cut\":null},"
            "\"speed\":{\"running\":false,\"checkpoint_age_ms\":-1,\"lag\":null,"
-           "\"lag_age_ms\":null}}");
+           "\"lag_age_ms\":null},"
+           "\"shard\":{\"partitions\":\"all\",\"topic_partitions\":null,\"watermark\":\"2026-11-"
+           "21T10:05:30.000Z\",\"watermark_ms\":1795255530000,\"key_mismatch\":1}}");
     srv_fini(&s);
 }
 
@@ -573,7 +577,9 @@ Test(serve, only_batch_has_no_checkpoint_age, .timeout = 60)
            "\"batch\":{\"version\":2,\"age_ms\":-2,\"last_run\":null,"
            "\"pending_cut\":{\"version\":3,\"age_ms\":-2}},"
            "\"speed\":{\"running\":false,\"checkpoint_age_ms\":null,\"lag\":null,"
-           "\"lag_age_ms\":null}}");
+           "\"lag_age_ms\":null},"
+           "\"shard\":{\"partitions\":\"all\",\"topic_partitions\":null,\"watermark\":null,"
+           "\"watermark_ms\":null,\"key_mismatch\":0}}");
     /* No watermark: the window ends at the newest minute with data (10:01). */
     expect(&s, "/top?window=2m", 200,
            "{\"window\":\"2m\",\"by\":\"orders\",\"from\":\"2026-11-21T10:00:00.000Z\","
@@ -598,7 +604,9 @@ Test(serve, neither_layer_answers_zeros_and_health_503, .timeout = 60)
            "{\"status\":\"unavailable\",\"reasons\":[\"nothing to serve: no published batch "
            "version and no speed checkpoint\"],\"batch\":{\"version\":null,\"age_ms\":null,"
            "\"last_run\":null,\"pending_cut\":null},\"speed\":{\"running\":false,"
-           "\"checkpoint_age_ms\":null,\"lag\":null,\"lag_age_ms\":null}}");
+           "\"checkpoint_age_ms\":null,\"lag\":null,\"lag_age_ms\":null},"
+           "\"shard\":{\"partitions\":\"all\",\"topic_partitions\":null,\"watermark\":null,"
+           "\"watermark_ms\":null,\"key_mismatch\":0}}");
     /* The layers' files appear while serving: the next request reads them. */
     fixture_batch(s.data);
     fixture_speed(&s);

@@ -1,0 +1,166 @@
+#!/bin/sh
+# bench/shards.sh - the router and the shards (issue 14); prints, never fails on a figure.
+#  1. router: GET /query/<random merchant> under wrk through a router in front of two shards
+#     (one holding bench/serve_fixture.c's data, one empty: every answer is asked of both, the
+#     router's worst case), and through a router with partitioner in front of two shards that
+#     each hold the data and tell the topic's 4 partitions (each id asks only its owner: the
+#     common case), against one lambda-serve over the same data, in the same run. Goal:
+#     the router adds at most one loopback round trip; p99 within 2x of the direct answer.
+#  2. catch-up: SHARDS_BENCH_EVENTS events on 4 partitions read by one lambda-speed (all of
+#     them), then by two shard speed layers (0-1 and 2-3) at once; on a 2-core machine this
+#     says whether two shards on one machine contend (they share the cores and the broker).
+# Env: BENCH_DURATION (10s), BENCH_CONNECTIONS (32), BENCH_MERCHANTS (10000),
+# SHARDS_BENCH_EVENTS (400000), SHARDS_BENCH_PHASES ("router catchup"), LAMBDA_BIN (bin).
+set -eu
+cd "$(dirname "$0")/.."
+BIN=${LAMBDA_BIN:-bin}
+DUR=${BENCH_DURATION:-10s}
+CONNS=${BENCH_CONNECTIONS:-32}
+MERCHANTS=${BENCH_MERCHANTS:-10000}
+N=${SHARDS_BENCH_EVENTS:-400000}
+PHASES=" ${SHARDS_BENCH_PHASES:-router catchup} "
+OUT=build/bench/shards
+W=$(mktemp -d "${TMPDIR:-/tmp}/lambda-bench-shards-XXXXXX")
+PIDS=""
+
+cleanup() {
+    for p in $PIDS; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$W"
+}
+trap cleanup EXIT INT TERM
+
+phase() { case "$PHASES" in *" $1 "*) return 0 ;; esac; return 1; }
+now() { date +%s.%N; }
+
+# Waits (bounded) for "listening port=N" in file $1 and prints N.
+port_of() {
+    i=0
+    while [ $i -lt 150 ]; do
+        p=$(grep -o "listening port=[0-9]*" "$1" 2>/dev/null | head -1 | cut -d= -f2)
+        [ -n "$p" ] && { echo "$p"; return 0; }
+        i=$((i + 1)); sleep 0.1
+    done
+    echo "bench/shards: no port in $1" >&2; cat "$1" >&2; return 1
+}
+
+# Runs wrk on URL with the random-merchant script; prints "req_per_s p50_ms p99_ms".
+measure() {
+    wrk -t1 -c"$CONNS" -d2s -s "$W/random.lua" "$1" >/dev/null 2>&1 || true # warm-up
+    wrk -t1 -c"$CONNS" -d"$DUR" --latency -s "$W/random.lua" "$1" >"$W/wrk.txt" 2>&1
+    awk '
+        function ms(v,   u) { u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
+                             return (u == "us") ? v / 1000 : (u == "s") ? v * 1000 : v }
+        /Requests\/sec:/ { rps = $2 }
+        /^ +50%/ { p50 = ms($2) }
+        /^ +99%/ { p99 = ms($2) }
+        / Non-2xx or 3xx responses:/ { bad = $NF }
+        END { if (bad) { print "non-2xx answers: " bad > "/dev/stderr"; exit 1 }
+              printf "%.0f %.3f %.3f\n", rps, p50, p99 }' "$W/wrk.txt"
+}
+
+if phase router; then
+    command -v wrk >/dev/null || { echo "bench/shards: wrk is not installed" >&2; exit 1; }
+    mkdir -p "$OUT"
+    cc -O2 -std=c11 -D_DEFAULT_SOURCE -Wall -Wextra -Werror -Ishared -o "$OUT/serve-fixture" \
+        bench/serve_fixture.c build/rel/liblambda.a -lsqlite3 -lm
+    "$OUT/serve-fixture" "$W/data" "$MERCHANTS"
+    mkdir -p "$W/empty"
+    # Two copies that say the topic has 4 partitions: the keyed router asks one of them per id.
+    sqlite3 "$W/data/speed.db" "INSERT OR REPLACE INTO meta(key, value) VALUES('topic_partitions', 4)"
+    cp -r "$W/data" "$W/copy0"
+    cp -r "$W/data" "$W/copy1"
+    "$BIN/lambda-serve" --port 0 --data-dir "$W/data" 2>"$W/direct.log" &
+    PIDS="$PIDS $!"
+    "$BIN/lambda-serve" --port 0 --data-dir "$W/data" --shard-partitions 0-1 2>"$W/shard0.log" &
+    PIDS="$PIDS $!"
+    "$BIN/lambda-serve" --port 0 --data-dir "$W/empty" --shard-partitions 2-3 2>"$W/shard1.log" &
+    PIDS="$PIDS $!"
+    DPORT=$(port_of "$W/direct.log")
+    P0=$(port_of "$W/shard0.log")
+    P1=$(port_of "$W/shard1.log")
+    "$BIN/lambda-serve" --port 0 --data-dir "$W/none" \
+        --shards "http://127.0.0.1:$P0,http://127.0.0.1:$P1" 2>"$W/router.log" &
+    PIDS="$PIDS $!"
+    RPORT=$(port_of "$W/router.log")
+    "$BIN/lambda-serve" --port 0 --data-dir "$W/copy0" --shard-partitions 0-1 2>"$W/copy0.log" &
+    PIDS="$PIDS $!"
+    "$BIN/lambda-serve" --port 0 --data-dir "$W/copy1" --shard-partitions 2-3 2>"$W/copy1.log" &
+    PIDS="$PIDS $!"
+    C0=$(port_of "$W/copy0.log")
+    C1=$(port_of "$W/copy1.log")
+    "$BIN/lambda-serve" --port 0 --data-dir "$W/none" --partitioner murmur2_random \
+        --shards "http://127.0.0.1:$C0,http://127.0.0.1:$C1" 2>"$W/keyed.log" &
+    PIDS="$PIDS $!"
+    KPORT=$(port_of "$W/keyed.log")
+    i=0
+    until curl -sf "http://127.0.0.1:$KPORT/health" | grep -q '"routing":"by_key"'; do
+        i=$((i + 1)); [ $i -gt 100 ] && { echo "bench/shards: the keyed router never routes by key" >&2; exit 1; }
+        sleep 0.1
+    done
+    cat >"$W/random.lua" <<LUA
+math.randomseed(42)
+request = function()
+    return wrk.format("GET", string.format("/query/m-%05d", math.random(0, $MERCHANTS - 1)))
+end
+LUA
+    totals() { sed 's/^{"merchant_id":"m-04242","order_count":\([0-9]*\),"revenue_cents":\([0-9]*\).*/\1 \2/'; }
+    a=$(curl -sf "http://127.0.0.1:$DPORT/query/m-04242" | totals)
+    b=$(curl -sf "http://127.0.0.1:$RPORT/query/m-04242" | totals)
+    c=$(curl -sf "http://127.0.0.1:$KPORT/query/m-04242" | totals)
+    echo "bench/shards: /query/m-04242 direct, routed to both, keyed: '$a', '$b', '$c'"
+    set -- $(measure "http://127.0.0.1:$DPORT")
+    D_RPS=$1 D_P50=$2 D_P99=$3
+    set -- $(measure "http://127.0.0.1:$RPORT")
+    R_RPS=$1 R_P50=$2 R_P99=$3
+    set -- $(measure "http://127.0.0.1:$KPORT")
+    K_RPS=$1 K_P50=$2 K_P99=$3
+    echo "bench/shards: wrk -t1 -c$CONNS -d$DUR, random merchants of $MERCHANTS, GET /query/<id>"
+    printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "lambda-serve, direct" "$D_RPS" "$D_P50" "$D_P99"
+    printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "router -> 2 shards (both asked)" "$R_RPS" "$R_P50" "$R_P99"
+    printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "router by key -> its shard" "$K_RPS" "$K_P50" "$K_P99"
+    awk -v dr="$D_RPS" -v rr="$R_RPS" -v d50="$D_P50" -v r50="$R_P50" -v d99="$D_P99" -v r99="$R_P99" 'BEGIN {
+        pr = (d99 > 0) ? r99 / d99 : 0
+        printf "  shards.router both_asked throughput_ratio=%.2f added_p50_ms=%.3f added_p99_ms=%.3f p99_ratio=%.2f (goal <= 2.00: %s)\n",
+            rr / dr, r50 - d50, r99 - d99, pr, (pr <= 2.0 ? "met" : "MISSED") }'
+    awk -v dr="$D_RPS" -v rr="$K_RPS" -v d50="$D_P50" -v r50="$K_P50" -v d99="$D_P99" -v r99="$K_P99" 'BEGIN {
+        pr = (d99 > 0) ? r99 / d99 : 0
+        printf "  shards.router by_key     throughput_ratio=%.2f added_p50_ms=%.3f added_p99_ms=%.3f p99_ratio=%.2f (goal <= 2.00: %s)\n",
+            rr / dr, r50 - d50, r99 - d99, pr, (pr <= 2.0 ? "met" : "MISSED") }'
+    for p in $PIDS; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    PIDS=""
+fi
+
+if phase catchup; then
+    cc -O2 -o "$W/speed_wait" bench/speed_wait.c -lsqlite3
+    "$BIN/lambda-devkafka" --partitions 4 --bootstrap-file "$W/bs" >"$W/dk.out" 2>"$W/dk.err" &
+    PIDS="$PIDS $!"
+    i=0
+    while [ ! -s "$W/bs" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+    BS=$(cat "$W/bs")
+    "$BIN/lambda-gen" --brokers "$BS" --count "$N" --merchants 10000 --seed 1 2>"$W/gen.err"
+    t0=$(now)
+    "$BIN/lambda-speed" --brokers "$BS" --data-dir "$W/one" 2>"$W/one.err" &
+    one=$!
+    "$W/speed_wait" "$W/one" "$N" 1200
+    t1=$(now)
+    kill "$one"; wait "$one" 2>/dev/null || true
+    n0=$(sqlite3 "$W/one/speed.db" "SELECT sum(next_offset) FROM offsets WHERE partition IN (0,1)")
+    n1=$(sqlite3 "$W/one/speed.db" "SELECT sum(next_offset) FROM offsets WHERE partition IN (2,3)")
+    t2=$(now)
+    "$BIN/lambda-speed" --brokers "$BS" --data-dir "$W/s0" --shard-partitions 0-1 2>"$W/s0.err" &
+    s0=$!
+    "$BIN/lambda-speed" --brokers "$BS" --data-dir "$W/s1" --shard-partitions 2-3 2>"$W/s1.err" &
+    s1=$!
+    "$W/speed_wait" "$W/s0" "$n0" 1200
+    t3a=$(now)
+    "$W/speed_wait" "$W/s1" "$n1" 1200
+    t3=$(now)
+    kill "$s0" "$s1"; wait "$s0" "$s1" 2>/dev/null || true
+    awk -v n="$N" -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" -v da="$t3a" -v n0="$n0" -v n1="$n1" 'BEGIN {
+        one = n / (b - a); two = n / (d - c)
+        printf "  shards.catchup events=%d one_speed_seconds=%.2f one_eps=%.0f two_shards_seconds=%.2f (first done after %.2f) two_eps=%.0f ratio=%.2f split=%d/%d\n",
+            n, b - a, one, d - c, da - c, two, two / one, n0, n1 }'
+    echo "  (ratio > 1: two shards together catch up faster than one speed layer; on $(nproc) cores they share the CPUs and one broker)"
+fi

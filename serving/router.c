@@ -1,0 +1,488 @@
+/* router.c - the router's shards: the list, what their /health told of their partition sets
+ * (and whether those sets fit together), asking them in parallel through libcurl's multi
+ * interface, and their metrics. The routes and the merging of answers are router_merge.c's;
+ * router_int.h is what the two share. */
+#include "router.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "router_int.h"
+#include "tm.h"
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Splits "URL,URL" into r->shards; each URL is http:// or https:// and loses a final '/'. */
+static int parse_shards(struct router *r, const char *list, struct lerr *e)
+{
+    const char *p = list;
+
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        while (len > 0 && p[len - 1] == ' ')
+            len--;
+        while (len > 0 && *p == ' ')
+            p++, len--;
+        if (len > 0 && p[len - 1] == '/')
+            len--;
+        if (r->n == ROUTER_SHARDS_MAX)
+            return lerr_set(e, "bad shards: more than %d", ROUTER_SHARDS_MAX);
+        if ((strncmp(p, "http://", 7) != 0 && strncmp(p, "https://", 8) != 0) || len < 8 ||
+            len > 512)
+            return lerr_set(e, "bad shards: '%.*s' is not an http:// URL", (int)len, p);
+        if (!(r->shards[r->n].url = strndup(p, len)))
+            return lerr_set(e, "out of memory");
+        for (int i = 0; i < r->n; i++)
+            if (!strcmp(r->shards[i].url, r->shards[r->n].url))
+                return lerr_set(e, "bad shards: '%s' is listed twice", r->shards[i].url);
+        r->n++;
+        p += strcspn(p, ",");
+        if (*p == ',')
+            p++;
+    }
+    if (r->n == 0)
+        return lerr_set(e, "bad shards: no URL");
+    return 0;
+}
+
+struct router *router_new(const struct router_opts *o, struct lerr *e)
+{
+    struct router *r = calloc(1, sizeof(*r));
+
+    if (!r) {
+        lerr_set(e, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    r->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 2000;
+    if (parse_shards(r, o->shards ? o->shards : "", e) != 0 ||
+        shard_partitioner_parse(o->partitioner, &r->pt, e) != 0) {
+        router_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void router_free(struct router *r)
+{
+    if (!r)
+        return;
+    if (r->has_refresher) {
+        pthread_mutex_lock(&r->mu);
+        r->is_stopping = true;
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        pthread_join(r->refresher, NULL);
+    }
+    pthread_cond_destroy(&r->cv);
+    for (int i = 0; i < r->n; i++)
+        free(r->shards[i].url);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg);
+
+struct router_client *router_client_new(struct router *r)
+{
+    struct router_client *c = calloc(1, sizeof(*c));
+
+    if (!c)
+        return NULL;
+    c->r = r;
+    if (!(c->multi = curl_multi_init()))
+        goto fail;
+    for (int i = 0; i < r->n; i++) {
+        if (!(c->easy[i] = curl_easy_init()))
+            goto fail;
+        curl_easy_setopt(c->easy[i], CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(c->easy[i], CURLOPT_TIMEOUT_MS, (long)r->timeout_ms);
+        curl_easy_setopt(c->easy[i], CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(c->easy[i], CURLOPT_TCP_NODELAY, 1L);
+    }
+    return c;
+fail:
+    router_client_free(c);
+    return NULL;
+}
+
+void router_client_free(struct router_client *c)
+{
+    if (!c)
+        return;
+    for (int i = 0; i < ROUTER_SHARDS_MAX; i++)
+        if (c->easy[i])
+            curl_easy_cleanup(c->easy[i]);
+    if (c->multi)
+        curl_multi_cleanup(c->multi);
+    free(c);
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct router_answer *a = arg;
+    size_t n = size * nmemb;
+
+    if (a->len + n + 1 > a->cap) {
+        size_t cap = (a->len + n + 1) * 2;
+        char *b = realloc(a->body, cap);
+        if (!b)
+            return 0; /* libcurl fails the transfer: an error, never a partial answer */
+        a->body = b;
+        a->cap = cap;
+    }
+    memcpy(a->body + a->len, data, n);
+    a->len += n;
+    a->body[a->len] = '\0';
+    return n;
+}
+
+void router_fan_release(struct router_fan *f)
+{
+    for (int i = 0; i < ROUTER_SHARDS_MAX; i++) {
+        free(f->a[i].target);
+        free(f->a[i].body);
+        json_decref(f->a[i].doc);
+    }
+    memset(f, 0, sizeof(*f));
+}
+
+/* What stays the same for every request of a handle is set once, at its creation. */
+static void setup_easy(struct router_client *c, int i, struct router_answer *a, char *url)
+{
+    CURL *h = c->easy[i];
+
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, a);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, a->err);
+    curl_easy_setopt(h, CURLOPT_PRIVATE, a);
+}
+
+/* Counts one shard's answer in its metrics. */
+static void observe(struct router_shard *sh, const struct router_answer *a, int64_t us)
+{
+    bool is_ok = a->cc == CURLE_OK && a->status > 0 && a->status < 500;
+
+    atomic_fetch_add(&sh->requests, 1);
+    atomic_fetch_add(&sh->latency_us, (uint_fast64_t)us);
+    if (!is_ok)
+        atomic_fetch_add(&sh->errors, 1);
+    atomic_store(&sh->is_up, is_ok ? 1 : 0);
+}
+
+void router_fan_out(struct router_client *c, struct router_fan *f)
+{
+    struct router *r = c->r;
+    char *urls[ROUTER_SHARDS_MAX] = {0};
+    int64_t t0 = mono_us(), done_us[ROUTER_SHARDS_MAX] = {0};
+    int running = 0, left;
+    CURLMsg *m;
+
+    for (int i = 0; i < r->n; i++) {
+        struct router_answer *a = &f->a[i];
+        if (!a->target)
+            continue;
+        a->cc = CURLE_OUT_OF_MEMORY;
+        if (asprintf(&urls[i], "%s%s", r->shards[i].url, a->target) < 0) {
+            urls[i] = NULL;
+            continue;
+        }
+        setup_easy(c, i, a, urls[i]);
+        curl_multi_add_handle(c->multi, c->easy[i]);
+    }
+    do {
+        if (curl_multi_perform(c->multi, &running) != CURLM_OK)
+            break;
+        while ((m = curl_multi_info_read(c->multi, &left))) {
+            struct router_answer *a = NULL;
+            if (m->msg != CURLMSG_DONE)
+                continue;
+            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&a);
+            a->cc = m->data.result;
+            if (a->cc == CURLE_OK)
+                curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &a->status);
+            done_us[a - f->a] = mono_us();
+        }
+        if (running)
+            curl_multi_poll(c->multi, NULL, 0, 100, NULL);
+    } while (running);
+    for (int i = 0; i < r->n; i++) {
+        struct router_answer *a = &f->a[i];
+        if (!a->target)
+            continue;
+        curl_multi_remove_handle(c->multi, c->easy[i]);
+        free(urls[i]);
+        if (a->cc == CURLE_OK && a->body)
+            a->doc = json_loadb(a->body, a->len, 0, NULL);
+        observe(&r->shards[i], a, (done_us[i] ? done_us[i] : mono_us()) - t0);
+    }
+}
+
+/* What a failed answer says, for the 503 and the logs. */
+static void why_failed(const struct router_answer *a, char *buf, size_t len)
+{
+    json_t *msg = a->doc ? json_object_get(a->doc, "error") : NULL;
+
+    if (a->cc != CURLE_OK)
+        snprintf(buf, len, "%s", a->err[0] ? a->err : curl_easy_strerror(a->cc));
+    else if (a->status >= 500)
+        snprintf(buf, len, "HTTP %ld: %s", a->status,
+                 json_is_string(msg) ? json_string_value(msg) : "no message");
+    else
+        snprintf(buf, len, "HTTP %ld with a body that is not JSON", a->status);
+}
+
+bool router_fan_failed(const struct router *r, const struct router_fan *f, struct serve_reply *out)
+{
+    char why[256];
+
+    for (int i = 0; i < r->n; i++) {
+        const struct router_answer *a = &f->a[i];
+        if (!a->target)
+            continue;
+        if (a->cc == CURLE_OK && a->status >= 400 && a->status < 500) {
+            /* The request itself is bad: the shard said why, and every shard would. */
+            memset(out, 0, sizeof(*out));
+            out->status = (unsigned)a->status;
+            out->content_type = "application/json";
+            out->owned = strdup(a->body ? a->body : "{}");
+            out->body = out->owned ? out->owned : "{}";
+            out->len = strlen(out->body);
+            return true;
+        }
+        if (a->cc == CURLE_OK && a->status == 200 && a->doc)
+            continue;
+        why_failed(a, why, sizeof(why));
+        log_warn("serve", "shard_failed shard=%s target=\"%.200s\" err=\"%s\"", r->shards[i].url,
+                 a->target, why);
+        serve_api_error(out, 503, "shard %s did not answer: %s", r->shards[i].url, why);
+        return true;
+    }
+    return false;
+}
+
+/* Under r->mu: whether the known sets fit (each partition owned once); the conflict's text
+ * in r->conflict, "" when there is none. */
+static void check_sets(struct router *r)
+{
+    int64_t nparts = 0;
+    bool all_known = true;
+
+    r->conflict[0] = '\0';
+    for (int i = 0; i < r->n; i++) {
+        const struct router_shard *sh = &r->shards[i];
+        if (!sh->has_set) {
+            all_known = false;
+            continue;
+        }
+        if (sh->topic_partitions > 0 && nparts > 0 && sh->topic_partitions != nparts) {
+            snprintf(r->conflict, sizeof(r->conflict),
+                     "shards disagree on the topic's partitions: %" PRId64 " and %" PRId64 " (%s)",
+                     nparts, sh->topic_partitions, sh->url);
+            return;
+        }
+        if (sh->topic_partitions > nparts)
+            nparts = sh->topic_partitions;
+    }
+    /* Without the topic's count, overlaps can still be told; gaps cannot. */
+    for (int p = 0; p < (nparts > 0 ? nparts : SHARD_MAX_PARTITIONS); p++) {
+        int owner = -1;
+        for (int i = 0; i < r->n; i++) {
+            const struct router_shard *sh = &r->shards[i];
+            if (!sh->has_set || !shard_set_has(&sh->set, p))
+                continue;
+            if (owner >= 0) {
+                snprintf(r->conflict, sizeof(r->conflict),
+                         "shards %s (%s) and %s (%s) both own partition %d: their sums would "
+                         "count it twice",
+                         r->shards[owner].url, r->shards[owner].set_text, sh->url, sh->set_text, p);
+                return;
+            }
+            owner = i;
+        }
+        if (owner < 0 && all_known && nparts > 0) {
+            snprintf(r->conflict, sizeof(r->conflict),
+                     "no shard owns partition %d of %" PRId64 ": its merchants would be missing", p,
+                     nparts);
+            return;
+        }
+    }
+}
+
+void router_learn(struct router *r, int i, const json_t *health)
+{
+    json_t *sh = json_object_get(health, "shard");
+    const char *text = json_string_value(json_object_get(sh, "partitions"));
+    json_t *np = json_object_get(sh, "topic_partitions"), *km = json_object_get(sh, "key_mismatch");
+    struct router_shard *s = &r->shards[i];
+    struct shard_set set;
+    char was[sizeof(r->conflict)];
+
+    if (!text || shard_set_parse(&set, text, NULL) != 0)
+        return; /* a shard from before sets existed: it stays unknown */
+    pthread_mutex_lock(&r->mu);
+    s->has_set = true;
+    s->set = set;
+    snprintf(s->set_text, sizeof(s->set_text), "%s", text);
+    s->topic_partitions = json_is_integer(np) ? json_integer_value(np) : 0;
+    s->key_mismatch = json_is_integer(km) ? json_integer_value(km) : 0;
+    memcpy(was, r->conflict, sizeof(was));
+    check_sets(r);
+    if (strcmp(was, r->conflict) != 0) { /* once per change, not once per look */
+        if (r->conflict[0])
+            log_error("serve", "shards_refused err=\"%s\"", r->conflict);
+        else
+            log_info("serve", "shards_accepted");
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+bool router_conflict(struct router *r, char *buf, size_t len)
+{
+    bool has;
+
+    pthread_mutex_lock(&r->mu);
+    has = r->conflict[0] != '\0';
+    if (has)
+        snprintf(buf, len, "%s", r->conflict);
+    pthread_mutex_unlock(&r->mu);
+    return has;
+}
+
+int router_owner(struct router *r, const char *merchant_id)
+{
+    int owner = -1, p;
+    int64_t nparts = 0;
+
+    if (r->pt == SHARD_PARTITIONER_NONE)
+        return -1;
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < r->n; i++) {
+        const struct router_shard *sh = &r->shards[i];
+        /* Unknown sets, or copies of merchants sitting in another shard: ask them all. */
+        if (!sh->has_set || sh->key_mismatch > 0 || sh->topic_partitions <= 0)
+            goto out;
+        nparts = sh->topic_partitions;
+    }
+    if (r->conflict[0])
+        goto out;
+    p = shard_partition_of(r->pt, merchant_id, strlen(merchant_id), (int)nparts);
+    for (int i = 0; i < r->n && owner < 0; i++)
+        if (shard_set_has(&r->shards[i].set, p))
+            owner = i;
+out:
+    pthread_mutex_unlock(&r->mu);
+    return owner;
+}
+
+/* Asks every shard's /health and learns what the answers tell; is_loud logs each shard. */
+static void refresh(struct router *r, struct router_client *c, bool is_loud)
+{
+    struct router_fan f = {0};
+
+    for (int i = 0; i < r->n; i++)
+        f.a[i].target = strdup("/health");
+    router_fan_out(c, &f);
+    for (int i = 0; i < r->n; i++) {
+        char why[256];
+        if (f.a[i].doc && (f.a[i].status == 200 || f.a[i].status == 503)) {
+            router_learn(r, i, f.a[i].doc);
+            if (is_loud)
+                log_info("serve", "shard_known shard=%s partitions=%s", r->shards[i].url,
+                         r->shards[i].has_set ? r->shards[i].set_text : "unknown");
+            continue;
+        }
+        why_failed(&f.a[i], why, sizeof(why));
+        if (is_loud)
+            log_warn("serve", "shard_unknown shard=%s err=\"%s\"", r->shards[i].url, why);
+    }
+    router_fan_release(&f);
+}
+
+int router_check(struct router *r, struct lerr *e)
+{
+    struct router_client *c = router_client_new(r);
+
+    if (!c)
+        return lerr_set(e, "out of memory");
+    refresh(r, c, true);
+    router_client_free(c);
+    return router_conflict(r, e->msg, sizeof(e->msg)) ? 1 : 0;
+}
+
+static void *refresher(void *arg)
+{
+    struct router *r = arg;
+    struct router_client *c = router_client_new(r);
+
+    pthread_mutex_lock(&r->mu);
+    while (c && !r->is_stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        pthread_cond_timedwait(&r->cv, &r->mu, &until);
+        if (r->is_stopping)
+            break;
+        pthread_mutex_unlock(&r->mu); /* router_learn takes it */
+        refresh(r, c, false);
+        pthread_mutex_lock(&r->mu);
+    }
+    pthread_mutex_unlock(&r->mu);
+    router_client_free(c);
+    return NULL;
+}
+
+int router_start(struct router *r, struct lerr *e)
+{
+    if (pthread_create(&r->refresher, NULL, refresher, r) != 0)
+        return lerr_set(e, "cannot start the shards' health thread");
+    r->has_refresher = true;
+    return 0;
+}
+
+void router_render_metrics(struct router *r, FILE *f)
+{
+    char conflict[256];
+
+    fputs("# HELP lambda_shard_up Whether the shard's last answer came (1) or not (0).\n"
+          "# TYPE lambda_shard_up gauge\n",
+          f);
+    for (int i = 0; i < r->n; i++)
+        fprintf(f, "lambda_shard_up{shard=\"%s\"} %d\n", r->shards[i].url,
+                atomic_load(&r->shards[i].is_up));
+    fputs("# HELP lambda_shard_requests_total Requests the router sent to the shard.\n"
+          "# TYPE lambda_shard_requests_total counter\n",
+          f);
+    for (int i = 0; i < r->n; i++)
+        fprintf(f, "lambda_shard_requests_total{shard=\"%s\"} %" PRIuFAST64 "\n", r->shards[i].url,
+                atomic_load(&r->shards[i].requests));
+    fputs("# HELP lambda_shard_errors_total Requests the shard did not answer in time or "
+          "answered 5xx.\n# TYPE lambda_shard_errors_total counter\n",
+          f);
+    for (int i = 0; i < r->n; i++)
+        fprintf(f, "lambda_shard_errors_total{shard=\"%s\"} %" PRIuFAST64 "\n", r->shards[i].url,
+                atomic_load(&r->shards[i].errors));
+    fputs("# HELP lambda_shard_latency_seconds Time the shard took to answer the router.\n"
+          "# TYPE lambda_shard_latency_seconds summary\n",
+          f);
+    for (int i = 0; i < r->n; i++) {
+        fprintf(f, "lambda_shard_latency_seconds_sum{shard=\"%s\"} %.6f\n", r->shards[i].url,
+                (double)atomic_load(&r->shards[i].latency_us) / 1e6);
+        fprintf(f, "lambda_shard_latency_seconds_count{shard=\"%s\"} %" PRIuFAST64 "\n",
+                r->shards[i].url, atomic_load(&r->shards[i].requests));
+    }
+    fprintf(f,
+            "# HELP lambda_shards_refused Whether the shards' sets overlap or leave a partition "
+            "unowned.\n# TYPE lambda_shards_refused gauge\nlambda_shards_refused %d\n",
+            router_conflict(r, conflict, sizeof(conflict)) ? 1 : 0);
+}

@@ -1,0 +1,69 @@
+/* router.h - lambda-serve in front of shards (DESIGN.md section 7): one endpoint that answers
+ * every route by asking the shards' own lambda-serve instances and merging their answers.
+ *
+ * With `shards = URL,URL,...` lambda-serve owns no data directory. main.c makes one struct
+ * router (the shard list, what their /health told of their partition sets, per-shard metrics)
+ * and checks the sets at start with router_check(); serve.c gives each worker thread its own
+ * struct router_client (a libcurl multi handle with one easy handle per shard, so connections
+ * stay alive between requests) and hands routed requests to router_handle(), in place of
+ * api.c's serve_api_handle(). Layering as for api.c: no HTTP server here, only the client.
+ *
+ * What a caller may rely on:
+ * - Shards are asked in parallel, each for at most shard_timeout. An answer is exact or an
+ *   error: a shard that does not answer in time, or answers 5xx, makes the answer 503
+ *   {"error":"shard http://... did not answer: ..."}, never a partial sum. A shard's 4xx (the
+ *   request is bad) is passed on as it came.
+ * - A `window=` (and a missing `to`) is resolved once, here, to absolute minutes ending at the
+ *   minimum of the watermarks of the shards the answer comes from, so every shard sums the
+ *   same minutes (a merchant asked of its own shard: that shard's watermark).
+ * - Sets that overlap or leave a partition unowned are refused: at start (router_check()
+ *   returns 1) and whenever a /health tells the sets (answers are 503 naming the conflict
+ *   until it is gone).
+ * - With `partitioner`, the topic's partition count and every set known and no shard
+ *   reporting key_mismatch, a merchant's own routes ask only the shard that owns it. */
+#ifndef LAMBDA_SERVE_ROUTER_H
+#define LAMBDA_SERVE_ROUTER_H
+
+#include <stdint.h>
+
+#include "api.h"
+#include "lerr.h"
+
+#define ROUTER_SHARDS_MAX 64
+
+struct router;
+struct router_client;
+
+struct router_opts {
+    const char *shards;      /* "http://host:port,http://..." */
+    int64_t timeout_ms;      /* shard_timeout */
+    const char *partitioner; /* NULL: a merchant's shard is unknown, every shard is asked */
+};
+
+/* A router for o's shards; asks nothing yet. NULL with e naming a bad URL list or
+ * partitioner. */
+struct router *router_new(const struct router_opts *o, struct lerr *e);
+
+/* Frees r (after every client); NULL is a no-op. */
+void router_free(struct router *r);
+
+/* Asks every shard's /health once and learns their sets. 0 when the sets known so far are
+ * consistent (a shard that does not answer is simply not known yet), 1 when they overlap or
+ * leave a partition unowned (e names the shards and the partition), -1 out of memory. */
+int router_check(struct router *r, struct lerr *e);
+
+/* Starts a thread that asks every shard's /health once a second, so sets learned late (a shard
+ * that was down, a speed layer that had not yet told the partition count) and conflicts are
+ * seen without a client asking for /health; router_free() stops it. -1 with e set. */
+int router_start(struct router *r, struct lerr *e);
+
+/* A worker thread's connections to the shards; NULL when out of memory. */
+struct router_client *router_client_new(struct router *r);
+void router_client_free(struct router_client *c);
+
+/* Answers a GET of path on route r by asking the shards (see above); the dashboard is served
+ * from here. Always fills out; the caller frees out->owned. */
+void router_handle(struct router_client *c, const struct serve_ctx *ctx, enum serve_route r,
+                   const char *path, serve_arg_fn arg, void *req, struct serve_reply *out);
+
+#endif

@@ -1,0 +1,951 @@
+/* router_merge.c - the router's routes: what each asks which shard, and how their answers
+ * merge into one exact answer (DESIGN.md section 7). No HTTP server here; router.c asks. */
+#include "router_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ev.h"
+#include "log.h"
+#include "span.h"
+#include "tm.h"
+
+/* One routed request, as router_handle() was given it. */
+struct rcall {
+    struct router_client *c;
+    struct router *r;
+    const struct serve_ctx *ctx;
+    const char *path;
+    serve_arg_fn arg;
+    void *req;
+};
+
+/* The span a request asks for, and what the router resolved it to. */
+struct rspan {
+    const char *window; /* as given, for the answer's "window" */
+    int64_t window_ms;
+    bool has_from;
+    bool is_resolved; /* from_ms/to_ms go to the shards; else no span at all */
+    int64_t from_ms, to_ms;
+};
+
+static const char *param(const struct rcall *q, const char *name)
+{
+    return q->arg(q->req, name);
+}
+
+static void reply_json(struct serve_reply *out, json_t *doc)
+{
+    memset(out, 0, sizeof(*out));
+    out->owned = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    if (!out->owned) {
+        serve_api_error(out, 500, "out of memory");
+        return;
+    }
+    out->status = 200;
+    out->content_type = "application/json";
+    out->body = out->owned;
+    out->len = strlen(out->body);
+}
+
+/* A request target being built: path, then ?name=value&... percent-encoded. */
+struct target {
+    FILE *f;
+    char *buf;
+    size_t len;
+    bool has_query;
+};
+
+static bool target_open(struct target *t, const char *path)
+{
+    memset(t, 0, sizeof(*t));
+    if (!(t->f = open_memstream(&t->buf, &t->len)))
+        return false;
+    fputs(path, t->f);
+    return true;
+}
+
+static void target_put(struct target *t, const char *name, const char *value)
+{
+    if (!value)
+        return;
+    fprintf(t->f, "%c%s=", t->has_query ? '&' : '?', name);
+    t->has_query = true;
+    for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
+        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+            *p == '-' || *p == '.' || *p == '_' || *p == '~')
+            fputc(*p, t->f);
+        else
+            fprintf(t->f, "%%%02X", *p);
+    }
+}
+
+static void target_put_ms(struct target *t, const char *name, int64_t v)
+{
+    char buf[32];
+
+    snprintf(buf, sizeof(buf), "%" PRId64, v);
+    target_put(t, name, buf);
+}
+
+static void target_put_span(struct target *t, const struct rspan *sp)
+{
+    if (!sp->is_resolved)
+        return;
+    target_put_ms(t, "from", sp->from_ms);
+    target_put_ms(t, "to", sp->to_ms);
+}
+
+/* The target, owned by the caller; NULL when out of memory. */
+static char *target_close(struct target *t)
+{
+    if (fclose(t->f) != 0) {
+        free(t->buf);
+        return NULL;
+    }
+    return t->buf;
+}
+
+/* Asks the /health of the shards an answer will come from (all of them when only is -1),
+ * learning their sets, for the minimum of their watermarks. A merchant's own routes need only
+ * its shard's: its sums are there alone, so they keep answering while another shard is down.
+ * -1 after a 503 answer when a shard does not answer. */
+static int min_watermark(const struct rcall *q, int only, bool *found, int64_t *wm_ms,
+                         struct serve_reply *out)
+{
+    struct router_fan f = {0};
+    int rc = 0;
+
+    *found = false;
+    for (int i = 0; i < q->r->n; i++)
+        if (only < 0 || only == i)
+            f.a[i].target = strdup("/health");
+    router_fan_out(q->c, &f);
+    for (int i = 0; i < q->r->n && rc == 0; i++) {
+        const struct router_answer *a = &f.a[i];
+        json_t *wm;
+        if (!a->target)
+            continue;
+        if (a->cc != CURLE_OK || !a->doc || (a->status != 200 && a->status != 503)) {
+            /* router_fan_failed names it; a 503 with JSON is an empty shard, not a failure */
+            rc = -1;
+            if (!router_fan_failed(q->r, &f, out))
+                serve_api_error(out, 503, "shard %s did not answer", q->r->shards[i].url);
+            break;
+        }
+        router_learn(q->r, i, a->doc);
+        wm = json_object_get(json_object_get(a->doc, "shard"), "watermark_ms");
+        if (json_is_integer(wm) && (!*found || json_integer_value(wm) < *wm_ms)) {
+            *wm_ms = json_integer_value(wm);
+            *found = true;
+        }
+    }
+    router_fan_release(&f);
+    return rc;
+}
+
+/* Reads window/from/to as a single lambda-serve does (serving/span.c; a bad one is a 400).
+ * A window, a from without to, or (def_ms > 0) nothing at all is resolved here to absolute
+ * from/to in step_ms buckets, ending at the bucket of the minimum watermark, so every shard
+ * sums the same buckets. -1 after an answer. */
+static int span_resolve(const struct rcall *q, int only, int64_t step_ms, int64_t def_ms,
+                        struct rspan *sp, struct serve_reply *out)
+{
+    struct serve_span in;
+    struct lerr e = {{0}};
+    int64_t end_ms, wm_ms = 0;
+    bool found;
+
+    memset(sp, 0, sizeof(*sp));
+    if (serve_span_parse(q->arg, q->req, &in, &e) != 0) {
+        serve_api_error(out, 400, "%s", e.msg);
+        return -1;
+    }
+    sp->window = in.window;
+    sp->window_ms = in.window_ms;
+    sp->has_from = in.has_from;
+    if (in.has_from && in.has_to) { /* absolute already: every shard floors and ceils alike */
+        sp->is_resolved = true;
+        sp->from_ms = in.from_ms;
+        sp->to_ms = in.to_ms;
+        return 0;
+    }
+    if (!serve_span_given(&in) && def_ms <= 0)
+        return 0;
+    if (min_watermark(q, only, &found, &wm_ms, out) != 0)
+        return -1;
+    end_ms = tm_floor(found ? wm_ms : tm_now_ms(), step_ms) + step_ms;
+    sp->is_resolved = true;
+    sp->to_ms = end_ms;
+    if (in.window)
+        sp->from_ms = end_ms - serve_span_ceil(in.window_ms, step_ms);
+    else if (in.has_from)
+        sp->from_ms = tm_floor(in.from_ms, step_ms);
+    else
+        sp->from_ms = end_ms - def_ms;
+    if (sp->to_ms <= sp->from_ms) /* from after the end of the data: an empty span */
+        sp->to_ms = sp->from_ms;
+    return 0;
+}
+
+/* The merchant id of /query/{id}...: false after a 400, as api.c answers it. */
+static bool take_id(const char *segment, char id[EV_ID_MAX + 1], struct serve_reply *out)
+{
+    size_t len = strcspn(segment, "/");
+
+    if (len > EV_ID_MAX) {
+        serve_api_error(out, 400, "bad merchant_id '%.80s...': longer than %d bytes", segment,
+                        EV_ID_MAX);
+        return false;
+    }
+    memcpy(id, segment, len);
+    id[len] = '\0';
+    if (!ev_merchant_id_valid(id, len)) {
+        serve_api_error(out, 400, "bad merchant_id '%.80s': want 1..64 of [A-Za-z0-9_.:-]", id);
+        return false;
+    }
+    return true;
+}
+
+/* Gives target to shard `only`, or to every shard when only < 0. */
+static bool ask(const struct rcall *q, struct router_fan *f, char *target, int only)
+{
+    if (!target)
+        return false;
+    for (int i = 0; i < q->r->n; i++)
+        if (only < 0 || only == i)
+            f->a[i].target = strdup(target);
+    free(target);
+    for (int i = 0; i < q->r->n; i++)
+        if ((only < 0 || only == i) && !f->a[i].target)
+            return false;
+    return true;
+}
+
+static int64_t int_of(const json_t *doc, const char *key)
+{
+    return json_integer_value(json_object_get(doc, key));
+}
+
+/* Copies key from src to dst when src has it. */
+static void copy_key(json_t *dst, const json_t *src, const char *key)
+{
+    json_t *v = src ? json_object_get(src, key) : NULL;
+
+    if (v)
+        json_object_set(dst, key, v);
+}
+
+/* One merchant's answer from the shards' answers for it (docs by shard, NULL where a shard
+ * was not asked): the sums, and each shard's batch and speed parts as provenance. */
+static json_t *merge_merchant(const struct router *r, const char *id, json_t *const docs[])
+{
+    int64_t orders = 0, revenue = 0;
+    json_t *shards = json_array(), *first = NULL, *doc;
+
+    for (int i = 0; shards && i < r->n; i++) {
+        if (!docs[i])
+            continue;
+        orders += int_of(docs[i], "order_count");
+        revenue += int_of(docs[i], "revenue_cents");
+        json_array_append_new(shards, json_pack("{s:s,s:O*,s:O*}", "url", r->shards[i].url, "batch",
+                                                json_object_get(docs[i], "batch"), "speed",
+                                                json_object_get(docs[i], "speed")));
+        if (!first)
+            first = docs[i];
+    }
+    doc = json_pack("{s:s,s:I,s:I}", "merchant_id", id, "order_count", (json_int_t)orders,
+                    "revenue_cents", (json_int_t)revenue);
+    if (!doc) {
+        json_decref(shards);
+        return NULL;
+    }
+    copy_key(doc, first, "from");
+    copy_key(doc, first, "to");
+    copy_key(doc, first, "merchant");
+    copy_key(doc, first, "dimension");
+    json_object_set_new(doc, "shards", shards);
+    return doc;
+}
+
+static void handle_query(const struct rcall *q, const char *segment, struct serve_reply *out)
+{
+    char id[EV_ID_MAX + 1], path[EV_ID_MAX + 16];
+    struct router_fan f = {0};
+    json_t *docs[ROUTER_SHARDS_MAX] = {0};
+    struct target t;
+    struct rspan sp;
+
+    int owner;
+
+    if (!take_id(segment, id, out))
+        return;
+    owner = router_owner(q->r, id);
+    if (span_resolve(q, owner, TM_MINUTE_MS, 0, &sp, out) != 0)
+        return;
+    snprintf(path, sizeof(path), "/query/%s", id);
+    if (!target_open(&t, path))
+        goto oom;
+    target_put_span(&t, &sp);
+    if (!ask(q, &f, target_close(&t), owner))
+        goto oom;
+    router_fan_out(q->c, &f);
+    if (!router_fan_failed(q->r, &f, out)) {
+        for (int i = 0; i < q->r->n; i++)
+            docs[i] = f.a[i].doc;
+        reply_json(out, merge_merchant(q->r, id, docs));
+    }
+    router_fan_release(&f);
+    return;
+oom:
+    router_fan_release(&f);
+    serve_api_error(out, 500, "out of memory");
+}
+
+/* The ids of ?ids=, checked as api.c checks them: pointers into buf; -1 after a 400. */
+static int split_ids(char *buf, const char **list, struct serve_reply *out)
+{
+    int n = 0;
+
+    for (char *p = buf, *comma;; p = comma + 1) {
+        comma = strchr(p, ',');
+        if (comma)
+            *comma = '\0';
+        if (!ev_merchant_id_valid(p, strlen(p))) {
+            serve_api_error(out, 400,
+                            "bad ids: merchant_id '%.80s' is not 1..64 of [A-Za-z0-9_.:-]", p);
+            return -1;
+        }
+        if (n == SERVE_IDS_MAX) {
+            int total = n + 1;
+            while (comma && (comma = strchr(comma + 1, ',')))
+                total++;
+            serve_api_error(out, 400, "too many ids: %d, at most %d", total, SERVE_IDS_MAX);
+            return -1;
+        }
+        list[n++] = p;
+        if (!comma)
+            return n;
+    }
+}
+
+/* Which shard answers which id: owner[k] for id k, or every shard (-1 everywhere) as soon as
+ * one id's shard cannot be told. */
+static void owners_of(const struct rcall *q, const char **list, int n, int *owner)
+{
+    for (int k = 0; k < n; k++)
+        if ((owner[k] = router_owner(q->r, list[k])) < 0) {
+            for (int j = 0; j < n; j++)
+                owner[j] = -1;
+            return;
+        }
+}
+
+/* The ?ids= target of shard i: the ids it answers, in the order asked. NULL: none. */
+static char *ids_target(const char **list, const int *owner, int n, int i, const struct rspan *sp)
+{
+    struct target t;
+    FILE *ids;
+    char *buf = NULL, *res;
+    size_t len = 0;
+    bool any = false;
+
+    if (!(ids = open_memstream(&buf, &len)))
+        return NULL;
+    for (int k = 0; k < n; k++)
+        if (owner[k] < 0 || owner[k] == i) {
+            fprintf(ids, "%s%s", any ? "," : "", list[k]);
+            any = true;
+        }
+    fclose(ids);
+    if (!any || !buf || !target_open(&t, "/query")) {
+        free(buf);
+        return NULL;
+    }
+    target_put(&t, "ids", buf);
+    target_put_span(&t, sp);
+    free(buf);
+    res = target_close(&t);
+    return res;
+}
+
+/* Shard i's answers, by the index of the id asked. false when it is not a list of as many as
+ * it was asked for. */
+static bool ids_take(const struct router_answer *a, const int *owner, int n, int i, json_t **by_id)
+{
+    json_t *arr = json_object_get(a->doc, "merchants");
+    size_t j = 0;
+
+    for (int k = 0; k < n; k++) {
+        if (owner[k] >= 0 && owner[k] != i)
+            continue;
+        if (!json_is_array(arr) || j >= json_array_size(arr))
+            return false;
+        by_id[k] = json_array_get(arr, j++);
+    }
+    return json_is_array(arr) && j == json_array_size(arr);
+}
+
+static void handle_ids(const struct rcall *q, struct serve_reply *out)
+{
+    const char *ids = param(q, "ids"), **list = NULL;
+    json_t **by = NULL, *arr = NULL;
+    int *owner = NULL, n;
+    struct router_fan f = {0};
+    struct rspan sp;
+    char *buf = NULL;
+
+    if (!ids) {
+        serve_api_error(out, 400, "bad ids: missing (GET /query?ids=a,b,c)");
+        return;
+    }
+    if (!(buf = strdup(ids)) || !(list = calloc(SERVE_IDS_MAX, sizeof(*list))) ||
+        !(owner = calloc(SERVE_IDS_MAX, sizeof(*owner)))) {
+        serve_api_error(out, 500, "out of memory");
+        goto out;
+    }
+    if ((n = split_ids(buf, list, out)) < 0)
+        goto out;
+    owners_of(q, list, n, owner);
+    /* one shard owning every id: its watermark alone; else every shard's */
+    int only = owner[0];
+    for (int k = 1; k < n; k++)
+        if (owner[k] != only)
+            only = -1;
+    if (span_resolve(q, only, TM_MINUTE_MS, 0, &sp, out) != 0)
+        goto out;
+    for (int i = 0; i < q->r->n; i++)
+        f.a[i].target = ids_target(list, owner, n, i, &sp);
+    router_fan_out(q->c, &f);
+    if (router_fan_failed(q->r, &f, out))
+        goto out;
+    /* by[k * nshards + i]: shard i's answer for id k */
+    if (!(by = calloc((size_t)n * (size_t)q->r->n, sizeof(*by))) || !(arr = json_array())) {
+        serve_api_error(out, 500, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < q->r->n; i++) {
+        json_t **col = calloc((size_t)n, sizeof(*col));
+        if (f.a[i].target && (!col || !ids_take(&f.a[i], owner, n, i, col))) {
+            free(col);
+            serve_api_error(out, 503,
+                            "shard %s did not answer: its list holds another number of merchants "
+                            "than it was asked for",
+                            q->r->shards[i].url);
+            goto out;
+        }
+        for (int k = 0; col && k < n; k++)
+            by[(size_t)k * (size_t)q->r->n + (size_t)i] = col[k];
+        free(col);
+    }
+    for (int k = 0; k < n; k++)
+        json_array_append_new(arr, merge_merchant(q->r, list[k], &by[(size_t)k * (size_t)q->r->n]));
+    reply_json(out, json_pack("{s:o}", "merchants", arr));
+    arr = NULL;
+out:
+    json_decref(arr);
+    router_fan_release(&f);
+    free(by);
+    free(owner);
+    free(list);
+    free(buf);
+}
+
+static int step_parse(const char *step, int64_t *step_ms)
+{
+    if (!strcmp(step, "1m"))
+        *step_ms = TM_MINUTE_MS;
+    else if (!strcmp(step, "1h"))
+        *step_ms = TM_HOUR_MS;
+    else if (!strcmp(step, "1d"))
+        *step_ms = TM_DAY_MS;
+    else
+        return -1;
+    return 0;
+}
+
+/* Point-wise sums of the shards' series; a point is final only when every shard says so, and
+ * the watermark is the lowest. NULL when their points do not line up. */
+static json_t *merge_series(const struct router *r, const struct router_fan *f)
+{
+    json_t *first = NULL, *pts = NULL, *shards = json_array(), *wm = NULL, *doc;
+    bool wm_null = false;
+
+    for (int i = 0; i < r->n; i++) {
+        json_t *d = f->a[i].doc, *p, *w;
+        if (!f->a[i].target)
+            continue;
+        p = json_object_get(d, "points");
+        w = json_object_get(d, "watermark");
+        json_array_append_new(shards, json_pack("{s:s}", "url", r->shards[i].url));
+        if (!json_is_string(w))
+            wm_null = true;
+        else if (!wm || strcmp(json_string_value(w), json_string_value(wm)) < 0)
+            wm = w; /* RFC 3339 in one format: the text orders as the time does */
+        if (!first) {
+            first = d;
+            pts = json_deep_copy(p);
+            continue;
+        }
+        if (!json_is_array(p) || !pts || json_array_size(p) != json_array_size(pts))
+            goto fail;
+        for (size_t j = 0; j < json_array_size(p); j++) {
+            json_t *a = json_array_get(pts, j), *b = json_array_get(p, j);
+            if (!json_equal(json_object_get(a, "t"), json_object_get(b, "t")))
+                goto fail;
+            json_object_set_new(a, "order_count",
+                                json_integer(int_of(a, "order_count") + int_of(b, "order_count")));
+            json_object_set_new(
+                a, "revenue_cents",
+                json_integer(int_of(a, "revenue_cents") + int_of(b, "revenue_cents")));
+            json_object_set_new(a, "final",
+                                json_boolean(json_is_true(json_object_get(a, "final")) &&
+                                             json_is_true(json_object_get(b, "final"))));
+        }
+    }
+    if (!first || !pts)
+        goto fail;
+    doc =
+        json_pack("{s:O,s:O,s:O,s:O,s:O,s:o,s:o}", "merchant_id",
+                  json_object_get(first, "merchant_id"), "step", json_object_get(first, "step"),
+                  "from", json_object_get(first, "from"), "to", json_object_get(first, "to"),
+                  "watermark", wm && !wm_null ? wm : json_null(), "points", pts, "shards", shards);
+    return doc;
+fail:
+    json_decref(pts);
+    json_decref(shards);
+    return NULL;
+}
+
+static void handle_series(const struct rcall *q, const char *segment, struct serve_reply *out)
+{
+    const char *step = param(q, "step");
+    char id[EV_ID_MAX + 1], path[EV_ID_MAX + 24];
+    struct router_fan f = {0};
+    struct target t;
+    struct rspan sp = {0};
+    int64_t step_ms = TM_MINUTE_MS;
+    int owner;
+    json_t *doc;
+
+    if (!take_id(segment, id, out))
+        return;
+    if (step && step_parse(step, &step_ms) != 0) {
+        serve_api_error(out, 400, "bad step '%.40s': want 1m, 1h or 1d", step);
+        return;
+    }
+    owner = router_owner(q->r, id);
+    if (span_resolve(q, owner, step_ms, 60 * step_ms, &sp, out) != 0)
+        return;
+    if (sp.is_resolved && sp.window &&
+        serve_span_ceil(sp.window_ms, step_ms) / step_ms > SERVE_POINTS_MAX) {
+        serve_api_error(out, 400, "bad window '%s': more than %d points of %s", sp.window,
+                        SERVE_POINTS_MAX, step ? step : "1m");
+        return;
+    }
+    if (sp.is_resolved && (sp.to_ms - sp.from_ms) / step_ms > SERVE_POINTS_MAX)
+        sp.from_ms = sp.to_ms - SERVE_POINTS_MAX * step_ms; /* from given, to open: the newest */
+    snprintf(path, sizeof(path), "/query/%s/series", id);
+    if (!target_open(&t, path))
+        goto oom;
+    target_put(&t, "step", step);
+    target_put_span(&t, &sp);
+    if (!ask(q, &f, target_close(&t), owner))
+        goto oom;
+    router_fan_out(q->c, &f);
+    if (!router_fan_failed(q->r, &f, out)) {
+        if ((doc = merge_series(q->r, &f)))
+            reply_json(out, doc);
+        else
+            serve_api_error(out, 503, "shards answered series whose points do not line up");
+    }
+    router_fan_release(&f);
+    return;
+oom:
+    router_fan_release(&f);
+    serve_api_error(out, 500, "out of memory");
+}
+
+struct top_row {
+    json_t *entry; /* the first shard's object for the merchant, counts summed into it */
+    int64_t order_count, revenue_cents;
+};
+
+static int by_orders(const void *a, const void *b)
+{
+    const struct top_row *x = a, *y = b;
+
+    if (x->order_count != y->order_count)
+        return x->order_count > y->order_count ? -1 : 1;
+    return strcmp(json_string_value(json_object_get(x->entry, "merchant_id")),
+                  json_string_value(json_object_get(y->entry, "merchant_id")));
+}
+
+static int by_revenue(const void *a, const void *b)
+{
+    const struct top_row *x = a, *y = b;
+
+    if (x->revenue_cents != y->revenue_cents)
+        return x->revenue_cents > y->revenue_cents ? -1 : 1;
+    return by_orders(a, b);
+}
+
+/* The n best of the shards' top n lists. Each merchant lives in one shard, so its sums there
+ * are whole and the best n overall are among the shards' best n; a merchant in two shards
+ * (key_mismatch) is summed. */
+static json_t *merge_top(const struct router *r, const struct router_fan *f, bool is_revenue,
+                         long n)
+{
+    json_t *seen = json_object(), *arr = json_array(), *shards = json_array();
+    struct top_row *rows = NULL;
+    size_t nrows = 0, cap = 0;
+
+    for (int i = 0; i < r->n; i++) {
+        json_t *list = json_object_get(f->a[i].doc, "merchants"), *en;
+        size_t j;
+        if (!f->a[i].target)
+            continue;
+        json_array_append_new(shards, json_pack("{s:s}", "url", r->shards[i].url));
+        json_array_foreach(list, j, en)
+        {
+            const char *id = json_string_value(json_object_get(en, "merchant_id"));
+            json_t *at;
+            if (!id)
+                continue;
+            if ((at = json_object_get(seen, id))) {
+                struct top_row *row = &rows[json_integer_value(at)];
+                row->order_count += int_of(en, "order_count");
+                row->revenue_cents += int_of(en, "revenue_cents");
+                continue;
+            }
+            if (nrows == cap) {
+                struct top_row *nr = realloc(rows, (cap = cap ? cap * 2 : 64) * sizeof(*nr));
+                if (!nr)
+                    goto out;
+                rows = nr;
+            }
+            rows[nrows] =
+                (struct top_row){en, int_of(en, "order_count"), int_of(en, "revenue_cents")};
+            json_object_set_new(seen, id, json_integer((json_int_t)nrows++));
+        }
+    }
+    if (nrows)
+        qsort(rows, nrows, sizeof(*rows), is_revenue ? by_revenue : by_orders);
+    for (size_t k = 0; k < nrows && k < (size_t)n; k++) {
+        json_t *e = json_copy(rows[k].entry);
+        json_object_set_new(e, "order_count", json_integer(rows[k].order_count));
+        json_object_set_new(e, "revenue_cents", json_integer(rows[k].revenue_cents));
+        json_array_append_new(arr, e);
+    }
+out:
+    free(rows);
+    json_decref(seen);
+    return json_pack("{s:o,s:o}", "merchants", arr, "shards", shards);
+}
+
+static void handle_top(const struct rcall *q, struct serve_reply *out)
+{
+    const char *by = param(q, "by"), *ntext = param(q, "n");
+    struct router_fan f = {0};
+    struct target t;
+    struct rspan sp;
+    long n = 10;
+    json_t *merged, *first = NULL;
+    char *end;
+
+    if (ntext) {
+        errno = 0;
+        n = strtol(ntext, &end, 10);
+        if (errno || end == ntext || *end || n < 1 || n > SERVE_TOP_MAX) {
+            serve_api_error(out, 400, "bad n '%.40s': want an integer 1..%d", ntext, SERVE_TOP_MAX);
+            return;
+        }
+    }
+    if (span_resolve(q, -1, TM_MINUTE_MS, 5 * TM_MINUTE_MS, &sp, out) != 0)
+        return;
+    if (!target_open(&t, "/top"))
+        goto oom;
+    target_put(&t, "n", ntext);
+    target_put(&t, "by", by);
+    target_put(&t, "filter", param(q, "filter"));
+    target_put_span(&t, &sp);
+    if (!ask(q, &f, target_close(&t), -1))
+        goto oom;
+    router_fan_out(q->c, &f);
+    if (router_fan_failed(q->r, &f, out))
+        goto done;
+    for (int i = 0; i < q->r->n && !first; i++)
+        first = f.a[i].doc;
+    merged = merge_top(q->r, &f, by && !strcmp(by, "revenue"), n);
+    json_object_set_new(merged, "window",
+                        sp.window ? json_string(sp.window)
+                                  : (sp.has_from ? json_null() : json_string("5m")));
+    copy_key(merged, first, "by");
+    copy_key(merged, first, "from");
+    copy_key(merged, first, "to");
+    copy_key(merged, first, "filter");
+    copy_key(merged, first, "dimension");
+    reply_json(out, merged);
+done:
+    router_fan_release(&f);
+    return;
+oom:
+    router_fan_release(&f);
+    serve_api_error(out, 500, "out of memory");
+}
+
+struct group_row {
+    json_t *value; /* borrowed from a shard's answer; JSON null: the merchants without it */
+    char *text;    /* what orders it among equal sums; NULL for the null group */
+    int64_t order_count, revenue_cents, merchants;
+};
+
+static int group_cmp(const struct group_row *x, const struct group_row *y, bool by_revenue)
+{
+    int64_t a = by_revenue ? x->revenue_cents : x->order_count;
+    int64_t b = by_revenue ? y->revenue_cents : y->order_count;
+
+    if (a != b)
+        return a > b ? -1 : 1;
+    if (!x->text || !y->text)
+        return !x->text - !y->text; /* the null group after every value, as rank.c orders */
+    return strcmp(x->text, y->text);
+}
+
+static int group_by_orders(const void *a, const void *b)
+{
+    return group_cmp(a, b, false);
+}
+
+static int group_by_revenue(const void *a, const void *b)
+{
+    return group_cmp(a, b, true);
+}
+
+/* Sums per attribute value over the shards: a merchant lives in one shard, so its group's
+ * merchant counts add up too. */
+static json_t *merge_groups(const struct router *r, const struct router_fan *f, bool is_revenue)
+{
+    json_t *seen = json_object(), *arr = json_array(), *shards = json_array();
+    struct group_row *rows = NULL;
+    size_t nrows = 0, cap = 0;
+
+    for (int i = 0; i < r->n; i++) {
+        json_t *list = json_object_get(f->a[i].doc, "groups"), *g;
+        size_t j;
+        if (!f->a[i].target)
+            continue;
+        json_array_append_new(shards, json_pack("{s:s}", "url", r->shards[i].url));
+        json_array_foreach(list, j, g)
+        {
+            json_t *v = json_object_get(g, "value"), *at;
+            char *key = json_dumps(v ? v : json_null(), JSON_ENCODE_ANY);
+            if (!key)
+                goto out;
+            if ((at = json_object_get(seen, key))) {
+                struct group_row *row = &rows[json_integer_value(at)];
+                row->order_count += int_of(g, "order_count");
+                row->revenue_cents += int_of(g, "revenue_cents");
+                row->merchants += int_of(g, "merchants");
+                free(key);
+                continue;
+            }
+            if (nrows == cap) {
+                struct group_row *nr = realloc(rows, (cap = cap ? cap * 2 : 32) * sizeof(*nr));
+                if (!nr) {
+                    free(key);
+                    goto out;
+                }
+                rows = nr;
+            }
+            rows[nrows] = (struct group_row){v, NULL, int_of(g, "order_count"),
+                                             int_of(g, "revenue_cents"), int_of(g, "merchants")};
+            if (json_is_string(v))
+                rows[nrows].text = strdup(json_string_value(v));
+            else if (v && !json_is_null(v))
+                rows[nrows].text = strdup(key);
+            json_object_set_new(seen, key, json_integer((json_int_t)nrows++));
+            free(key);
+        }
+    }
+    if (nrows)
+        qsort(rows, nrows, sizeof(*rows), is_revenue ? group_by_revenue : group_by_orders);
+    for (size_t k = 0; k < nrows; k++)
+        json_array_append_new(arr, json_pack("{s:O,s:I,s:I,s:I}", "value",
+                                             rows[k].value ? rows[k].value : json_null(),
+                                             "order_count", (json_int_t)rows[k].order_count,
+                                             "revenue_cents", (json_int_t)rows[k].revenue_cents,
+                                             "merchants", (json_int_t)rows[k].merchants));
+out:
+    for (size_t k = 0; k < nrows; k++)
+        free(rows[k].text);
+    free(rows);
+    json_decref(seen);
+    return json_pack("{s:o,s:o}", "groups", arr, "shards", shards);
+}
+
+static void handle_groups(const struct rcall *q, struct serve_reply *out)
+{
+    const char *by = param(q, "by");
+    struct router_fan f = {0};
+    struct target t;
+    struct rspan sp;
+    json_t *merged, *first = NULL;
+
+    if (span_resolve(q, -1, TM_MINUTE_MS, 5 * TM_MINUTE_MS, &sp, out) != 0)
+        return;
+    if (!target_open(&t, "/groups"))
+        goto oom;
+    target_put(&t, "group", param(q, "group"));
+    target_put(&t, "by", by);
+    target_put(&t, "filter", param(q, "filter"));
+    target_put_span(&t, &sp);
+    if (!ask(q, &f, target_close(&t), -1))
+        goto oom;
+    router_fan_out(q->c, &f);
+    if (router_fan_failed(q->r, &f, out))
+        goto done;
+    for (int i = 0; i < q->r->n && !first; i++)
+        first = f.a[i].doc;
+    merged = merge_groups(q->r, &f, by && !strcmp(by, "revenue"));
+    copy_key(merged, first, "group");
+    json_object_set_new(merged, "window",
+                        sp.window ? json_string(sp.window)
+                                  : (sp.has_from ? json_null() : json_string("5m")));
+    copy_key(merged, first, "by");
+    copy_key(merged, first, "from");
+    copy_key(merged, first, "to");
+    copy_key(merged, first, "dimension");
+    reply_json(out, merged);
+done:
+    router_fan_release(&f);
+    return;
+oom:
+    router_fan_release(&f);
+    serve_api_error(out, 500, "out of memory");
+}
+
+/* Every shard's /health: ok when all are, degraded (200) naming the ones that are not,
+ * unavailable (503) when none serves or their sets do not fit. */
+static void handle_health(const struct rcall *q, struct serve_reply *out)
+{
+    struct router_fan f = {0};
+    json_t *shards = json_array(), *reasons = json_array(), *doc;
+    int n_ok = 0, n_serving = 0;
+    char conflict[256] = "", why[300];
+    const char *status;
+
+    for (int i = 0; i < q->r->n; i++)
+        f.a[i].target = strdup("/health");
+    router_fan_out(q->c, &f);
+    for (int i = 0; i < q->r->n; i++) {
+        const struct router_answer *a = &f.a[i];
+        const char *url = q->r->shards[i].url, *st;
+        if (a->cc != CURLE_OK || !a->doc) {
+            snprintf(why, sizeof(why), "shard %s did not answer: %s", url,
+                     a->cc != CURLE_OK ? (a->err[0] ? a->err : curl_easy_strerror(a->cc))
+                                       : "not JSON");
+            json_array_append_new(reasons, json_string(why));
+            json_array_append_new(shards, json_pack("{s:s,s:s,s:s}", "url", url, "status",
+                                                    "unavailable", "error", why));
+            continue;
+        }
+        router_learn(q->r, i, a->doc);
+        st = json_string_value(json_object_get(a->doc, "status"));
+        if (!st)
+            st = "unknown";
+        n_serving += a->status == 200;
+        n_ok += a->status == 200 && !strcmp(st, "ok");
+        if (a->status != 200 || strcmp(st, "ok") != 0) {
+            snprintf(why, sizeof(why), "shard %s is %s (HTTP %ld)", url, st, a->status);
+            json_array_append_new(reasons, json_string(why));
+        }
+        json_array_append_new(shards,
+                              json_pack("{s:s,s:s,s:O}", "url", url, "status",
+                                        a->status == 200 ? st : "unavailable", "health", a->doc));
+    }
+    router_fan_release(&f);
+    if (router_conflict(q->r, conflict, sizeof(conflict)))
+        json_array_append_new(reasons, json_string(conflict));
+    status = n_ok == q->r->n && json_array_size(reasons) == 0 ? "ok"
+             : n_serving == 0 || conflict[0]                  ? "unavailable"
+                                                              : "degraded";
+    /* Whether a merchant's routes ask only its shard now: any id tells, since every set, the
+     * partition count and a zero key_mismatch are what it takes. */
+    doc = json_pack("{s:s,s:s,s:o,s:o}", "status", status, "routing",
+                    router_owner(q->r, "m") >= 0 ? "by_key" : "every_shard", "reasons", reasons,
+                    "shards", shards);
+    reply_json(out, doc);
+    if (out->status == 200 && !strcmp(status, "unavailable"))
+        out->status = 503;
+}
+
+static const char *route_label(int r)
+{
+    return serve_api_route_name((enum serve_route)r);
+}
+
+static void handle_metrics(const struct rcall *q, struct serve_reply *out)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+
+    if (!f) {
+        serve_api_error(out, 500, "out of memory");
+        return;
+    }
+    serve_metrics_render(q->ctx->metrics, route_label, f);
+    router_render_metrics(q->r, f);
+    fclose(f);
+    memset(out, 0, sizeof(*out));
+    out->status = 200;
+    out->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    out->owned = buf;
+    out->body = buf;
+    out->len = len;
+}
+
+void router_handle(struct router_client *c, const struct serve_ctx *ctx, enum serve_route r,
+                   const char *path, serve_arg_fn arg, void *req, struct serve_reply *out)
+{
+    struct rcall q = {.c = c, .r = c->r, .ctx = ctx, .path = path, .arg = arg, .req = req};
+    char conflict[256];
+
+    memset(out, 0, sizeof(*out));
+    conflict[0] = '\0';
+    if (r != SERVE_R_HEALTH && r != SERVE_R_METRICS && r != SERVE_R_DASHBOARD &&
+        router_conflict(c->r, conflict, sizeof(conflict))) {
+        serve_api_error(out, 503, "%s", conflict);
+        return;
+    }
+    switch (r) {
+    case SERVE_R_QUERY:
+        handle_query(&q, path + strlen("/query/"), out);
+        break;
+    case SERVE_R_QUERY_IDS:
+        handle_ids(&q, out);
+        break;
+    case SERVE_R_SERIES:
+        handle_series(&q, path + strlen("/query/"), out);
+        break;
+    case SERVE_R_TOP:
+        handle_top(&q, out);
+        break;
+    case SERVE_R_GROUPS:
+        handle_groups(&q, out);
+        break;
+    case SERVE_R_HEALTH:
+        handle_health(&q, out);
+        break;
+    case SERVE_R_METRICS:
+        handle_metrics(&q, out);
+        break;
+    default: /* the dashboard, and what has no route */
+        serve_api_handle(ctx, NULL, r, path, arg, req, out);
+        break;
+    }
+}

@@ -1,0 +1,778 @@
+/* it_shards.c - shards behind one router (DESIGN.md section 7), real processes: lambda-devkafka
+ * with 4 partitions, two shards (0-1 and 2-3, each its own lambda-speed, lambda-batch runs and
+ * lambda-serve), a router in front, and one unsharded stack over the same topic. Every routed
+ * answer equals the truth and the unsharded answer; a shard that is down makes unrouted answers
+ * 503 naming it while the other shard's merchants stay exact; pins and overlaps are refused. */
+#include <criterion/criterion.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <librdkafka/rdkafka.h>
+
+#include "itlib.h"
+#include "shard.h"
+
+#define NSTACK 3 /* shard 0-1, shard 2-3, the unsharded stack */
+
+static const char *const sets[NSTACK] = {"0-1", "2-3", "all"};
+
+struct stack {
+    char data[600], url[128], port[16];
+    struct it_proc speed, serve;
+    int speed_starts, serve_starts;
+};
+
+struct world {
+    char dir[512], bs[256], router_url[128];
+    struct it_proc kafka, router;
+    struct stack st[NSTACK];
+    struct it_truth truth;
+    int seed;
+};
+
+static struct world w;
+
+static void init(void)
+{
+    curl_global_init(CURL_GLOBAL_ALL);
+}
+
+static void start_speed(struct stack *s, int i)
+{
+    char tag[32];
+
+    snprintf(tag, sizeof(tag), "speed%d_%d", i, ++s->speed_starts);
+    char *argv[] = {"lambda-speed",  "--brokers",         w.bs,   "--data-dir",
+                    s->data,         "--epoch-ms",        "1000", "--checkpoint-ms",
+                    "100",           "--kafka-timeout",   "5s",   "--shard-partitions",
+                    (char *)sets[i], "--watermark-delay", "0",    NULL};
+    it_spawn(&s->speed, w.dir, tag, argv, NULL);
+}
+
+/* Starts a lambda-serve (on port, "0" for any) and waits for its port; url gets its address. */
+static void start_serve(struct it_proc *p, const char *tag, char *const extra[], const char *port,
+                        char url[128], char port_out[16])
+{
+    char *argv[24] = {"lambda-serve", "--port", (char *)port, "--threads", "2"};
+    int n = 5;
+    int64_t got;
+
+    for (int i = 0; extra[i]; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    it_spawn(p, w.dir, tag, argv, NULL);
+    cr_assert(it_wait_log(p, "listening", 15000), "%s did not start", tag);
+    got = it_log_int(p, "listening", "port");
+    cr_assert(got > 0);
+    snprintf(port_out, 16, "%" PRId64, got);
+    snprintf(url, 128, "http://127.0.0.1:%" PRId64, got);
+}
+
+static void start_shard_serve(struct stack *s, int i, const char *port)
+{
+    char tag[32];
+
+    snprintf(tag, sizeof(tag), "serve%d_%d", i, ++s->serve_starts);
+    char dim[600];
+    snprintf(dim, sizeof(dim), "%s/merchants.csv", w.dir);
+    char *extra[] = {"--data-dir",       s->data,      "--shard-partitions",
+                     (char *)sets[i],    "--epoch-ms", "1000",
+                     "--dimension-file", dim,          NULL};
+    start_serve(&s->serve, tag, extra, port, s->url, s->port);
+}
+
+static void start_router(void)
+{
+    char shards[300], port[16], nodir[600];
+
+    snprintf(shards, sizeof(shards), "%s,%s", w.st[0].url, w.st[1].url);
+    snprintf(nodir, sizeof(nodir), "%s/router-has-no-data", w.dir);
+    char *extra[] = {"--shards", shards, "--partitioner", "murmur2_random", "--data-dir",
+                     nodir,      NULL};
+    start_serve(&w.router, "router", extra, "0", w.router_url, port);
+}
+
+/* The merchant dimension every serve loads: a category for two in three merchants. */
+static void write_dimension(void)
+{
+    char path[600];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/merchants.csv", w.dir);
+    cr_assert((f = fopen(path, "w")));
+    fprintf(f, "merchant_id,category\n");
+    for (int i = 0; i < 60; i++)
+        fprintf(f, "m-%d,%s\n", i, i % 3 == 0 ? "" : i % 3 == 1 ? "books" : "games");
+    cr_assert_eq(fclose(f), 0);
+}
+
+static void start_world(void)
+{
+    memset(&w, 0, sizeof(w));
+    it_tmpdir("shards", w.dir);
+    write_dimension();
+    it_devkafka(&w.kafka, w.dir, 4, w.bs);
+    for (int i = 0; i < NSTACK; i++) {
+        char data[600];
+        snprintf(data, sizeof(data), "%s/data%d", w.dir, i);
+        memcpy(w.st[i].data, data, sizeof(data));
+        start_speed(&w.st[i], i);
+        start_shard_serve(&w.st[i], i, "0");
+    }
+    start_router();
+}
+
+static void stop_world(void)
+{
+    it_stop(&w.router);
+    for (int i = 0; i < NSTACK; i++) {
+        it_stop(&w.st[i].serve);
+        it_stop(&w.st[i].speed);
+    }
+    it_stop(&w.kafka);
+    it_truth_free(&w.truth);
+}
+
+/* Produces count events with a new seed (the virtual clock going on) into w.truth. */
+static void gen(int count)
+{
+    char seed[16], cnt[16], truth[600], tag[32], start[32];
+    struct it_truth t;
+
+    w.seed++;
+    snprintf(seed, sizeof(seed), "%d", w.seed);
+    snprintf(cnt, sizeof(cnt), "%d", count);
+    snprintf(truth, sizeof(truth), "%s/truth%d", w.dir, w.seed);
+    snprintf(tag, sizeof(tag), "gen%d", w.seed);
+    snprintf(start, sizeof(start), "%" PRId64, (int64_t)1795255200000 + (int64_t)w.seed * 600000);
+    char *argv[] = {"lambda-gen", "--brokers",   w.bs,    "--count",
+                    cnt,          "--merchants", "60",    "--late-pct",
+                    "2",          "--dup-pct",   "4",     "--invalid-pct",
+                    "2",          "--seed",      seed,    "--start-time",
+                    start,        "--time-step", "100ms", "--truth",
+                    truth,        NULL};
+    cr_assert_eq(it_run(w.dir, tag, argv, NULL, 60000), 0, "lambda-gen failed");
+    it_truth_load(&t, truth);
+    it_truth_add(&w.truth, &t);
+    it_truth_free(&t);
+}
+
+static json_t *get_json(const char *base, const char *target, long *status)
+{
+    char url[8192];
+    char *body = NULL;
+    json_t *doc;
+
+    snprintf(url, sizeof(url), "%s%s", base, target);
+    *status = it_http_get(url, &body);
+    doc = body ? json_loads(body, 0, NULL) : NULL;
+    free(body);
+    return doc;
+}
+
+/* The ?ids= target for every merchant of the truth. */
+static char *all_ids(void)
+{
+    size_t cap = 64 + w.truth.nmerchants * 70, n;
+    char *t = malloc(cap);
+
+    n = (size_t)snprintf(t, cap, "/query?ids=");
+    for (size_t i = 0; i < w.truth.nmerchants; i++)
+        n += (size_t)snprintf(t + n, cap - n, "%s%s", i ? "," : "",
+                              w.truth.merchants[i].merchant_id);
+    return t;
+}
+
+/* How many merchants' answers from base differ from the truth; the first named in first. */
+static size_t mismatches(const char *base, char *first, size_t len)
+{
+    char *target = all_ids();
+    long status;
+    json_t *doc = get_json(base, target, &status), *arr = json_object_get(doc, "merchants");
+    size_t bad = 0;
+
+    free(target);
+    if (status != 200 || json_array_size(arr) != w.truth.nmerchants) {
+        snprintf(first, len, "status %ld", status);
+        json_decref(doc);
+        return w.truth.nmerchants ? w.truth.nmerchants : 1;
+    }
+    for (size_t i = 0; i < w.truth.nmerchants; i++) {
+        const struct it_truth_merchant *m = &w.truth.merchants[i];
+        json_t *a = json_array_get(arr, i);
+        int64_t c = json_integer_value(json_object_get(a, "order_count"));
+        int64_t r = json_integer_value(json_object_get(a, "revenue_cents"));
+        if (c != m->order_count || r != m->revenue_cents ||
+            strcmp(json_string_value(json_object_get(a, "merchant_id")), m->merchant_id) != 0) {
+            if (!bad)
+                snprintf(first, len, "%s: got %" PRId64 "/%" PRId64 " want %" PRId64 "/%" PRId64,
+                         m->merchant_id, c, r, m->order_count, m->revenue_cents);
+            bad++;
+        }
+    }
+    json_decref(doc);
+    return bad;
+}
+
+static bool exact_at(void *base)
+{
+    char first[300];
+
+    return mismatches(base, first, sizeof(first)) == 0;
+}
+
+static void assert_exact(const char *base, const char *step)
+{
+    char first[300] = "";
+
+    if (it_wait_until(exact_at, (void *)base, 60000))
+        return;
+    size_t bad = mismatches(base, first, sizeof(first));
+    cr_assert_fail("after %s (%s): %zu of %zu merchants differ from the truth; first: %s", step,
+                   base, bad, w.truth.nmerchants, first);
+}
+
+/* Every merchant's /query/<id> through the router equals the truth. */
+static void assert_each_query(const char *step)
+{
+    for (size_t i = 0; i < w.truth.nmerchants; i++) {
+        const struct it_truth_merchant *m = &w.truth.merchants[i];
+        char target[128];
+        long status;
+        snprintf(target, sizeof(target), "/query/%s", m->merchant_id);
+        json_t *doc = get_json(w.router_url, target, &status);
+        cr_assert_eq(status, 200, "%s: %s", step, target);
+        cr_expect_eq(json_integer_value(json_object_get(doc, "order_count")), m->order_count,
+                     "%s: %s", step, m->merchant_id);
+        cr_expect_eq(json_integer_value(json_object_get(doc, "revenue_cents")), m->revenue_cents,
+                     "%s: %s", step, m->merchant_id);
+        cr_expect(json_is_array(json_object_get(doc, "shards")), "%s: provenance", step);
+        json_decref(doc);
+    }
+}
+
+/* The routed answer to target equals the unsharded stack's in the fields named. */
+static void assert_same_series(const char *target)
+{
+    long s1, s2;
+    json_t *a = get_json(w.router_url, target, &s1), *b = get_json(w.st[2].url, target, &s2);
+    json_t *pa = json_object_get(a, "points"), *pb = json_object_get(b, "points");
+    int64_t total = 0;
+
+    cr_assert_eq(s1, 200, "%s via the router", target);
+    cr_assert_eq(s2, 200, "%s unsharded", target);
+    cr_assert_eq(json_array_size(pa), json_array_size(pb), "%s: points", target);
+    for (size_t i = 0; i < json_array_size(pa); i++) {
+        json_t *x = json_array_get(pa, i), *y = json_array_get(pb, i);
+        cr_expect(json_equal(json_object_get(x, "t"), json_object_get(y, "t")));
+        cr_expect_eq(json_integer_value(json_object_get(x, "order_count")),
+                     json_integer_value(json_object_get(y, "order_count")), "%s point %zu", target,
+                     i);
+        cr_expect_eq(json_integer_value(json_object_get(x, "revenue_cents")),
+                     json_integer_value(json_object_get(y, "revenue_cents")), "%s point %zu",
+                     target, i);
+        total += json_integer_value(json_object_get(x, "order_count"));
+    }
+    cr_expect(total > 0, "%s: a series with orders", target);
+    json_decref(a);
+    json_decref(b);
+}
+
+static void assert_same_top(const char *target)
+{
+    long s1, s2;
+    json_t *a = get_json(w.router_url, target, &s1), *b = get_json(w.st[2].url, target, &s2);
+    json_t *ma = json_object_get(a, "merchants"), *mb = json_object_get(b, "merchants");
+
+    cr_assert_eq(s1, 200, "%s via the router", target);
+    cr_assert_eq(s2, 200, "%s unsharded", target);
+    cr_assert_eq(json_array_size(ma), json_array_size(mb), "%s: length", target);
+    cr_assert(json_array_size(ma) > 0, "%s: not empty", target);
+    for (size_t i = 0; i < json_array_size(ma); i++) {
+        json_t *x = json_array_get(ma, i), *y = json_array_get(mb, i);
+        cr_expect_str_eq(json_string_value(json_object_get(x, "merchant_id")),
+                         json_string_value(json_object_get(y, "merchant_id")), "%s rank %zu",
+                         target, i);
+        cr_expect(json_equal(json_object_get(x, "order_count"), json_object_get(y, "order_count")));
+        cr_expect(
+            json_equal(json_object_get(x, "revenue_cents"), json_object_get(y, "revenue_cents")));
+    }
+    json_decref(a);
+    json_decref(b);
+}
+
+/* Routed /groups equals the unsharded stack's. */
+static void assert_same_groups(const char *target)
+{
+    long s1, s2;
+    json_t *a = get_json(w.router_url, target, &s1), *b = get_json(w.st[2].url, target, &s2);
+    char *ta = json_dumps(json_object_get(a, "groups"), JSON_COMPACT),
+         *tb = json_dumps(json_object_get(b, "groups"), JSON_COMPACT);
+
+    cr_assert_eq(s1, 200, "%s via the router", target);
+    cr_assert_eq(s2, 200, "%s unsharded", target);
+    cr_expect_eq(json_array_size(json_object_get(b, "groups")), 3, "%s: three groups", target);
+    cr_expect_str_eq(ta, tb, "%s", target);
+    free(ta);
+    free(tb);
+    json_decref(a);
+    json_decref(b);
+}
+
+static void batch_run(int i, const char *tag)
+{
+    char t[64];
+
+    snprintf(t, sizeof(t), "%s_%d", tag, i);
+    char *argv[] = {"lambda-batch",
+                    "run",
+                    "--brokers",
+                    w.bs,
+                    "--data-dir",
+                    w.st[i].data,
+                    "--epoch-ms",
+                    "1000",
+                    "--kafka-timeout",
+                    "5s",
+                    "--shard-partitions",
+                    (char *)sets[i],
+                    NULL};
+    cr_assert_eq(it_run(w.dir, t, argv, NULL, 120000), 0, "lambda-batch %s failed", t);
+}
+
+/* The truth's time range: [the first seed's start, the last one's end), whole hours. */
+static void range_target(char *buf, size_t len, const char *path, const char *extra)
+{
+    int64_t from = (int64_t)1795255200000 + 600000 - 3600000,
+            to = (int64_t)1795255200000 + (int64_t)(w.seed + 1) * 600000 + 3600000;
+
+    snprintf(buf, len, "%s?from=%" PRId64 "&to=%" PRId64 "%s", path, from, to, extra);
+}
+
+TestSuite(shards, .init = init, .fini = stop_world);
+
+Test(shards, routed_answers_equal_the_truth_and_an_unsharded_stack, .timeout = 600)
+{
+    char target[256];
+
+    start_world();
+    gen(3000);
+    assert_exact(w.router_url, "the first stream");
+    assert_exact(w.st[2].url, "the first stream, unsharded");
+    for (int i = 0; i < NSTACK; i++)
+        batch_run(i, "batch1");
+    assert_exact(w.router_url, "a batch run on each shard");
+
+    cr_assert_eq(it_signal(&w.st[0].speed, SIGKILL, 5000), 128 + SIGKILL);
+    gen(2000);
+    start_speed(&w.st[0], 0);
+    assert_exact(w.router_url, "a SIGKILL of shard 0-1's speed layer and more stream");
+    assert_exact(w.st[2].url, "more stream, unsharded");
+    assert_each_query("after the kill");
+
+    const char *busiest = w.truth.merchants[0].merchant_id;
+    for (size_t i = 1; i < w.truth.nmerchants; i++)
+        if (w.truth.merchants[i].order_count > it_truth_find(&w.truth, busiest)->order_count)
+            busiest = w.truth.merchants[i].merchant_id;
+    char path[128];
+    snprintf(path, sizeof(path), "/query/%s/series", busiest);
+    range_target(target, sizeof(target), path, "&step=1h");
+    assert_same_series(target);
+    range_target(target, sizeof(target), path, "&step=1d");
+    assert_same_series(target);
+    range_target(target, sizeof(target), "/top", "&n=7");
+    assert_same_top(target);
+    range_target(target, sizeof(target), "/top", "&n=5&by=revenue");
+    assert_same_top(target);
+    range_target(target, sizeof(target), "/top", "&n=4&filter=category:games");
+    assert_same_top(target);
+    range_target(target, sizeof(target), "/groups", "&group=category");
+    assert_same_groups(target);
+    range_target(target, sizeof(target), "/groups", "&group=category&by=revenue");
+    assert_same_groups(target);
+
+    /* A window resolves to absolute minutes at the router, which every shard sums: the
+     * unsharded stack over the same minutes gives the same sums. */
+    long status, s2;
+    snprintf(target, sizeof(target), "/query/%s?window=30m", busiest);
+    json_t *doc = get_json(w.router_url, target, &status);
+    cr_assert_eq(status, 200);
+    const char *from = json_string_value(json_object_get(doc, "from")),
+               *to = json_string_value(json_object_get(doc, "to"));
+    cr_assert(from && to, "a window answer says its minutes");
+    snprintf(target, sizeof(target), "/query/%s?from=%s&to=%s", busiest, from, to);
+    json_t *single = get_json(w.st[2].url, target, &s2);
+    cr_assert_eq(s2, 200);
+    cr_expect(json_integer_value(json_object_get(doc, "order_count")) > 0);
+    cr_expect(
+        json_equal(json_object_get(doc, "order_count"), json_object_get(single, "order_count")));
+    cr_expect(json_equal(json_object_get(doc, "revenue_cents"),
+                         json_object_get(single, "revenue_cents")));
+    json_decref(single);
+    json_decref(doc);
+
+    /* A bad request is refused as a single lambda-serve refuses it. */
+    static const char *const bad[] = {
+        "/query/m-1?window=soon", "/top?n=0", "/query/m-1/series?step=2m", "/query?ids=a,,b",
+        "/query/m-1?from=2026-11-21T10:00:00Z&to=2026-11-21T09:00:00Z"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *x = get_json(w.router_url, bad[i], &status),
+               *y = get_json(w.st[2].url, bad[i], &s2);
+        cr_expect_eq(status, 400, "%s via the router", bad[i]);
+        cr_expect_eq(s2, 400, "%s unsharded", bad[i]);
+        cr_expect(json_equal(x, y), "%s: the same error", bad[i]);
+        json_decref(x);
+        json_decref(y);
+    }
+
+    doc = get_json(w.router_url, "/health", &status);
+    cr_expect_eq(status, 200);
+    cr_expect_str_eq(json_string_value(json_object_get(doc, "status")), "ok");
+    json_decref(doc);
+    doc = get_json(w.st[0].url, "/health", &status);
+    json_t *sh = json_object_get(doc, "shard");
+    cr_expect_str_eq(json_string_value(json_object_get(sh, "partitions")), "0-1");
+    cr_expect_eq(json_integer_value(json_object_get(sh, "topic_partitions")), 4);
+    cr_expect_eq(json_integer_value(json_object_get(sh, "key_mismatch")), 0);
+    json_decref(doc);
+}
+
+/* A merchant of the truth that partition set `set` owns (murmur2, 4 partitions). */
+static const char *merchant_of(const char *set_text)
+{
+    struct shard_set set;
+
+    cr_assert_eq(shard_set_parse(&set, set_text, NULL), 0);
+    for (size_t i = 0; i < w.truth.nmerchants; i++) {
+        const char *id = w.truth.merchants[i].merchant_id;
+        if (shard_set_has(&set,
+                          shard_partition_of(SHARD_PARTITIONER_MURMUR2_RANDOM, id, strlen(id), 4)))
+            return id;
+    }
+    cr_assert_fail("no merchant in %s", set_text);
+    return NULL;
+}
+
+/* The router has learned every set and the partition count: it asks a merchant's shard. */
+static bool routes_by_key(void *arg)
+{
+    long status;
+    json_t *doc = get_json(w.router_url, "/health", &status);
+    const char *r = json_string_value(json_object_get(doc, "routing"));
+    bool yes = r && !strcmp(r, "by_key");
+
+    (void)arg;
+    json_decref(doc);
+    return yes;
+}
+
+Test(shards, a_shard_down_is_named_and_the_other_shards_merchants_stay_exact, .timeout = 300)
+{
+    char target[256], port[16];
+    long status;
+    json_t *doc;
+
+    start_world();
+    gen(2000);
+    assert_exact(w.router_url, "the stream");
+    cr_assert(it_wait_until(routes_by_key, NULL, 30000), "the router learned the sets");
+    snprintf(port, sizeof(port), "%s", w.st[1].port);
+    it_stop(&w.st[1].serve);
+
+    doc = get_json(w.router_url, "/top?n=3", &status);
+    cr_expect_eq(status, 503);
+    char want[256];
+    snprintf(want, sizeof(want), "shard %s did not answer: ", w.st[1].url);
+    cr_expect(strncmp(json_string_value(json_object_get(doc, "error")), want, strlen(want)) == 0,
+              "%s", json_string_value(json_object_get(doc, "error")));
+    json_decref(doc);
+
+    const char *mine = merchant_of("0-1"), *theirs = merchant_of("2-3");
+    snprintf(target, sizeof(target), "/query/%s", mine);
+    doc = get_json(w.router_url, target, &status);
+    cr_expect_eq(status, 200, "a merchant of the healthy shard");
+    cr_expect_eq(json_integer_value(json_object_get(doc, "order_count")),
+                 it_truth_find(&w.truth, mine)->order_count);
+    cr_expect_eq(json_array_size(json_object_get(doc, "shards")), 1, "asked only its shard");
+    json_decref(doc);
+    /* A series with no from/to ends at the watermark of the merchant's own shard. */
+    snprintf(target, sizeof(target), "/query/%s/series?step=1h", mine);
+    doc = get_json(w.router_url, target, &status);
+    cr_expect_eq(status, 200, "a series of a merchant of the healthy shard");
+    int64_t total = 0;
+    json_t *pt;
+    size_t k;
+    json_array_foreach(json_object_get(doc, "points"), k, pt) total +=
+        json_integer_value(json_object_get(pt, "order_count"));
+    cr_expect_eq(total, it_truth_find(&w.truth, mine)->order_count, "its series sums to the truth");
+    json_decref(doc);
+    snprintf(target, sizeof(target), "/query/%s?window=30d", mine);
+    doc = get_json(w.router_url, target, &status);
+    cr_expect_eq(status, 200, "a window of a merchant of the healthy shard");
+    json_decref(doc);
+    snprintf(target, sizeof(target), "/top?window=30d");
+    doc = get_json(w.router_url, target, &status);
+    cr_expect_eq(status, 503, "a window over every merchant needs every shard");
+    json_decref(doc);
+    snprintf(target, sizeof(target), "/query/%s", theirs);
+    doc = get_json(w.router_url, target, &status);
+    cr_expect_eq(status, 503, "a merchant of the shard that is down");
+    json_decref(doc);
+
+    doc = get_json(w.router_url, "/health", &status);
+    cr_expect_eq(status, 200, "degraded: one of two shards answers");
+    cr_expect_str_eq(json_string_value(json_object_get(doc, "status")), "degraded");
+    char *text = json_dumps(doc, JSON_COMPACT);
+    cr_expect(strstr(text, w.st[1].url) != NULL, "names the shard: %s", text);
+    free(text);
+    json_decref(doc);
+    char url[256], *metrics = NULL, line[300];
+    snprintf(url, sizeof(url), "%s/metrics", w.router_url);
+    cr_expect_eq(it_http_get(url, &metrics), 200);
+    snprintf(line, sizeof(line), "lambda_shard_up{shard=\"%s\"} 0\n", w.st[1].url);
+    cr_expect(metrics && strstr(metrics, line), "%s in /metrics", line);
+    snprintf(line, sizeof(line), "lambda_shard_up{shard=\"%s\"} 1\n", w.st[0].url);
+    cr_expect(metrics && strstr(metrics, line), "%s in /metrics", line);
+    snprintf(line, sizeof(line), "lambda_shard_errors_total{shard=\"%s\"} ", w.st[1].url);
+    cr_expect(metrics && strstr(metrics, line) && strstr(metrics, line)[strlen(line)] != '0',
+              "errors counted for the shard that is down");
+    free(metrics);
+
+    start_shard_serve(&w.st[1], 1, port);
+    assert_exact(w.router_url, "the shard back");
+    doc = get_json(w.router_url, "/health", &status);
+    cr_expect_eq(status, 200);
+    cr_expect_str_eq(json_string_value(json_object_get(doc, "status")), "ok");
+    json_decref(doc);
+}
+
+Test(shards, a_data_directory_with_another_set_or_epoch_ms_exits_2_naming_both, .timeout = 120)
+{
+    char data[600], bs[256];
+    struct it_proc kafka;
+
+    memset(&w, 0, sizeof(w));
+    it_tmpdir("shards-pin", w.dir);
+    it_devkafka(&kafka, w.dir, 4, bs);
+    snprintf(data, sizeof(data), "%s/data", w.dir);
+    char *first[] = {"lambda-batch",       "run", "--brokers", bs, "--data-dir", data,
+                     "--shard-partitions", "0,1", NULL};
+    cr_assert_eq(it_run(w.dir, "first", first, NULL, 60000), 0);
+    char *other_set[] = {"lambda-speed", "--brokers",          bs,    "--data-dir",
+                         data,           "--shard-partitions", "2-3", NULL};
+    cr_expect_eq(it_run(w.dir, "speed_other", other_set, NULL, 30000), 2);
+    char *batch_set[] = {"lambda-batch",       "run", "--brokers", bs, "--data-dir", data,
+                         "--shard-partitions", "all", NULL};
+    cr_expect_eq(it_run(w.dir, "batch_other", batch_set, NULL, 30000), 2);
+    char *serve_epoch[] = {"lambda-serve",       "--port", "0",          "--data-dir", data,
+                           "--shard-partitions", "0-1",    "--epoch-ms", "30000",      NULL};
+    cr_expect_eq(it_run(w.dir, "serve_other", serve_epoch, NULL, 30000), 2);
+
+    char path[700];
+    snprintf(path, sizeof(path), "%s/speed_other.err", w.dir);
+    char *err = it_read_file(path, NULL);
+    cr_expect(err && strstr(err, "shard_partitions=0-1") && strstr(err, "shard_partitions=2-3"),
+              "names both: %s", err);
+    free(err);
+    snprintf(path, sizeof(path), "%s/serve_other.err", w.dir);
+    err = it_read_file(path, NULL);
+    cr_expect(err && strstr(err, "epoch_ms=60000") && strstr(err, "epoch_ms=30000"),
+              "names both: %s", err);
+    free(err);
+    /* A set that names a partition the topic lacks is refused at start. */
+    char empty[600];
+    snprintf(empty, sizeof(empty), "%s/data-wide", w.dir);
+    char *wide[] = {"lambda-speed", "--brokers",          bs,    "--data-dir",
+                    empty,          "--shard-partitions", "3-4", NULL};
+    cr_expect_eq(it_run(w.dir, "speed_wide", wide, NULL, 30000), 1);
+    snprintf(path, sizeof(path), "%s/speed_wide.err", w.dir);
+    err = it_read_file(path, NULL);
+    cr_expect(err && strstr(err, "names partition 4 but the topic has 4"), "%s", err);
+    free(err);
+    it_stop(&kafka);
+}
+
+/* An import on a shard keeps the orders of its own merchants and counts the others. */
+Test(shards, an_import_on_a_shard_keeps_its_merchants_and_needs_the_partitioner, .timeout = 120)
+{
+    char data[600], bs[256], file[600], path[700], want[64];
+    struct it_proc kafka;
+    struct shard_set set;
+    int foreign = 0;
+    FILE *f;
+
+    memset(&w, 0, sizeof(w));
+    it_tmpdir("shards-import", w.dir);
+    it_devkafka(&kafka, w.dir, 4, bs);
+    snprintf(data, sizeof(data), "%s/data", w.dir);
+    snprintf(file, sizeof(file), "%s/orders.ndjson", w.dir);
+    cr_assert_eq(shard_set_parse(&set, "0-1", NULL), 0);
+    cr_assert((f = fopen(file, "w")));
+    for (int i = 0; i < 300; i++) {
+        char id[16];
+        int n = snprintf(id, sizeof(id), "m-%d", i % 37);
+        fprintf(f,
+                "{\"order_id\":\"i-%d\",\"merchant_id\":\"%s\",\"amount_cents\":%d,"
+                "\"event_time\":\"2026-11-21T10:%02d:00Z\"}\n",
+                i, id, 100 + i, i % 60);
+        foreign += !shard_set_has(
+            &set, shard_partition_of(SHARD_PARTITIONER_MURMUR2_RANDOM, id, (size_t)n, 4));
+    }
+    cr_assert_eq(fclose(f), 0);
+    cr_assert(foreign > 0 && foreign < 300, "both shards have merchants: %d", foreign);
+    char *no_pt[] = {"lambda-batch",       "import", file, "--brokers", bs, "--data-dir", data,
+                     "--shard-partitions", "0-1",    NULL};
+    cr_expect_eq(it_run(w.dir, "import_no_pt", no_pt, NULL, 30000), 1);
+    snprintf(path, sizeof(path), "%s/import_no_pt.err", w.dir);
+    char *err = it_read_file(path, NULL);
+    cr_expect(err && strstr(err, "needs 'partitioner'"), "%s", err);
+    free(err);
+    char *argv[] = {"lambda-batch",
+                    "import",
+                    file,
+                    "--brokers",
+                    bs,
+                    "--data-dir",
+                    data,
+                    "--shard-partitions",
+                    "0-1",
+                    "--partitioner",
+                    "murmur2_random",
+                    NULL};
+    cr_assert_eq(it_run(w.dir, "import", argv, NULL, 30000), 0);
+    snprintf(path, sizeof(path), "%s/import.out", w.dir);
+    char *out = it_read_file(path, NULL);
+    snprintf(want, sizeof(want), "orders=%d ", 300 - foreign);
+    cr_expect(out && strstr(out, want), "want %s: %s", want, out);
+    snprintf(want, sizeof(want), "not_this_shard=%d ", foreign);
+    cr_expect(out && strstr(out, want), "want %s: %s", want, out);
+    free(out);
+    char *status[] = {"lambda-batch",       "status", "--json", "--data-dir", data,
+                      "--shard-partitions", "0,1",    NULL};
+    cr_assert_eq(it_run(w.dir, "status", status, NULL, 30000), 0);
+    snprintf(path, sizeof(path), "%s/status.out", w.dir);
+    out = it_read_file(path, NULL);
+    json_t *doc = out ? json_loads(out, 0, NULL) : NULL, *sh = json_object_get(doc, "shard");
+    cr_expect_str_eq(json_string_value(json_object_get(sh, "partitions")), "0-1", "%s", out);
+    cr_expect(json_is_null(json_object_get(sh, "topic_partitions")), "no speed layer told it");
+    cr_expect_eq(json_integer_value(json_object_get(sh, "key_mismatch")), 0);
+    json_decref(doc);
+    free(out);
+    it_stop(&kafka);
+}
+
+/* A savepoint carries its shard's set: restoring it on another shard is refused. */
+Test(shards, a_savepoint_of_another_shard_is_refused, .timeout = 120)
+{
+    char data[600], other[600], bs[256], file[600], path[700];
+    struct it_proc kafka, speed;
+
+    memset(&w, 0, sizeof(w));
+    it_tmpdir("shards-savepoint", w.dir);
+    it_devkafka(&kafka, w.dir, 4, bs);
+    snprintf(data, sizeof(data), "%s/data", w.dir);
+    snprintf(other, sizeof(other), "%s/other", w.dir);
+    snprintf(file, sizeof(file), "%s/speed.savepoint", w.dir);
+    char *run[] = {"lambda-speed", "--brokers",          bs,    "--data-dir",
+                   data,           "--shard-partitions", "0-1", NULL};
+    it_spawn(&speed, w.dir, "speed", run, NULL);
+    cr_assert(it_wait_log(&speed, "msg=started", 20000), "lambda-speed did not start");
+    cr_assert_eq(it_signal(&speed, SIGTERM, 10000), 0);
+    char *out[] = {"lambda-speed", "savepoint",          "--out", file, "--data-dir",
+                   data,           "--shard-partitions", "0-1",   NULL};
+    cr_assert_eq(it_run(w.dir, "out", out, NULL, 30000), 0);
+    char *in[] = {"lambda-speed", "savepoint",          "--restore", file, "--data-dir",
+                  other,          "--shard-partitions", "2-3",       NULL};
+    cr_expect_eq(it_run(w.dir, "restore", in, NULL, 30000), 2);
+    snprintf(path, sizeof(path), "%s/restore.err", w.dir);
+    char *err = it_read_file(path, NULL);
+    cr_expect(err && strstr(err, "shard_partitions=0-1") && strstr(err, "shard_partitions=2-3"),
+              "names both: %s", err);
+    free(err);
+    char *same[] = {"lambda-speed", "savepoint",          "--restore", file, "--data-dir",
+                    other,          "--shard-partitions", "0,1",       NULL};
+    cr_expect_eq(it_run(w.dir, "restore_same", same, NULL, 30000), 0,
+                 "the same set, written otherwise");
+    it_stop(&kafka);
+}
+
+Test(shards, the_router_refuses_shards_whose_sets_overlap, .timeout = 120)
+{
+    char data[2][600], url[2][128], port[2][16], shards[300], nodir[600];
+    struct it_proc serve[2];
+
+    memset(&w, 0, sizeof(w));
+    it_tmpdir("shards-overlap", w.dir);
+    for (int i = 0; i < 2; i++) {
+        char tag[32];
+        snprintf(data[i], sizeof(data[i]), "%s/data%d", w.dir, i);
+        snprintf(tag, sizeof(tag), "serve%d", i);
+        char *extra[] = {"--data-dir", data[i], "--shard-partitions", i ? "1-3" : "0-1", NULL};
+        start_serve(&serve[i], tag, extra, "0", url[i], port[i]);
+    }
+    snprintf(shards, sizeof(shards), "%s,%s", url[0], url[1]);
+    snprintf(nodir, sizeof(nodir), "%s/none", w.dir);
+    char *argv[] = {"lambda-serve", "--port", "0", "--shards", shards, "--data-dir", nodir, NULL};
+    cr_expect_eq(it_run(w.dir, "router", argv, NULL, 30000), 2);
+    char path[700];
+    snprintf(path, sizeof(path), "%s/router.err", w.dir);
+    char *err = it_read_file(path, NULL);
+    cr_expect(err && strstr(err, "both own partition 1"), "%s", err);
+    free(err);
+    it_stop(&serve[0]);
+    it_stop(&serve[1]);
+}
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    if (!m->err)
+        ((int *)opaque)[(intptr_t)m->_private] = m->partition;
+}
+
+/* What librdkafka's producer does with each key is what shard_partition_of() says. */
+Test(shards, the_hash_is_the_producers, .timeout = 120)
+{
+    static const char *const names[] = {"murmur2_random", "consistent_random"};
+    static const enum shard_partitioner pts[] = {SHARD_PARTITIONER_MURMUR2_RANDOM,
+                                                 SHARD_PARTITIONER_CONSISTENT_RANDOM};
+    char bs[256], err[512];
+    struct it_proc kafka;
+
+    memset(&w, 0, sizeof(w));
+    it_tmpdir("shards-hash", w.dir);
+    it_devkafka(&kafka, w.dir, 4, bs);
+    for (int k = 0; k < 2; k++) {
+        int got[200];
+        rd_kafka_conf_t *conf = rd_kafka_conf_new();
+        cr_assert_eq(rd_kafka_conf_set(conf, "bootstrap.servers", bs, err, sizeof(err)), 0);
+        cr_assert_eq(rd_kafka_conf_set(conf, "partitioner", names[k], err, sizeof(err)), 0);
+        rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+        rd_kafka_conf_set_opaque(conf, got);
+        rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+        cr_assert(rk, "%s", err);
+        for (int i = 0; i < 200; i++) {
+            char key[32];
+            int n = snprintf(key, sizeof(key), "merchant-%d", i * 7919);
+            got[i] = -1;
+            cr_assert_eq(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("orders"),
+                                           RD_KAFKA_V_KEY(key, (size_t)n), RD_KAFKA_V_VALUE("x", 1),
+                                           RD_KAFKA_V_OPAQUE((void *)(intptr_t)i), RD_KAFKA_V_END),
+                         0);
+        }
+        cr_assert_eq(rd_kafka_flush(rk, 20000), 0);
+        rd_kafka_destroy(rk);
+        for (int i = 0; i < 200; i++) {
+            char key[32];
+            int n = snprintf(key, sizeof(key), "merchant-%d", i * 7919);
+            cr_expect_eq(got[i], shard_partition_of(pts[k], key, (size_t)n, 4), "%s: %s", names[k],
+                         key);
+        }
+    }
+    it_stop(&kafka);
+}
