@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "dim.h"
+#include "health.h"
 #include "metrics.h"
 #include "store.h"
 
@@ -45,6 +46,8 @@ struct serve_ctx {
     const char *shard_partitions; /* this shard's set, canonical ("all", "0-1") */
     struct serve_metrics *metrics;
     struct dim_source *dim; /* the merchant dimension; NULL without dimension_file */
+    const char *data_dir;   /* /health and /metrics read batch.db's runs and speed.lock */
+    struct serve_health_limits health;
 };
 
 /* Gives the decoded value of query parameter name, or NULL when it is absent. */

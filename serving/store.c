@@ -80,10 +80,11 @@ static const char *const batch_sql[] = {
     NULL,
 };
 
-enum { M_COUNTERS, M_REJECTS };
+/* master.db's counters include rejects_<reason>, kept by a trigger (shared/db.c): a scrape
+ * reads them, never counts the rejects table, which retention shrinks. */
+enum { M_COUNTERS };
 static const char *const master_sql[] = {
     "SELECT name, value FROM counters ORDER BY name",
-    "SELECT reason, count(*) FROM rejects GROUP BY reason ORDER BY reason",
     NULL,
 };
 
@@ -124,8 +125,32 @@ struct serve_store {
     bool begin_hdr_ok, cache_ok;
     struct serve_view cache_view;
     struct cache_entry cache[CACHE_SLOTS];
+    int64_t deadline_ms; /* tm_mono_ms() past which reads are interrupted; 0: never */
+    bool timed_out;
     bool is_outside; /* the last failure asked for minutes the version does not hold */
 };
+
+/* SQLite's progress handler: a non-zero answer interrupts the statement running. */
+static int past_deadline(void *arg)
+{
+    struct serve_store *st = arg;
+
+    if (st->deadline_ms == 0 || tm_mono_ms() < st->deadline_ms)
+        return 0;
+    st->timed_out = true;
+    return 1;
+}
+
+void serve_store_set_deadline(struct serve_store *st, int64_t deadline_ms)
+{
+    st->deadline_ms = deadline_ms;
+    st->timed_out = false;
+}
+
+bool serve_store_timed_out(const struct serve_store *st)
+{
+    return st->timed_out;
+}
 
 static void conn_close(struct conn *c)
 {
@@ -202,6 +227,7 @@ static bool conn_ready(struct serve_store *st, struct conn *c)
         }
     }
     map_shm(c);
+    sqlite3_progress_handler(c->db, 1000, past_deadline, st);
     log_info("serve", "db_opened file=%s", db_file_name(c->file));
     return true;
 }
@@ -548,8 +574,7 @@ int serve_store_counters(struct serve_store *st, serve_counter_fn fn, void *arg,
         each_counter(st->speed.st[S_COUNTERS], "speed", "", fn, arg, e) != 0)
         return -1;
     if (conn_ready(st, &st->master) &&
-        (each_counter(st->master.st[M_COUNTERS], "batch", "", fn, arg, e) != 0 ||
-         each_counter(st->master.st[M_REJECTS], "batch", "rejects_", fn, arg, e) != 0))
+        each_counter(st->master.st[M_COUNTERS], "batch", "", fn, arg, e) != 0)
         return -1;
     return 0;
 }

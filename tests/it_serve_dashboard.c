@@ -14,6 +14,7 @@
 
 #include "db.h"
 #include "itlib.h"
+#include "lock.h"
 #include "tm.h"
 
 #define T9         1795251600000LL /* 2026-11-21T09:00:00Z */
@@ -135,7 +136,12 @@ Test(serve_dashboard, shows_the_window_leader_and_final_points, .timeout = 150)
     snprintf(data, sizeof(data), "%s/data", dir);
     snprintf(profile, sizeof(profile), "%s/chromium", dir);
     fixture(data);
-    char *argv[] = {"lambda-serve", "--port", "0", "--data-dir", data, NULL};
+    /* Play a running speed layer, so that /health says ok and shows the lag. */
+    struct lerr e = {{0}};
+    int lock_fd;
+    cr_assert_eq(lock_try(data, "speed.lock", &lock_fd, &e), 1, "%s", e.msg);
+    char *argv[] = {"lambda-serve",        "--port", "0", "--data-dir", data,
+                    "--batch-stale-after", "3650d",  NULL};
     it_spawn(&srv, dir, "serve", argv, NULL);
     cr_assert(it_wait_log(&srv, "msg=listening", 10000), "lambda-serve did not start");
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/",
@@ -178,6 +184,7 @@ Test(serve_dashboard, shows_the_window_leader_and_final_points, .timeout = 150)
     cr_expect(strstr(dom, "id=\"batch-version\">v1<"), "batch version not shown");
     cr_expect(strstr(dom, "id=\"speed-lag\">4<"), "speed lag not shown");
     free(dom);
+    lock_release(lock_fd);
 
     snprintf(shot, sizeof(shot), "%s/dashboard.png", dir);
     snprintf(shotarg, sizeof(shotarg), "--screenshot=%s", shot);
