@@ -89,10 +89,13 @@ static int prepare(const struct cfg *c, struct router **router, char *set, size_
     shard_set_format(&s, set, setlen);
     if (!cfg_str(c, "shards")) {
         pin_set_from_cfg(&pins, c);
-        if ((rc = pin_check_dir(cfg_str(c, "data_dir"), &pins, &e)) != 0) {
+        if ((rc = pin_check_dir(cfg_str(c, "data_dir"), &pins, &e)) > 0) {
             log_error("serve", "start_failed err=\"%s\"", e.msg);
-            return rc > 0 ? 2 : 1;
+            return 2;
         }
+        /* An unreadable file is no reason not to serve: its layer answers 503 until it reads. */
+        if (rc < 0)
+            log_warn("serve", "pins_unreadable err=\"%s\"", e.msg);
         return 0;
     }
     struct router_opts o = {.shards = cfg_str(c, "shards"),
