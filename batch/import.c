@@ -424,6 +424,7 @@ int batch_import(const struct cfg *c, struct lerr *e)
 {
     const char *data_dir = cfg_str(c, "data_dir");
     struct import im = {0};
+    struct pin_set pins;
     int fd = -1, rc = -1;
 
     im.rules.max_future_skew_ms = cfg_ms(c, "max_future_skew");
@@ -435,7 +436,9 @@ int batch_import(const struct cfg *c, struct lerr *e)
     if (db_ensure_dir(data_dir, e) != 0 || wait_lock(data_dir, cfg_ms(c, "lock_wait"), &fd, e) ||
         has_published(data_dir, &im.is_summed, e) != 0)
         goto out;
+    pin_set_from_cfg(&pins, c);
     if (db_open_rw(data_dir, DB_MASTER, &im.master, e) != 0 ||
+        pin_record(im.master, data_dir, "master.db", &pins, e) != 0 ||
         db_exec(im.master,
                 "PRAGMA cache_size=-262144; PRAGMA mmap_size=4294967296;"
                 " PRAGMA wal_autocheckpoint=65536",

@@ -289,10 +289,14 @@ static int on_message(struct ingest *in, rd_kafka_message_t *m, bool *is_held, s
     enum ev_reason r;
 
     *is_held = false;
-    if (!p || p->is_done || m->offset < p->next)
-        return 0; /* already ingested, or past the cut of a finished partition */
-    if (m->offset >= p->cut) {
-        part_done(in, p);
+    if (!p || p->is_done)
+        return 0; /* past the cut of a finished partition */
+    /* Retention losses were counted from the low watermark before reading; a jump here is a
+     * gap (markers, aborted or compacted data), so its loss count is not used. */
+    struct kafka_reach k = kafka_reach(p->next, p->cut, KAFKA_SEEN_MESSAGE, m->offset, -1);
+    if (!k.take) { /* already ingested, or at or past the cut */
+        if (k.done)
+            part_done(in, p);
         return 0;
     }
     ts = rd_kafka_message_timestamp(m, &tstype);
@@ -309,11 +313,11 @@ static int on_message(struct ingest *in, rd_kafka_message_t *m, bool *is_held, s
         if (batch_rows_add(&in->rows, &o, m->payload, m->len, m->partition, m->offset, e) != 0)
             return -1;
     }
-    p->next = m->offset + 1;
+    p->next = k.next;
     in->chunk_n++;
     in->consumed++;
     in->ingested++;
-    if (p->next >= p->cut)
+    if (k.done)
         part_done(in, p);
     return 0;
 }
@@ -325,8 +329,15 @@ static int on_event(struct ingest *in, const rd_kafka_message_t *m, struct lerr 
     char reason[256];
 
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        /* The end of what a read_committed consumer can see: every offset below where it
+         * stands is read, gaps included (the cut, the last stable offset, is reached here
+         * when the offsets just below it are transaction markers or aborted data). */
         struct part *p = find_part(in, m->partition);
-        if (p && !p->is_done && m->offset >= p->cut)
+        if (!p || p->is_done)
+            return 0;
+        struct kafka_reach k = kafka_reach(p->next, p->cut, KAFKA_SEEN_END, m->offset, -1);
+        p->next = k.next;
+        if (k.done)
             part_done(in, p);
         return 0;
     }

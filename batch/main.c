@@ -18,7 +18,9 @@ static const char usage[] = "usage: lambda-batch run [--full] | import FILE... |
 
 static const struct cfg_key keys[] = {
     CFG_SHARED,
-    {"keep_versions", CFG_INT, "3", "published versions kept in batch.db"},
+    {"keep_versions", CFG_INT, "3", "published (and failed) versions kept in batch.db"},
+    {"retention", CFG_MS, "7d",
+     "rejects older than this are deleted from master.db (counters keep counting)"},
     {"minute_series_hours", CFG_INT, "48", "hours of minute series kept per version"},
     {"json", CFG_BOOL, "false", "status: print JSON"},
     {"full", CFG_BOOL, "false", "run: recompute every view from the master dataset and compare"},

@@ -336,13 +336,24 @@ out:
     return rc;
 }
 
-/* Deletes the published versions beyond keep, and the rows no kept version sees (their last
- * version is older than the oldest kept one). */
+/* Deletes the published (and failed) versions beyond keep, and the rows no kept version sees (their
+ * last version is older than the oldest kept one). */
 static int prune(struct batch *b, int64_t keep, struct lerr *e)
 {
     int64_t oldest = 0;
     char sql[1536];
 
+    /* Failed versions beyond keep too, or every cut Kafka lost would stay forever. */
+    snprintf(sql, sizeof(sql),
+             "CREATE TEMP TABLE IF NOT EXISTS old_failed(id INTEGER PRIMARY KEY);"
+             "DELETE FROM old_failed;"
+             "INSERT INTO old_failed SELECT id FROM versions WHERE state='failed'"
+             " ORDER BY id DESC LIMIT -1 OFFSET %" PRId64 ";"
+             "DELETE FROM cut_offsets WHERE version IN (SELECT id FROM old_failed);"
+             "DELETE FROM versions WHERE id IN (SELECT id FROM old_failed);",
+             keep);
+    if (db_exec(b->bdb, sql, e) != 0)
+        return -1;
     if (query_int(b->bdb,
                   "SELECT id FROM versions WHERE state='published' ORDER BY id DESC LIMIT 1"
                   " OFFSET ?1",

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "db.h"
 #include "kafka.h"
 #include "lock.h"
@@ -34,6 +36,10 @@ int batch_kafka_open(struct batch *b, struct lerr *e)
         {"enable.auto.offset.store", "false", false},
         {"enable.partition.eof", "true", false},
         {"auto.offset.reset", "earliest", false},
+        /* librdkafka's default, said here because the cut depends on it: the watermarks this
+         * consumer asks for then end at the last stable offset (what it can read), not at the
+         * high watermark an open transaction holds above it (librdkafka >= 1.7.1). */
+        {"isolation.level", "read_committed", true},
     };
 
     b->rk = kafka_consumer_new(b->c, props, sizeof(props) / sizeof(props[0]), NULL, NULL, e);
@@ -71,6 +77,47 @@ static int open_dbs(struct batch *b, struct lerr *e)
     return rc;
 }
 
+#define TRIM_SLICE  10000 /* rows per transaction */
+#define TRIM_SLICES 100   /* transactions per run: a backlog is worked off over several runs */
+
+/* Deletes master.db's rejects older than retention (DESIGN.md: nothing grows forever), a slice
+ * per transaction. Rows are appended in time order, so a slice is a range of ids from the
+ * first, never a scan. The counters (rejects_<reason>) keep their totals. */
+static int trim_rejects(struct batch *b, struct lerr *e)
+{
+    int64_t retention = cfg_ms(b->c, "retention"), total = 0;
+    sqlite3_stmt *st = NULL;
+    int rc = 0;
+
+    if (retention <= 0)
+        return 0;
+    if (db_prepare(b->master,
+                   "DELETE FROM rejects WHERE id < (SELECT min(id) FROM rejects) + ?2"
+                   " AND at_ms < ?1",
+                   &st, e) != 0)
+        return -1;
+    sqlite3_bind_int64(st, 1, tm_now_ms() - retention);
+    sqlite3_bind_int64(st, 2, TRIM_SLICE);
+    for (int i = 0; i < TRIM_SLICES && rc == 0; i++) {
+        rc = db_step_done(st, e); /* each statement its own transaction */
+        int n = rc == 0 ? sqlite3_changes(b->master) : 0;
+        total += n;
+        if (n == 0)
+            break;
+    }
+    sqlite3_finalize(st);
+    if (total > 0)
+        log_info("batch", "rejects_trimmed rows=%" PRId64 " retention_ms=%" PRId64, total,
+                 retention);
+    return rc;
+}
+
+/* What a run leaves for status, /health and /metrics besides its exit code. */
+struct run_outcome {
+    int64_t version;       /* the cut's version, 0 before one was picked */
+    char failed_check[64]; /* the first failed data-quality check, "" when none */
+};
+
 static void close_batch(struct batch *b)
 {
     if (b->rk) {
@@ -95,6 +142,69 @@ static void note_failed_checks(struct batch *b, int64_t version, const char *che
     sqlite3_bind_int64(st, 2, version);
     db_step_done(st, &ignored);
     sqlite3_finalize(st);
+}
+
+/* The first failed check named in a checks document, into out ("" when none). */
+static void first_failed(const char *checks_json, char *out, size_t size)
+{
+    json_t *doc = checks_json ? json_loads(checks_json, 0, NULL) : NULL;
+    const char *name = json_string_value(json_array_get(json_object_get(doc, "failed"), 0));
+
+    snprintf(out, size, "%s", name ? name : "");
+    json_decref(doc);
+}
+
+/* Records the run's outcome in batch.db's runs and run_counters, on a connection of its own
+ * (the run's may be in a failed transaction, or not open at all). Best effort: the outcome
+ * is on stderr and in the exit code anyway. */
+static void record_run(const char *data_dir, int64_t started_ms, const struct run_outcome *o,
+                       const char *error)
+{
+    char name[96];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *ins = NULL, *add = NULL;
+    struct lerr e = {{0}};
+
+    if (db_open_rw(data_dir, DB_BATCH, &db, &e) != 0 || db_exec(db, "BEGIN IMMEDIATE", &e) ||
+        db_prepare(db,
+                   "INSERT INTO runs(started_ms, finished_ms, ok, version, failed_check, error)"
+                   " VALUES(?,?,?,?,?,?)",
+                   &ins, &e) ||
+        db_prepare(db,
+                   "INSERT INTO run_counters VALUES(?, 1)"
+                   " ON CONFLICT(name) DO UPDATE SET value = value + 1",
+                   &add, &e))
+        goto out;
+    sqlite3_bind_int64(ins, 1, started_ms);
+    sqlite3_bind_int64(ins, 2, tm_now_ms());
+    sqlite3_bind_int(ins, 3, error == NULL);
+    if (o->version > 0)
+        sqlite3_bind_int64(ins, 4, o->version);
+    if (o->failed_check[0])
+        sqlite3_bind_text(ins, 5, o->failed_check, -1, SQLITE_STATIC);
+    if (error)
+        sqlite3_bind_text(ins, 6, error, -1, SQLITE_STATIC);
+    snprintf(name, sizeof(name), "failed_%s", o->failed_check[0] ? o->failed_check : "error");
+    if (db_step_done(ins, &e) != 0)
+        goto out;
+    sqlite3_bind_text(add, 1, "runs", -1, SQLITE_STATIC);
+    if (db_step_done(add, &e) != 0)
+        goto out;
+    for (int i = 0; error && i < 2; i++) {
+        sqlite3_bind_text(add, 1, i ? name : "failed_runs", -1, SQLITE_TRANSIENT);
+        if (db_step_done(add, &e) != 0)
+            goto out;
+    }
+    if (db_exec(db, "DELETE FROM runs WHERE id <= (SELECT max(id) FROM runs) - 100; COMMIT", &e))
+        goto out;
+out:
+    if (e.msg[0]) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        log_warn("batch", "run_not_recorded err=\"%s\"", e.msg);
+    }
+    sqlite3_finalize(ins);
+    sqlite3_finalize(add);
+    sqlite3_close(db);
 }
 
 static void print_summary(const struct batch_summary *s, const struct batch_work *w,
@@ -138,7 +248,7 @@ static void report_differences(const struct batch_work *w)
             w->version, w->differences, w->first_difference);
 }
 
-static int run_locked(struct batch *b, int64_t *differences, struct lerr *e)
+static int run_locked(struct batch *b, struct run_outcome *o, int64_t *differences, struct lerr *e)
 {
     struct batch_cut cut = {0};
     struct batch_summary s;
@@ -148,8 +258,10 @@ static int run_locked(struct batch *b, int64_t *differences, struct lerr *e)
     bool passed = false;
     int rc = -1;
 
-    if (open_dbs(b, e) != 0 || batch_kafka_open(b, e) != 0 || batch_cut_get(b, &cut, e) != 0)
+    if (open_dbs(b, e) != 0 || trim_rejects(b, e) != 0 || batch_kafka_open(b, e) != 0 ||
+        batch_cut_get(b, &cut, e) != 0)
         goto out;
+    o->version = cut.version;
     if (cut.is_unchanged) {
         printf("batch unchanged version=%" PRId64 "\n", cut.version);
         fflush(stdout);
@@ -169,6 +281,7 @@ static int run_locked(struct batch *b, int64_t *differences, struct lerr *e)
         goto out;
     w.check_ms = tm_mono_ms() - t;
     if (!passed) {
+        first_failed(checks, o->failed_check, sizeof(o->failed_check));
         note_failed_checks(b, cut.version, checks);
         goto out; /* e names the first failed check */
     }
@@ -190,6 +303,8 @@ out:
 int batch_run(const struct cfg *c, bool *skipped, int64_t *differences, struct lerr *e)
 {
     struct batch b = {.c = c};
+    struct run_outcome o = {0};
+    int64_t started_ms = tm_now_ms();
     int fd = -1, got, rc;
 
     *skipped = false;
@@ -212,8 +327,9 @@ int batch_run(const struct cfg *c, bool *skipped, int64_t *differences, struct l
         return 0;
     }
     log_info("batch", "run_started data_dir=%s topic=%s", b.data_dir, b.topic);
-    rc = run_locked(&b, differences, e);
+    rc = run_locked(&b, &o, differences, e);
     close_batch(&b);
+    record_run(cfg_str(c, "data_dir"), started_ms, &o, rc == 0 ? NULL : e->msg);
     lock_release(fd);
     return rc;
 }

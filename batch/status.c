@@ -57,6 +57,11 @@ static json_t *query_rows(sqlite3 *db, const char *sql, int64_t param, struct le
     return rows;
 }
 
+static int64_t num(const json_t *o, const char *key)
+{
+    return json_integer_value(json_object_get(o, key));
+}
+
 /* Opens a file read-only; *db stays NULL when it does not exist yet. */
 static int open_if_exists(const char *data_dir, enum db_file f, sqlite3 **db, struct lerr *e)
 {
@@ -155,6 +160,40 @@ static int gather_batch(sqlite3 *bdb, json_t *doc, struct lerr *e)
     return 0;
 }
 
+/* The last run's outcome and the failure counters, from batch.db files that have them. */
+static int gather_runs(sqlite3 *bdb, json_t *doc, struct lerr *e)
+{
+    json_t *last, *counters, *names = json_object(), *c, *run;
+    int64_t has = 0;
+    size_t i;
+
+    json_object_set_new(doc, "run_counters", names);
+    json_object_set_new(doc, "last_run", json_null());
+    if (db_query_int(bdb, "SELECT count(*) FROM sqlite_master WHERE name='runs'", &has, e) != 0)
+        return -1;
+    if (!has) /* a batch.db from before runs were recorded */
+        return 0;
+    last = query_rows(bdb,
+                      "SELECT ok, started_ms, finished_ms, finished_ms - started_ms AS duration_ms,"
+                      " version, failed_check, error FROM runs ORDER BY id DESC LIMIT 1",
+                      0, e);
+    counters = query_rows(bdb, "SELECT name, value FROM run_counters ORDER BY name", 0, e);
+    if (!last || !counters) {
+        json_decref(last), json_decref(counters);
+        return -1;
+    }
+    json_array_foreach(counters, i, c) json_object_set(
+        names, json_string_value(json_object_get(c, "name")), json_object_get(c, "value"));
+    if ((run = json_array_get(last, 0))) {
+        json_object_set(run, "ok", json_boolean(json_integer_value(json_object_get(run, "ok"))));
+        json_object_set_new(run, "age_ms", json_integer(tm_now_ms() - num(run, "finished_ms")));
+        json_object_set(doc, "last_run", run);
+    }
+    json_decref(last);
+    json_decref(counters);
+    return 0;
+}
+
 static int gather_master(sqlite3 *m, json_t *doc, struct lerr *e)
 {
     json_t *offsets, *parts = json_object_get(doc, "partitions"), *p, *o, *counters, *c, *by;
@@ -216,9 +255,30 @@ static void format_age(int64_t ms, char *out, size_t size)
         snprintf(out, size, "%" PRId64 "d", s / 86400);
 }
 
-static int64_t num(const json_t *o, const char *key)
+/* "last run: failed 12s ago after 0.35s: check orders_not_shrunk (...)"; failures by check. */
+static void print_last_run(const json_t *doc)
 {
-    return json_integer_value(json_object_get(o, key));
+    const json_t *run = json_object_get(doc, "last_run"), *v;
+    const char *k, *check;
+    char age[32];
+
+    if (!json_is_object(run)) {
+        printf("last run: none recorded\n");
+        return;
+    }
+    format_age(num(run, "age_ms"), age, sizeof(age));
+    check = json_string_value(json_object_get(run, "failed_check"));
+    printf("last run: %s %s ago, took %.2fs",
+           json_is_true(json_object_get(run, "ok")) ? "ok" : "FAILED", age,
+           (double)num(run, "duration_ms") / 1000.0);
+    if (check)
+        printf(", check %s failed", check);
+    if (json_is_string(json_object_get(run, "error")))
+        printf(": %s", json_string_value(json_object_get(run, "error")));
+    printf("\nruns:");
+    json_object_foreach((json_t *)json_object_get(doc, "run_counters"), k, v)
+        printf(" %s=%" PRId64, k, (int64_t)json_integer_value(v));
+    printf("\n");
 }
 
 /* One integer of db (NULL: absent), or -1 when it has none. */
@@ -288,6 +348,7 @@ static void print_text(const json_t *doc, const char *data_dir)
                : json_is_true(json_object_get(checks, "passed")) ? "passed"
                                                                  : "FAILED");
     }
+    print_last_run(doc);
     const json_t *full = json_object_get(doc, "last_full");
     if (json_is_object(full)) {
         char age[32];
@@ -305,11 +366,15 @@ static void print_text(const json_t *doc, const char *data_dir)
     } else {
         printf("last full run: none\n");
     }
-    if (json_is_object(pending))
-        printf("pending cut: version %" PRId64 " cut_epoch %" PRId64 " (the next run reuses it)\n",
-               num(pending, "id"), num(pending, "cut_epoch"));
-    else
+    if (json_is_object(pending)) {
+        char age[32];
+        format_age(tm_now_ms() - num(pending, "started_ms"), age, sizeof(age));
+        printf("pending cut: version %" PRId64 " cut_epoch %" PRId64
+               ", taken %s ago (the next run reuses it; never drop it by hand)\n",
+               num(pending, "id"), num(pending, "cut_epoch"), age);
+    } else {
         printf("pending cut: none\n");
+    }
     if (json_array_size(json_object_get(doc, "partitions")))
         printf("partitions (ingested up to / cut of version %" PRId64 "):\n",
                num(doc, "cut_version"));
@@ -351,11 +416,13 @@ int batch_status(const struct cfg *c, struct lerr *e)
     if (open_if_exists(data_dir, DB_BATCH, &bdb, e) != 0 ||
         open_if_exists(data_dir, DB_MASTER, &m, e) != 0)
         goto out;
-    if (bdb && gather_batch(bdb, doc, e) != 0)
+    if (bdb && (gather_batch(bdb, doc, e) != 0 || gather_runs(bdb, doc, e) != 0))
         goto out;
     if (!bdb) {
         json_object_set_new(doc, "versions", json_array());
         json_object_set_new(doc, "pending", json_null());
+        json_object_set_new(doc, "last_run", json_null());
+        json_object_set_new(doc, "run_counters", json_object());
     }
     if ((m && gather_master(m, doc, e) != 0) || gather_shard(c, m, doc, e) != 0)
         goto out;

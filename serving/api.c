@@ -816,12 +816,17 @@ static json_t *shard_doc(const struct call *q, const struct serve_view *v, int64
 static void handle_health(const struct call *q, struct serve_reply *out)
 {
     struct serve_store *st = q->st;
+    struct serve_health_facts facts;
     struct lerr e = {{0}};
     struct serve_view v;
-    int64_t lag = 0, now_ms = tm_now_ms(), mismatch = 0;
-    bool has_data;
-    json_t *batch, *speed;
+    int64_t lag = 0, mismatch = 0;
+    unsigned status;
+    json_t *doc;
 
+    if (serve_health_read(q->c->data_dir, &facts, &e) != 0) {
+        db_failed(out, "health", &e);
+        return;
+    }
     if (serve_store_begin(st, &v, &e) != 0) {
         db_failed(out, "health", &e);
         return;
@@ -836,15 +841,9 @@ static void handle_health(const struct call *q, struct serve_reply *out)
         db_failed(out, "health", &e);
         return;
     }
-    has_data = v.has_batch || v.has_checkpoint;
-    batch = json_pack("{s:o,s:o}", "version", v.has_batch ? json_integer(v.version) : json_null(),
-                      "age_ms", v.has_batch ? json_integer(now_ms - v.started_ms) : json_null());
-    speed = json_pack("{s:o,s:o}", "checkpoint_age_ms",
-                      v.has_checkpoint ? json_integer(now_ms - v.checkpoint_ms) : json_null(),
-                      "lag", v.has_speed ? json_integer(lag) : json_null());
-    reply_json(out, has_data ? 200 : 503,
-               json_pack("{s:s,s:o,s:o,s:o}", "status", has_data ? "ok" : "empty", "batch", batch,
-                         "speed", speed, "shard", shard_doc(q, &v, mismatch)));
+    doc = serve_health_judge(&v, &facts, lag, &q->c->health, tm_now_ms(), &status);
+    json_object_set_new(doc, "shard", shard_doc(q, &v, mismatch));
+    reply_json(out, status, doc);
 }
 
 /* The metrics label of route r. */
@@ -871,7 +870,12 @@ static void handle_metrics(const struct call *q, struct serve_reply *out)
         dim_source_stats(q->c->dim, &ds);
         serve_metrics_render_dimension(&ds, f);
     }
-    rc = serve_metrics_render_layers(q->st, f, &e);
+    struct serve_health_facts facts;
+    rc = serve_health_read(q->c->data_dir, &facts, &e);
+    if (rc == 0) {
+        serve_metrics_render_health(&facts, tm_now_ms(), f);
+        rc = serve_metrics_render_layers(q->st, f, &e);
+    }
     fclose(f);
     if (rc != 0) {
         free(buf);

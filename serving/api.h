@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "dim.h"
+#include "health.h"
 #include "live.h"
 #include "metrics.h"
 #include "store.h"
@@ -46,7 +47,9 @@ struct serve_ctx {
     int64_t allowed_lateness_ms;  /* used when speed.db does not record its own */
     const char *shard_partitions; /* this shard's set, canonical ("all", "0-1") */
     struct serve_metrics *metrics;
-    struct dim_source *dim;  /* the merchant dimension; NULL without dimension_file */
+    struct dim_source *dim; /* the merchant dimension; NULL without dimension_file */
+    const char *data_dir;   /* /health and /metrics read batch.db's runs and speed.lock */
+    struct serve_health_limits health;
     struct serve_live *live; /* totals in memory (live.h); NULL: every answer reads SQLite */
 };
 

@@ -39,6 +39,18 @@ static const struct cfg_key keys[] = {
     {"connection_memory", CFG_INT, "32768",
      "per-connection buffer limit in bytes (bounds the request head; 131072 for ?ids= of 1000 "
      "ids of 64 bytes)"},
+    {"request_timeout", CFG_MS, "5s",
+     "a connection whose request head has not arrived whole within this (of its opening, or "
+     "of its previous answer) is closed; 0: no bound"},
+    {"max_connections_per_ip", CFG_INT, "64",
+     "at most this many connections from one client address (0: no limit); raise it behind a "
+     "proxy or router, whose clients share one address"},
+    {"query_timeout", CFG_MS, "2s",
+     "one request's reads may take this long, then it is answered 503 (0: no bound)"},
+    {"stale_after", CFG_MS, "30s", "/health: degraded when the speed checkpoint is older"},
+    {"max_lag", CFG_INT, "100000", "/health: degraded when the speed lag is above this"},
+    {"batch_stale_after", CFG_MS, "10m",
+     "/health: degraded when the served batch version's cut is older"},
     {"shards", CFG_STR, NULL,
      "route to these shards' lambda-serve (URL,URL,...) and own no data directory"},
     {"shard_timeout", CFG_MS, "2s", "with shards: how long a shard may take to answer"},
@@ -105,15 +117,13 @@ static int prepare(const struct cfg *c, struct router **router, char *set, size_
     shard_set_format(&s, set, setlen);
     if (!cfg_str(c, "shards")) {
         pin_set_from_cfg(&pins, c);
-        rc = pin_check_dir(cfg_str(c, "data_dir"), &pins, &e);
-        if (rc > 0) {
+        if ((rc = pin_check_dir(cfg_str(c, "data_dir"), &pins, &e)) > 0) {
             log_error("serve", "start_failed err=\"%s\"", e.msg);
             return 2;
         }
-        /* A file that cannot be read is no mismatch: serving answers 503 saying which layer is
-         * unreadable until it is readable again (store.h), and checks nothing else of it. */
+        /* An unreadable file is no reason not to serve: its layer answers 503 until it reads. */
         if (rc < 0)
-            log_warn("serve", "pins_unchecked err=\"%s\"", e.msg);
+            log_warn("serve", "pins_unreadable err=\"%s\"", e.msg);
         return 0;
     }
     struct router_opts o = {.shards = cfg_str(c, "shards"),
@@ -212,6 +222,12 @@ int main(int argc, char **argv)
         .allowed_lateness_ms = cfg_ms(&c, "allowed_lateness"),
         .connection_limit = (unsigned)cfg_int(&c, "max_connections"),
         .connection_timeout_s = (unsigned)((cfg_ms(&c, "connection_timeout") + 999) / 1000),
+        .request_timeout_ms = cfg_ms(&c, "request_timeout"),
+        .connections_per_ip = (unsigned)cfg_int(&c, "max_connections_per_ip"),
+        .query_timeout_ms = cfg_ms(&c, "query_timeout"),
+        .health = {.stale_after_ms = cfg_ms(&c, "stale_after"),
+                   .max_lag = cfg_int(&c, "max_lag"),
+                   .batch_stale_after_ms = cfg_ms(&c, "batch_stale_after")},
         .connection_memory = (size_t)cfg_int(&c, "connection_memory"),
         .shard_partitions = set,
         .router = router,

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "dim.h"
+#include "health.h"
 #include "tm.h"
 
 /* Status codes lambda-serve answers with; anything else is counted as "other". */
@@ -162,6 +163,26 @@ static void counter_family(FILE *f, const struct counters *cs, const struct fami
     }
 }
 
+/* Kafka retention losses, one family for both layers: master.db's deleted_offsets (offsets the
+ * batch never read) and speed.db's skipped_offsets. */
+static void lost_offsets(FILE *f, const struct counters *cs)
+{
+    static const char *const layers[] = {"batch", "speed"}, *const names[] = {"deleted_offsets",
+                                                                              "skipped_offsets"};
+
+    fputs("# HELP lambda_kafka_lost_offsets_total Offsets Kafka deleted before a layer read them.\n"
+          "# TYPE lambda_kafka_lost_offsets_total counter\n",
+          f);
+    /* Both series from the start (0 until a loss), so that increase() sees the first one. */
+    for (int l = 0; l < 2; l++) {
+        int64_t n = 0;
+        for (int i = 0; i < cs->n; i++)
+            if (!strcmp(cs->row[i].layer, layers[l]) && !strcmp(cs->row[i].name, names[l]))
+                n = cs->row[i].value;
+        fprintf(f, "lambda_kafka_lost_offsets_total{layer=\"%s\"} %" PRId64 "\n", layers[l], n);
+    }
+}
+
 static void lag_line(void *arg, const char *merchant_id, int64_t partition,
                      const struct serve_sums *s)
 {
@@ -219,6 +240,7 @@ int serve_metrics_render_layers(struct serve_store *st, FILE *f, struct lerr *e)
         goto out;
     for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++)
         counter_family(f, cs, &families[i]);
+    lost_offsets(f, cs);
     rc = 0;
 out:
     free(cs);
@@ -241,4 +263,40 @@ void serve_metrics_render_dimension(const struct dim_stats *d, FILE *f)
             "lambda_dimension_failed_loads_total %lld\n",
             (long long)d->version, d->merchants, (double)d->loaded_ms / 1e3, (long long)d->loads,
             (long long)d->failed_loads);
+}
+
+void serve_metrics_render_health(const struct serve_health_facts *h, int64_t now_ms, FILE *f)
+{
+    const char *k;
+
+    gauge(f, "lambda_speed_running", "1 while a speed layer holds speed.lock.",
+          h->speed_running ? 1 : 0);
+    if (h->has_run) {
+        gauge(f, "lambda_batch_last_run_ok",
+              "1 when the last batch run published, 0 when it failed.", h->run_ok ? 1 : 0);
+        gauge(f, "lambda_batch_last_run_duration_seconds", "How long the last batch run took.",
+              (double)h->run_duration_ms / 1e3);
+        gauge(f, "lambda_batch_last_run_age_seconds", "Time since the last batch run ended.",
+              (double)(now_ms - h->run_finished_ms) / 1e3);
+    }
+    if (h->has_pending)
+        gauge(f, "lambda_batch_pending_cut_age_seconds",
+              "Age of the cut a batch run recorded and no run has published yet.",
+              (double)(now_ms - h->pending_started_ms) / 1e3);
+    for (int i = 0; i < h->ncounters; i++)
+        if (!strcmp(h->counter[i].name, "runs"))
+            fprintf(f,
+                    "# HELP lambda_batch_runs_total Batch runs recorded (skipped ones are not).\n"
+                    "# TYPE lambda_batch_runs_total counter\nlambda_batch_runs_total %" PRId64 "\n",
+                    h->counter[i].value);
+    fputs("# HELP lambda_batch_run_failures_total Failed batch runs, by the data-quality check that"
+          " failed (\"error\": something else did).\n"
+          "# TYPE lambda_batch_run_failures_total counter\n",
+          f);
+    for (int i = 0; i < h->ncounters; i++) {
+        k = h->counter[i].name;
+        if (!strncmp(k, "failed_", 7) && strcmp(k, "failed_runs") != 0)
+            fprintf(f, "lambda_batch_run_failures_total{check=\"%s\"} %" PRId64 "\n", k + 7,
+                    h->counter[i].value);
+    }
 }

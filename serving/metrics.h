@@ -46,6 +46,12 @@ void serve_metrics_render(struct serve_metrics *m, serve_metrics_name_fn route_n
  * error returns -1 with e set; f then holds part of them. */
 int serve_metrics_render_layers(struct serve_store *st, FILE *f, struct lerr *e);
 
+/* Writes what health.h gathered: the last batch run's outcome (lambda_batch_last_run_ok 0/1,
+ * its duration and end), runs and failures by check (counters), the pending cut's age, and
+ * whether a speed layer holds speed.lock. */
+struct serve_health_facts;
+void serve_metrics_render_health(const struct serve_health_facts *h, int64_t now_ms, FILE *f);
+
 /* Writes the dimension's gauges and counters (version, merchants, last load, loads, failed
  * loads) to f. */
 struct dim_stats;

@@ -15,6 +15,7 @@
 
 #include "api.h"
 #include "events.h"
+#include "heads.h"
 #include "live.h"
 #include "log.h"
 #include "metrics.h"
@@ -35,6 +36,8 @@ struct serve {
     struct serve_events *events;
     atomic_bool speed_seen; /* speed.db was open once (store.h) */
     int port;
+    int64_t query_timeout_ms;  /* 0: none */
+    struct serve_heads *heads; /* request_timeout */
 };
 
 static int64_t mono_us(void)
@@ -104,6 +107,15 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     return (void *)(((uintptr_t)strlen(uri) + 1) << 1);
 }
 
+/* The connection's entry in the request-head watch (heads.h), NULL without one. */
+static struct serve_head *conn_head(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *i =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    return i ? i->socket_context : NULL;
+}
+
 static enum MHD_Result respond(struct MHD_Connection *conn, const struct serve_reply *rep)
 {
     struct MHD_Response *resp;
@@ -146,6 +158,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
      * not read the body yet), so a GET is answered on the second call and keeps its
      * connection alive; a body sent with a GET is read and ignored. Other methods are refused
      * at once: their connection closes, their body is never read. */
+    if (!(state & REQ_SEEN)) /* the head is complete: request_timeout no longer applies */
+        serve_heads_arrived(s->heads, conn_head(conn));
     if (is_get && !(state & REQ_SEEN)) {
         *req_cls = (void *)(state | REQ_SEEN);
         return MHD_YES;
@@ -174,13 +188,52 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     } else if (!(st = thread_store(s))) {
         serve_api_error(&rep, 500, "out of memory");
     } else {
+        serve_store_set_deadline(st,
+                                 s->query_timeout_ms ? mono_us() / 1000 + s->query_timeout_ms : 0);
         serve_api_handle(&s->ctx, st, r, url, get_arg, conn, &rep);
+        if (serve_store_timed_out(st)) {
+            /* Whatever the handler made of its interrupted reads, the answer is this. */
+            free(rep.owned);
+            memset(&rep, 0, sizeof(rep));
+            serve_api_error(&rep, 503, "the request took longer than query_timeout (%lld ms)",
+                            (long long)s->query_timeout_ms);
+            log_warn("serve", "query_timeout path=\"%.200s\" ms=%lld", url,
+                     (long long)s->query_timeout_ms);
+        }
+        serve_store_set_deadline(st, 0);
     }
     ret = respond(conn, &rep);
     serve_metrics_observe(&s->metrics, r, rep.status, mono_us() - start_us);
     log_debug("serve", "request method=%s path=\"%.200s\" status=%u us=%lld", method, url,
               rep.status, (long long)(mono_us() - start_us));
     return ret;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    struct serve *s = cls;
+    const union MHD_ConnectionInfo *i;
+
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        i = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        *socket_context = i ? serve_heads_open(s->heads, i->connect_fd) : NULL;
+    } else {
+        serve_heads_close(s->heads, *socket_context);
+        *socket_context = NULL;
+    }
+}
+
+/* An answer is done (or abandoned): on a kept-alive connection, the next head is due within
+ * request_timeout. */
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct serve *s = cls;
+
+    (void)req_cls;
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        serve_heads_wait(s->heads, conn_head(conn));
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -263,6 +316,9 @@ struct serve *serve_start(const struct serve_opts *o, struct lerr *e)
     }
     s->has_client_key = true;
     serve_metrics_init(&s->metrics);
+    if (!(s->heads = serve_heads_start(o->request_timeout_ms, e)))
+        goto fail;
+    s->query_timeout_ms = o->query_timeout_ms;
     if (!(s->events = serve_events_new(o->max_event_clients))) {
         lerr_set(e, "out of memory");
         goto fail;
@@ -279,7 +335,9 @@ struct serve *serve_start(const struct serve_opts *o, struct lerr *e)
                                 .metrics = &s->metrics,
                                 .dim = o->dim,
                                 .shard_partitions = o->shard_partitions,
-                                .live = s->live};
+                                .live = s->live,
+                                .data_dir = s->data_dir,
+                                .health = o->health};
     if (is_v6)
         flags |= MHD_USE_IPv6;
     s->daemon = MHD_start_daemon(
@@ -287,6 +345,8 @@ struct serve *serve_start(const struct serve_opts *o, struct lerr *e)
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)(o->threads > 1 ? o->threads : 1), MHD_OPTION_CONNECTION_LIMIT,
         o->connection_limit, MHD_OPTION_CONNECTION_TIMEOUT, o->connection_timeout_s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+        s, MHD_OPTION_PER_IP_CONNECTION_LIMIT, o->connections_per_ip,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, o->connection_memory, MHD_OPTION_URI_LOG_CALLBACK,
         on_uri, s, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
     if (!s->daemon) {
@@ -316,6 +376,7 @@ void serve_stop(struct serve *s)
     serve_events_close(s->events, 2000);
     if (s->daemon)
         MHD_stop_daemon(s->daemon); /* joins the workers: their stores are closed by now */
+    serve_heads_stop(s->heads);     /* every connection is closed: none is watched */
     serve_live_stop(s->live);
     serve_events_free(s->events);
     if (s->has_key)

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "dim.h"
+#include "health.h"
 #include "lerr.h"
 
 struct serve_opts {
@@ -22,7 +23,11 @@ struct serve_opts {
     int threads;
     int64_t allowed_lateness_ms;
     unsigned connection_limit;
-    unsigned connection_timeout_s;
+    unsigned connection_timeout_s; /* idle, between requests */
+    int64_t request_timeout_ms;    /* a request's head must arrive within this */
+    unsigned connections_per_ip;   /* 0: no limit */
+    int64_t query_timeout_ms;      /* one request's reads; 0: none */
+    struct serve_health_limits health;
     size_t connection_memory;     /* per-connection buffer limit, bytes */
     struct dim_source *dim;       /* borrowed for the server's life; NULL: no dimension */
     const char *shard_partitions; /* the set /health reports (canonical text), borrowed */

@@ -110,10 +110,11 @@ static const char *const batch_sql[] = {
     NULL,
 };
 
-enum { M_COUNTERS, M_REJECTS, M_INGESTED };
+/* master.db's counters include rejects_<reason>, kept by a trigger (shared/db.c): a scrape
+ * reads them, never counts the rejects table, which retention shrinks. */
+enum { M_COUNTERS, M_INGESTED };
 static const char *const master_sql[] = {
     "SELECT name, value FROM counters ORDER BY name",
-    "SELECT reason, count(*) FROM rejects GROUP BY reason ORDER BY reason",
     "SELECT count(*) FROM ingest_offsets",
     NULL,
 };
@@ -161,8 +162,32 @@ struct serve_store {
     int64_t probe_ms; /* when speed.lock was last probed */
     bool is_speed_running;
     atomic_bool *speed_seen; /* shared by the server's stores: speed.db was open once */
-    bool is_outside;         /* the last failure asked for minutes the version does not hold */
+    int64_t deadline_ms;     /* tm_mono_ms() past which reads are interrupted; 0: never */
+    bool timed_out;
+    bool is_outside; /* the last failure asked for minutes the version does not hold */
 };
+
+/* SQLite's progress handler: a non-zero answer interrupts the statement running. */
+static int past_deadline(void *arg)
+{
+    struct serve_store *st = arg;
+
+    if (st->deadline_ms == 0 || tm_mono_ms() < st->deadline_ms)
+        return 0;
+    st->timed_out = true;
+    return 1;
+}
+
+void serve_store_set_deadline(struct serve_store *st, int64_t deadline_ms)
+{
+    st->deadline_ms = deadline_ms;
+    st->timed_out = false;
+}
+
+bool serve_store_timed_out(const struct serve_store *st)
+{
+    return st->timed_out;
+}
 
 static void conn_close(struct conn *c)
 {
@@ -240,6 +265,8 @@ static const char *reason_of(int code)
         return "busy";
     case SQLITE_NOMEM:
         return "out of memory";
+    case SQLITE_INTERRUPT:
+        return "interrupted";
     default:
         return "read error";
     }
@@ -329,6 +356,7 @@ static enum file_state conn_open(struct serve_store *st, struct conn *c, const c
     c->dev = sb->st_dev;
     c->ino = sb->st_ino;
     map_shm(c);
+    sqlite3_progress_handler(c->db, 1000, past_deadline, st);
     log_info("serve", "db_opened file=%s", db_file_name(c->file));
     c->last_why = NULL;
     return FILE_OPEN;
@@ -506,17 +534,17 @@ static bool speed_running(struct serve_store *st)
 {
     int64_t now_ms = tm_now_ms();
     struct lerr e = {{0}};
-    bool held;
+    int held;
 
     if (st->probe_ms && now_ms - st->probe_ms < PROBE_EVERY_MS && now_ms >= st->probe_ms)
         return st->is_speed_running;
-    if (lock_is_held(st->data_dir, "speed.lock", &held, &e) != 0) {
+    if ((held = lock_held(st->data_dir, "speed.lock", &e)) < 0) {
         log_warn("serve", "lock_probe_failed err=\"%s\"", e.msg);
-        held = false;
+        held = 0;
     }
     st->probe_ms = now_ms;
-    st->is_speed_running = held;
-    return held;
+    st->is_speed_running = held == 1;
+    return st->is_speed_running;
 }
 
 /* Whether the data directory shows that a published batch version must exist (DESIGN.md
@@ -868,8 +896,7 @@ int serve_store_counters(struct serve_store *st, serve_counter_fn fn, void *arg,
         each_counter(st->speed.st[S_COUNTERS], "speed", "", fn, arg, e) != 0)
         return -1;
     if (conn_ready(st, &st->master) &&
-        (each_counter(st->master.st[M_COUNTERS], "batch", "", fn, arg, e) != 0 ||
-         each_counter(st->master.st[M_REJECTS], "batch", "rejects_", fn, arg, e) != 0))
+        each_counter(st->master.st[M_COUNTERS], "batch", "", fn, arg, e) != 0)
         return -1;
     return 0;
 }

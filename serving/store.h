@@ -74,6 +74,12 @@ struct serve_store *serve_store_new(const char *data_dir, atomic_bool *speed_see
 /* Closes every connection; NULL is a no-op. */
 void serve_store_free(struct serve_store *st);
 
+/* Bounds the cost of the reads that follow: once the monotonic clock (tm_mono_ms) passes
+ * deadline_ms, every statement of st is interrupted (SQLite's progress handler) and fails, and
+ * serve_store_timed_out() says so until the next call. 0: no bound. */
+void serve_store_set_deadline(struct serve_store *st, int64_t deadline_ms);
+bool serve_store_timed_out(const struct serve_store *st);
+
 /* Opens the snapshot (the read order above) and fills v. On error returns -1 and leaves no
  * transaction open. Every successful begin needs a serve_store_end(). */
 int serve_store_begin(struct serve_store *st, struct serve_view *v, struct lerr *e);
@@ -132,8 +138,8 @@ int serve_store_newest_minute(struct serve_store *st, const struct serve_view *v
 int serve_store_lag(struct serve_store *st, serve_row_fn fn, void *arg, struct lerr *e);
 
 /* Counters for metrics, outside any snapshot: fn(arg, layer, name, value) for every row of
- * speed.db's counters (layer "speed") and master.db's counters (layer "batch"), and
- * "rejects_<reason>" per reason of master.db's rejects table (layer "batch"). */
+ * speed.db's counters (layer "speed") and master.db's counters (layer "batch"); both hold
+ * rejects_<reason>, monotonic however many rows retention deleted. */
 typedef void (*serve_counter_fn)(void *arg, const char *layer, const char *name, int64_t value);
 int serve_store_counters(struct serve_store *st, serve_counter_fn fn, void *arg, struct lerr *e);
 

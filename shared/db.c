@@ -25,7 +25,16 @@ static const char master_schema[] =
     " source TEXT NOT NULL, orders INTEGER NOT NULL, at_ms INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS ingest_sums(seq INTEGER NOT NULL, merchant_id TEXT NOT NULL,"
     " minute_ms INTEGER NOT NULL, order_count INTEGER NOT NULL, revenue_cents INTEGER NOT NULL,"
-    " PRIMARY KEY(seq, merchant_id, minute_ms)) WITHOUT ROWID;";
+    " PRIMARY KEY(seq, merchant_id, minute_ms)) WITHOUT ROWID;"
+    /* Rejects by reason as monotonic counters, kept by the insert itself (whoever inserts),
+     * so that retention can delete rows and /metrics need not count them. A file from before
+     * the trigger gets its counters from the rows once, as the trigger is created. */
+    "INSERT OR IGNORE INTO counters SELECT 'rejects_' || reason, count(*) FROM rejects"
+    " WHERE NOT EXISTS (SELECT 1 FROM sqlite_master WHERE type='trigger' AND"
+    " name='rejects_counted') GROUP BY reason;"
+    "CREATE TRIGGER IF NOT EXISTS rejects_counted AFTER INSERT ON rejects BEGIN"
+    " INSERT INTO counters(name, value) VALUES('rejects_' || NEW.reason, 1)"
+    " ON CONFLICT(name) DO UPDATE SET value = value + 1; END;";
 
 /* The partial indexes hold closed rows only (valid_to < DB_OPEN), so pruning and the clean-up
  * of a killed attempt cost what changed, not what is stored; a query uses one only when it
@@ -63,7 +72,11 @@ static const char batch_schema[] =
     " WHERE valid_to < " OPEN_SQL ";"
     "CREATE INDEX IF NOT EXISTS hourly_closed ON hourly(valid_to) WHERE valid_to < " OPEN_SQL ";"
     "CREATE INDEX IF NOT EXISTS minutely_closed ON minutely(valid_to)"
-    " WHERE valid_to < " OPEN_SQL ";";
+    " WHERE valid_to < " OPEN_SQL ";"
+    "CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY, started_ms INTEGER NOT NULL,"
+    " finished_ms INTEGER NOT NULL, ok INTEGER NOT NULL, version INTEGER, failed_check TEXT,"
+    " error TEXT);"
+    "CREATE TABLE IF NOT EXISTS run_counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);";
 
 static const char speed_schema[] =
     "CREATE TABLE IF NOT EXISTS deltas(merchant_id TEXT NOT NULL, minute_ms INTEGER NOT NULL,"

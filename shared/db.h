@@ -13,7 +13,8 @@
  *   ingest_offsets(partition, next_offset)  written in the same transaction as the rows.
  *   rejects(id, source, partition, offset, line, reason, payload, at_ms)
  *       source 'kafka' (partition, offset) or a file path (line); payload: first 1 KiB.
- *   counters(name, value)     duplicates, key_mismatch, deleted_offsets, ...
+ *   counters(name, value)     duplicates, key_mismatch, deleted_offsets, rejects_<reason>
+ *       (kept by a trigger on rejects: monotonic, whatever retention deletes), ...
  *   imports(file_hash, path, lines, orders, rejects, at_ms)   one row per imported file.
  *   ingests(seq, source, orders, at_ms) and ingest_sums(seq, merchant_id, minute_ms,
  *       order_count, revenue_cents): every transaction that inserts orders (Kafka ingest or
@@ -39,6 +40,11 @@
  *       A row belongs to every version V with valid_from <= V < valid_to (DB_OPEN: it is still
  *       in the newest); a version writes only the rows it changed, closing the ones they
  *       replace, so batch.db grows per version by what changed.
+ *   runs(id, started_ms, finished_ms, ok, version, failed_check, error)   the last runs'
+ *       outcomes (a skipped run is not one); failed_check names the first data-quality check
+ *       that failed, NULL when something else did (error says what).
+ *   run_counters(name, value)   runs, failed_runs, failed_<check> (failed_error for a
+ *       failure that was no check's): monotonic, whatever runs keeps.
  *
  * speed.db
  *   deltas(merchant_id, minute_ms, epoch, order_count, revenue_cents, seq)

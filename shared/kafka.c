@@ -200,3 +200,27 @@ int kafka_watermarks_wait(rd_kafka_t *rk, const char *topic, int partition, int 
 
     return ask_until_answered(&a, stop, who);
 }
+
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+struct kafka_reach kafka_reach(int64_t next, int64_t cut, enum kafka_seen what, int64_t offset,
+                               int64_t log_start)
+{
+    struct kafka_reach r = {.next = next};
+    /* The jump is [next, offset): no message was given there. A message moves the reader
+     * past itself, the end only to where it stands. */
+    int64_t jump_end = min64(offset, cut);
+    int64_t to = min64(what == KAFKA_SEEN_MESSAGE ? offset + 1 : offset, cut);
+
+    if (to > next) {
+        int64_t deleted_to = log_start < 0 ? jump_end : min64(log_start, jump_end);
+        r.lost = deleted_to > next ? deleted_to - next : 0;
+        r.take = what == KAFKA_SEEN_MESSAGE && offset < cut;
+        r.next = to;
+    }
+    r.done = r.next >= cut;
+    return r;
+}

@@ -30,7 +30,10 @@ int kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, s
 int kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms, int *out,
                           struct lerr *e);
 
-/* Low and high watermark offsets of one partition. */
+/* Low and high watermark offsets of one partition. For a read_committed consumer (librdkafka's
+ * default isolation.level) high is the last stable offset: the end of what it can read, below
+ * an open transaction (librdkafka >= 1.7.1; a cut taken from it never waits for offsets no
+ * consumer sees). */
 int kafka_watermarks(rd_kafka_t *rk, const char *topic, int partition, int timeout_ms, int64_t *low,
                      int64_t *high, struct lerr *e);
 
@@ -68,5 +71,32 @@ int kafka_partition_count_wait(rd_kafka_t *rk, const char *topic, int timeout_ms
 int kafka_watermarks_wait(rd_kafka_t *rk, const char *topic, int partition, int timeout_ms,
                           volatile sig_atomic_t *stop, const char *who, int64_t *low,
                           int64_t *high);
+
+/* What one delivery on a partition tells a reader that wants every offset below cut
+ * (KAFKA_NO_CUT: the speed layer, which reads on). Offsets have gaps: compaction, transaction
+ * markers, aborted data that read_committed hides. So a reader knows where it is from what it
+ * was given (a message at offset o: everything visible below o + 1 is read; the partition's end
+ * at offset x, or the consumer's position x: everything visible below x is), never by waiting
+ * for the message just below the cut, which may not exist. Pure: no Kafka call. */
+#define KAFKA_NO_CUT INT64_MAX
+
+enum kafka_seen {
+    KAFKA_SEEN_MESSAGE, /* a message at offset */
+    KAFKA_SEEN_END,     /* partition EOF, or the consumer's position: offset is where it stands */
+};
+
+struct kafka_reach {
+    int64_t next; /* every offset below it is read or holds no visible message; <= cut */
+    int64_t lost; /* offsets of the jump below log_start: deleted before they were read */
+    bool take;    /* the message is below the cut and not read before: apply it */
+    bool done;    /* next == cut: nothing below the cut is left to read */
+};
+
+/* From next (the reader's position before) and one delivery. log_start is the partition's
+ * first offset as last seen (-1: unknown; a jump then counts as lost, the cautious reading):
+ * only the part of a jump below it was deleted, the rest is a gap. next never moves back and
+ * never past cut (offsets at or past it belong to the next version). */
+struct kafka_reach kafka_reach(int64_t next, int64_t cut, enum kafka_seen what, int64_t offset,
+                               int64_t log_start);
 
 #endif

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -38,24 +39,37 @@ void lock_release(int fd)
         close(fd); /* closing drops the flock */
 }
 
-int lock_is_held(const char *data_dir, const char *name, bool *held, struct lerr *e)
+/* One line of /proc/locks: "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; a waiter's line
+ * ("1: -> FLOCK ...") is not a holder. */
+static bool holds(const char *line, unsigned maj, unsigned min, unsigned long ino)
 {
-    char path[PATH_MAX], line[256], want[64];
-    struct stat sb;
-    FILE *f;
+    char kind[16], mode[16], access_[16];
+    unsigned a, b;
+    unsigned long i;
+    long pid;
 
-    *held = false;
+    if (strstr(line, "->"))
+        return false;
+    if (sscanf(line, "%*d: %15s %15s %15s %ld %x:%x:%lu", kind, mode, access_, &pid, &a, &b, &i) !=
+        7)
+        return false;
+    return !strcmp(kind, "FLOCK") && a == maj && b == min && i == ino;
+}
+
+int lock_held(const char *data_dir, const char *name, struct lerr *e)
+{
+    char path[PATH_MAX], line[256];
+    struct stat st;
+    FILE *f;
+    int held = 0;
+
     snprintf(path, sizeof(path), "%s/%s", data_dir, name);
-    if (stat(path, &sb) != 0)
+    if (stat(path, &st) != 0)
         return 0;
-    /* A line reads "1: FLOCK  ADVISORY  WRITE 8866 fe:00:10952823 0 EOF"; a waiter's line
-     * has "->" after the number and holds nothing. */
-    snprintf(want, sizeof(want), " %02x:%02x:%lu ", major(sb.st_dev), minor(sb.st_dev),
-             (unsigned long)sb.st_ino);
     if (!(f = fopen("/proc/locks", "re")))
         return lerr_set(e, "cannot read '/proc/locks': %s", strerror(errno));
-    while (!*held && fgets(line, sizeof(line), f))
-        *held = strstr(line, " FLOCK ") && !strstr(line, "->") && strstr(line, want);
+    while (!held && fgets(line, sizeof(line), f))
+        held = holds(line, major(st.st_dev), minor(st.st_dev), (unsigned long)st.st_ino);
     fclose(f);
-    return 0;
+    return held;
 }

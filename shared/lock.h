@@ -14,11 +14,11 @@
  * another process holds it (*fd = -1), or -1 when the file cannot be opened. */
 int lock_try(const char *data_dir, const char *name, int *fd, struct lerr *e);
 
-/* Whether some process holds data_dir/name, found without taking it (a reader that took it,
- * even for a moment, would make lambda-batch take itself for the only user): the kernel's
- * table of locks (/proc/locks) lists the holder of every flock by device and inode. *held is
- * false when the file does not exist. -1 when the table cannot be read. */
-int lock_is_held(const char *data_dir, const char *name, bool *held, struct lerr *e);
+/* Whether some process holds data_dir/name, found without taking it (a probe that took it,
+ * even for an instant, could make a lambda-speed starting then exit): the kernel's list of
+ * flock locks in /proc/locks, matched by the file's device and inode. 1 held, 0 not (or the
+ * file does not exist), -1 when /proc/locks cannot be read. */
+int lock_held(const char *data_dir, const char *name, struct lerr *e);
 
 /* Drops a lock taken by lock_try(); -1 is a no-op. */
 void lock_release(int fd);

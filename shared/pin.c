@@ -87,23 +87,36 @@ int pin_compare(sqlite3 *db, const char *data_dir, const char *file, const struc
 int pin_check_dir(const char *data_dir, const struct pin_set *p, struct lerr *e)
 {
     static const enum db_file files[] = {DB_MASTER, DB_BATCH, DB_SPEED};
+    struct lerr unread = {{0}};
+    int rc = 0;
 
+    /* A file that cannot be read does not hide a mismatch in the others: that is said first. */
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         char path[4096];
         sqlite3 *db = NULL;
-        int rc;
+        struct lerr fe;
+        int frc;
 
         db_path(data_dir, files[i], path, sizeof(path));
         if (access(path, F_OK) != 0)
             continue;
-        if (db_open_ro(data_dir, files[i], &db, e) != 0)
-            return -1;
-        rc = pin_compare(db, data_dir, db_file_name(files[i]), p, e);
+        if (db_open_ro(data_dir, files[i], &db, &fe) != 0)
+            frc = -1;
+        else
+            frc = pin_compare(db, data_dir, db_file_name(files[i]), p, &fe);
         sqlite3_close(db);
-        if (rc != 0)
-            return rc;
+        if (frc > 0) {
+            *e = fe;
+            return 1;
+        }
+        if (frc < 0 && rc == 0) {
+            unread = fe;
+            rc = -1;
+        }
     }
-    return 0;
+    if (rc < 0)
+        *e = unread;
+    return rc;
 }
 
 int pin_record(sqlite3 *db, const char *data_dir, const char *file, const struct pin_set *p,

@@ -43,7 +43,9 @@ void pin_set_put(struct pin_set *p, const char *key, const char *value);
 int pin_compare(sqlite3 *db, const char *data_dir, const char *file, const struct pin_set *p,
                 struct lerr *e);
 
-/* pin_compare over every file of data_dir that exists, each opened read-only for the look. */
+/* pin_compare over every file of data_dir that exists, each opened read-only for the look. A
+ * mismatch in any file is 1 even when another cannot be read; -1 when one cannot be read and
+ * the others agree (lambda-serve goes on then: it answers 503 for that layer). */
 int pin_check_dir(const char *data_dir, const struct pin_set *p, struct lerr *e);
 
 /* Records in db, opened for writing by its one writer, every pin it does not hold yet; 1 on a

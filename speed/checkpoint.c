@@ -48,6 +48,12 @@ static int prepare_all(struct speed *s, struct lerr *e)
         {offsetof(struct speed, st_meta), "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)"},
         {offsetof(struct speed, st_del_deltas), "DELETE FROM deltas WHERE epoch < ?1"},
         {offsetof(struct speed, st_del_bounds), "DELETE FROM boundaries WHERE epoch < ?1"},
+        /* Rows are appended in time order, so the oldest are the lowest ids: a slice is a
+         * range of at most ?2 ids from the first, never a scan of the table. */
+        {offsetof(struct speed, st_trim_rejects),
+         "DELETE FROM rejects WHERE id < (SELECT min(id) FROM rejects) + ?2 AND at_ms < ?1"},
+        {offsetof(struct speed, st_trim_late),
+         "DELETE FROM late WHERE id < (SELECT min(id) FROM late) + ?2 AND at_ms < ?1"},
     };
 
     for (size_t i = 0; i < sizeof(sts) / sizeof(sts[0]); i++)
@@ -297,13 +303,34 @@ static int write_expiry(struct speed *s, struct speed_job *j, struct lerr *e)
     return run_step(s->st_del_bounds, e); /* dedup_write expires the seen ids */
 }
 
+/* Rows a checkpoint deletes at most from each of rejects and late: retention keeps pace with
+ * 5,000 new rows a second at the default interval, and a checkpoint's cost stays bounded. */
+#define TRIM_SLICE 1000
+
+/* Deletes a slice of the rejects and late rows older than retention (DESIGN.md: nothing grows
+ * forever). The counters keep their totals: they are monotonic, whatever is deleted. */
+static int write_trim(struct speed *s, const struct speed_job *j, struct lerr *e)
+{
+    sqlite3_stmt *sts[] = {s->st_trim_rejects, s->st_trim_late};
+
+    if (s->retention_ms <= 0)
+        return 0;
+    for (size_t i = 0; i < 2; i++) {
+        sqlite3_bind_int64(sts[i], 1, j->now_ms - s->retention_ms);
+        sqlite3_bind_int64(sts[i], 2, TRIM_SLICE);
+        if (run_step(sts[i], e) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* One checkpoint, one transaction (the writer thread). */
 static int write_job(struct speed *s, struct speed_job *j, struct lerr *e)
 {
     if (db_exec(s->db, "BEGIN IMMEDIATE", e) != 0)
         return -1;
     if (write_deltas(s, j, e) != 0 || dedup_write(j->txn, e) != 0 || write_rows(s, j, e) != 0 ||
-        write_positions(s, j, e) != 0 || write_expiry(s, j, e) != 0 ||
+        write_positions(s, j, e) != 0 || write_expiry(s, j, e) != 0 || write_trim(s, j, e) != 0 ||
         write_counters(s, j, e) != 0 || write_meta_all(s, j, e) != 0 ||
         db_exec(s->db, "COMMIT", e) != 0) {
         db_exec(s->db, "ROLLBACK", NULL);

@@ -16,6 +16,7 @@
 #include "cfg.h"
 #include "log.h"
 #include "mem.h"
+#include "pin.h"
 #include "sig.h"
 #include "speed.h"
 #include "tm.h"
@@ -33,6 +34,8 @@ static const struct cfg_key keys[] = {
      "first start without a batch cut: earliest, latest or an RFC 3339 time"},
     {"dedup_cache", CFG_INT, "2000000",
      "order id fingerprints kept in memory (more are spilled to speed.db)"},
+    {"retention", CFG_MS, "7d",
+     "rejects and late rows older than this are deleted from speed.db (counters keep counting)"},
     {"out", CFG_STR, NULL, "savepoint: write the speed state to this file"},
     {"restore", CFG_STR, NULL, "savepoint: replace the speed state with this file"},
     {NULL, 0, NULL, NULL},

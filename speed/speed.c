@@ -21,6 +21,7 @@
 #include "kafka.h"
 #include "lock.h"
 #include "log.h"
+#include "pin.h"
 #include "tm.h"
 
 #define BATCH_MAX      1024  /* messages taken from the queue at once */
@@ -51,6 +52,7 @@ static int record_pins(struct speed *s, const struct cfg *c, struct lerr *e)
 
 static int open_state(struct speed *s, const struct cfg *c, struct lerr *e)
 {
+    struct pin_set pins;
     int held;
 
     s->cfg = c;
@@ -63,6 +65,7 @@ static int open_state(struct speed *s, const struct cfg *c, struct lerr *e)
     s->idle_timeout_ms = cfg_ms(c, "idle_timeout");
     s->allowed_lateness_ms = cfg_ms(c, "allowed_lateness");
     s->kafka_timeout_ms = cfg_ms(c, "kafka_timeout");
+    s->retention_ms = cfg_ms(c, "retention");
     s->rules.max_future_skew_ms = cfg_ms(c, "max_future_skew");
     s->watermark_ms = INT64_MIN;
     if (s->epoch_ms <= 0 || s->checkpoint_ms <= 0)
@@ -81,7 +84,9 @@ static int open_state(struct speed *s, const struct cfg *c, struct lerr *e)
                         s->data_dir);
     /* The deltas and seen B-trees take random updates every checkpoint: keep their pages
      * in memory (a fixed bound) rather than re-reading them from the file each time. */
+    pin_set_from_cfg(&pins, c);
     if (db_open_rw(s->data_dir, DB_SPEED, &s->db, e) != 0 ||
+        pin_record(s->db, s->data_dir, "speed.db", &pins, e) != 0 ||
         db_exec(s->db,
                 "PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 16384;"
                 "PRAGMA journal_size_limit = 67108864",
@@ -133,9 +138,9 @@ void speed_close(struct speed *s)
     speed_writer_stop(s);
     dedup_free(s->dedup);
     sqlite3_close(s->rdb);
-    sqlite3_stmt *sts[] = {s->st_delta,      s->st_offset,   s->st_boundary, s->st_reject,
-                           s->st_late,       s->st_counter,  s->st_meta,     s->st_del_deltas,
-                           s->st_del_bounds, s->st_published};
+    sqlite3_stmt *sts[] = {s->st_delta,      s->st_offset,       s->st_boundary,  s->st_reject,
+                           s->st_late,       s->st_counter,      s->st_meta,      s->st_del_deltas,
+                           s->st_del_bounds, s->st_trim_rejects, s->st_trim_late, s->st_published};
     for (size_t i = 0; i < sizeof(sts) / sizeof(sts[0]); i++)
         sqlite3_finalize(sts[i]);
     sqlite3_close(s->db);
@@ -256,15 +261,32 @@ static void update_watermark(struct speed *s, int64_t now_mono)
         s->watermark_ms = wm;
 }
 
-/* Offsets the log no longer has (retention deleted them before they were read) or never had
- * (transaction markers): counted, and said loudly, since deleted events are lost here. */
-static void skipped(struct speed *s, int partition, int64_t from, int64_t to)
+/* Moves a partition's position by one delivery (shared/kafka.h kafka_reach: offsets have
+ * gaps). The part of a jump below the log start (as the consumer last saw it) was deleted by
+ * retention before it was read: counted, and said loudly, since those events are lost here;
+ * the rest of a jump held no visible message (transaction markers, aborted data). */
+static void advance(struct speed *s, int partition, enum kafka_seen what, int64_t offset)
 {
-    s->n.skipped_offsets += to - from;
+    struct speed_part *pt = &s->parts[partition];
+    int64_t low = -1, high = -1, from = pt->next_offset;
+    struct kafka_reach k;
+
+    if (from < 0) { /* no position yet: the first delivery gives it */
+        if (what == KAFKA_SEEN_MESSAGE)
+            pt->next_offset = offset + 1;
+        return;
+    }
+    if (offset > from && s->rk)
+        rd_kafka_get_watermark_offsets(s->rk, s->topic, partition, &low, &high);
+    k = kafka_reach(from, KAFKA_NO_CUT, what, offset, low);
+    pt->next_offset = k.next;
+    if (k.lost == 0)
+        return;
+    s->n.skipped_offsets += k.lost;
     log_warn("speed",
              "offsets_skipped partition=%d from=%" PRId64 " to=%" PRId64 " count=%" PRId64
              " total=%" PRId64,
-             partition, from, to, to - from, s->n.skipped_offsets);
+             partition, from, from + k.lost, k.lost, s->n.skipped_offsets);
 }
 
 /* First pass: parse, and start loading what the second pass will look up. */
@@ -298,9 +320,7 @@ static int apply_message(struct speed *s, const rd_kafka_message_t *m,
     int dup;
 
     s->n.consumed++;
-    if (pt->next_offset >= 0 && m->offset > pt->next_offset)
-        skipped(s, m->partition, pt->next_offset, m->offset);
-    pt->next_offset = m->offset + 1;
+    advance(s, m->partition, KAFKA_SEEN_MESSAGE, m->offset);
     if (pm->reason != EV_OK)
         return add_reject(s, m, pm->reason, e);
     if (o->is_key_mismatch)
@@ -464,6 +484,8 @@ static ssize_t consume_some(struct speed *s, rd_kafka_message_t **msgs, int wait
         if (rc == 0 && m->err) {
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 on_kafka_error(s->rk, m->err, rd_kafka_message_errstr(m), s);
+            else if (m->partition >= 0 && m->partition < s->nparts && m->offset >= 0)
+                advance(s, m->partition, KAFKA_SEEN_END, m->offset);
         } else if (rc == 0 && is_applicable(s, m)) {
             rc = apply_message(s, m, &s->parsed[i], now_mono, e);
         }
@@ -549,6 +571,10 @@ static int make_consumer(struct speed *s, struct lerr *e)
         {"queued.min.messages", "200000", true},
         {"enable.auto.offset.store", "false", false},
         {"auto.offset.reset", "earliest", false},
+        /* The end of a partition moves the position over trailing transaction markers (no
+         * message is ever delivered there): without it the lag would show 1 per partition. */
+        {"enable.partition.eof", "true", false},
+        {"isolation.level", "read_committed", true},
     };
 
     s->rk =

@@ -108,6 +108,7 @@ struct speed {
     int64_t epoch_ms, checkpoint_ms, checkpoint_max_ms, watermark_delay_ms, idle_timeout_ms,
         allowed_lateness_ms;
     int64_t kafka_timeout_ms;
+    int64_t retention_ms; /* rejects and late rows older than this are deleted, a slice a time */
     struct ev_rules rules;
     struct shard_set shard; /* shard_partitions: the only partitions this layer reads */
 
@@ -116,7 +117,7 @@ struct speed {
     sqlite3 *rdb; /* speed.db read-only: the consumer's look-ups while speed_run runs */
     /* checkpoint.c's statements on db */
     sqlite3_stmt *st_delta, *st_offset, *st_boundary, *st_reject, *st_late, *st_counter, *st_meta,
-        *st_del_deltas, *st_del_bounds;
+        *st_del_deltas, *st_del_bounds, *st_trim_rejects, *st_trim_late;
     struct dedup *dedup;
     struct speed_wal wal; /* speed.db's log, watched while speed_run runs */
     sqlite3 *batch_db;    /* batch.db read-only, once it exists (expiry) */

@@ -48,7 +48,8 @@ static void start_stack(struct stack *s)
     snprintf(s->data, sizeof(s->data), "%s/data", s->dir);
     it_devkafka(&s->kafka, s->dir, 4, s->bs);
     start_speed(s);
-    char *argv[] = {"lambda-serve", "--port", "0", "--data-dir", s->data, NULL};
+    char *argv[] = {"lambda-serve", "--port",     "0",    "--data-dir",
+                    s->data,        "--epoch-ms", "1000", NULL};
     it_spawn(&s->serve, s->dir, "serve", argv, NULL);
     cr_assert(it_wait_log(&s->serve, "listening", 15000), "lambda-serve did not start");
     p = it_log_int(&s->serve, "listening", "port");

@@ -19,6 +19,7 @@
 
 #include "db.h"
 #include "itlib.h"
+#include "lock.h"
 #include "tm.h"
 
 /* 2026-11-21T10:00:00Z: the fixtures' minutes are offsets from it. */
@@ -116,11 +117,12 @@ static void fixture_master(const char *data)
 
 static void srv_start(struct srv *s)
 {
-    char *argv[] = {"lambda-serve", "--port",    "0",        "--data-dir",
-                    s->data,        "--threads", s->threads, NULL};
+    /* The fixture's version is days old: only it_health checks batch_stale_after. */
+    char *argv[] = {"lambda-serve",        "--port", "0",         "--data-dir", s->data,
+                    "--batch-stale-after", "3650d",  "--threads", s->threads,   NULL};
 
     if (!s->threads)
-        argv[5] = NULL;
+        argv[7] = NULL;
     it_spawn(&s->p, s->dir, "serve", argv, NULL);
     cr_assert(it_wait_log(&s->p, "msg=listening", 10000), "lambda-serve did not start");
     s->port = (int)it_log_int(&s->p, "msg=listening", "port");
@@ -462,11 +464,17 @@ Test(serve, health_reports_ages_and_lag, .timeout = 60)
     struct srv s;
 
     srv_init(&s, true, true, false);
+    struct lerr e = {{0}};
+    int fd;
+    /* Play a running speed layer: its lag shows while it holds speed.lock. */
+    cr_assert_eq(lock_try(s.data, "speed.lock", &fd, &e), 1, "%s", e.msg);
     expect(&s, "/health", 200,
-           "{\"status\":\"ok\",\"batch\":{\"version\":2,\"age_ms\":-2},"
-           "\"speed\":{\"checkpoint_age_ms\":-1,\"lag\":10},"
+           "{\"status\":\"ok\",\"reasons\":[],\"batch\":{\"version\":2,\"age_ms\":-2,"
+           "\"last_run\":null,\"pending_cut\":{\"version\":3,\"age_ms\":-2}},"
+           "\"speed\":{\"running\":true,\"checkpoint_age_ms\":-1,\"lag\":10,\"lag_age_ms\":-1},"
            "\"shard\":{\"partitions\":\"all\",\"topic_partitions\":null,\"watermark\":\"2026-11-"
            "21T10:05:30.000Z\",\"watermark_ms\":1795255530000,\"key_mismatch\":1}}");
+    lock_release(fd);
     srv_fini(&s);
 }
 
@@ -603,8 +611,10 @@ Test(serve, only_speed_counts_every_epoch, .timeout = 60)
              no_batch);
     expect(&s, "/query/m-both", 200, want);
     expect(&s, "/health", 200,
-           "{\"status\":\"ok\",\"batch\":{\"version\":null,\"age_ms\":null},"
-           "\"speed\":{\"checkpoint_age_ms\":-1,\"lag\":10},"
+           "{\"status\":\"degraded\",\"reasons\":[\"no speed layer holds speed.lock\"],"
+           "\"batch\":{\"version\":null,\"age_ms\":null,\"last_run\":null,\"pending_cut\":null},"
+           "\"speed\":{\"running\":false,\"checkpoint_age_ms\":-1,\"lag\":null,"
+           "\"lag_age_ms\":null},"
            "\"shard\":{\"partitions\":\"all\",\"topic_partitions\":null,\"watermark\":\"2026-11-"
            "21T10:05:30.000Z\",\"watermark_ms\":1795255530000,\"key_mismatch\":1}}");
     srv_fini(&s);
@@ -622,8 +632,11 @@ Test(serve, only_batch_has_no_checkpoint_age, .timeout = 60)
            "\"speed\":{\"order_count\":0,\"revenue_cents\":0,\"checkpoint_age_ms\":null,\"lag\":"
            "null,\"watermark\":null}}");
     expect(&s, "/health", 200,
-           "{\"status\":\"ok\",\"batch\":{\"version\":2,\"age_ms\":-2},"
-           "\"speed\":{\"checkpoint_age_ms\":null,\"lag\":null},"
+           "{\"status\":\"degraded\",\"reasons\":[\"no speed layer holds speed.lock\"],"
+           "\"batch\":{\"version\":2,\"age_ms\":-2,\"last_run\":null,"
+           "\"pending_cut\":{\"version\":3,\"age_ms\":-2}},"
+           "\"speed\":{\"running\":false,\"checkpoint_age_ms\":null,\"lag\":null,"
+           "\"lag_age_ms\":null},"
            "\"shard\":{\"partitions\":\"all\",\"topic_partitions\":null,\"watermark\":null,"
            "\"watermark_ms\":null,\"key_mismatch\":0}}");
     /* No watermark: the window ends at the newest minute with data (10:01). */
@@ -648,8 +661,10 @@ Test(serve, neither_layer_answers_zeros_and_health_503, .timeout = 60)
              no_batch);
     expect(&s, "/query/m-1", 200, want);
     expect(&s, "/health", 503,
-           "{\"status\":\"empty\",\"batch\":{\"version\":null,\"age_ms\":null},"
-           "\"speed\":{\"checkpoint_age_ms\":null,\"lag\":null},"
+           "{\"status\":\"unavailable\",\"reasons\":[\"nothing to serve: no published batch "
+           "version and no speed checkpoint\"],\"batch\":{\"version\":null,\"age_ms\":null,"
+           "\"last_run\":null,\"pending_cut\":null},\"speed\":{\"running\":false,"
+           "\"checkpoint_age_ms\":null,\"lag\":null,\"lag_age_ms\":null},"
            "\"shard\":{\"partitions\":\"all\",\"topic_partitions\":null,\"watermark\":null,"
            "\"watermark_ms\":null,\"key_mismatch\":0}}");
     /* The layers' files appear while serving: answers read them within a poll. */

@@ -21,6 +21,7 @@
 
 #include "db.h"
 #include "itlib.h"
+#include "lock.h"
 #include "tm.h"
 
 #define T9         1795251600000LL /* 2026-11-21T09:00:00Z */
@@ -143,7 +144,12 @@ Test(serve_dashboard, shows_the_window_leader_and_a_new_order_without_reload, .t
     snprintf(data, sizeof(data), "%s/data", dir);
     snprintf(profile, sizeof(profile), "%s/chromium", dir);
     fixture(data);
-    char *argv[] = {"lambda-serve", "--port", "0", "--data-dir", data, NULL};
+    /* Play a running speed layer, so that /health says ok and shows the lag. */
+    struct lerr e = {{0}};
+    int lock_fd;
+    cr_assert_eq(lock_try(data, "speed.lock", &lock_fd, &e), 1, "%s", e.msg);
+    char *argv[] = {"lambda-serve",        "--port", "0", "--data-dir", data,
+                    "--batch-stale-after", "3650d",  NULL};
     it_spawn(&srv, dir, "serve", argv, NULL);
     cr_assert(it_wait_log(&srv, "msg=listening", 10000), "lambda-serve did not start");
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/",
@@ -174,6 +180,7 @@ Test(serve_dashboard, shows_the_window_leader_and_a_new_order_without_reload, .t
     cr_expect(strstr(dom, "id=\"recent-late\">0<"), "late count of the last 5 minutes not shown");
     cr_expect(strstr(dom, "id=\"watermark\">2026-11-21 09:59:40 UTC<"), "watermark not shown");
     free(dom);
+    lock_release(lock_fd);
 
     /* A checkpoint commits one more order of the leader: the page shows it, no reload. */
     char *before = it_cdp_eval(&c, "document.getElementById('m-orders').textContent");

@@ -123,7 +123,7 @@ static void start(void)
     char *sargv[] = {"lambda-speed", "--brokers",       bs,    "--data-dir", data, "--epoch-ms",
                      "1000",         "--checkpoint-ms", "100", NULL};
     it_spawn(&speed, dir, "speed", sargv, NULL);
-    char *vargv[] = {"lambda-serve", "--port", "0", "--data-dir", data, NULL};
+    char *vargv[] = {"lambda-serve", "--port", "0", "--data-dir", data, "--epoch-ms", "1000", NULL};
     it_spawn(&serve, dir, "serve", vargv, NULL);
     cr_assert(it_wait_log(&serve, "listening", 15000));
     snprintf(base, sizeof(base), "http://127.0.0.1:%" PRId64,

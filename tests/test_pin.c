@@ -79,3 +79,26 @@ Test(pin, a_file_from_before_pins_agrees_with_anything, .init = setup, .fini = t
     pins(&p, "60000", NULL);
     cr_assert_eq(pin_check_dir(dir, &p, &e), 0, "%s", e.msg);
 }
+
+Test(pin, an_unreadable_file_does_not_hide_a_mismatch_in_another, .init = setup, .fini = teardown)
+{
+    struct lerr e = {{0}};
+    struct pin_set first, other;
+    sqlite3 *speed;
+    char path[512];
+
+    pins(&first, "60000", NULL);
+    pins(&other, "30000", NULL);
+    snprintf(path, sizeof(path), "%s/master.db", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    fputs("this is not a database, but it is long enough to look like one's header.\n", f);
+    fclose(f);
+    cr_assert_eq(pin_check_dir(dir, &first, &e), -1, "garbage cannot be read");
+    cr_assert_eq(db_open_rw(dir, DB_SPEED, &speed, &e), 0, "%s", e.msg);
+    cr_assert_eq(pin_record(speed, dir, "speed.db", &first, &e), 0, "%s", e.msg);
+    sqlite3_close(speed);
+    cr_assert_eq(pin_check_dir(dir, &other, &e), 1, "the mismatch in speed.db: %s", e.msg);
+    cr_assert(strstr(e.msg, "epoch_ms=60000 (speed.db)"), "%s", e.msg);
+    cr_assert_eq(pin_check_dir(dir, &first, &e), -1, "agreeing, but master.db unreadable");
+}
