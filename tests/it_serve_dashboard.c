@@ -199,7 +199,7 @@ Test(serve_dashboard, shows_the_window_leader_and_a_new_order_without_reload, .t
     }
     want[k] = '\0';
     sqlite3 *s = NULL;
-    struct lerr e = {{0}};
+    e = (struct lerr){{0}};
     cr_assert_eq(db_open_rw(data, DB_SPEED, &s, &e), 0, "%s", e.msg);
     int64_t t0 = tm_now_ms();
     it_sql(

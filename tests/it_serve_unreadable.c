@@ -245,13 +245,15 @@ Test(serve_unreadable, batch_db_moved_away_replaced_by_garbage_and_back_while_se
     it_sql(db, "PRAGMA wal_checkpoint(TRUNCATE)");
     sqlite3_close(db);
     snprintf(made, sizeof(made), "%s/batch.db", empty);
-    /* A database is replaced with its log (a -wal left beside another file would be read as
-     * that file's: SQLite checks a log against its own header only). */
+    /* A database is replaced with its log and its wal-index (a -wal left beside another file
+     * would be read as that file's: SQLite checks a log against its own header only). */
     move("batch.db", "batch.db.away");
     move("batch.db-wal", "batch.db-wal.away");
+    move("batch.db-shm", "batch.db-shm.away");
     path_of("batch.db", empty);
     cr_assert_eq(rename(made, empty), 0);
     expect_refusals("batch.db unreadable: no published version");
+    move("batch.db-shm.away", "batch.db-shm");
     move("batch.db-wal.away", "batch.db-wal");
     move("batch.db.away", "batch.db");
     expect_exact("after the empty database gave way to batch.db");
