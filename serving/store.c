@@ -282,19 +282,21 @@ static bool is_file_error(sqlite3 *db)
            code == SQLITE_CANTOPEN || code == SQLITE_PERM;
 }
 
-/* Whether the file at path starts with SQLite's header string. */
-static bool has_header(const char *path)
+/* Whether the open connection's main file starts with SQLite's header string, read through
+ * SQLite's own descriptor: opening the file a second time and closing it would drop every
+ * fcntl lock this process holds on it (the other connections' too), and the next writer to
+ * close would take itself for the last user and reset the log under them. */
+static bool has_header(sqlite3 *db)
 {
     static const char magic[16] = "SQLite format 3";
+    sqlite3_file *f = NULL;
     char head[16];
-    FILE *f = fopen(path, "rb");
-    bool ok;
 
-    if (!f)
-        return false;
-    ok = fread(head, 1, sizeof(head), f) == sizeof(head) && !memcmp(head, magic, sizeof(head));
-    fclose(f);
-    return ok;
+    if (sqlite3_file_control(db, "main", SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK || !f ||
+        !f->pMethods)
+        return true; /* cannot tell: SQLite will say */
+    return f->pMethods->xRead(f, head, sizeof(head), 0) == SQLITE_OK &&
+           !memcmp(head, magic, sizeof(head));
 }
 
 /* Opens c on the file sb describes. FILE_ABSENT while the writer has not made its schema
@@ -315,21 +317,22 @@ static enum file_state conn_open(struct serve_store *st, struct conn *c, const c
         *why = "empty";
         return FILE_ABSENT;
     }
+    if (db_open_ro(st->data_dir, c->file, &c->db, &e) != 0) {
+        log_warn("serve", "db_unreadable file=%s err=\"%s\"", db_file_name(c->file), e.msg);
+        *why = "cannot be opened";
+        return FILE_BAD;
+    }
     /* A file that is not a database could still be read through the -wal left beside it by
      * the file it replaced (SQLite reads page 1 from the log when the log has it), so its
      * header is checked first. A main file is empty until its first checkpoint, which writes
      * page 1 and so the header. */
-    if (!has_header(path)) {
+    if (!has_header(c->db)) {
+        conn_close(c);
         *why = "not a database";
         if (c->last_why != *why)
             log_warn("serve", "db_unreadable file=%s err=\"no SQLite header\"",
                      db_file_name(c->file));
         c->last_why = *why;
-        return FILE_BAD;
-    }
-    if (db_open_ro(st->data_dir, c->file, &c->db, &e) != 0) {
-        log_warn("serve", "db_unreadable file=%s err=\"%s\"", db_file_name(c->file), e.msg);
-        *why = "cannot be opened";
         return FILE_BAD;
     }
     for (int i = 0; c->sql[i]; i++) {
