@@ -545,11 +545,12 @@ Test(serve, answers_change_as_soon_as_a_layer_commits, .timeout = 60)
     db = open_rw(s.data, DB_BATCH);
     it_sql(
         db,
-        "INSERT INTO versions(id, state, cut_epoch, started_ms, finished_ms) VALUES"
+        /* One transaction, as a publish is: a published version's rows never change. */
+        "BEGIN; INSERT INTO versions(id, state, cut_epoch, started_ms, finished_ms) VALUES"
         " (4, 'published', 201, %lld, %lld);"
         "UPDATE merchant_totals SET valid_to = 4 WHERE merchant_id = 'm-both' AND valid_from = 2;"
         "INSERT INTO merchant_totals(valid_from, merchant_id, order_count, revenue_cents) VALUES "
-        "(4, 'm-both', 1030, 515000)",
+        "(4, 'm-both', 1030, 515000); COMMIT",
         STARTED_MS, STARTED_MS + 1000);
     sqlite3_close(db);
     snprintf(want, sizeof(want),
