@@ -118,6 +118,14 @@ int batch_counter_add(sqlite3 *master, const char *name, int64_t delta, struct l
  * (same content hash) adds nothing. */
 int batch_import(const struct cfg *c, struct lerr *e);
 
+/* One line of an import file (its end of line removed): an NDJSON object, or when is_csv a
+ * CSV record of order_id, merchant_id, amount_cents, event_time (simple double quotes).
+ * scratch holds len + 8 bytes (the CSV fields). The reader batch_import() uses, exposed for
+ * the fuzz tests. */
+enum ev_reason batch_import_parse_line(const struct ev_rules *r, const char *s, size_t len,
+                                       bool is_csv, int64_t now_ms, char *scratch,
+                                       struct ev_order *o);
+
 /* lambda-batch status [--json], on stdout. */
 int batch_status(const struct cfg *c, struct lerr *e);
 

@@ -104,24 +104,34 @@ static int csv_split(const char *s, size_t len, char *out, const char *f[], int 
     }
 }
 
-static enum ev_reason parse_csv(struct import *im, const char *s, size_t len, struct ev_order *o)
+enum ev_reason batch_import_parse_line(const struct ev_rules *r, const char *s, size_t len,
+                                       bool is_csv, int64_t now_ms, char *scratch,
+                                       struct ev_order *o)
 {
     const char *f[4];
     int n;
 
-    if (len + 8 > im->scratch_cap) {
+    if (!is_csv)
+        return ev_parse(r, NULL, 0, s, len, now_ms, o);
+    n = csv_split(s, len, scratch, f, 4);
+    if (n >= 0 && n < 4)
+        return EV_MISSING_FIELD;
+    if (n != 4)
+        return EV_BAD_TYPE; /* more than four fields, or broken quoting */
+    return ev_parse_fields(r, f[0], f[1], f[2], f[3], now_ms, o);
+}
+
+static enum ev_reason parse_line(struct import *im, const char *s, size_t len, bool is_csv,
+                                 struct ev_order *o)
+{
+    if (is_csv && len + 8 > im->scratch_cap) {
         char *p = realloc(im->scratch, len + 8);
         if (!p)
             return EV_BAD_TYPE; /* unreachable in practice; the line is kept as a reject */
         im->scratch = p;
         im->scratch_cap = len + 8;
     }
-    n = csv_split(s, len, im->scratch, f, 4);
-    if (n >= 0 && n < 4)
-        return EV_MISSING_FIELD;
-    if (n != 4)
-        return EV_BAD_TYPE; /* more than four fields, or broken quoting */
-    return ev_parse_fields(&im->rules, f[0], f[1], f[2], f[3], im->now_ms, o);
+    return batch_import_parse_line(&im->rules, s, len, is_csv, im->now_ms, im->scratch, o);
 }
 
 static int add_line(struct import *im, const char *s, size_t len, bool is_csv, int64_t line_no,
@@ -131,7 +141,7 @@ static int add_line(struct import *im, const char *s, size_t len, bool is_csv, i
     enum ev_reason r;
     sqlite3_stmt *st;
 
-    r = is_csv ? parse_csv(im, s, len, &o) : ev_parse(&im->rules, NULL, 0, s, len, im->now_ms, &o);
+    r = parse_line(im, s, len, is_csv, &o);
     if (r != EV_OK) {
         st = im->ins_reject;
         sqlite3_bind_text(st, 1, im->path, -1, SQLITE_STATIC);

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -58,11 +59,42 @@ out:
     return rc;
 }
 
-/* True when path is a SQLite file holding speed.db's tables. */
+/* What lambda-speed reads of each table: a savepoint must let every statement prepare. The
+ * first six tables must exist; the others are made empty when absent. seen may predate its
+ * seq column (db_open_rw migrates it). */
+static const char *const must_read[] = {
+    "SELECT merchant_id, minute_ms, epoch, order_count, revenue_cents FROM deltas",
+    "SELECT partition, next_offset, max_event_ms, high_watermark, updated_ms FROM offsets",
+    "SELECT epoch, partition, offset FROM boundaries",
+    "SELECT merchant_id, order_id, epoch, partition, offset FROM seen",
+    "SELECT name, value FROM counters",
+    "SELECT key, value FROM meta",
+};
+static const char *const may_read[][2] = {
+    {"seen_gens", "SELECT gen, lo, hi, level FROM seen_gens"},
+    {"rejects", "SELECT id, partition, offset, reason, payload, at_ms FROM rejects"},
+    {"late", "SELECT id, partition, offset, merchant_id, order_id, event_ms, minute_ms,"
+             " watermark_ms, late_ms, at_ms FROM late"},
+};
+
+static bool prepares(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    bool ok = sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK;
+
+    sqlite3_finalize(st);
+    return ok;
+}
+
+/* 0 when path is a sound SQLite file holding speed.db's tables with their columns, and nothing
+ * that would run on its own (triggers, views); else -1 saying why. */
 static int check_savepoint(const char *path, struct lerr *e)
 {
     sqlite3 *db = NULL;
-    int64_t n = 0;
+    sqlite3_stmt *st = NULL;
+    int64_t n = 0, extra = 0;
+    const char *why = NULL;
+    char verdict[80] = "";
     int rc = 0;
 
     if (access(path, R_OK) != 0)
@@ -72,8 +104,39 @@ static int check_savepoint(const char *path, struct lerr *e)
                      "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
                      " ('deltas','offsets','boundaries','seen','counters','meta')",
                      &n, e) != 0 ||
-        n != 6)
-        rc = lerr_set(e, "'%s' is not a lambda-speed savepoint", path);
+        n != 6) {
+        why = "it lacks speed.db's tables";
+        goto out;
+    }
+    if (sqlite3_prepare_v2(db, "PRAGMA integrity_check(1)", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+        snprintf(verdict, sizeof(verdict), "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    if (strcmp(verdict, "ok") != 0) {
+        why = "a corrupt database";
+        goto out;
+    }
+    for (size_t i = 0; i < sizeof(must_read) / sizeof(must_read[0]) && !why; i++)
+        if (!prepares(db, must_read[i]))
+            why = "a table lacks columns lambda-speed reads";
+    for (size_t i = 0; i < sizeof(may_read) / sizeof(may_read[0]) && !why; i++) {
+        char sql[128];
+
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM sqlite_master WHERE name = '%s'",
+                 may_read[i][0]);
+        n = 0;
+        if (db_query_int(db, sql, &n, e) != 0 || (n > 0 && !prepares(db, may_read[i][1])))
+            why = "a table lacks columns lambda-speed reads";
+    }
+    if (!why && (db_query_int(db,
+                              "SELECT count(*) FROM sqlite_master WHERE type IN ('trigger',"
+                              " 'view')",
+                              &extra, e) != 0 ||
+                 extra > 0))
+        why = "it holds triggers or views";
+out:
+    if (why)
+        rc = lerr_set(e, "'%s' is not a lambda-speed savepoint: %s", path, why);
     sqlite3_close(db);
     return rc;
 }
