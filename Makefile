@@ -98,6 +98,17 @@ $(BUILD)/fuzz/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
 
+# The power-loss VFS (tests/powerloss/), preloaded by it_powerloss into the real binaries; built
+# without the sanitizers (the test runs on the release build only).
+$(BUILD)/tests/powerloss_vfs.so: tests/powerloss/vfs.c tests/powerloss/powerloss.h
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(filter-out -fsanitize%,$(CFLAGS)) -fPIC -shared -o $@ $< -ldl -lsqlite3
+$(BUILD)/tests/it_powerloss: | $(BUILD)/tests/powerloss_vfs.so
+
+# make faults: every sync point of the scripted run, in both modes (make test runs a sample).
+faults: deps all $(BUILD)/tests/it_powerloss
+	POWERLOSS_ALL=1 LAMBDA_BIN=$(abspath $(BIN)) $(BUILD)/tests/it_powerloss --jobs 1 --verbose
+
 fuzz-replay: $(REPLAYS)
 	@set -e; for h in $(FUZZ_NAMES); do \
 	    ASAN_OPTIONS=detect_leaks=1 $(BUILD)/fuzz/replay_$$h tests/fuzz/$$h; done
