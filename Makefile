@@ -109,6 +109,10 @@ $(BUILD)/tests/it_powerloss: | $(BUILD)/tests/powerloss_vfs.so
 faults: deps all $(BUILD)/tests/it_powerloss
 	POWERLOSS_ALL=1 LAMBDA_BIN=$(abspath $(BIN)) $(BUILD)/tests/it_powerloss --jobs 1 --verbose
 
+# make soak: SOAK_MINUTES (default 10) of load with 20 kill -9s and a broker outage.
+soak: deps all $(BUILD)/tests/soak/it_soak
+	LAMBDA_BIN=$(abspath $(BIN)) $(BUILD)/tests/soak/it_soak --jobs 1
+
 fuzz-replay: $(REPLAYS)
 	@set -e; for h in $(FUZZ_NAMES); do \
 	    ASAN_OPTIONS=detect_leaks=1 $(BUILD)/fuzz/replay_$$h tests/fuzz/$$h; done

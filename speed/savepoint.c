@@ -86,22 +86,30 @@ static bool prepares(sqlite3 *db, const char *sql)
     return ok;
 }
 
-/* The file format versions of the header (bytes 18 and 19): a file that says 3 or more opens
- * read-only (or not at all), and a speed.db that cannot be written stops the speed layer. */
-static int header_versions(const char *path, const char **why)
+/* The header's file format versions (bytes 18 and 19) and text encoding (56..59): a file that
+ * says 3 or more opens read-only (or not at all), and one in UTF-16 cannot be migrated or joined
+ * with master.db; speed.db is always UTF-8, written by this SQLite. */
+static int check_header(const char *path, const char **why)
 {
-    unsigned char h[20];
+    unsigned char h[60];
     FILE *f = fopen(path, "rb");
     size_t n = f ? fread(h, 1, sizeof(h), f) : 0;
 
     if (f)
         fclose(f);
-    if (n == sizeof(h) && (h[18] == 1 || h[18] == 2) && (h[19] == 1 || h[19] == 2))
-        return 0;
-    *why = n == sizeof(h) && !memcmp(h, "SQLite format 3", 16)
-               ? "its header names a file format this SQLite cannot write"
-               : "it lacks speed.db's tables";
-    return -1;
+    if (n != sizeof(h) || memcmp(h, "SQLite format 3", 16) != 0) {
+        *why = "it lacks speed.db's tables";
+        return -1;
+    }
+    if (!(h[18] == 1 || h[18] == 2) || !(h[19] == 1 || h[19] == 2)) {
+        *why = "its header names a file format this SQLite cannot write";
+        return -1;
+    }
+    if (h[56] != 0 || h[57] != 0 || h[58] != 0 || h[59] != 1) {
+        *why = "its text encoding is not UTF-8";
+        return -1;
+    }
+    return 0;
 }
 
 /* 0 when path is a sound SQLite file holding speed.db's tables with their columns, and nothing
@@ -117,7 +125,7 @@ static int check_savepoint(const char *path, struct lerr *e)
 
     if (access(path, R_OK) != 0)
         return lerr_set(e, "cannot read savepoint '%s': %s", path, strerror(errno));
-    if (header_versions(path, &why) != 0)
+    if (check_header(path, &why) != 0)
         goto out;
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
         db_query_int(db,
