@@ -1,5 +1,5 @@
 /* powerloss.h - the test-only SQLite VFS that simulates a power loss (vfs.c), and the rollback
- * that makes it real (undo.c).
+ * that makes it real (undo_apply, in it_powerloss.c).
  *
  * vfs.c is built as a shared object and preloaded (LD_PRELOAD) into the real binaries. It
  * interposes sqlite3_open_v2() to open every database through the "powerloss" VFS, a shim over
