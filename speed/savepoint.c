@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "db.h"
@@ -208,9 +209,24 @@ static int settle_old(const char *path, struct lerr *e)
     return rc;
 }
 
+/* Removes a staging directory and what SQLite may have left in it. */
+static void remove_stage(const char *stage)
+{
+    static const char *const names[] = {"speed.db", "speed.db-wal", "speed.db-shm",
+                                        "speed.db-journal"};
+    char path[PATH_MAX + 32];
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", stage, names[i]);
+        unlink(path);
+    }
+    rmdir(stage);
+}
+
 int speed_savepoint_restore(const char *data_dir, const char *file, struct lerr *e)
 {
-    char dst[PATH_MAX], tmp[PATH_MAX + 16];
+    char dst[PATH_MAX], stage[PATH_MAX + 16], tmp[PATH_MAX + 32];
+    sqlite3 *db = NULL;
     int fd = -1, held, rc = -1;
 
     if (check_savepoint(file, e) != 0 || db_ensure_dir(data_dir, e) != 0)
@@ -222,8 +238,28 @@ int speed_savepoint_restore(const char *data_dir, const char *file, struct lerr 
         return lerr_set(e, "a lambda-speed runs on '%s' (it holds speed.lock): stop it first",
                         data_dir);
     db_path(data_dir, DB_SPEED, dst, sizeof(dst));
-    snprintf(tmp, sizeof(tmp), "%s.restore", dst);
-    if (copy_db(file, tmp, e) != 0 || settle_old(dst, e) != 0)
+    /* The copy is staged in a directory of its own and opened there as lambda-speed opens it
+     * (schema, migrations): a file it cannot open is refused before anything is replaced. */
+    snprintf(stage, sizeof(stage), "%s.restore.d", dst);
+    remove_stage(stage);
+    if (mkdir(stage, 0755) != 0) {
+        lerr_set(e, "cannot create '%s': %s", stage, strerror(errno));
+        goto out;
+    }
+    db_path(stage, DB_SPEED, tmp, sizeof(tmp));
+    if (copy_db(file, tmp, e) != 0)
+        goto out;
+    if (db_open_rw(stage, DB_SPEED, &db, e) != 0) {
+        char why[sizeof(e->msg)];
+        snprintf(why, sizeof(why), "%s", e->msg);
+        lerr_set(e, "'%s' is not a lambda-speed savepoint: %s", file, why);
+        goto out;
+    }
+    if (sqlite3_close(db) != SQLITE_OK) {
+        lerr_set(e, "cannot close '%s'", tmp);
+        goto out;
+    }
+    if (settle_old(dst, e) != 0)
         goto out;
     if (rename(tmp, dst) != 0) {
         lerr_set(e, "cannot replace '%s': %s", dst, strerror(errno));
@@ -231,8 +267,7 @@ int speed_savepoint_restore(const char *data_dir, const char *file, struct lerr 
     }
     rc = 0;
 out:
-    if (rc != 0)
-        unlink(tmp);
+    remove_stage(stage);
     lock_release(fd);
     return rc;
 }

@@ -115,7 +115,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *buf, size_t size)
 
     spit(input, buf, size);
     rc = speed_savepoint_restore(data, input, &e);
-    snprintf(restore, sizeof(restore), "%s.restore", speed_db);
+    snprintf(restore, sizeof(restore), "%s.restore.d", speed_db);
     FUZZ_CHECK(access(restore, F_OK) != 0, "'%s' left behind (rc %d)", restore, rc);
     if (rc != 0) {
         size_t len = 0;
