@@ -233,7 +233,8 @@ static void start_serve(struct run *r)
     char tag[32];
 
     snprintf(tag, sizeof(tag), "serve%d", ++r->serve_starts);
-    char *argv[] = {"lambda-serve", "--port", "0", "--data-dir", r->data, NULL};
+    char *argv[] = {"lambda-serve", "--port",     "0",    "--data-dir",
+                    r->data,        "--epoch-ms", "1000", NULL};
     it_spawn(&r->serve, r->dir, tag, argv, NULL);
     cr_assert(it_wait_log(&r->serve, "listening", 15000), "lambda-serve did not start");
     port = it_log_int(&r->serve, "listening", "port");

@@ -146,7 +146,8 @@ static void start_serve(struct soak *s)
     int64_t port;
 
     snprintf(tag, sizeof(tag), "serve%d", ++s->serve_starts);
-    char *argv[] = {"lambda-serve", "--port", "0", "--data-dir", s->data, NULL};
+    char *argv[] = {"lambda-serve", "--port",     "0",    "--data-dir",
+                    s->data,        "--epoch-ms", "1000", NULL};
     it_spawn(&s->serve, s->dir, tag, argv, NULL);
     cr_assert(it_wait_log(&s->serve, "listening", 15000), "lambda-serve did not start");
     port = it_log_int(&s->serve, "listening", "port");
