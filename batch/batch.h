@@ -22,6 +22,7 @@
 #include <uthash.h>
 
 #include "cfg.h"
+#include "csvrec.h"
 #include "ev.h"
 #include "lerr.h"
 #include "shard.h"
@@ -181,6 +182,12 @@ int batch_counter_add(sqlite3 *master, const char *name, int64_t delta, struct l
  * committed with them, so a killed import resumes where it stopped; a file imported before
  * (same content hash) adds nothing. */
 int batch_import(const struct cfg *c, struct lerr *e);
+
+/* One line of an import file (its end of line removed): an NDJSON object, or when is_csv a
+ * CSV record of order_id, merchant_id, amount_cents, event_time read by csv (shared/csvrec,
+ * initialised by the caller). The reader batch_import() uses, exposed for the fuzz tests. */
+enum ev_reason batch_import_parse_line(const struct ev_rules *r, struct csvrec *csv, const char *s,
+                                       size_t len, bool is_csv, int64_t now_ms, struct ev_order *o);
 
 /* lambda-batch status [--json], on stdout. */
 int batch_status(const struct cfg *c, struct lerr *e);

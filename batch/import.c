@@ -78,17 +78,27 @@ static int prepare(struct import *im, struct lerr *e)
                       &im->record, e);
 }
 
-static enum ev_reason parse_csv(struct import *im, const char *s, size_t len, struct ev_order *o)
+enum ev_reason batch_import_parse_line(const struct ev_rules *r, struct csvrec *csv, const char *s,
+                                       size_t len, bool is_csv, int64_t now_ms, struct ev_order *o)
 {
     struct lerr ignored;
-    int n = csvrec_split(&im->csv, s, len, &ignored);
+    int n;
 
+    if (!is_csv)
+        return ev_parse(r, NULL, 0, s, len, now_ms, o);
+    n = csvrec_split(csv, s, len, &ignored);
     if (n >= 0 && n < 4)
         return EV_MISSING_FIELD;
     if (n != 4)
         return EV_BAD_TYPE; /* more than four fields, or broken quoting */
-    return ev_parse_fields(&im->rules, csvrec_field(&im->csv, 0), csvrec_field(&im->csv, 1),
-                           csvrec_field(&im->csv, 2), csvrec_field(&im->csv, 3), im->now_ms, o);
+    return ev_parse_fields(r, csvrec_field(csv, 0), csvrec_field(csv, 1), csvrec_field(csv, 2),
+                           csvrec_field(csv, 3), now_ms, o);
+}
+
+static enum ev_reason parse_line(struct import *im, const char *s, size_t len, bool is_csv,
+                                 struct ev_order *o)
+{
+    return batch_import_parse_line(&im->rules, &im->csv, s, len, is_csv, im->now_ms, o);
 }
 
 static int add_line(struct import *im, const char *s, size_t len, bool is_csv, int64_t line_no,
@@ -98,7 +108,7 @@ static int add_line(struct import *im, const char *s, size_t len, bool is_csv, i
     enum ev_reason r;
     sqlite3_stmt *st;
 
-    r = is_csv ? parse_csv(im, s, len, &o) : ev_parse(&im->rules, NULL, 0, s, len, im->now_ms, &o);
+    r = parse_line(im, s, len, is_csv, &o);
     if (r != EV_OK) {
         st = im->ins_reject;
         sqlite3_bind_text(st, 1, im->path, -1, SQLITE_STATIC);

@@ -4,7 +4,7 @@
 set -eu
 PKGS="build-essential pkg-config libmicrohttpd-dev librdkafka-dev libjansson-dev libcriterion-dev
 libsqlite3-dev sqlite3 libinih-dev uthash-dev libxxhash-dev libcsv-dev libcurl4-openssl-dev libsystemd-dev
-kcat wrk curl chromium clang-format prometheus"
+kcat wrk curl chromium clang-format prometheus clang libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -588,9 +588,12 @@ static int by_revenue(const void *a, const void *b)
 {
     const struct top_row *x = a, *y = b;
 
+    /* Ties by merchant id, as each shard's rank.c breaks them: the top n of the shards' top n
+     * is exact only when both sides order equal sums the same way. */
     if (x->revenue_cents != y->revenue_cents)
         return x->revenue_cents > y->revenue_cents ? -1 : 1;
-    return by_orders(a, b);
+    return strcmp(json_string_value(json_object_get(x->entry, "merchant_id")),
+                  json_string_value(json_object_get(y->entry, "merchant_id")));
 }
 
 /* The n best of the shards' top n lists. Each merchant lives in one shard, so its sums there
@@ -602,6 +605,7 @@ static json_t *merge_top(const struct router *r, const struct router_fan *f, boo
     json_t *seen = json_object(), *arr = json_array(), *shards = json_array();
     struct top_row *rows = NULL;
     size_t nrows = 0, cap = 0;
+    bool is_oom = false;
 
     for (int i = 0; i < r->n; i++) {
         json_t *list = json_object_get(f->a[i].doc, "merchants"), *en;
@@ -623,8 +627,10 @@ static json_t *merge_top(const struct router *r, const struct router_fan *f, boo
             }
             if (nrows == cap) {
                 struct top_row *nr = realloc(rows, (cap = cap ? cap * 2 : 64) * sizeof(*nr));
-                if (!nr)
+                if (!nr) {
+                    is_oom = true;
                     goto out;
+                }
                 rows = nr;
             }
             rows[nrows] =
@@ -643,6 +649,11 @@ static json_t *merge_top(const struct router *r, const struct router_fan *f, boo
 out:
     free(rows);
     json_decref(seen);
+    if (is_oom) { /* never a part of the list as the answer */
+        json_decref(arr);
+        json_decref(shards);
+        return NULL;
+    }
     return json_pack("{s:o,s:o}", "merchants", arr, "shards", shards);
 }
 
@@ -679,7 +690,8 @@ static void handle_top(const struct rcall *q, struct serve_reply *out)
         goto done;
     for (int i = 0; i < q->r->n && !first; i++)
         first = f.a[i].doc;
-    merged = merge_top(q->r, &f, by && !strcmp(by, "revenue"), n);
+    if (!(merged = merge_top(q->r, &f, by && !strcmp(by, "revenue"), n)))
+        goto oom;
     json_object_set_new(merged, "window",
                         sp.window ? json_string(sp.window)
                                   : (sp.has_from ? json_null() : json_string("5m")));
@@ -732,6 +744,8 @@ static json_t *merge_groups(const struct router *r, const struct router_fan *f, 
     json_t *seen = json_object(), *arr = json_array(), *shards = json_array();
     struct group_row *rows = NULL;
     size_t nrows = 0, cap = 0;
+    int64_t null_at = -1; /* the row of the merchants without the attribute */
+    bool is_oom = false;
 
     for (int i = 0; i < r->n; i++) {
         json_t *list = json_object_get(f->a[i].doc, "groups"), *g;
@@ -741,34 +755,41 @@ static json_t *merge_groups(const struct router *r, const struct router_fan *f, 
         json_array_append_new(shards, json_pack("{s:s}", "url", r->shards[i].url));
         json_array_foreach(list, j, g)
         {
-            json_t *v = json_object_get(g, "value"), *at;
-            char *key = json_dumps(v ? v : json_null(), JSON_ENCODE_ANY);
-            if (!key)
+            /* Grouped by text, as rank.c groups: a string as it is, anything else as JSON
+             * writes it, so 10 and "10" are one group behind the router as on a shard. */
+            json_t *v = json_object_get(g, "value"), *at = NULL;
+            bool is_null = !v || json_is_null(v);
+            char *text = is_null             ? NULL
+                         : json_is_string(v) ? strdup(json_string_value(v))
+                                             : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+            if (!is_null && !text) {
+                is_oom = true;
                 goto out;
-            if ((at = json_object_get(seen, key))) {
-                struct group_row *row = &rows[json_integer_value(at)];
+            }
+            if (is_null ? null_at >= 0 : (at = json_object_get(seen, text)) != NULL) {
+                struct group_row *row = &rows[is_null ? null_at : json_integer_value(at)];
                 row->order_count += int_of(g, "order_count");
                 row->revenue_cents += int_of(g, "revenue_cents");
                 row->merchants += int_of(g, "merchants");
-                free(key);
+                free(text);
                 continue;
             }
             if (nrows == cap) {
                 struct group_row *nr = realloc(rows, (cap = cap ? cap * 2 : 32) * sizeof(*nr));
                 if (!nr) {
-                    free(key);
+                    free(text);
+                    is_oom = true;
                     goto out;
                 }
                 rows = nr;
             }
-            rows[nrows] = (struct group_row){v, NULL, int_of(g, "order_count"),
+            rows[nrows] = (struct group_row){v, text, int_of(g, "order_count"),
                                              int_of(g, "revenue_cents"), int_of(g, "merchants")};
-            if (json_is_string(v))
-                rows[nrows].text = strdup(json_string_value(v));
-            else if (v && !json_is_null(v))
-                rows[nrows].text = strdup(key);
-            json_object_set_new(seen, key, json_integer((json_int_t)nrows++));
-            free(key);
+            if (is_null)
+                null_at = (int64_t)nrows;
+            else
+                json_object_set_new(seen, text, json_integer((json_int_t)nrows));
+            nrows++;
         }
     }
     if (nrows)
@@ -784,6 +805,11 @@ out:
         free(rows[k].text);
     free(rows);
     json_decref(seen);
+    if (is_oom) {
+        json_decref(arr);
+        json_decref(shards);
+        return NULL;
+    }
     return json_pack("{s:o,s:o}", "groups", arr, "shards", shards);
 }
 
@@ -810,7 +836,8 @@ static void handle_groups(const struct rcall *q, struct serve_reply *out)
         goto done;
     for (int i = 0; i < q->r->n && !first; i++)
         first = f.a[i].doc;
-    merged = merge_groups(q->r, &f, by && !strcmp(by, "revenue"));
+    if (!(merged = merge_groups(q->r, &f, by && !strcmp(by, "revenue"))))
+        goto oom;
     copy_key(merged, first, "group");
     json_object_set_new(merged, "window",
                         sp.window ? json_string(sp.window)

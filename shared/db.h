@@ -2,9 +2,10 @@
  *
  * One writer per file (DESIGN.md section 4): master.db and batch.db are written by
  * lambda-batch, speed.db by lambda-speed; lambda-serve only reads. db_open_rw() sets WAL,
- * synchronous=NORMAL and a busy timeout, and applies the file's schema (idempotent); readers
- * use db_open_ro(). The schema text below is the contract between the layers: a column is
- * added here, once, or nowhere.
+ * synchronous=FULL (another layer acts on every commit, so each is on disk before it returns)
+ * and a busy timeout, and applies the file's
+ * schema (idempotent); readers use db_open_ro(). The schema text below is the contract between the
+ * layers: a column is added here, once, or nowhere.
  *
  * master.db
  *   orders(merchant_id, order_id, amount_cents, event_time_ms, partition, offset, raw)
@@ -92,7 +93,7 @@ const char *db_file_name(enum db_file f);
 /* Writes data_dir/<file> into out (PATH_MAX bytes). */
 void db_path(const char *data_dir, enum db_file f, char *out, size_t size);
 
-/* Opens (creating) a file for writing: WAL, synchronous=NORMAL, busy timeout, schema applied.
+/* Opens (creating) a file for writing: WAL, synchronous=FULL, busy timeout, schema applied.
  * On error returns -1, *out is untouched and nothing stays open. */
 int db_open_rw(const char *data_dir, enum db_file f, sqlite3 **out, struct lerr *e);
 

@@ -35,6 +35,21 @@ static int parse_number(const char **cur, int *out)
     return 0;
 }
 
+/* The canonical text is what the data directory pins and /health reports: it must fit whole,
+ * or two sets that differ only past the cut would pin as one. */
+static int check_length(const struct shard_set *s, const char *text, struct lerr *e)
+{
+    char buf[SHARD_MAX_PARTITIONS * 6];
+
+    shard_set_format(s, buf, sizeof(buf));
+    if (strlen(buf) >= SHARD_TEXT_MAX)
+        return lerr_set(e,
+                        "bad shard_partitions '%.80s...': %zu characters as ranges, at most %d; "
+                        "use fewer, wider ranges",
+                        text, strlen(buf), SHARD_TEXT_MAX - 1);
+    return 0;
+}
+
 int shard_set_parse(struct shard_set *s, const char *text, struct lerr *e)
 {
     const char *p = text;
@@ -58,7 +73,7 @@ int shard_set_parse(struct shard_set *s, const char *text, struct lerr *e)
         for (int i = lo; i <= hi; i++)
             set_bit(s, i);
         if (*p == '\0')
-            return 0;
+            return check_length(s, text, e);
         if (*p++ != ',')
             goto bad;
     }

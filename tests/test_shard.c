@@ -74,3 +74,17 @@ Test(shard, partitioners_by_name_and_kafkas_murmur2, .timeout = 10)
         cr_expect(p >= 0 && p < 4, "%s -> %d", key, p);
     }
 }
+
+Test(shard, a_set_too_long_to_pin_whole_is_refused)
+{
+    struct shard_set s;
+    struct lerr e = {{0}};
+    char text[4096];
+    size_t n = 0;
+
+    for (int p = 0; p < 200; p += 2)
+        n += (size_t)snprintf(text + n, sizeof(text) - n, "%s%d", n ? "," : "", p);
+    cr_assert_eq(shard_set_parse(&s, text, &e), -1);
+    cr_assert(strstr(e.msg, "characters as ranges, at most 255"), "%s", e.msg);
+    cr_assert_eq(shard_set_parse(&s, "0-99,200-299", &e), 0, "%s", e.msg);
+}
