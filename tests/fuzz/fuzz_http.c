@@ -114,7 +114,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
                    "INSERT INTO rejects(source, partition, offset, reason, payload, at_ms) VALUES"
                    " ('kafka', 0, 1, 'bad_json', 'x', 0)");
     serve_metrics_init(&metrics);
-    FUZZ_CHECK((store = serve_store_new(dir)), "serve_store_new");
+    FUZZ_CHECK((store = serve_store_new(dir, NULL)), "serve_store_new");
     atexit(cleanup);
     return 0;
 }
