@@ -102,7 +102,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     sql(DB_SPEED,
         "INSERT INTO meta VALUES ('checkpoint_ms', %lld), ('epoch', 205), ('epoch_ms', 60000),"
         " ('watermark_ms', %lld), ('allowed_lateness_ms', 120000);"
-        "INSERT INTO deltas VALUES ('m-both', %lld, 200, 30, 15000),"
+        "INSERT INTO deltas(merchant_id, minute_ms, epoch, order_count, revenue_cents) VALUES "
+        "('m-both', %lld, 200, 30, 15000),"
         " ('m-both', %lld, 199, 7, 700), ('m-both', %lld, 201, 20, 10000),"
         " ('m-speed', %lld, 203, 5, 2500), ('m-a', %lld, 203, 5, 9999);"
         "INSERT INTO offsets VALUES (0, 100, %lld, 110, %lld), (1, 50, %lld, 50, %lld);"

@@ -85,7 +85,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     FUZZ_CHECK(db_open_rw(data, DB_SPEED, &db, &e) == 0 &&
                    db_exec(db,
                            "INSERT INTO meta VALUES ('fuzz', 'original');"
-                           "INSERT INTO deltas VALUES ('m-1', 60000, 1, 3, 300);"
+                           "INSERT INTO deltas(merchant_id, minute_ms, epoch, order_count, "
+                           "revenue_cents) VALUES ('m-1', 60000, 1, 3, 300);"
                            "INSERT INTO offsets VALUES (0, 10, 0, 10, 0)",
                            &e) == 0,
                "%s", e.msg);
