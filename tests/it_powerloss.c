@@ -326,9 +326,30 @@ static size_t mismatches(const struct run *r, const struct it_truth *t, char *fi
 
 /* Waits until every answer is exact (true), the power goes out (false, before it) or the
  * deadline passes (a failure naming step). */
+/* What wait_exact() waits for: every answer exact under either truth, or the power out. */
+struct exact_wait {
+    struct run *r;
+    const struct it_truth *t, *alt;
+    bool watch_power;
+    char *first; /* 300 bytes: the first mismatch seen */
+    size_t bad;
+    bool is_exact;
+};
+
+static bool exact_or_out(void *arg)
+{
+    struct exact_wait *w = arg;
+    char other[300];
+
+    if (w->watch_power && power_out(w->r))
+        return true;
+    w->is_exact = (w->bad = mismatches(w->r, w->t, w->first, 300)) == 0 ||
+                  (w->r->import_in_flight && mismatches(w->r, w->alt, other, sizeof(other)) == 0);
+    return w->is_exact;
+}
+
 static bool wait_exact(struct run *r, const char *step, bool watch_power)
 {
-    int64_t end = it_now_ms() + 60000;
     char first[300] = "";
     struct it_truth t, alt;
     size_t bad = 0, nm;
@@ -339,19 +360,10 @@ static bool wait_exact(struct run *r, const char *step, bool watch_power)
     truth_now(r, &t, r->import_published);
     truth_now(r, &alt, r->import_in_flight);
     nm = t.nmerchants;
-    for (;;) {
-        char other[300];
-        if (watch_power && power_out(r))
-            break;
-        if ((bad = mismatches(r, &t, first, sizeof(first))) == 0 ||
-            (r->import_in_flight && mismatches(r, &alt, other, sizeof(other)) == 0)) {
-            ok = true;
-            break;
-        }
-        if (it_now_ms() > end)
-            break;
-        usleep(50000);
-    }
+    struct exact_wait w = {r, &t, &alt, watch_power, first, 0, false};
+    it_wait_until(exact_or_out, &w, 60000);
+    bad = w.bad;
+    ok = w.is_exact;
     it_truth_free(&t);
     it_truth_free(&alt);
     if (!ok && !(watch_power && r->lost))
@@ -362,21 +374,29 @@ static bool wait_exact(struct run *r, const char *step, bool watch_power)
     return ok;
 }
 
+struct job_wait {
+    struct run *r;
+    int rc; /* the job's exit code once it ended, else -1 */
+};
+
+static bool job_done_or_out(void *arg)
+{
+    struct job_wait *w = arg;
+    return (w->rc = it_wait_exit(&w->r->job, 0)) >= 0 || power_out(w->r);
+}
+
 /* Runs a batch command with the preload; false when the power went out during it. */
 static bool batch_job(struct run *r, const char *role, char *const argv[])
 {
-    int64_t end = it_now_ms() + 120000;
     int rc;
 
     it_spawn(&r->job, r->dir, role, argv, preload_env(r, role));
-    while ((rc = it_wait_exit(&r->job, 0)) < 0) {
-        if (power_out(r))
-            return false;
-        cr_assert(it_now_ms() < end, "%s did not finish", role);
-        usleep(20000);
-    }
+    struct job_wait w = {r, -1};
+    it_wait_until(job_done_or_out, &w, 120000);
     if (power_out(r))
         return false;
+    rc = w.rc;
+    cr_assert(rc >= 0, "%s did not finish", role);
     cr_assert_eq(rc, 0, "%s failed (exit %d, logs in %s)", role, rc, r->dir);
     return true;
 }
@@ -407,17 +427,27 @@ static bool batch_import(struct run *r, const char *role)
 
 /* Waits until the running speed layer has logged needle more than seen times (an expiry after
  * a publish); false when the power went out. */
+struct log_wait {
+    struct run *r;
+    const char *needle;
+    int seen;
+};
+
+static bool logged_or_out(void *arg)
+{
+    struct log_wait *w = arg;
+    return power_out(w->r) || it_log_count(&w->r->speed, w->needle) > w->seen;
+}
+
 static bool wait_speed_log(struct run *r, const char *needle, int seen)
 {
-    int64_t end = it_now_ms() + 30000;
+    struct log_wait w = {r, needle, seen};
+    bool is_done = it_wait_until(logged_or_out, &w, 30000);
 
-    while (it_log_count(&r->speed, needle) <= seen) {
-        if (power_out(r))
-            return false;
-        cr_assert(it_now_ms() < end, "speed never logged %s (logs in %s)", needle, r->dir);
-        usleep(20000);
-    }
-    return !power_out(r);
+    if (power_out(r))
+        return false;
+    cr_assert(is_done, "speed never logged %s (logs in %s)", needle, r->dir);
+    return true;
 }
 
 /* SIGTERM: the last checkpoint and a clean close; then a new speed layer. */
