@@ -412,7 +412,10 @@ static void forget_sums(struct batch *b, const struct batch_work *w)
 
     /* No ingest runs beside a run (batch.lock), so these are usually all of them: a DELETE with
      * no WHERE empties the table at once instead of row by row. */
+    /* versions_published tells lambda-serve that a batch version must exist, even with
+     * batch.db gone and no speed layer to say so (DESIGN.md section 5). */
     if (db_exec(b->master, "BEGIN IMMEDIATE", &e) != 0 ||
+        batch_counter_add(b->master, "versions_published", 1, &e) != 0 ||
         query_int(b->master, "SELECT count(*) FROM ingest_sums WHERE seq > ?", w->seq, 0, &later,
                   &e) != 0)
         goto fail;

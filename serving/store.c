@@ -112,10 +112,10 @@ static const char *const batch_sql[] = {
 
 /* master.db's counters include rejects_<reason>, kept by a trigger (shared/db.c): a scrape
  * reads them, never counts the rejects table, which retention shrinks. */
-enum { M_COUNTERS, M_INGESTED };
+enum { M_COUNTERS, M_PUBLISHED };
 static const char *const master_sql[] = {
     "SELECT name, value FROM counters ORDER BY name",
-    "SELECT count(*) FROM ingest_offsets",
+    "SELECT coalesce((SELECT value FROM counters WHERE name = 'versions_published'), 0)",
     NULL,
 };
 
@@ -552,20 +552,21 @@ static bool speed_running(struct serve_store *st)
 
 /* Whether the data directory shows that a published batch version must exist (DESIGN.md
  * section 5): the speed layer recorded one (it expires against published cuts), or master.db
- * holds ingested orders while batch.db is missing or holds no version at all. A first run
- * that has not published yet has its pending version: that is not an error. */
+ * counts a publish (versions_published, written by lambda-batch after each) while batch.db is
+ * missing or holds no version at all. Orders ingested by a first run that has not published
+ * yet are not such a sign: the speed layer still holds all of them. */
 static bool batch_required(struct serve_store *st, const struct serve_view *v, bool has_versions)
 {
     struct lerr e = {{0}};
-    int64_t ingested = 0;
+    int64_t published = 0;
 
     if (v->published_cut > 0)
         return true;
     if (has_versions || !conn_ready(st, &st->master))
         return false;
-    if (step_int(st->master.st[M_INGESTED], &ingested, &e) != 0)
+    if (step_int(st->master.st[M_PUBLISHED], &published, &e) != 0)
         return false;
-    return ingested > 0;
+    return published > 0;
 }
 
 static int begin_speed(struct serve_store *st, struct serve_view *v, struct lerr *e)

@@ -296,13 +296,23 @@ static bool answers(const struct srv *s, const char *path, const char *want_json
 
 /* expect(), once the answer had up to timeout_ms to change: answers come from memory, which
  * follows a commit within milliseconds (live.h). */
+struct soon {
+    const struct srv *s;
+    const char *path, *want_json;
+};
+
+static bool answers_soon(void *arg)
+{
+    const struct soon *w = arg;
+    return answers(w->s, w->path, w->want_json);
+}
+
 static void expect_soon(const struct srv *s, const char *path, long want_status,
                         const char *want_json, int64_t timeout_ms)
 {
-    int64_t end = tm_now_ms() + timeout_ms;
+    struct soon w = {s, path, want_json};
 
-    while (!answers(s, path, want_json) && tm_now_ms() < end)
-        nanosleep(&(struct timespec){.tv_nsec = 5 * 1000 * 1000}, NULL);
+    it_wait_until(answers_soon, &w, timeout_ms);
     expect(s, path, want_status, want_json);
 }
 

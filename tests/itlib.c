@@ -492,6 +492,13 @@ void it_cdp_start(struct it_cdp *c, const char *dir, const char *profile)
     c->next_id = 1;
 }
 
+/* True once the browser has exited; reaps it then, so the waitpid below does not block. */
+static bool cdp_exited(void *arg)
+{
+    struct it_cdp *c = arg;
+    return waitpid(c->pid, NULL, WNOHANG) == c->pid;
+}
+
 void it_cdp_stop(struct it_cdp *c)
 {
     if (c->pid <= 0)
@@ -499,9 +506,8 @@ void it_cdp_stop(struct it_cdp *c)
     close(c->to);
     close(c->from);
     kill(c->pid, SIGTERM);
-    for (int i = 0; i < 100 && waitpid(c->pid, NULL, WNOHANG) == 0; i++)
-        nanosleep(&(struct timespec){.tv_nsec = 50 * 1000 * 1000}, NULL);
-    kill(c->pid, SIGKILL);
+    if (!it_wait_until(cdp_exited, c, 5000))
+        kill(c->pid, SIGKILL);
     waitpid(c->pid, NULL, 0);
     free(c->buf);
     c->pid = 0;
