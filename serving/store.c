@@ -555,18 +555,23 @@ static bool speed_running(struct serve_store *st)
  * counts a publish (versions_published, written by lambda-batch after each) while batch.db is
  * missing or holds no version at all. Orders ingested by a first run that has not published
  * yet are not such a sign: the speed layer still holds all of them. */
-static bool batch_required(struct serve_store *st, const struct serve_view *v, bool has_versions)
+static bool master_published(struct serve_store *st)
 {
     struct lerr e = {{0}};
     int64_t published = 0;
 
-    if (v->published_cut > 0)
-        return true;
-    if (has_versions || !conn_ready(st, &st->master))
+    if (!conn_ready(st, &st->master))
         return false;
     if (step_int(st->master.st[M_PUBLISHED], &published, &e) != 0)
         return false;
     return published > 0;
+}
+
+static bool batch_required(const struct serve_view *v, bool has_versions, bool was_published)
+{
+    if (v->published_cut > 0)
+        return true;
+    return !has_versions && was_published;
 }
 
 static int begin_speed(struct serve_store *st, struct serve_view *v, struct lerr *e)
@@ -623,7 +628,7 @@ int serve_store_begin(struct serve_store *st, struct serve_view *v, struct lerr 
 {
     const char *speed_why = NULL, *batch_why = NULL;
     enum file_state sf, bf;
-    bool has_versions = false;
+    bool has_versions = false, was_published;
 
     memset(v, 0, sizeof(*v));
     v->allowed_lateness_ms = -1;
@@ -655,9 +660,12 @@ int serve_store_begin(struct serve_store *st, struct serve_view *v, struct lerr 
         lerr_set(e, "batch.db unreadable: %s", batch_why);
         goto fail;
     }
+    /* master.db's count of publishes is read before batch.db's snapshot opens, as speed.db
+     * is: a publish it counts was committed before, so the snapshot holds that version. */
+    was_published = master_published(st);
     if (st->batch.db && begin_batch(st, v, &has_versions, e) != 0)
         goto fail;
-    if (!v->has_batch && batch_required(st, v, has_versions)) {
+    if (!v->has_batch && batch_required(v, has_versions, was_published)) {
         lerr_set(e, "batch.db unreadable: %s",
                  bf == FILE_ABSENT && !strcmp(batch_why, "missing") ? "missing"
                                                                     : "no published version");
