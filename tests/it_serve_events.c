@@ -187,6 +187,7 @@ Test(serve_events, past_max_event_clients_503_and_idle_ones_cost_nothing, .timeo
     /* Suspended, not polled: an idle server with three open streams spends next to no CPU
      * (libmicrohttpd 0.9.75 spins on a content reader that returns 0). */
     int64_t c0 = cpu_ms(s.p.pid);
+    /* A fixed one-second window to measure CPU over: a measurement, not a wait for a state. */
     nanosleep(&(struct timespec){.tv_sec = 1}, NULL);
     int64_t used = cpu_ms(s.p.pid) - c0;
     cr_expect_leq(used, 200, "%lld ms of CPU in 1 s with 3 idle subscribers", (long long)used);

@@ -598,20 +598,25 @@ char *it_cdp_eval(struct it_cdp *c, const char *expr)
     return out;
 }
 
+struct cdp_want {
+    struct it_cdp *c;
+    const char *expr, *want;
+};
+
+static bool cdp_evaluates(void *arg)
+{
+    const struct cdp_want *w = arg;
+    char *v = it_cdp_eval(w->c, w->expr);
+    bool ok = !strcmp(v, w->want);
+    free(v);
+    return ok;
+}
+
 /* Waits until expr evaluates to want; false after timeout_ms. */
 bool it_cdp_wait(struct it_cdp *c, const char *expr, const char *want, int64_t timeout_ms)
 {
-    int64_t end = it_now_ms() + timeout_ms;
-
-    do {
-        char *v = it_cdp_eval(c, expr);
-        bool ok = !strcmp(v, want);
-        free(v);
-        if (ok)
-            return true;
-        nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
-    } while (it_now_ms() < end);
-    return false;
+    struct cdp_want w = {c, expr, want};
+    return it_wait_until(cdp_evaluates, &w, timeout_ms);
 }
 
 static int b64_value(char ch)
