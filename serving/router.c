@@ -77,6 +77,7 @@ void router_free(struct router *r)
 {
     if (!r)
         return;
+    router_events_stop(r);
     if (r->has_refresher) {
         pthread_mutex_lock(&r->mu);
         r->is_stopping = true;

@@ -33,6 +33,7 @@
 
 struct router;
 struct router_client;
+struct serve_events;
 
 struct router_opts {
     const char *shards;      /* "http://host:port,http://..." */
@@ -56,6 +57,21 @@ int router_check(struct router *r, struct lerr *e);
  * that was down, a speed layer that had not yet told the partition count) and conflicts are
  * seen without a client asking for /health; router_free() stops it. -1 with e set. */
 int router_start(struct router *r, struct lerr *e);
+
+/* Starts the thread that keeps a GET /events open to every shard and publishes each of their
+ * events into ev (serve.c's subscribers) as one event of the router's:
+ * {"seq":N,"shard":URL,"shard_seq":M,...the shard's fields: batch_version, checkpoint_ms...},
+ * and a stream that drops as {"seq":N,"shard":URL,"error":"shard URL: event stream dropped:
+ * ..."} once, then retried (100 ms, doubling up to 2 s). While a shard's stream is not open the
+ * router's /health is degraded naming it. ev must outlive router_events_stop(). -1 with e set. */
+int router_events_start(struct router *r, struct serve_events *ev, struct lerr *e);
+
+/* Stops that thread and closes the streams; a no-op when none runs (router_free() calls it). */
+void router_events_stop(struct router *r);
+
+/* The router's newest event as JSON into buf ({"seq":0} before the first); false when no
+ * event thread runs. */
+bool router_events_newest(struct router *r, char *buf, size_t len);
 
 /* A worker thread's connections to the shards; NULL when out of memory. */
 struct router_client *router_client_new(struct router *r);

@@ -23,6 +23,7 @@ struct router_shard {
     char set_text[SHARD_TEXT_MAX];
     int64_t topic_partitions; /* 0 unknown */
     int64_t key_mismatch;
+    char stream_err[200]; /* under router.mu: why its /events stream is not open, "" when it is */
     /* metrics */
     atomic_int is_up; /* its last answer came in time and was not 5xx */
     atomic_uint_fast64_t requests, errors, latency_us;
@@ -39,6 +40,10 @@ struct router {
     pthread_t refresher;
     pthread_cond_t cv;
     bool has_refresher, is_stopping; /* under mu */
+    /* the shards' event streams (router_events.c); NULL until router_events_start() */
+    struct router_feed *feed;
+    uint64_t event_seq;         /* under mu: the newest router event's number, 0 none yet */
+    char event[LIVE_EVENT_MAX]; /* under mu: that event's JSON */
 };
 
 struct router_client {
@@ -78,6 +83,9 @@ bool router_conflict(struct router *r, char *buf, size_t len);
 
 /* The shard that owns merchant_id, or -1 when it cannot be told (see router.h). */
 int router_owner(struct router *r, const char *merchant_id);
+
+/* True, with why in buf, while shard i's /events stream is not open (router_events.c). */
+bool router_events_down(struct router *r, int i, char *buf, size_t len);
 
 /* The per-shard lines of /metrics. */
 void router_render_metrics(struct router *r, FILE *f);

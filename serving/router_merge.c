@@ -894,6 +894,14 @@ static void handle_health(const struct rcall *q, struct serve_reply *out)
                               json_pack("{s:s,s:s,s:O}", "url", url, "status",
                                         a->status == 200 ? st : "unavailable", "health", a->doc));
     }
+    for (int i = 0; i < q->r->n; i++) {
+        char down[200];
+        if (!router_events_down(q->r, i, down, sizeof(down)))
+            continue;
+        snprintf(why, sizeof(why), "shard %s: %s", q->r->shards[i].url, down);
+        json_array_append_new(reasons, json_string(why));
+        json_object_set_new(json_array_get(shards, (size_t)i), "events", json_string(down));
+    }
     router_fan_release(&f);
     if (router_conflict(q->r, conflict, sizeof(conflict)))
         json_array_append_new(reasons, json_string(conflict));
@@ -936,6 +944,18 @@ static void handle_metrics(const struct rcall *q, struct serve_reply *out)
     out->len = len;
 }
 
+/* The newest event, as JSON, for a page that cannot stream. */
+static void handle_events_once(const struct rcall *q, struct serve_reply *out)
+{
+    char buf[LIVE_EVENT_MAX];
+
+    if (!router_events_newest(q->r, buf, sizeof(buf))) {
+        serve_api_error(out, 503, "no event source");
+        return;
+    }
+    reply_json(out, json_loads(buf, 0, NULL));
+}
+
 void router_handle(struct router_client *c, const struct serve_ctx *ctx, enum serve_route r,
                    const char *path, serve_arg_fn arg, void *req, struct serve_reply *out)
 {
@@ -970,6 +990,9 @@ void router_handle(struct router_client *c, const struct serve_ctx *ctx, enum se
         break;
     case SERVE_R_METRICS:
         handle_metrics(&q, out);
+        break;
+    case SERVE_R_EVENTS: /* ?once=1; serve.c streams the rest */
+        handle_events_once(&q, out);
         break;
     default: /* the dashboard, and what has no route */
         serve_api_handle(ctx, NULL, r, path, arg, req, out);

@@ -176,7 +176,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         serve_api_handle(&s->ctx, NULL, r, url, get_arg, conn, &rep);
     } else if (!serve_api_allows(r, method)) {
         serve_api_refuse(r, method, url, &rep);
-    } else if (r == SERVE_R_EVENTS && s->live && !get_arg(conn, "once")) {
+    } else if (r == SERVE_R_EVENTS && (s->live || s->router) && !get_arg(conn, "once")) {
         ret = serve_events_answer(s->events, conn, &rep.status);
         serve_metrics_observe(&s->metrics, r, rep.status, mono_us() - start_us);
         return ret;
@@ -331,6 +331,9 @@ struct serve *serve_start(const struct serve_opts *o, struct lerr *e)
                                  .arg = s};
     if (!o->router && !(s->live = serve_live_start(&lo, e)))
         goto fail;
+    /* A router's events come from its shards' streams, not from a follower. */
+    if (o->router && router_events_start(o->router, s->events, e) != 0)
+        goto fail;
     s->ctx = (struct serve_ctx){.allowed_lateness_ms = o->allowed_lateness_ms,
                                 .metrics = &s->metrics,
                                 .dim = o->dim,
@@ -377,6 +380,7 @@ void serve_stop(struct serve *s)
     if (s->daemon)
         MHD_stop_daemon(s->daemon); /* joins the workers: their stores are closed by now */
     serve_heads_stop(s->heads);     /* every connection is closed: none is watched */
+    router_events_stop(s->router);  /* it publishes into s->events */
     serve_live_stop(s->live);
     serve_events_free(s->events);
     if (s->has_key)

@@ -3,13 +3,16 @@
  * lambda-serve), a router in front, and one unsharded stack over the same topic. Every routed
  * answer equals the truth and the unsharded answer; a shard that is down makes unrouted answers
  * 503 naming it while the other shard's merchants stay exact; pins and overlaps are refused. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <librdkafka/rdkafka.h>
@@ -471,6 +474,18 @@ static bool routes_by_key(void *arg)
     return yes;
 }
 
+static bool health_ok(void *arg)
+{
+    long status;
+    json_t *doc = get_json(w.router_url, "/health", &status);
+    const char *st = json_string_value(json_object_get(doc, "status"));
+    bool yes = status == 200 && st && !strcmp(st, "ok");
+
+    (void)arg;
+    json_decref(doc);
+    return yes;
+}
+
 Test(shards, a_shard_down_is_named_and_the_other_shards_merchants_stay_exact, .timeout = 300)
 {
     char target[256], port[16];
@@ -545,10 +560,196 @@ Test(shards, a_shard_down_is_named_and_the_other_shards_merchants_stay_exact, .t
 
     start_shard_serve(&w.st[1], 1, port);
     assert_exact(w.router_url, "the shard back");
+    /* ok once its event stream is open again too (retried within 2 s) */
+    cr_expect(it_wait_until(health_ok, NULL, 10000), "the router's /health is ok again");
+}
+
+/* A GET /events read as it comes, with the time each part arrived. */
+struct sse {
+    int fd;
+    char buf[65536];
+    size_t len;
+};
+
+static void sse_open(struct sse *s, const char *base_url)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    const char req[] = "GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    const char *port = strrchr(base_url, ':') + 1;
+
+    s->len = 0;
+    s->buf[0] = '\0';
+    sa.sin_port = htons((uint16_t)atoi(port));
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert((s->fd = socket(AF_INET, SOCK_STREAM, 0)) >= 0);
+    cr_assert_eq(connect(s->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(write(s->fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+}
+
+/* Reads every stream of ss as its bytes come, until each holds its needle past its from[]:
+ * at_ms[k] is when stream k's came. False when one did not within timeout_ms. */
+static bool sse_wait(struct sse *ss, int n, const size_t *from, const char *const *needle,
+                     int64_t *at_ms, int64_t timeout_ms)
+{
+    int64_t end = it_now_ms() + timeout_ms;
+    int left = n;
+
+    for (int k = 0; k < n; k++)
+        at_ms[k] = strstr(ss[k].buf + from[k], needle[k]) ? it_now_ms() : 0;
+    for (int k = 0; k < n; k++)
+        left -= at_ms[k] != 0;
+    while (left > 0) {
+        struct pollfd p[4];
+        int64_t wait_ms = end - it_now_ms();
+        for (int k = 0; k < n; k++)
+            p[k] = (struct pollfd){.fd = ss[k].fd, .events = POLLIN};
+        if (wait_ms <= 0 || poll(p, (nfds_t)n, (int)wait_ms) <= 0)
+            return false;
+        for (int k = 0; k < n; k++) {
+            struct sse *s = &ss[k];
+            if (!(p[k].revents & (POLLIN | POLLHUP)))
+                continue;
+            ssize_t got = read(s->fd, s->buf + s->len, sizeof(s->buf) - 1 - s->len);
+            if (got <= 0)
+                return false;
+            s->len += (size_t)got;
+            s->buf[s->len] = '\0';
+            if (!at_ms[k] && strstr(s->buf + from[k], needle[k])) {
+                at_ms[k] = it_now_ms();
+                left--;
+            }
+        }
+    }
+    return true;
+}
+
+/* One order of merchant_id produced to its partition (murmur2 of 4), as a producer would. */
+static void produce_order(const char *merchant_id, const char *order_id)
+{
+    char err[512], value[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *rk;
+    int part =
+        shard_partition_of(SHARD_PARTITIONER_MURMUR2_RANDOM, merchant_id, strlen(merchant_id), 4);
+    int n = snprintf(value, sizeof(value),
+                     "{\"order_id\":\"%s\",\"merchant_id\":\"%s\",\"amount_cents\":777,"
+                     "\"event_time\":%" PRId64 "}",
+                     order_id, merchant_id, it_now_ms() - 1000);
+
+    cr_assert_eq(rd_kafka_conf_set(conf, "bootstrap.servers", w.bs, err, sizeof(err)), 0);
+    cr_assert((rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err))), "%s", err);
+    cr_assert_eq(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("orders"), RD_KAFKA_V_PARTITION(part),
+                                   RD_KAFKA_V_KEY(merchant_id, strlen(merchant_id)),
+                                   RD_KAFKA_V_VALUE(value, (size_t)n), RD_KAFKA_V_END),
+                 0);
+    cr_assert_eq(rd_kafka_flush(rk, 20000), 0);
+    rd_kafka_destroy(rk);
+}
+
+static int64_t routed_orders(const char *merchant_id)
+{
+    char target[128];
+    long status;
+    json_t *doc;
+    int64_t n;
+
+    snprintf(target, sizeof(target), "/query/%s", merchant_id);
+    doc = get_json(w.router_url, target, &status);
+    cr_assert_eq(status, 200, "%s", target);
+    n = json_integer_value(json_object_get(doc, "order_count"));
+    json_decref(doc);
+    return n;
+}
+
+/* The router's /events: one event per shard event, naming the shard, soon after the shard's
+ * own; a shard whose stream drops is named in an event and in /health, and comes back. */
+Test(shards, the_routers_events_come_from_the_shards_and_name_a_dropped_one, .timeout = 300)
+{
+    static struct sse ss[2]; /* the router's stream, shard 0-1's */
+    char want[300], port[16];
+    size_t from[2];
+    int64_t at[2];
+    long status;
+    json_t *doc;
+
+    start_world();
+    gen(500);
+    assert_exact(w.router_url, "the stream");
+    const char *mine = merchant_of("0-1");
+    int64_t before = routed_orders(mine);
+    sse_open(&ss[0], w.router_url);
+    sse_open(&ss[1], w.st[0].url);
+    from[0] = from[1] = 0;
+    const char *const head[] = {"\r\n\r\n", "\r\n\r\n"};
+    cr_assert(sse_wait(ss, 2, from, head, at, 5000), "no answer: %s", ss[0].buf);
+    cr_assert(strstr(ss[0].buf, "HTTP/1.1 200") && strstr(ss[0].buf, "text/event-stream"), "%s",
+              ss[0].buf);
+    /* The newest event comes at once: the router has one from each shard by now. */
+    snprintf(want, sizeof(want), "\"shard\":\"%s\"", w.st[0].url);
+    const char *const first[] = {"\n\n", "\n\n"};
+    from[0] = (size_t)(strstr(ss[0].buf, "\r\n\r\n") - ss[0].buf) + 4;
+    from[1] = (size_t)(strstr(ss[1].buf, "\r\n\r\n") - ss[1].buf) + 4;
+    cr_assert(sse_wait(ss, 2, from, first, at, 5000), "no first event: %s", ss[0].buf);
+    cr_expect(strstr(ss[0].buf + from[0], "data: {"), "%s", ss[0].buf);
+
+    /* An order of shard 0-1's: its checkpoint is an event there, then one through the router
+     * that names it, carrying its batch version and checkpoint time. */
+    from[0] = ss[0].len;
+    from[1] = ss[1].len;
+    produce_order(mine, "ev-order-1");
+    const char *const next[] = {want, "\n\n"};
+    cr_assert(sse_wait(ss, 2, from, next, at, 20000), "no event through the router: %s",
+              ss[0].buf + from[0]);
+    cr_expect_leq(at[0] - at[1], 100, "the router's event came %lld ms after the shard's",
+                  (long long)(at[0] - at[1]));
+    const char *ev = strstr(ss[0].buf + from[0], want);
+    const char *line = ev;
+    while (line > ss[0].buf && line[-1] != '\n')
+        line--;
+    cr_assert(!strncmp(line, "data: ", 6), "%s", line);
+    json_t *e = json_loadb(line + 6, strcspn(line + 6, "\n"), 0, NULL);
+    cr_assert(json_is_object(e), "%s", line);
+    cr_expect(json_is_integer(json_object_get(e, "seq")));
+    cr_expect(json_is_integer(json_object_get(e, "shard_seq")));
+    cr_expect(json_object_get(e, "batch_version") != NULL, "%s", line);
+    cr_expect(json_is_integer(json_object_get(e, "checkpoint_ms")), "%s", line);
+    json_decref(e);
+    cr_expect_eq(routed_orders(mine), before + 1, "the event's order is in the routed answer");
+
+    /* A stopped shard: its stream drops, which is an event naming it and a degraded /health. */
+    snprintf(port, sizeof(port), "%s", w.st[1].port);
+    from[0] = ss[0].len;
+    it_stop(&w.st[1].serve);
+    snprintf(want, sizeof(want), "\"error\":\"shard %s: event stream dropped: ", w.st[1].url);
+    const char *const dropped[] = {want};
+    cr_assert(sse_wait(ss, 1, from, dropped, at, 10000), "no event naming the dropped shard: %s",
+              ss[0].buf + from[0]);
     doc = get_json(w.router_url, "/health", &status);
     cr_expect_eq(status, 200);
-    cr_expect_str_eq(json_string_value(json_object_get(doc, "status")), "ok");
+    cr_expect_str_eq(json_string_value(json_object_get(doc, "status")), "degraded");
+    char *text = json_dumps(json_object_get(doc, "reasons"), JSON_COMPACT);
+    snprintf(want, sizeof(want), "shard %s: event stream dropped: ", w.st[1].url);
+    cr_expect(text && strstr(text, want), "%s", text);
+    free(text);
     json_decref(doc);
+
+    /* Back: the router reopens the stream (the shard's newest event comes through) and /health
+     * is ok. */
+    from[0] = ss[0].len;
+    start_shard_serve(&w.st[1], 1, port);
+    snprintf(want, sizeof(want), "\"shard\":\"%s\"", w.st[1].url);
+    const char *const back[] = {want};
+    cr_assert(sse_wait(ss, 1, from, back, at, 10000), "no event from the shard back: %s",
+              ss[0].buf + from[0]);
+    cr_expect(it_wait_until(health_ok, NULL, 10000), "the router's /health is ok again");
+    doc = get_json(w.router_url, "/events?once=1", &status);
+    cr_expect_eq(status, 200);
+    cr_expect(json_is_integer(json_object_get(doc, "seq")) &&
+                  json_integer_value(json_object_get(doc, "seq")) > 0,
+              "?once=1: the newest router event");
+    json_decref(doc);
+    close(ss[0].fd);
+    close(ss[1].fd);
 }
 
 Test(shards, a_data_directory_with_another_set_or_epoch_ms_exits_2_naming_both, .timeout = 120)
