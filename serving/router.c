@@ -348,6 +348,31 @@ void router_learn(struct router *r, int i, const json_t *health)
     pthread_mutex_unlock(&r->mu);
 }
 
+int router_min_watermark(const struct router *r, json_t *const docs[], const long status[],
+                         bool *found, int64_t *wm_ms, char *why, size_t len)
+{
+    *found = false;
+    for (int i = 0; i < r->n; i++) {
+        json_t *wm = json_object_get(json_object_get(docs[i], "shard"), "watermark_ms");
+        if (!docs[i] || status[i] != 200)
+            continue; /* nothing to serve: its sums are zeros whatever the span */
+        if (!json_is_integer(wm)) {
+            /* A single lambda-serve ends such a window at its newest data; shards that do not
+             * all end at one minute would each sum other minutes. */
+            snprintf(why, len,
+                     "shard %s has no watermark (its speed layer recorded none): a window over "
+                     "every shard cannot end at the same minute on each; ask with from and to",
+                     r->shards[i].url);
+            return -1;
+        }
+        if (!*found || json_integer_value(wm) < *wm_ms) {
+            *wm_ms = json_integer_value(wm);
+            *found = true;
+        }
+    }
+    return 0;
+}
+
 bool router_conflict(struct router *r, char *buf, size_t len)
 {
     bool has;

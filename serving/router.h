@@ -13,9 +13,14 @@
  *   error: a shard that does not answer in time, or answers 5xx, makes the answer 503
  *   {"error":"shard http://... did not answer: ..."}, never a partial sum. A shard's 4xx (the
  *   request is bad) is passed on as it came.
- * - A `window=` (and a missing `to`) is resolved once, here, to absolute minutes ending at the
- *   minimum of the watermarks of the shards the answer comes from, so every shard sums the
- *   same minutes (a merchant asked of its own shard: that shard's watermark).
+ * - A `window=` (and a missing `to`) asked of every shard is resolved once, here, to absolute
+ *   minutes ending at the minimum of their watermarks, so every shard sums the same minutes; a
+ *   shard that serves with no watermark makes it a 503 saying so (a single lambda-serve would
+ *   end at its newest data, which differs per shard). Asked of a merchant's own shard only,
+ *   the span goes to it as given, and it ends the window exactly as a single lambda-serve.
+ * - /top and /groups are refused (503 naming the shard) while a shard reports key_mismatch
+ *   above 0: a merchant with orders in two shards makes the top n of the shards' top n and a
+ *   group's merchant count inexact; never an inexact answer with a 200.
  * - Sets that overlap or leave a partition unowned are refused: at start (router_check()
  *   returns 1) and whenever a /health tells the sets (answers are 503 naming the conflict
  *   until it is gone).

@@ -78,6 +78,12 @@ bool router_fan_failed(const struct router *r, const struct router_fan *f, struc
 /* Takes shard i's set, partition count and key_mismatch from its /health answer. */
 void router_learn(struct router *r, int i, const json_t *health);
 
+/* Where a span asked of every shard ends, from their /health answers (docs[i] NULL: not asked;
+ * status[i] its HTTP status): the minimum of the watermarks of the shards that serve, *found
+ * false when none serves. -1 with why when one that serves has no watermark. */
+int router_min_watermark(const struct router *r, json_t *const docs[], const long status[],
+                         bool *found, int64_t *wm_ms, char *why, size_t len);
+
 /* True, with the text in buf, while the known sets overlap or leave a partition unowned. */
 bool router_conflict(struct router *r, char *buf, size_t len);
 

@@ -29,6 +29,8 @@ struct rspan {
     bool has_from;
     bool is_resolved; /* from_ms/to_ms go to the shards; else no span at all */
     int64_t from_ms, to_ms;
+    bool is_passed;        /* one shard is asked: window, from and to go to it as given */
+    const char *from, *to; /* then: the parameters' text, or NULL */
 };
 
 static const char *param(const struct rcall *q, const char *name)
@@ -93,6 +95,12 @@ static void target_put_ms(struct target *t, const char *name, int64_t v)
 
 static void target_put_span(struct target *t, const struct rspan *sp)
 {
+    if (sp->is_passed) {
+        target_put(t, "window", sp->window);
+        target_put(t, "from", sp->from);
+        target_put(t, "to", sp->to);
+        return;
+    }
     if (!sp->is_resolved)
         return;
     target_put_ms(t, "from", sp->from_ms);
@@ -109,26 +117,23 @@ static char *target_close(struct target *t)
     return t->buf;
 }
 
-/* Asks the /health of the shards an answer will come from (all of them when only is -1),
- * learning their sets, for the minimum of their watermarks. A merchant's own routes need only
- * its shard's: its sums are there alone, so they keep answering while another shard is down.
- * -1 after a 503 answer when a shard does not answer. */
-static int min_watermark(const struct rcall *q, int only, bool *found, int64_t *wm_ms,
+/* Asks the /health of every shard, learning their sets, for where a span must end on all of
+ * them (router_min_watermark). -1 after a 503 answer when a shard does not answer or a shard
+ * that serves has no watermark. */
+static int min_watermark(const struct rcall *q, bool *found, int64_t *wm_ms,
                          struct serve_reply *out)
 {
     struct router_fan f = {0};
+    json_t *docs[ROUTER_SHARDS_MAX] = {0};
+    long status[ROUTER_SHARDS_MAX] = {0};
+    char why[300];
     int rc = 0;
 
-    *found = false;
     for (int i = 0; i < q->r->n; i++)
-        if (only < 0 || only == i)
-            f.a[i].target = strdup("/health");
+        f.a[i].target = strdup("/health");
     router_fan_out(q->c, &f);
     for (int i = 0; i < q->r->n && rc == 0; i++) {
         const struct router_answer *a = &f.a[i];
-        json_t *wm;
-        if (!a->target)
-            continue;
         if (a->cc != CURLE_OK || !a->doc || (a->status != 200 && a->status != 503)) {
             /* router_fan_failed names it; a 503 with JSON is an empty shard, not a failure */
             rc = -1;
@@ -137,20 +142,22 @@ static int min_watermark(const struct rcall *q, int only, bool *found, int64_t *
             break;
         }
         router_learn(q->r, i, a->doc);
-        wm = json_object_get(json_object_get(a->doc, "shard"), "watermark_ms");
-        if (json_is_integer(wm) && (!*found || json_integer_value(wm) < *wm_ms)) {
-            *wm_ms = json_integer_value(wm);
-            *found = true;
-        }
+        docs[i] = a->doc;
+        status[i] = a->status;
     }
+    if (rc == 0 &&
+        (rc = router_min_watermark(q->r, docs, status, found, wm_ms, why, sizeof(why))) != 0)
+        serve_api_error(out, 503, "%s", why);
     router_fan_release(&f);
     return rc;
 }
 
 /* Reads window/from/to as a single lambda-serve does (serving/span.c; a bad one is a 400).
- * A window, a from without to, or (def_ms > 0) nothing at all is resolved here to absolute
- * from/to in step_ms buckets, ending at the bucket of the minimum watermark, so every shard
- * sums the same buckets. -1 after an answer. */
+ * Asked of one shard only (only >= 0), the span goes to it as given: it ends a window as a
+ * single lambda-serve does, at its watermark, else its newest data, else now. Asked of every
+ * shard, a window, a from without to, or (def_ms > 0) nothing at all is resolved here to
+ * absolute from/to in step_ms buckets, ending at the bucket of the minimum watermark, so
+ * every shard sums the same buckets. -1 after an answer. */
 static int span_resolve(const struct rcall *q, int only, int64_t step_ms, int64_t def_ms,
                         struct rspan *sp, struct serve_reply *out)
 {
@@ -167,6 +174,12 @@ static int span_resolve(const struct rcall *q, int only, int64_t step_ms, int64_
     sp->window = in.window;
     sp->window_ms = in.window_ms;
     sp->has_from = in.has_from;
+    if (only >= 0) {
+        sp->is_passed = true;
+        sp->from = param(q, "from");
+        sp->to = param(q, "to");
+        return 0;
+    }
     if (in.has_from && in.has_to) { /* absolute already: every shard floors and ceils alike */
         sp->is_resolved = true;
         sp->from_ms = in.from_ms;
@@ -175,8 +188,9 @@ static int span_resolve(const struct rcall *q, int only, int64_t step_ms, int64_
     }
     if (!serve_span_given(&in) && def_ms <= 0)
         return 0;
-    if (min_watermark(q, only, &found, &wm_ms, out) != 0)
+    if (min_watermark(q, &found, &wm_ms, out) != 0)
         return -1;
+    /* No shard serves: nothing to sum anywhere, the current minute as a single one ends it. */
     end_ms = tm_floor(found ? wm_ms : tm_now_ms(), step_ms) + step_ms;
     sp->is_resolved = true;
     sp->to_ms = end_ms;
@@ -569,6 +583,41 @@ oom:
     serve_api_error(out, 500, "out of memory");
 }
 
+/* The top n of the shards' top n and /groups' merchant counts are exact only while each
+ * merchant's orders sit in one shard. Asked after the shards answered (key_mismatch only
+ * grows, and a checkpoint commits it with the orders it counts), so an answer that holds such
+ * an order is never let through: false after a 503 naming the shard that has some. */
+static bool keys_whole(const struct rcall *q, const char *what, struct serve_reply *out)
+{
+    struct router_fan f = {0};
+    bool is_whole = true;
+
+    for (int i = 0; i < q->r->n; i++)
+        f.a[i].target = strdup("/health");
+    router_fan_out(q->c, &f);
+    for (int i = 0; i < q->r->n && is_whole; i++) {
+        const struct router_answer *a = &f.a[i];
+        json_t *km = json_object_get(json_object_get(a->doc, "shard"), "key_mismatch");
+        if (a->cc != CURLE_OK || !a->doc || (a->status != 200 && a->status != 503)) {
+            is_whole = false;
+            if (!router_fan_failed(q->r, &f, out))
+                serve_api_error(out, 503, "shard %s did not answer", q->r->shards[i].url);
+            break;
+        }
+        router_learn(q->r, i, a->doc);
+        if (json_integer_value(km) > 0) {
+            is_whole = false;
+            serve_api_error(out, 503,
+                            "shard %s reports key_mismatch=%" PRId64
+                            ": orders whose key is not their merchant sit in a shard their "
+                            "merchant does not hash to, so %s cannot be exact behind the router",
+                            q->r->shards[i].url, (int64_t)json_integer_value(km), what);
+        }
+    }
+    router_fan_release(&f);
+    return is_whole;
+}
+
 struct top_row {
     json_t *entry; /* the first shard's object for the merchant, counts summed into it */
     int64_t order_count, revenue_cents;
@@ -686,7 +735,7 @@ static void handle_top(const struct rcall *q, struct serve_reply *out)
     if (!ask(q, &f, target_close(&t), -1))
         goto oom;
     router_fan_out(q->c, &f);
-    if (router_fan_failed(q->r, &f, out))
+    if (router_fan_failed(q->r, &f, out) || !keys_whole(q, "the top n of the shards' top n", out))
         goto done;
     for (int i = 0; i < q->r->n && !first; i++)
         first = f.a[i].doc;
@@ -832,7 +881,7 @@ static void handle_groups(const struct rcall *q, struct serve_reply *out)
     if (!ask(q, &f, target_close(&t), -1))
         goto oom;
     router_fan_out(q->c, &f);
-    if (router_fan_failed(q->r, &f, out))
+    if (router_fan_failed(q->r, &f, out) || !keys_whole(q, "a group's merchant count", out))
         goto done;
     for (int i = 0; i < q->r->n && !first; i++)
         first = f.a[i].doc;

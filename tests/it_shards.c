@@ -40,6 +40,8 @@ struct world {
 
 static struct world w;
 
+static const char *merchant_of(const char *set_text);
+
 static void init(void)
 {
     curl_global_init(CURL_GLOBAL_ALL);
@@ -327,6 +329,52 @@ static void assert_same_groups(const char *target)
     json_decref(b);
 }
 
+/* target asked of the router and of base directly: the same minutes and the same key. */
+struct same_args {
+    const char *target, *base, *key;
+};
+
+/* The merchants of a /top answer as id:orders:revenue, so that a shard's own fields
+ * (provenance) do not count. */
+static char *ranks_text(const json_t *list)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    json_t *m;
+    size_t i;
+
+    json_array_foreach(list, i, m)
+        fprintf(f, "%s:%lld:%lld,", json_string_value(json_object_get(m, "merchant_id")),
+                (long long)json_integer_value(json_object_get(m, "order_count")),
+                (long long)json_integer_value(json_object_get(m, "revenue_cents")));
+    fclose(f);
+    return buf;
+}
+
+static bool same_answer(void *arg)
+{
+    const struct same_args *a = arg;
+    long s1, s2;
+    json_t *x = get_json(w.router_url, a->target, &s1), *y = get_json(a->base, a->target, &s2);
+    json_t *vx = json_object_get(x, a->key), *vy = json_object_get(y, a->key);
+    bool same = s1 == 200 && s2 == 200 && vx && vy &&
+                json_equal(json_object_get(x, "from"), json_object_get(y, "from")) &&
+                json_equal(json_object_get(x, "to"), json_object_get(y, "to"));
+
+    if (same && !strcmp(a->key, "merchants")) {
+        char *tx = ranks_text(vx), *ty = ranks_text(vy);
+        same = !strcmp(tx, ty) && strlen(tx) > 0;
+        free(tx);
+        free(ty);
+    } else if (same) {
+        same = json_equal(vx, vy);
+    }
+    json_decref(x);
+    json_decref(y);
+    return same;
+}
+
 static void batch_run(int i, const char *tag)
 {
     char t[64];
@@ -418,6 +466,25 @@ Test(shards, routed_answers_equal_the_truth_and_an_unsharded_stack, .timeout = 6
                          json_object_get(single, "revenue_cents")));
     json_decref(single);
     json_decref(doc);
+
+    /* A window asked through the router is the window asked directly: of the merchant's own
+     * shard for its routes (it ends the window itself, as a single lambda-serve does), of the
+     * unsharded stack for what every shard answers (both end at the lowest watermark). */
+    const char *mine = merchant_of("0-1");
+    snprintf(target, sizeof(target), "/query/%s?window=30m", mine);
+    struct same_args direct = {target, w.st[0].url, "order_count"};
+    cr_expect(it_wait_until(same_answer, &direct, 10000), "%s: routed and direct differ", target);
+    char series[128];
+    snprintf(series, sizeof(series), "/query/%s/series?step=1m&window=30m", mine);
+    struct same_args direct_series = {series, w.st[0].url, "points"};
+    cr_expect(it_wait_until(same_answer, &direct_series, 10000), "%s: routed and direct differ",
+              series);
+    struct same_args top = {"/top?window=30m&n=5", w.st[2].url, "merchants"};
+    cr_expect(it_wait_until(same_answer, &top, 10000), "%s: routed and unsharded differ",
+              top.target);
+    struct same_args groups = {"/groups?group=category&window=30m", w.st[2].url, "groups"};
+    cr_expect(it_wait_until(same_answer, &groups, 10000), "%s: routed and unsharded differ",
+              groups.target);
 
     /* A bad request is refused as a single lambda-serve refuses it. */
     static const char *const bad[] = {
@@ -564,6 +631,19 @@ Test(shards, a_shard_down_is_named_and_the_other_shards_merchants_stay_exact, .t
     cr_expect(it_wait_until(health_ok, NULL, 10000), "the router's /health is ok again");
 }
 
+/* The router has seen a key_mismatch (or lost a set): it asks every shard. */
+static bool routes_every_shard(void *arg)
+{
+    long status;
+    json_t *doc = get_json(w.router_url, "/health", &status);
+    const char *r = json_string_value(json_object_get(doc, "routing"));
+    bool yes = r && !strcmp(r, "every_shard");
+
+    (void)arg;
+    json_decref(doc);
+    return yes;
+}
+
 /* A GET /events read as it comes, with the time each part arrived. */
 struct sse {
     int fd;
@@ -623,14 +703,14 @@ static bool sse_wait(struct sse *ss, int n, const size_t *from, const char *cons
     return true;
 }
 
-/* One order of merchant_id produced to its partition (murmur2 of 4), as a producer would. */
-static void produce_order(const char *merchant_id, const char *order_id)
+/* One order of merchant_id produced with key (its partition: murmur2 of 4), as a producer
+ * would; a key other than the merchant is a key_mismatch. */
+static void produce_order(const char *key, const char *merchant_id, const char *order_id)
 {
     char err[512], value[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_t *rk;
-    int part =
-        shard_partition_of(SHARD_PARTITIONER_MURMUR2_RANDOM, merchant_id, strlen(merchant_id), 4);
+    int part = shard_partition_of(SHARD_PARTITIONER_MURMUR2_RANDOM, key, strlen(key), 4);
     int n = snprintf(value, sizeof(value),
                      "{\"order_id\":\"%s\",\"merchant_id\":\"%s\",\"amount_cents\":777,"
                      "\"event_time\":%" PRId64 "}",
@@ -639,7 +719,7 @@ static void produce_order(const char *merchant_id, const char *order_id)
     cr_assert_eq(rd_kafka_conf_set(conf, "bootstrap.servers", w.bs, err, sizeof(err)), 0);
     cr_assert((rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err))), "%s", err);
     cr_assert_eq(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("orders"), RD_KAFKA_V_PARTITION(part),
-                                   RD_KAFKA_V_KEY(merchant_id, strlen(merchant_id)),
+                                   RD_KAFKA_V_KEY(key, strlen(key)),
                                    RD_KAFKA_V_VALUE(value, (size_t)n), RD_KAFKA_V_END),
                  0);
     cr_assert_eq(rd_kafka_flush(rk, 20000), 0);
@@ -696,7 +776,7 @@ Test(shards, the_routers_events_come_from_the_shards_and_name_a_dropped_one, .ti
      * that names it, carrying its batch version and checkpoint time. */
     from[0] = ss[0].len;
     from[1] = ss[1].len;
-    produce_order(mine, "ev-order-1");
+    produce_order(mine, mine, "ev-order-1");
     const char *const next[] = {want, "\n\n"};
     cr_assert(sse_wait(ss, 2, from, next, at, 20000), "no event through the router: %s",
               ss[0].buf + from[0]);
@@ -750,6 +830,25 @@ Test(shards, the_routers_events_come_from_the_shards_and_name_a_dropped_one, .ti
     json_decref(doc);
     close(ss[0].fd);
     close(ss[1].fd);
+
+    /* An order of a 2-3 merchant keyed as a 0-1 one sits in shard 0-1 (key_mismatch): sums
+     * still add up, asked of every shard, but the top n of the shards' top n and a group's
+     * merchant count would not, so those are refused, never answered inexact. */
+    const char *theirs = merchant_of("2-3");
+    int64_t theirs_before = routed_orders(theirs);
+    produce_order(mine, theirs, "ev-order-2");
+    cr_assert(it_wait_until(routes_every_shard, NULL, 20000), "the router saw key_mismatch");
+    cr_expect_eq(routed_orders(theirs), theirs_before + 1, "summed over the shards");
+    snprintf(want, sizeof(want), "shard %s reports key_mismatch=1: ", w.st[0].url);
+    static const char *const refused[] = {"/top?n=3", "/groups?group=category"};
+    for (size_t i = 0; i < 2; i++) {
+        doc = get_json(w.router_url, refused[i], &status);
+        cr_expect_eq(status, 503, "%s", refused[i]);
+        const char *msg = json_string_value(json_object_get(doc, "error"));
+        cr_expect(msg && !strncmp(msg, want, strlen(want)), "%s: %s (want %s)", refused[i], msg,
+                  want);
+        json_decref(doc);
+    }
 }
 
 Test(shards, a_data_directory_with_another_set_or_epoch_ms_exits_2_naming_both, .timeout = 120)

@@ -90,3 +90,32 @@ Test(router, refuses_sets_that_overlap_or_leave_a_partition_unowned, .timeout = 
     cr_expect(strstr(msg, "both own partition 0"), "%s", msg);
     router_free(r);
 }
+
+/* A span asked of every shard ends at the lowest watermark of the shards that serve; one that
+ * serves without a watermark would end it elsewhere, so it is refused. */
+Test(router, ends_a_span_over_every_shard_at_the_lowest_watermark_or_refuses_it, .timeout = 10)
+{
+    struct router *r = new_router("http://a:1,http://b:2,http://c:3", NULL);
+    json_t *docs[3] = {json_pack("{s:{s:I}}", "shard", "watermark_ms", (json_int_t)5000),
+                       json_pack("{s:{s:I}}", "shard", "watermark_ms", (json_int_t)3000),
+                       json_pack("{s:{s:n}}", "shard", "watermark_ms")};
+    long status[3] = {200, 200, 503};
+    char why[300];
+    bool found;
+    int64_t wm = 0;
+
+    cr_expect_eq(router_min_watermark(r, docs, status, &found, &wm, why, sizeof(why)), 0);
+    cr_expect(found);
+    cr_expect_eq(wm, 3000, "the lowest; the empty shard (503) does not count");
+    status[2] = 200;
+    cr_expect_eq(router_min_watermark(r, docs, status, &found, &wm, why, sizeof(why)), -1);
+    cr_expect_str_eq(why, "shard http://c:3 has no watermark (its speed layer recorded none): a "
+                          "window over every shard cannot end at the same minute on each; ask "
+                          "with from and to");
+    status[0] = status[1] = status[2] = 503;
+    cr_expect_eq(router_min_watermark(r, docs, status, &found, &wm, why, sizeof(why)), 0);
+    cr_expect_not(found, "no shard serves: the current minute ends it");
+    for (int i = 0; i < 3; i++)
+        json_decref(docs[i]);
+    router_free(r);
+}
