@@ -229,8 +229,7 @@ void router_fan_out(struct router_client *c, struct router_fan *f)
     }
 }
 
-/* What a failed answer says, for the 503 and the logs. */
-static void why_failed(const struct router_answer *a, char *buf, size_t len)
+void router_answer_why(const struct router_answer *a, char *buf, size_t len)
 {
     json_t *msg = a->doc ? json_object_get(a->doc, "error") : NULL;
 
@@ -263,7 +262,7 @@ bool router_fan_failed(const struct router *r, const struct router_fan *f, struc
         }
         if (a->cc == CURLE_OK && a->status == 200 && a->doc)
             continue;
-        why_failed(a, why, sizeof(why));
+        router_answer_why(a, why, sizeof(why));
         log_warn("serve", "shard_failed shard=%s target=\"%.200s\" err=\"%s\"", r->shards[i].url,
                  a->target, why);
         serve_api_error(out, 503, "shard %s did not answer: %s", r->shards[i].url, why);
@@ -428,7 +427,7 @@ static void refresh(struct router *r, struct router_client *c, bool is_loud)
                          r->shards[i].has_set ? r->shards[i].set_text : "unknown");
             continue;
         }
-        why_failed(&f.a[i], why, sizeof(why));
+        router_answer_why(&f.a[i], why, sizeof(why));
         if (is_loud)
             log_warn("serve", "shard_unknown shard=%s err=\"%s\"", r->shards[i].url, why);
     }

@@ -1,5 +1,7 @@
 /* router_int.h - the insides of the router, shared by router.c (the shards, asking them,
- * their sets and metrics) and router_merge.c (the routes and their merges), no one else. */
+ * their sets and metrics), router_merge.c (the routes: what each asks which shard),
+ * router_sum.c (how their answers merge) and router_events.c (the event streams), no one
+ * else. */
 #ifndef LAMBDA_SERVE_ROUTER_INT_H
 #define LAMBDA_SERVE_ROUTER_INT_H
 
@@ -75,6 +77,10 @@ void router_fan_release(struct router_fan *f);
  * a body that is not JSON as 503 naming it. */
 bool router_fan_failed(const struct router *r, const struct router_fan *f, struct serve_reply *out);
 
+/* What a failed answer says, for a 503 and the logs: libcurl's error, the shard's HTTP
+ * status and message, or that its body is not JSON. */
+void router_answer_why(const struct router_answer *a, char *buf, size_t len);
+
 /* Takes shard i's set, partition count and key_mismatch from its /health answer. */
 void router_learn(struct router *r, int i, const json_t *health);
 
@@ -92,6 +98,27 @@ int router_owner(struct router *r, const char *merchant_id);
 
 /* True, with why in buf, while shard i's /events stream is not open (router_events.c). */
 bool router_events_down(struct router *r, int i, char *buf, size_t len);
+
+/* The merges (router_sum.c). Each returns the merged answer's JSON (the caller owns it), or
+ * NULL when out of memory; f's answers of the shards that were asked are JSON 200s. */
+
+/* Copies key from src to dst when src (NULL: none) has it. */
+void router_copy_key(json_t *dst, const json_t *src, const char *key);
+
+/* One merchant's answer from the shards' answers for it (docs by shard, NULL where a shard
+ * was not asked): the sums, and each shard's batch and speed parts as provenance. */
+json_t *router_merge_merchant(const struct router *r, const char *id, json_t *const docs[]);
+
+/* Point-wise sums of the shards' series; a point is final only when every shard says so, and
+ * the watermark is the lowest. NULL also when their points do not line up. */
+json_t *router_merge_series(const struct router *r, const struct router_fan *f);
+
+/* The n best of the shards' top n lists, ordered as rank.c orders (ties by merchant id). */
+json_t *router_merge_top(const struct router *r, const struct router_fan *f, bool is_revenue,
+                         long n);
+
+/* Sums per attribute value over the shards, ordered as rank.c orders (null group last). */
+json_t *router_merge_groups(const struct router *r, const struct router_fan *f, bool is_revenue);
 
 /* The per-shard lines of /metrics. */
 void router_render_metrics(struct router *r, FILE *f);

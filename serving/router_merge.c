@@ -1,9 +1,11 @@
-/* router_merge.c - the router's routes: what each asks which shard, and how their answers
- * merge into one exact answer (DESIGN.md section 7). No HTTP server here; router.c asks. */
+/* router_merge.c - the router's routes: what each asks which shard (DESIGN.md section 7),
+ * through one fan-out (route_fan); router_sum.c merges the answers into one exact answer. No
+ * HTTP server here; router.c asks. */
 #include "router_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -117,9 +119,30 @@ static char *target_close(struct target *t)
     return t->buf;
 }
 
-/* Asks the /health of every shard, learning their sets, for where a span must end on all of
- * them (router_min_watermark). -1 after a 503 answer when a shard does not answer or a shard
- * that serves has no watermark. */
+/* Asks every shard's /health and learns what each tells (router_learn). false after a 503
+ * naming the first shard that did not answer JSON; a 503 with JSON is a shard with nothing
+ * to serve, not a failure. */
+static bool fan_health(const struct rcall *q, struct router_fan *f, struct serve_reply *out)
+{
+    char why[256];
+
+    for (int i = 0; i < q->r->n; i++)
+        f->a[i].target = strdup("/health");
+    router_fan_out(q->c, f);
+    for (int i = 0; i < q->r->n; i++) {
+        const struct router_answer *a = &f->a[i];
+        if (a->cc != CURLE_OK || !a->doc || (a->status != 200 && a->status != 503)) {
+            router_answer_why(a, why, sizeof(why));
+            serve_api_error(out, 503, "shard %s did not answer: %s", q->r->shards[i].url, why);
+            return false;
+        }
+        router_learn(q->r, i, a->doc);
+    }
+    return true;
+}
+
+/* Where a span asked of every shard ends (router_min_watermark). -1 after a 503 answer when
+ * a shard does not answer or one that serves has no watermark. */
 static int min_watermark(const struct rcall *q, bool *found, int64_t *wm_ms,
                          struct serve_reply *out)
 {
@@ -127,27 +150,16 @@ static int min_watermark(const struct rcall *q, bool *found, int64_t *wm_ms,
     json_t *docs[ROUTER_SHARDS_MAX] = {0};
     long status[ROUTER_SHARDS_MAX] = {0};
     char why[300];
-    int rc = 0;
+    int rc = -1;
 
-    for (int i = 0; i < q->r->n; i++)
-        f.a[i].target = strdup("/health");
-    router_fan_out(q->c, &f);
-    for (int i = 0; i < q->r->n && rc == 0; i++) {
-        const struct router_answer *a = &f.a[i];
-        if (a->cc != CURLE_OK || !a->doc || (a->status != 200 && a->status != 503)) {
-            /* router_fan_failed names it; a 503 with JSON is an empty shard, not a failure */
-            rc = -1;
-            if (!router_fan_failed(q->r, &f, out))
-                serve_api_error(out, 503, "shard %s did not answer", q->r->shards[i].url);
-            break;
+    if (fan_health(q, &f, out)) {
+        for (int i = 0; i < q->r->n; i++) {
+            docs[i] = f.a[i].doc;
+            status[i] = f.a[i].status;
         }
-        router_learn(q->r, i, a->doc);
-        docs[i] = a->doc;
-        status[i] = a->status;
+        if ((rc = router_min_watermark(q->r, docs, status, found, wm_ms, why, sizeof(why))) != 0)
+            serve_api_error(out, 503, "%s", why);
     }
-    if (rc == 0 &&
-        (rc = router_min_watermark(q->r, docs, status, found, wm_ms, why, sizeof(why))) != 0)
-        serve_api_error(out, 503, "%s", why);
     router_fan_release(&f);
     return rc;
 }
@@ -239,50 +251,56 @@ static bool ask(const struct rcall *q, struct router_fan *f, char *target, int o
     return true;
 }
 
-static int64_t int_of(const json_t *doc, const char *key)
+/* One route's fan-out: path with the request's parameters named in names (NULL-ended, as
+ * given) and the span, asked of shard `only` or of every shard (only < 0). true once every
+ * asked shard answered JSON 200; false after filling out: a shard's 4xx as it came, 503 naming
+ * the first shard that failed, 500 out of memory. The caller releases f either way. */
+static bool route_fan(const struct rcall *q, const char *path, const char *const names[],
+                      const struct rspan *sp, int only, struct router_fan *f,
+                      struct serve_reply *out)
 {
-    return json_integer_value(json_object_get(doc, key));
+    struct target t;
+
+    if (!target_open(&t, path)) {
+        serve_api_error(out, 500, "out of memory");
+        return false;
+    }
+    for (int k = 0; names && names[k]; k++)
+        target_put(&t, names[k], param(q, names[k]));
+    target_put_span(&t, sp);
+    if (!ask(q, f, target_close(&t), only)) {
+        serve_api_error(out, 500, "out of memory");
+        return false;
+    }
+    router_fan_out(q->c, f);
+    return !router_fan_failed(q->r, f, out);
 }
 
-/* Copies key from src to dst when src has it. */
-static void copy_key(json_t *dst, const json_t *src, const char *key)
+/* The first asked shard's answer: what the merged answer copies its echoes from. */
+static const json_t *first_doc(const struct router *r, const struct router_fan *f)
 {
-    json_t *v = src ? json_object_get(src, key) : NULL;
-
-    if (v)
-        json_object_set(dst, key, v);
+    for (int i = 0; i < r->n; i++)
+        if (f->a[i].doc)
+            return f->a[i].doc;
+    return NULL;
 }
 
-/* One merchant's answer from the shards' answers for it (docs by shard, NULL where a shard
- * was not asked): the sums, and each shard's batch and speed parts as provenance. */
-static json_t *merge_merchant(const struct router *r, const char *id, json_t *const docs[])
+/* Copies each key of the NULL-ended list from src in that order; "window" is the window as
+ * asked (a route's default "5m" when nothing was, null for from/to), as a shard writes it. */
+static void copy_keys(json_t *dst, const json_t *src, const struct rspan *sp, ...)
 {
-    int64_t orders = 0, revenue = 0;
-    json_t *shards = json_array(), *first = NULL, *doc;
+    va_list ap;
+    const char *key;
 
-    for (int i = 0; shards && i < r->n; i++) {
-        if (!docs[i])
-            continue;
-        orders += int_of(docs[i], "order_count");
-        revenue += int_of(docs[i], "revenue_cents");
-        json_array_append_new(shards, json_pack("{s:s,s:O*,s:O*}", "url", r->shards[i].url, "batch",
-                                                json_object_get(docs[i], "batch"), "speed",
-                                                json_object_get(docs[i], "speed")));
-        if (!first)
-            first = docs[i];
-    }
-    doc = json_pack("{s:s,s:I,s:I}", "merchant_id", id, "order_count", (json_int_t)orders,
-                    "revenue_cents", (json_int_t)revenue);
-    if (!doc) {
-        json_decref(shards);
-        return NULL;
-    }
-    copy_key(doc, first, "from");
-    copy_key(doc, first, "to");
-    copy_key(doc, first, "merchant");
-    copy_key(doc, first, "dimension");
-    json_object_set_new(doc, "shards", shards);
-    return doc;
+    va_start(ap, sp);
+    while ((key = va_arg(ap, const char *)))
+        if (!strcmp(key, "window"))
+            json_object_set_new(dst, "window",
+                                sp->window ? json_string(sp->window)
+                                           : (sp->has_from ? json_null() : json_string("5m")));
+        else
+            router_copy_key(dst, src, key);
+    va_end(ap);
 }
 
 static void handle_query(const struct rcall *q, const char *segment, struct serve_reply *out)
@@ -290,9 +308,7 @@ static void handle_query(const struct rcall *q, const char *segment, struct serv
     char id[EV_ID_MAX + 1], path[EV_ID_MAX + 16];
     struct router_fan f = {0};
     json_t *docs[ROUTER_SHARDS_MAX] = {0};
-    struct target t;
     struct rspan sp;
-
     int owner;
 
     if (!take_id(segment, id, out))
@@ -301,22 +317,12 @@ static void handle_query(const struct rcall *q, const char *segment, struct serv
     if (span_resolve(q, owner, TM_MINUTE_MS, 0, &sp, out) != 0)
         return;
     snprintf(path, sizeof(path), "/query/%s", id);
-    if (!target_open(&t, path))
-        goto oom;
-    target_put_span(&t, &sp);
-    if (!ask(q, &f, target_close(&t), owner))
-        goto oom;
-    router_fan_out(q->c, &f);
-    if (!router_fan_failed(q->r, &f, out)) {
+    if (route_fan(q, path, NULL, &sp, owner, &f, out)) {
         for (int i = 0; i < q->r->n; i++)
             docs[i] = f.a[i].doc;
-        reply_json(out, merge_merchant(q->r, id, docs));
+        reply_json(out, router_merge_merchant(q->r, id, docs));
     }
     router_fan_release(&f);
-    return;
-oom:
-    router_fan_release(&f);
-    serve_api_error(out, 500, "out of memory");
 }
 
 /* The ids of ?ids=, checked as api.c checks them: pointers into buf; -1 after a 400. */
@@ -456,7 +462,8 @@ static void handle_ids(const struct rcall *q, struct serve_reply *out)
         free(col);
     }
     for (int k = 0; k < n; k++)
-        json_array_append_new(arr, merge_merchant(q->r, list[k], &by[(size_t)k * (size_t)q->r->n]));
+        json_array_append_new(
+            arr, router_merge_merchant(q->r, list[k], &by[(size_t)k * (size_t)q->r->n]));
     reply_json(out, json_pack("{s:o}", "merchants", arr));
     arr = NULL;
 out:
@@ -481,65 +488,12 @@ static int step_parse(const char *step, int64_t *step_ms)
     return 0;
 }
 
-/* Point-wise sums of the shards' series; a point is final only when every shard says so, and
- * the watermark is the lowest. NULL when their points do not line up. */
-static json_t *merge_series(const struct router *r, const struct router_fan *f)
-{
-    json_t *first = NULL, *pts = NULL, *shards = json_array(), *wm = NULL, *doc;
-    bool wm_null = false;
-
-    for (int i = 0; i < r->n; i++) {
-        json_t *d = f->a[i].doc, *p, *w;
-        if (!f->a[i].target)
-            continue;
-        p = json_object_get(d, "points");
-        w = json_object_get(d, "watermark");
-        json_array_append_new(shards, json_pack("{s:s}", "url", r->shards[i].url));
-        if (!json_is_string(w))
-            wm_null = true;
-        else if (!wm || strcmp(json_string_value(w), json_string_value(wm)) < 0)
-            wm = w; /* RFC 3339 in one format: the text orders as the time does */
-        if (!first) {
-            first = d;
-            pts = json_deep_copy(p);
-            continue;
-        }
-        if (!json_is_array(p) || !pts || json_array_size(p) != json_array_size(pts))
-            goto fail;
-        for (size_t j = 0; j < json_array_size(p); j++) {
-            json_t *a = json_array_get(pts, j), *b = json_array_get(p, j);
-            if (!json_equal(json_object_get(a, "t"), json_object_get(b, "t")))
-                goto fail;
-            json_object_set_new(a, "order_count",
-                                json_integer(int_of(a, "order_count") + int_of(b, "order_count")));
-            json_object_set_new(
-                a, "revenue_cents",
-                json_integer(int_of(a, "revenue_cents") + int_of(b, "revenue_cents")));
-            json_object_set_new(a, "final",
-                                json_boolean(json_is_true(json_object_get(a, "final")) &&
-                                             json_is_true(json_object_get(b, "final"))));
-        }
-    }
-    if (!first || !pts)
-        goto fail;
-    doc =
-        json_pack("{s:O,s:O,s:O,s:O,s:O,s:o,s:o}", "merchant_id",
-                  json_object_get(first, "merchant_id"), "step", json_object_get(first, "step"),
-                  "from", json_object_get(first, "from"), "to", json_object_get(first, "to"),
-                  "watermark", wm && !wm_null ? wm : json_null(), "points", pts, "shards", shards);
-    return doc;
-fail:
-    json_decref(pts);
-    json_decref(shards);
-    return NULL;
-}
-
 static void handle_series(const struct rcall *q, const char *segment, struct serve_reply *out)
 {
+    static const char *const names[] = {"step", NULL};
     const char *step = param(q, "step");
     char id[EV_ID_MAX + 1], path[EV_ID_MAX + 24];
     struct router_fan f = {0};
-    struct target t;
     struct rspan sp = {0};
     int64_t step_ms = TM_MINUTE_MS;
     int owner;
@@ -563,24 +517,13 @@ static void handle_series(const struct rcall *q, const char *segment, struct ser
     if (sp.is_resolved && (sp.to_ms - sp.from_ms) / step_ms > SERVE_POINTS_MAX)
         sp.from_ms = sp.to_ms - SERVE_POINTS_MAX * step_ms; /* from given, to open: the newest */
     snprintf(path, sizeof(path), "/query/%s/series", id);
-    if (!target_open(&t, path))
-        goto oom;
-    target_put(&t, "step", step);
-    target_put_span(&t, &sp);
-    if (!ask(q, &f, target_close(&t), owner))
-        goto oom;
-    router_fan_out(q->c, &f);
-    if (!router_fan_failed(q->r, &f, out)) {
-        if ((doc = merge_series(q->r, &f)))
+    if (route_fan(q, path, names, &sp, owner, &f, out)) {
+        if ((doc = router_merge_series(q->r, &f)))
             reply_json(out, doc);
         else
             serve_api_error(out, 503, "shards answered series whose points do not line up");
     }
     router_fan_release(&f);
-    return;
-oom:
-    router_fan_release(&f);
-    serve_api_error(out, 500, "out of memory");
 }
 
 /* The top n of the shards' top n and /groups' merchant counts are exact only while each
@@ -590,21 +533,10 @@ oom:
 static bool keys_whole(const struct rcall *q, const char *what, struct serve_reply *out)
 {
     struct router_fan f = {0};
-    bool is_whole = true;
+    bool is_whole = fan_health(q, &f, out);
 
-    for (int i = 0; i < q->r->n; i++)
-        f.a[i].target = strdup("/health");
-    router_fan_out(q->c, &f);
     for (int i = 0; i < q->r->n && is_whole; i++) {
-        const struct router_answer *a = &f.a[i];
-        json_t *km = json_object_get(json_object_get(a->doc, "shard"), "key_mismatch");
-        if (a->cc != CURLE_OK || !a->doc || (a->status != 200 && a->status != 503)) {
-            is_whole = false;
-            if (!router_fan_failed(q->r, &f, out))
-                serve_api_error(out, 503, "shard %s did not answer", q->r->shards[i].url);
-            break;
-        }
-        router_learn(q->r, i, a->doc);
+        json_t *km = json_object_get(json_object_get(f.a[i].doc, "shard"), "key_mismatch");
         if (json_integer_value(km) > 0) {
             is_whole = false;
             serve_api_error(out, 503,
@@ -618,102 +550,14 @@ static bool keys_whole(const struct rcall *q, const char *what, struct serve_rep
     return is_whole;
 }
 
-struct top_row {
-    json_t *entry; /* the first shard's object for the merchant, counts summed into it */
-    int64_t order_count, revenue_cents;
-};
-
-static int by_orders(const void *a, const void *b)
-{
-    const struct top_row *x = a, *y = b;
-
-    if (x->order_count != y->order_count)
-        return x->order_count > y->order_count ? -1 : 1;
-    return strcmp(json_string_value(json_object_get(x->entry, "merchant_id")),
-                  json_string_value(json_object_get(y->entry, "merchant_id")));
-}
-
-static int by_revenue(const void *a, const void *b)
-{
-    const struct top_row *x = a, *y = b;
-
-    /* Ties by merchant id, as each shard's rank.c breaks them: the top n of the shards' top n
-     * is exact only when both sides order equal sums the same way. */
-    if (x->revenue_cents != y->revenue_cents)
-        return x->revenue_cents > y->revenue_cents ? -1 : 1;
-    return strcmp(json_string_value(json_object_get(x->entry, "merchant_id")),
-                  json_string_value(json_object_get(y->entry, "merchant_id")));
-}
-
-/* The n best of the shards' top n lists. Each merchant lives in one shard, so its sums there
- * are whole and the best n overall are among the shards' best n; a merchant in two shards
- * (key_mismatch) is summed. */
-static json_t *merge_top(const struct router *r, const struct router_fan *f, bool is_revenue,
-                         long n)
-{
-    json_t *seen = json_object(), *arr = json_array(), *shards = json_array();
-    struct top_row *rows = NULL;
-    size_t nrows = 0, cap = 0;
-    bool is_oom = false;
-
-    for (int i = 0; i < r->n; i++) {
-        json_t *list = json_object_get(f->a[i].doc, "merchants"), *en;
-        size_t j;
-        if (!f->a[i].target)
-            continue;
-        json_array_append_new(shards, json_pack("{s:s}", "url", r->shards[i].url));
-        json_array_foreach(list, j, en)
-        {
-            const char *id = json_string_value(json_object_get(en, "merchant_id"));
-            json_t *at;
-            if (!id)
-                continue;
-            if ((at = json_object_get(seen, id))) {
-                struct top_row *row = &rows[json_integer_value(at)];
-                row->order_count += int_of(en, "order_count");
-                row->revenue_cents += int_of(en, "revenue_cents");
-                continue;
-            }
-            if (nrows == cap) {
-                struct top_row *nr = realloc(rows, (cap = cap ? cap * 2 : 64) * sizeof(*nr));
-                if (!nr) {
-                    is_oom = true;
-                    goto out;
-                }
-                rows = nr;
-            }
-            rows[nrows] =
-                (struct top_row){en, int_of(en, "order_count"), int_of(en, "revenue_cents")};
-            json_object_set_new(seen, id, json_integer((json_int_t)nrows++));
-        }
-    }
-    if (nrows)
-        qsort(rows, nrows, sizeof(*rows), is_revenue ? by_revenue : by_orders);
-    for (size_t k = 0; k < nrows && k < (size_t)n; k++) {
-        json_t *e = json_copy(rows[k].entry);
-        json_object_set_new(e, "order_count", json_integer(rows[k].order_count));
-        json_object_set_new(e, "revenue_cents", json_integer(rows[k].revenue_cents));
-        json_array_append_new(arr, e);
-    }
-out:
-    free(rows);
-    json_decref(seen);
-    if (is_oom) { /* never a part of the list as the answer */
-        json_decref(arr);
-        json_decref(shards);
-        return NULL;
-    }
-    return json_pack("{s:o,s:o}", "merchants", arr, "shards", shards);
-}
-
 static void handle_top(const struct rcall *q, struct serve_reply *out)
 {
+    static const char *const names[] = {"n", "by", "filter", NULL};
     const char *by = param(q, "by"), *ntext = param(q, "n");
     struct router_fan f = {0};
-    struct target t;
     struct rspan sp;
     long n = 10;
-    json_t *merged, *first = NULL;
+    json_t *merged;
     char *end;
 
     if (ntext) {
@@ -726,182 +570,40 @@ static void handle_top(const struct rcall *q, struct serve_reply *out)
     }
     if (span_resolve(q, -1, TM_MINUTE_MS, 5 * TM_MINUTE_MS, &sp, out) != 0)
         return;
-    if (!target_open(&t, "/top"))
-        goto oom;
-    target_put(&t, "n", ntext);
-    target_put(&t, "by", by);
-    target_put(&t, "filter", param(q, "filter"));
-    target_put_span(&t, &sp);
-    if (!ask(q, &f, target_close(&t), -1))
-        goto oom;
-    router_fan_out(q->c, &f);
-    if (router_fan_failed(q->r, &f, out) || !keys_whole(q, "the top n of the shards' top n", out))
-        goto done;
-    for (int i = 0; i < q->r->n && !first; i++)
-        first = f.a[i].doc;
-    if (!(merged = merge_top(q->r, &f, by && !strcmp(by, "revenue"), n)))
-        goto oom;
-    json_object_set_new(merged, "window",
-                        sp.window ? json_string(sp.window)
-                                  : (sp.has_from ? json_null() : json_string("5m")));
-    copy_key(merged, first, "by");
-    copy_key(merged, first, "from");
-    copy_key(merged, first, "to");
-    copy_key(merged, first, "filter");
-    copy_key(merged, first, "dimension");
-    reply_json(out, merged);
-done:
-    router_fan_release(&f);
-    return;
-oom:
-    router_fan_release(&f);
-    serve_api_error(out, 500, "out of memory");
-}
-
-struct group_row {
-    json_t *value; /* borrowed from a shard's answer; JSON null: the merchants without it */
-    char *text;    /* what orders it among equal sums; NULL for the null group */
-    int64_t order_count, revenue_cents, merchants;
-};
-
-static int group_cmp(const struct group_row *x, const struct group_row *y, bool by_revenue)
-{
-    int64_t a = by_revenue ? x->revenue_cents : x->order_count;
-    int64_t b = by_revenue ? y->revenue_cents : y->order_count;
-
-    if (a != b)
-        return a > b ? -1 : 1;
-    if (!x->text || !y->text)
-        return !x->text - !y->text; /* the null group after every value, as rank.c orders */
-    return strcmp(x->text, y->text);
-}
-
-static int group_by_orders(const void *a, const void *b)
-{
-    return group_cmp(a, b, false);
-}
-
-static int group_by_revenue(const void *a, const void *b)
-{
-    return group_cmp(a, b, true);
-}
-
-/* Sums per attribute value over the shards: a merchant lives in one shard, so its group's
- * merchant counts add up too. */
-static json_t *merge_groups(const struct router *r, const struct router_fan *f, bool is_revenue)
-{
-    json_t *seen = json_object(), *arr = json_array(), *shards = json_array();
-    struct group_row *rows = NULL;
-    size_t nrows = 0, cap = 0;
-    int64_t null_at = -1; /* the row of the merchants without the attribute */
-    bool is_oom = false;
-
-    for (int i = 0; i < r->n; i++) {
-        json_t *list = json_object_get(f->a[i].doc, "groups"), *g;
-        size_t j;
-        if (!f->a[i].target)
-            continue;
-        json_array_append_new(shards, json_pack("{s:s}", "url", r->shards[i].url));
-        json_array_foreach(list, j, g)
-        {
-            /* Grouped by text, as rank.c groups: a string as it is, anything else as JSON
-             * writes it, so 10 and "10" are one group behind the router as on a shard. */
-            json_t *v = json_object_get(g, "value"), *at = NULL;
-            bool is_null = !v || json_is_null(v);
-            char *text = is_null             ? NULL
-                         : json_is_string(v) ? strdup(json_string_value(v))
-                                             : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-            if (!is_null && !text) {
-                is_oom = true;
-                goto out;
-            }
-            if (is_null ? null_at >= 0 : (at = json_object_get(seen, text)) != NULL) {
-                struct group_row *row = &rows[is_null ? null_at : json_integer_value(at)];
-                row->order_count += int_of(g, "order_count");
-                row->revenue_cents += int_of(g, "revenue_cents");
-                row->merchants += int_of(g, "merchants");
-                free(text);
-                continue;
-            }
-            if (nrows == cap) {
-                struct group_row *nr = realloc(rows, (cap = cap ? cap * 2 : 32) * sizeof(*nr));
-                if (!nr) {
-                    free(text);
-                    is_oom = true;
-                    goto out;
-                }
-                rows = nr;
-            }
-            rows[nrows] = (struct group_row){v, text, int_of(g, "order_count"),
-                                             int_of(g, "revenue_cents"), int_of(g, "merchants")};
-            if (is_null)
-                null_at = (int64_t)nrows;
-            else
-                json_object_set_new(seen, text, json_integer((json_int_t)nrows));
-            nrows++;
+    if (route_fan(q, "/top", names, &sp, -1, &f, out) &&
+        keys_whole(q, "the top n of the shards' top n", out)) {
+        if ((merged = router_merge_top(q->r, &f, by && !strcmp(by, "revenue"), n))) {
+            copy_keys(merged, first_doc(q->r, &f), &sp, "window", "by", "from", "to", "filter",
+                      "dimension", NULL);
+            reply_json(out, merged);
+        } else {
+            serve_api_error(out, 500, "out of memory");
         }
     }
-    if (nrows)
-        qsort(rows, nrows, sizeof(*rows), is_revenue ? group_by_revenue : group_by_orders);
-    for (size_t k = 0; k < nrows; k++)
-        json_array_append_new(arr, json_pack("{s:O,s:I,s:I,s:I}", "value",
-                                             rows[k].value ? rows[k].value : json_null(),
-                                             "order_count", (json_int_t)rows[k].order_count,
-                                             "revenue_cents", (json_int_t)rows[k].revenue_cents,
-                                             "merchants", (json_int_t)rows[k].merchants));
-out:
-    for (size_t k = 0; k < nrows; k++)
-        free(rows[k].text);
-    free(rows);
-    json_decref(seen);
-    if (is_oom) {
-        json_decref(arr);
-        json_decref(shards);
-        return NULL;
-    }
-    return json_pack("{s:o,s:o}", "groups", arr, "shards", shards);
+    router_fan_release(&f);
 }
 
 static void handle_groups(const struct rcall *q, struct serve_reply *out)
 {
+    static const char *const names[] = {"group", "by", "filter", NULL};
     const char *by = param(q, "by");
     struct router_fan f = {0};
-    struct target t;
     struct rspan sp;
-    json_t *merged, *first = NULL;
+    json_t *merged;
 
     if (span_resolve(q, -1, TM_MINUTE_MS, 5 * TM_MINUTE_MS, &sp, out) != 0)
         return;
-    if (!target_open(&t, "/groups"))
-        goto oom;
-    target_put(&t, "group", param(q, "group"));
-    target_put(&t, "by", by);
-    target_put(&t, "filter", param(q, "filter"));
-    target_put_span(&t, &sp);
-    if (!ask(q, &f, target_close(&t), -1))
-        goto oom;
-    router_fan_out(q->c, &f);
-    if (router_fan_failed(q->r, &f, out) || !keys_whole(q, "a group's merchant count", out))
-        goto done;
-    for (int i = 0; i < q->r->n && !first; i++)
-        first = f.a[i].doc;
-    if (!(merged = merge_groups(q->r, &f, by && !strcmp(by, "revenue"))))
-        goto oom;
-    copy_key(merged, first, "group");
-    json_object_set_new(merged, "window",
-                        sp.window ? json_string(sp.window)
-                                  : (sp.has_from ? json_null() : json_string("5m")));
-    copy_key(merged, first, "by");
-    copy_key(merged, first, "from");
-    copy_key(merged, first, "to");
-    copy_key(merged, first, "dimension");
-    reply_json(out, merged);
-done:
+    if (route_fan(q, "/groups", names, &sp, -1, &f, out) &&
+        keys_whole(q, "a group's merchant count", out)) {
+        if ((merged = router_merge_groups(q->r, &f, by && !strcmp(by, "revenue")))) {
+            copy_keys(merged, first_doc(q->r, &f), &sp, "group", "window", "by", "from", "to",
+                      "dimension", NULL);
+            reply_json(out, merged);
+        } else {
+            serve_api_error(out, 500, "out of memory");
+        }
+    }
     router_fan_release(&f);
-    return;
-oom:
-    router_fan_release(&f);
-    serve_api_error(out, 500, "out of memory");
 }
 
 /* Every shard's /health: ok when all are, degraded (200) naming the ones that are not,

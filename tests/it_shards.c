@@ -528,15 +528,15 @@ static const char *merchant_of(const char *set_text)
     return NULL;
 }
 
-/* The router has learned every set and the partition count: it asks a merchant's shard. */
-static bool routes_by_key(void *arg)
+/* The router's routing is arg: "by_key" once it has learned every set and the partition
+ * count (it asks a merchant's shard), "every_shard" once it has seen a key_mismatch. */
+static bool routing_is(void *arg)
 {
     long status;
     json_t *doc = get_json(w.router_url, "/health", &status);
     const char *r = json_string_value(json_object_get(doc, "routing"));
-    bool yes = r && !strcmp(r, "by_key");
+    bool yes = r && !strcmp(r, arg);
 
-    (void)arg;
     json_decref(doc);
     return yes;
 }
@@ -562,7 +562,7 @@ Test(shards, a_shard_down_is_named_and_the_other_shards_merchants_stay_exact, .t
     start_world();
     gen(2000);
     assert_exact(w.router_url, "the stream");
-    cr_assert(it_wait_until(routes_by_key, NULL, 30000), "the router learned the sets");
+    cr_assert(it_wait_until(routing_is, "by_key", 30000), "the router learned the sets");
     snprintf(port, sizeof(port), "%s", w.st[1].port);
     it_stop(&w.st[1].serve);
 
@@ -629,19 +629,6 @@ Test(shards, a_shard_down_is_named_and_the_other_shards_merchants_stay_exact, .t
     assert_exact(w.router_url, "the shard back");
     /* ok once its event stream is open again too (retried within 2 s) */
     cr_expect(it_wait_until(health_ok, NULL, 10000), "the router's /health is ok again");
-}
-
-/* The router has seen a key_mismatch (or lost a set): it asks every shard. */
-static bool routes_every_shard(void *arg)
-{
-    long status;
-    json_t *doc = get_json(w.router_url, "/health", &status);
-    const char *r = json_string_value(json_object_get(doc, "routing"));
-    bool yes = r && !strcmp(r, "every_shard");
-
-    (void)arg;
-    json_decref(doc);
-    return yes;
 }
 
 /* A GET /events read as it comes, with the time each part arrived. */
@@ -837,7 +824,7 @@ Test(shards, the_routers_events_come_from_the_shards_and_name_a_dropped_one, .ti
     const char *theirs = merchant_of("2-3");
     int64_t theirs_before = routed_orders(theirs);
     produce_order(mine, theirs, "ev-order-2");
-    cr_assert(it_wait_until(routes_every_shard, NULL, 20000), "the router saw key_mismatch");
+    cr_assert(it_wait_until(routing_is, "every_shard", 20000), "the router saw key_mismatch");
     cr_expect_eq(routed_orders(theirs), theirs_before + 1, "summed over the shards");
     snprintf(want, sizeof(want), "shard %s reports key_mismatch=1: ", w.st[0].url);
     static const char *const refused[] = {"/top?n=3", "/groups?group=category"};
