@@ -9,13 +9,17 @@
 #  2. catch-up: SHARDS_BENCH_EVENTS events on 4 partitions read by one lambda-speed (all of
 #     them), then by two shard speed layers (0-1 and 2-3) at once; on a 2-core machine this
 #     says whether two shards on one machine contend (they share the cores and the broker).
-# Env: BENCH_DURATION (10s), BENCH_CONNECTIONS (32), BENCH_MERCHANTS (10000),
+#     Under CONNS connections on 2 cores the figures say how much CPU the router costs (every
+#     answer is queued behind others: latency follows throughput); over one connection
+#     (CONNS_LOW) they say what one routed answer adds to a direct one: the round trip.
+# Env: BENCH_DURATION (10s), BENCH_CONNECTIONS (32), BENCH_CONNECTIONS_LOW (1), BENCH_MERCHANTS (10000),
 # SHARDS_BENCH_EVENTS (400000), SHARDS_BENCH_PHASES ("router catchup"), LAMBDA_BIN (bin).
 set -eu
 cd "$(dirname "$0")/.."
 BIN=${LAMBDA_BIN:-bin}
 DUR=${BENCH_DURATION:-10s}
 CONNS=${BENCH_CONNECTIONS:-32}
+CONNS_LOW=${BENCH_CONNECTIONS_LOW:-1}
 MERCHANTS=${BENCH_MERCHANTS:-10000}
 N=${SHARDS_BENCH_EVENTS:-400000}
 PHASES=" ${SHARDS_BENCH_PHASES:-router catchup} "
@@ -44,10 +48,12 @@ port_of() {
     echo "bench/shards: no port in $1" >&2; cat "$1" >&2; return 1
 }
 
-# Runs wrk on URL with the random-merchant script; prints "req_per_s p50_ms p99_ms".
+# Runs wrk on URL with the random-merchant script over $2 connections (default CONNS);
+# prints "req_per_s p50_ms p99_ms".
 measure() {
-    wrk -t1 -c"$CONNS" -d2s -s "$W/random.lua" "$1" >/dev/null 2>&1 || true # warm-up
-    wrk -t1 -c"$CONNS" -d"$DUR" --latency -s "$W/random.lua" "$1" >"$W/wrk.txt" 2>&1
+    c=${2:-$CONNS}
+    wrk -t1 -c"$c" -d2s -s "$W/random.lua" "$1" >/dev/null 2>&1 || true # warm-up
+    wrk -t1 -c"$c" -d"$DUR" --latency -s "$W/random.lua" "$1" >"$W/wrk.txt" 2>&1
     awk '
         function ms(v,   u) { u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
                              return (u == "us") ? v / 1000 : (u == "s") ? v * 1000 : v }
@@ -127,6 +133,18 @@ LUA
         pr = (d99 > 0) ? r99 / d99 : 0
         printf "  shards.router by_key     throughput_ratio=%.2f added_p50_ms=%.3f added_p99_ms=%.3f p99_ratio=%.2f (goal <= 2.00: %s)\n",
             rr / dr, r50 - d50, r99 - d99, pr, (pr <= 2.0 ? "met" : "MISSED") }'
+    # One connection, side by side: what a routed answer adds when nothing queues.
+    set -- $(measure "http://127.0.0.1:$DPORT" "$CONNS_LOW")
+    L_D_RPS=$1 L_D_P50=$2 L_D_P99=$3
+    set -- $(measure "http://127.0.0.1:$KPORT" "$CONNS_LOW")
+    L_K_RPS=$1 L_K_P50=$2 L_K_P99=$3
+    echo "bench/shards: wrk -t1 -c$CONNS_LOW -d$DUR, the same requests"
+    printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "lambda-serve, direct" "$L_D_RPS" "$L_D_P50" "$L_D_P99"
+    printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "router by key -> its shard" "$L_K_RPS" "$L_K_P50" "$L_K_P99"
+    awk -v d50="$L_D_P50" -v r50="$L_K_P50" -v d99="$L_D_P99" -v r99="$L_K_P99" 'BEGIN {
+        pr = (d99 > 0) ? r99 / d99 : 0
+        printf "  shards.router by_key_c1  added_p50_ms=%.3f (round trips of a direct answer: %.1f; goal <= 1) added_p99_ms=%.3f p99_ratio=%.2f (goal <= 2.00: %s)\n",
+            r50 - d50, (d50 > 0) ? (r50 - d50) / d50 : 0, r99 - d99, pr, (pr <= 2.0 ? "met" : "MISSED") }'
     for p in $PIDS; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     PIDS=""
