@@ -36,7 +36,8 @@ struct stream {
     bool is_line_long;          /* longer than an event can be: passed over */
     char data[ROUTER_LINE_MAX]; /* the data lines of the event being read */
     size_t data_len;
-    char err[CURL_ERROR_SIZE];
+    char err[CURL_ERROR_SIZE]; /* libcurl's words */
+    char why[64];              /* ours, before libcurl's: a head that was not 200 */
 };
 
 struct router_feed {
@@ -176,8 +177,8 @@ static size_t on_head(char *data, size_t size, size_t nmemb, void *arg)
         return n;
     curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &status);
     if (status != 200) {
-        snprintf(s->err, sizeof(s->err), "HTTP %ld", status);
-        return 0;
+        snprintf(s->why, sizeof(s->why), "HTTP %ld", status);
+        return 0; /* libcurl ends the transfer */
     }
     s->is_open = true;
     s->backoff_ms = ROUTER_RETRY_MIN_MS;
@@ -195,7 +196,7 @@ static int stream_start(struct router_feed *f, struct stream *s)
     s->is_open = false;
     s->line_len = s->data_len = 0;
     s->is_line_long = false;
-    s->err[0] = '\0';
+    s->err[0] = s->why[0] = '\0';
     curl_easy_setopt(s->h, CURLOPT_URL, url);
     if (curl_multi_add_handle(f->multi, s->h) != CURLM_OK)
         return -1;
@@ -210,7 +211,9 @@ static void stream_ended(struct router_feed *f, struct stream *s, CURLcode cc)
 
     curl_multi_remove_handle(f->multi, s->h);
     s->is_active = false;
-    if (s->err[0])
+    if (s->why[0])
+        snprintf(why, sizeof(why), "event stream dropped: %s", s->why);
+    else if (s->err[0])
         snprintf(why, sizeof(why), "event stream dropped: %.150s", s->err);
     else if (cc != CURLE_OK)
         snprintf(why, sizeof(why), "event stream dropped: %s", curl_easy_strerror(cc));
