@@ -130,14 +130,13 @@ static int pick_from_kafka(struct batch *b, struct batch_cut *cut, struct lerr *
     if (kafka_partition_count(b->rk, b->topic, timeout, &n, e) != 0 ||
         shard_set_check_topic(&b->shard, n, e) != 0)
         return -1;
-    for (int p = 0; p < n; p++) {
-        int64_t low, high;
-        if (!shard_set_has(&b->shard, p))
-            continue; /* another shard's: this one neither cuts nor ingests it */
-        if (kafka_watermarks(b->rk, b->topic, p, timeout, &low, &high, e) != 0 ||
-            cut_add(cut, p, high, e) != 0)
-            return -1;
-    }
+    for (int p = 0; p < n; p++)
+        if (shard_set_has(&b->shard, p) && cut_add(cut, p, 0, e) != 0)
+            return -1; /* another shard's partition: this one neither cuts nor ingests it */
+    /* One question for all of them: the high watermarks are the cut offsets. */
+    if (kafka_watermarks_of(b->rk, b->topic, cut->partitions, cut->nparts, timeout, NULL,
+                            cut->offsets, e) != 0)
+        return -1;
     /* Epochs never go backwards: a speed layer that starts after this cut must begin at or
      * after cut_epoch, and an earlier speed layer's boundaries are all before it. */
     cut->cut_epoch = tm_epoch(tm_now_ms(), epoch_ms);

@@ -179,46 +179,87 @@ static void progress(struct ingest *in, bool is_last)
             secs_ms > 0 ? in->ingested * 1000 / secs_ms : 0, is_last ? "\n" : "");
 }
 
+/* Reads the watermarks of the partitions with offsets left to ingest, all in one question:
+ * low[i] and high[i] are in->parts[i]'s (unset for a partition that is done). */
+static int ask_watermarks(struct ingest *in, int64_t *low, int64_t *high, struct lerr *e)
+{
+    int32_t *ask = calloc((size_t)in->nparts + 1, sizeof(*ask));
+    int64_t *l = calloc((size_t)in->nparts + 1, sizeof(*l));
+    int64_t *h = calloc((size_t)in->nparts + 1, sizeof(*h));
+    int n = 0, rc = -1;
+
+    if (!ask || !l || !h) {
+        lerr_set(e, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < in->nparts; i++)
+        if (!in->parts[i].is_done)
+            ask[n++] = in->parts[i].partition;
+    if (kafka_watermarks_of(in->b->rk, in->b->topic, ask, n, (int)in->b->kafka_timeout_ms, l, h,
+                            e) != 0)
+        goto out;
+    for (int i = 0, j = 0; i < in->nparts; i++)
+        if (!in->parts[i].is_done)
+            low[i] = l[j], high[i] = h[j++];
+    rc = 0;
+out:
+    free(ask);
+    free(l);
+    free(h);
+    return rc;
+}
+
 /* Loads positions, then deals with offsets Kafka deleted before we read them. */
 static int load_positions(struct ingest *in, const struct batch_cut *cut, struct lerr *e)
 {
     struct batch *b = in->b;
+    int64_t *lows = NULL, *highs = NULL;
+    int rc = -1;
 
     in->parts = calloc((size_t)cut->nparts, sizeof(*in->parts));
-    if (!in->parts)
-        return lerr_set(e, "out of memory");
+    lows = calloc((size_t)cut->nparts + 1, sizeof(*lows));
+    highs = calloc((size_t)cut->nparts + 1, sizeof(*highs));
+    if (!in->parts || !lows || !highs) {
+        lerr_set(e, "out of memory");
+        goto out;
+    }
     in->nparts = cut->nparts;
     for (int i = 0; i < cut->nparts; i++) {
         struct part *p = &in->parts[i];
-        int64_t low, high;
 
         p->partition = cut->partitions[i];
         p->cut = cut->offsets[i];
         sqlite3_bind_int(in->get_offset, 1, p->partition);
         if (db_step_int(in->get_offset, &p->next, e) != 0)
-            return -1;
-        if (p->next >= p->cut) {
-            /* A cut behind what master holds would double-count: never publish it. The
-             * version is marked failed, so the next run picks a new cut. */
-            if (p->next > p->cut) {
-                sqlite3_exec(b->bdb, "UPDATE versions SET state='failed' WHERE state='pending'",
-                             NULL, NULL, NULL);
-                return lerr_set(e,
-                                "cut is behind the master dataset: partition %d holds offsets "
-                                "up to %" PRId64 " but the cut is %" PRId64,
-                                p->partition, p->next, p->cut);
-            }
-            p->is_done = true;
-            continue;
+            goto out;
+        /* A cut behind what master holds would double-count: never publish it. The version
+         * is marked failed, so the next run picks a new cut. */
+        if (p->next > p->cut) {
+            sqlite3_exec(b->bdb, "UPDATE versions SET state='failed' WHERE state='pending'", NULL,
+                         NULL, NULL);
+            lerr_set(e,
+                     "cut is behind the master dataset: partition %d holds offsets up to %" PRId64
+                     " but the cut is %" PRId64,
+                     p->partition, p->next, p->cut);
+            goto out;
         }
-        if (kafka_watermarks(b->rk, b->topic, p->partition, (int)b->kafka_timeout_ms, &low, &high,
-                             e) != 0)
-            return -1;
-        if (high < p->cut)
-            return lerr_set(e,
-                            "partition %d: the cut offset %" PRId64 " is past Kafka's high "
-                            "watermark %" PRId64 " (was the topic recreated?)",
-                            p->partition, p->cut, high);
+        p->is_done = p->next == p->cut;
+    }
+    if (ask_watermarks(in, lows, highs, e) != 0)
+        goto out;
+    for (int i = 0; i < in->nparts; i++) {
+        struct part *p = &in->parts[i];
+        int64_t low = lows[i], high = highs[i];
+
+        if (p->is_done)
+            continue;
+        if (high < p->cut) {
+            lerr_set(e,
+                     "partition %d: the cut offset %" PRId64 " is past Kafka's high watermark "
+                     "%" PRId64 " (was the topic recreated?)",
+                     p->partition, p->cut, high);
+            goto out;
+        }
         if (low > p->next) {
             int64_t to = low < p->cut ? low : p->cut, lost = to - p->next;
             log_warn("batch",
@@ -235,7 +276,11 @@ static int load_positions(struct ingest *in, const struct batch_cut *cut, struct
         }
         in->todo += p->cut - p->next;
     }
-    return 0;
+    rc = 0;
+out:
+    free(lows);
+    free(highs);
+    return rc;
 }
 
 static int assign(struct ingest *in, struct lerr *e)

@@ -34,15 +34,18 @@ static int prepare_table(struct views *vw, enum views_kind k, struct lerr *e)
     sqlite3 *db = vw->b->bdb;
     char sql[512];
 
-    snprintf(sql, sizeof(sql),
-             "UPDATE %s SET valid_to=?3 WHERE %s AND valid_to=" DB_OPEN_SQL " AND valid_from<?3"
-             " RETURNING order_count, revenue_cents",
-             tables[k], keys[k]);
+    /* Finding the open row, then closing it by its whole key: an UPDATE ... RETURNING, or one
+     * that may match several rows, opens two temporary B-trees each time it runs, which made
+     * up a third of an incremental recompute. */
+    snprintf(
+        sql, sizeof(sql),
+        "SELECT order_count, revenue_cents, valid_from FROM %s WHERE %s AND valid_to=" DB_OPEN_SQL
+        " AND valid_from<?3",
+        tables[k], keys[k]);
     if (db_prepare(db, sql, &t->bump, e) != 0)
         return -1;
-    snprintf(sql, sizeof(sql),
-             "UPDATE %s SET valid_to=?3 WHERE %s AND valid_to=" DB_OPEN_SQL " AND valid_from<?3",
-             tables[k], keys[k]);
+    snprintf(sql, sizeof(sql), "UPDATE %s SET valid_to=?3 WHERE %s AND valid_from=?4", tables[k],
+             keys[k]);
     if (db_prepare(db, sql, &t->close, e) != 0)
         return -1;
     snprintf(sql, sizeof(sql), "DELETE FROM %s WHERE %s AND valid_from=?3", tables[k], keys[k]);
@@ -88,24 +91,41 @@ int views_insert_open(struct views *vw, enum views_kind k, const char *merchant_
     return db_step_done(st, e);
 }
 
+/* Closes a bucket's open row, written by version valid_from (< this one). */
+static int close_row(struct views *vw, enum views_kind k, const char *merchant_id,
+                     int64_t bucket_ms, int64_t valid_from, struct lerr *e)
+{
+    sqlite3_stmt *st = vw->t[k].close;
+
+    bind_key(st, merchant_id, bucket_ms, vw->w->version);
+    sqlite3_bind_int64(st, 4, valid_from);
+    return db_step_done(st, e);
+}
+
 /* Adds a delta to a bucket: its open row is closed and its successor written. */
 static int add_delta(struct views *vw, enum views_kind k, const char *merchant_id,
                      int64_t bucket_ms, int64_t order_count, int64_t revenue_cents, struct lerr *e)
 {
     sqlite3_stmt *st = vw->t[k].bump;
+    int64_t valid_from = 0;
+    bool has_row;
     int rc;
 
     bind_key(st, merchant_id, bucket_ms, vw->w->version);
     rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
+    has_row = rc == SQLITE_ROW;
+    if (has_row) {
         order_count += sqlite3_column_int64(st, 0);
         revenue_cents += sqlite3_column_int64(st, 1);
-        rc = sqlite3_step(st);
+        valid_from = sqlite3_column_int64(st, 2);
+        rc = sqlite3_step(st); /* one open row per bucket */
     }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE)
         return lerr_set(e, "cannot update '%s' of merchant '%s': %s", kind_name[k], merchant_id,
-                        sqlite3_errmsg(vw->b->bdb));
+                        rc == SQLITE_ROW ? "more than one open row" : sqlite3_errmsg(vw->b->bdb));
+    if (has_row && close_row(vw, k, merchant_id, bucket_ms, valid_from, e) != 0)
+        return -1;
     return views_insert_open(vw, k, merchant_id, bucket_ms, order_count, revenue_cents, e);
 }
 
@@ -114,9 +134,12 @@ int views_replace(struct views *vw, enum views_kind k, const char *merchant_id, 
                   bool has_row, int64_t valid_from, int64_t order_count, int64_t revenue_cents,
                   struct lerr *e)
 {
-    sqlite3_stmt *st = valid_from == vw->w->version ? vw->t[k].drop : vw->t[k].close;
+    sqlite3_stmt *st = vw->t[k].drop;
 
-    if (has_row) {
+    if (has_row && valid_from != vw->w->version &&
+        close_row(vw, k, merchant_id, bucket_ms, valid_from, e) != 0)
+        return -1;
+    if (has_row && valid_from == vw->w->version) {
         bind_key(st, merchant_id, bucket_ms, vw->w->version);
         if (db_step_done(st, e) != 0)
             return -1;

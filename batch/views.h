@@ -20,8 +20,8 @@ enum views_kind { VIEWS_TOTAL, VIEWS_HOUR, VIEWS_MINUTE };
 
 /* The statements of one view table; ?1 merchant, ?2 bucket start, ?3 the version. */
 struct views_table {
-    sqlite3_stmt *bump;  /* closes the open row, returning its sums */
-    sqlite3_stmt *close; /* closes the open row of an earlier version */
+    sqlite3_stmt *bump;  /* the open row of an earlier version: sums, valid_from */
+    sqlite3_stmt *close; /* closes the row written by version ?4 */
     sqlite3_stmt *drop;  /* deletes a row this version wrote */
     sqlite3_stmt *ins;   /* inserts the open row: ?4 order_count, ?5 revenue_cents */
     sqlite3_stmt *list;  /* a merchant's open rows: bucket, sums, valid_from */

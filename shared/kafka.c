@@ -88,6 +88,53 @@ int kafka_watermarks(rd_kafka_t *rk, const char *topic, int partition, int timeo
     return 0;
 }
 
+/* One ListOffsets question for every partition of l (offset: RD_KAFKA_OFFSET_END or _BEGINNING),
+ * answered into out in the order of partitions. */
+static int ask_offsets(rd_kafka_t *rk, const char *topic, const int32_t *partitions, int n,
+                       int64_t which, int timeout_ms, int64_t *out, struct lerr *e)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+    rd_kafka_resp_err_t err;
+    int rc = -1;
+
+    for (int i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(l, topic, partitions[i])->offset = which;
+    err = rd_kafka_offsets_for_times(rk, l, timeout_ms);
+    if (err) {
+        lerr_set(e, "cannot read offsets of '%s' within %d ms: %s", topic, timeout_ms,
+                 rd_kafka_err2str(err));
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        const rd_kafka_topic_partition_t *p =
+            rd_kafka_topic_partition_list_find(l, topic, partitions[i]);
+        /* A partition left unanswered keeps the negative offset it was asked with. */
+        if (!p || p->err || p->offset < 0) {
+            lerr_set(e, "cannot read offsets of '%s' partition %d within %d ms: %s", topic,
+                     partitions[i], timeout_ms,
+                     p && p->err ? rd_kafka_err2str(p->err) : "no answer");
+            goto out;
+        }
+        out[i] = p->offset;
+    }
+    rc = 0;
+out:
+    rd_kafka_topic_partition_list_destroy(l);
+    return rc;
+}
+
+int kafka_watermarks_of(rd_kafka_t *rk, const char *topic, const int32_t *partitions, int n,
+                        int timeout_ms, int64_t *low, int64_t *high, struct lerr *e)
+{
+    if (n == 0)
+        return 0;
+    if (ask_offsets(rk, topic, partitions, n, RD_KAFKA_OFFSET_END, timeout_ms, high, e) != 0 ||
+        (low &&
+         ask_offsets(rk, topic, partitions, n, RD_KAFKA_OFFSET_BEGINNING, timeout_ms, low, e) != 0))
+        return -1;
+    return 0;
+}
+
 static bool is_given(const struct cfg *c, const char *name)
 {
     for (int i = 0; i < c->nkafka; i++)

@@ -37,6 +37,12 @@ int kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms, int
 int kafka_watermarks(rd_kafka_t *rk, const char *topic, int partition, int timeout_ms, int64_t *low,
                      int64_t *high, struct lerr *e);
 
+/* kafka_watermarks() of n partitions at once: one ListOffsets request per broker for the high
+ * watermarks, and one more for the low ones unless low is NULL, instead of two round trips per
+ * partition. high[i] and low[i] are partitions[i]'s; -1 when any partition is not answered. */
+int kafka_watermarks_of(rd_kafka_t *rk, const char *topic, const int32_t *partitions, int n,
+                        int timeout_ms, int64_t *low, int64_t *high, struct lerr *e);
+
 /* One property of a consumer. A default (is_default) gives way to a kafka.<name> key of the
  * configuration; the others are set over it. */
 struct kafka_prop {
