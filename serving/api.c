@@ -1,6 +1,8 @@
 /* api.c - lambda-serve's routes: one table of method, path pattern, handler and metrics name,
- * and the handlers, which read a snapshot from store.c and answer JSON. No HTTP here. */
+ * and the handlers, which read a snapshot from store.c and answer JSON. No HTTP here. The
+ * merchant answer's text is api_text.c's, /health, /metrics and /events api_health.c's. */
 #include "api.h"
+#include "api_int.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -20,21 +22,9 @@
 #include "rank.h"
 #include "span.h"
 #include "tm.h"
+const char api_json_ctype[] = "application/json";
 
-/* One request as a handler sees it: what serve_api_handle() was given. */
-struct call {
-    const struct serve_ctx *c;
-    struct serve_store *st; /* the worker's; NULL for SERVE_R_OTHER */
-    const char *path;
-    const char *segment; /* where the pattern's '*' matched in path, else NULL */
-    serve_arg_fn arg;
-    void *req;
-    struct dim *dim; /* the dimension version pinned for this request; NULL without one */
-};
-
-static const char json_ctype[] = "application/json";
-
-static void reply_json(struct serve_reply *out, unsigned status, json_t *doc)
+void api_reply_json(struct serve_reply *out, unsigned status, json_t *doc)
 {
     out->owned = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
@@ -43,7 +33,7 @@ static void reply_json(struct serve_reply *out, unsigned status, json_t *doc)
         return;
     }
     out->status = status;
-    out->content_type = json_ctype;
+    out->content_type = api_json_ctype;
     out->body = out->owned;
     out->len = strlen(out->body);
 }
@@ -63,7 +53,7 @@ void serve_api_error(struct serve_reply *out, unsigned status, const char *fmt, 
         if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
             *p = '?';
     out->status = status;
-    out->content_type = json_ctype;
+    out->content_type = api_json_ctype;
     json_t *doc = json_pack("{s:s}", "error", msg);
     out->owned = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
@@ -74,7 +64,7 @@ void serve_api_error(struct serve_reply *out, unsigned status, const char *fmt, 
 }
 
 /* A time as a JSON string; json_pack's "o" steals the reference. */
-static json_t *rfc3339(int64_t t_ms)
+json_t *api_rfc3339(int64_t t_ms)
 {
     char buf[TM_RFC3339_LEN];
 
@@ -85,7 +75,7 @@ static json_t *rfc3339(int64_t t_ms)
 /* Joins a merchant answer with the dimension (DESIGN.md section 5): its attributes, {} for a
  * merchant the file does not name, and the version they come from. Without a dimension file
  * the answer keeps the shape it always had. */
-static void add_merchant(json_t *doc, const struct dim *d, const char *id)
+void api_add_merchant(json_t *doc, const struct dim *d, const char *id)
 {
     const json_t *attrs = d ? dim_attrs(d, id) : NULL;
 
@@ -94,7 +84,7 @@ static void add_merchant(json_t *doc, const struct dim *d, const char *id)
     json_object_set_new(doc, "merchant", attrs ? json_deep_copy(attrs) : json_object());
     json_object_set_new(doc, "dimension",
                         json_pack("{s:I,s:o}", "version", (json_int_t)dim_version(d), "loaded_at",
-                                  rfc3339(dim_loaded_ms(d))));
+                                  api_rfc3339(dim_loaded_ms(d))));
 }
 
 /* The decoded value of query parameter name, or NULL when it is absent. */
@@ -105,149 +95,8 @@ static const char *param(const struct call *q, const char *name)
 
 static void add_span(json_t *doc, int64_t from_ms, int64_t to_ms)
 {
-    json_object_set_new(doc, "from", rfc3339(from_ms));
-    json_object_set_new(doc, "to", rfc3339(to_ms));
-}
-
-/* A merchant answer's text is written by hand, not built with jansson: it is the answer asked
- * for most, and a tree and its allocations cost more than the rest of the request. Ids are
- * validated ([A-Za-z0-9_.:-]) and times are RFC 3339, so nothing needs escaping. */
-#define MERCHANT_TEXT_MAX 1024
-
-/* A cursor into a buffer large enough for what is put (MERCHANT_TEXT_MAX holds an answer). */
-struct text {
-    char *p;
-};
-
-static void put(struct text *t, const char *s)
-{
-    size_t n = strlen(s);
-
-    memcpy(t->p, s, n);
-    t->p += n;
-}
-
-static void put_int(struct text *t, int64_t v)
-{
-    char tmp[24], *q = tmp + sizeof(tmp);
-    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-
-    do
-        *--q = (char)('0' + u % 10);
-    while ((u /= 10) != 0);
-    if (v < 0)
-        *--q = '-';
-    memcpy(t->p, q, (size_t)(tmp + sizeof(tmp) - q));
-    t->p += tmp + sizeof(tmp) - q;
-}
-
-static void put_opt_int(struct text *t, bool has, int64_t v)
-{
-    if (has)
-        put_int(t, v);
-    else
-        put(t, "null");
-}
-
-/* A time as a JSON string, or null. The same few times (a version's, a watermark) come again
- * and again, so each thread keeps the last two it formatted. */
-static void put_opt_time(struct text *t, bool has, int64_t t_ms)
-{
-    static _Thread_local struct {
-        int64_t t_ms;
-        char s[TM_RFC3339_LEN];
-    } seen[2] = {{INT64_MIN, ""}, {INT64_MIN, ""}};
-    static _Thread_local int next;
-    int i;
-
-    if (!has) {
-        put(t, "null");
-        return;
-    }
-    for (i = 0; i < 2 && seen[i].t_ms != t_ms; i++)
-        ;
-    if (i == 2) {
-        i = next;
-        next ^= 1;
-        seen[i].t_ms = t_ms;
-        tm_format_rfc3339(t_ms, seen[i].s);
-    }
-    put(t, "\"");
-    put(t, seen[i].s);
-    put(t, "\"");
-}
-
-/* One merchant's answer into buf (MERCHANT_TEXT_MAX bytes): its length. */
-static int merchant_text(char *buf, const char *id, const struct serve_view *v,
-                         const struct serve_sums *b, const struct serve_sums *s, int64_t now_ms)
-{
-    struct serve_sums bb = v->has_batch ? *b : (struct serve_sums){0, 0};
-    struct text t = {buf};
-
-    assert(strlen(id) <= EV_ID_MAX);
-    put(&t, "{\"merchant_id\":\"");
-    put(&t, id);
-    put(&t, "\",\"order_count\":");
-    put_int(&t, bb.order_count + s->order_count);
-    put(&t, ",\"revenue_cents\":");
-    put_int(&t, bb.revenue_cents + s->revenue_cents);
-    put(&t, ",\"batch\":{\"order_count\":");
-    put_int(&t, bb.order_count);
-    put(&t, ",\"revenue_cents\":");
-    put_int(&t, bb.revenue_cents);
-    put(&t, ",\"version\":");
-    put_opt_int(&t, v->has_batch, v->version);
-    put(&t, ",\"cut_epoch\":");
-    put_int(&t, v->has_batch ? v->cut_epoch : 0);
-    put(&t, ",\"as_of\":");
-    put_opt_time(&t, v->has_batch, v->started_ms);
-    put(&t, "},\"speed\":{\"order_count\":");
-    put_int(&t, s->order_count);
-    put(&t, ",\"revenue_cents\":");
-    put_int(&t, s->revenue_cents);
-    put(&t, ",\"checkpoint_age_ms\":");
-    put_opt_int(&t, v->has_checkpoint, now_ms - v->checkpoint_ms);
-    /* Provenance: the lag and watermark the last checkpoint recorded; lag null while no speed
-     * layer holds speed.lock (what it recorded before it stopped is no longer true). */
-    put(&t, ",\"lag\":");
-    put_opt_int(&t, v->has_lag, v->lag);
-    put(&t, ",\"watermark\":");
-    put_opt_time(&t, v->has_watermark, v->watermark_ms);
-    put(&t, "}}");
-    *t.p = '\0';
-    return (int)(t.p - buf);
-}
-
-static json_t *merchant_doc(const char *id, const struct serve_view *v, const struct serve_sums *b,
-                            const struct serve_sums *s, int64_t now_ms)
-{
-    char buf[MERCHANT_TEXT_MAX];
-
-    merchant_text(buf, id, v, b, s, now_ms);
-    return json_loads(buf, 0, NULL);
-}
-
-/* Appends one merchant's answer to f: the text, and its dimension attributes when there is a
- * dimension (add_merchant's, through jansson). */
-static void merchant_write(FILE *f, const struct dim *d, const char *id, const struct serve_view *v,
-                           const struct serve_sums *b, const struct serve_sums *s, int64_t now_ms)
-{
-    char buf[MERCHANT_TEXT_MAX];
-    int n = merchant_text(buf, id, v, b, s, now_ms);
-    json_t *doc;
-    char *text;
-
-    if (!d) {
-        fwrite(buf, 1, (size_t)n, f);
-        return;
-    }
-    doc = json_loads(buf, 0, NULL);
-    add_merchant(doc, d, id);
-    text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-    if (text)
-        fputs(text, f);
-    free(text);
-    json_decref(doc);
+    json_object_set_new(doc, "from", api_rfc3339(from_ms));
+    json_object_set_new(doc, "to", api_rfc3339(to_ms));
 }
 
 /* One merchant's answer inside an open snapshot: all time, or the span when one was given. */
@@ -266,15 +115,15 @@ static json_t *merchant_answer(const struct call *q, const struct serve_view *v,
                serve_store_range(st, v, id, from_ms, to_ms, &b, &s, e) != 0) {
         return NULL;
     }
-    doc = merchant_doc(id, v, &b, &s, tm_now_ms());
+    doc = api_merchant_doc(id, v, &b, &s, tm_now_ms());
     if (doc && serve_span_given(sp))
         add_span(doc, from_ms, to_ms);
-    add_merchant(doc, q->dim, id);
+    api_add_merchant(doc, q->dim, id);
     return doc;
 }
 
 /* A layer that cannot be read: store.h's words (SQLite's text is in the log already). */
-static void db_failed(struct serve_reply *out, const char *route, const struct lerr *e)
+void api_db_failed(struct serve_reply *out, const char *route, const struct lerr *e)
 {
     log_debug("serve", "unavailable route=%s err=\"%s\"", route, e->msg);
     serve_api_error(out, 503, "%s", e->msg);
@@ -288,7 +137,7 @@ static void range_failed(const struct serve_store *st, struct serve_reply *out, 
     if (serve_store_status(st) == 400)
         serve_api_error(out, 400, "%s", e->msg);
     else
-        db_failed(out, route, e);
+        api_db_failed(out, route, e);
 }
 
 static bool id_valid(const char *id)
@@ -316,50 +165,6 @@ static bool take_id(const struct call *q, char id[EV_ID_MAX + 1], struct serve_r
     return true;
 }
 
-/* The answer of one merchant (n == 1) or {"merchants":[...]} of several, as text. */
-static void reply_text(struct serve_reply *out, const struct dim *d, const char *const *ids,
-                       size_t n, const struct serve_view *v, const struct serve_sums *b,
-                       const struct serve_sums *s)
-{
-    int64_t now_ms = tm_now_ms();
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f;
-
-    if (n == 1 && !d) { /* the hot path: one merchant, no dimension, one allocation */
-        if (!(buf = malloc(MERCHANT_TEXT_MAX))) {
-            serve_api_error(out, 500, "out of memory");
-            return;
-        }
-        len = (size_t)merchant_text(buf, ids[0], v, b, s, now_ms);
-        goto done;
-    }
-    if (!(f = open_memstream(&buf, &len))) {
-        serve_api_error(out, 500, "out of memory");
-        return;
-    }
-    if (n != 1)
-        fputs("{\"merchants\":[", f);
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            fputc(',', f);
-        merchant_write(f, d, ids[i], v, &b[i], &s[i], now_ms);
-    }
-    if (n != 1)
-        fputs("]}", f);
-    if (fclose(f) != 0 || !buf) {
-        free(buf);
-        serve_api_error(out, 500, "out of memory");
-        return;
-    }
-done:
-    out->status = 200;
-    out->content_type = json_ctype;
-    out->owned = buf;
-    out->body = buf;
-    out->len = len;
-}
-
 /* All-time totals: from memory when it holds the current state (live.h), else from SQLite. */
 static void query_totals(const struct call *q, const char *id, struct serve_reply *out)
 {
@@ -370,22 +175,22 @@ static void query_totals(const struct call *q, const char *id, struct serve_repl
     int rc = serve_live_totals(q->c->live, &id, 1, &v, &b, &s, &e);
 
     if (rc < 0) {
-        db_failed(out, "query", &e);
+        api_db_failed(out, "query", &e);
         return;
     }
     if (rc == 0) {
         if (serve_store_begin(st, &v, &e) != 0) {
-            db_failed(out, "query", &e);
+            api_db_failed(out, "query", &e);
             return;
         }
         rc = serve_store_totals(st, &v, id, &b, &s, &e);
         serve_store_end(st);
         if (rc != 0) {
-            db_failed(out, "query", &e);
+            api_db_failed(out, "query", &e);
             return;
         }
     }
-    reply_text(out, q->dim, &id, 1, &v, &b, &s);
+    api_reply_text(out, q->dim, &id, 1, &v, &b, &s);
 }
 
 /* ?ids= without a span from memory, all in one snapshot: 1 answered (or an error given), 0
@@ -404,11 +209,11 @@ static int ids_from_memory(const struct call *q, const char **list, int n, struc
     }
     if ((rc = serve_live_totals(q->c->live, list, (size_t)n, &v, b, s, &e)) <= 0) {
         if (rc < 0)
-            db_failed(out, "query_ids", &e);
+            api_db_failed(out, "query_ids", &e);
         rc = rc < 0;
         goto out;
     }
-    reply_text(out, q->dim, list, (size_t)n, &v, b, s);
+    api_reply_text(out, q->dim, list, (size_t)n, &v, b, s);
 out:
     free(b);
     free(s);
@@ -435,13 +240,13 @@ static void handle_query(const struct call *q, struct serve_reply *out)
         return;
     }
     if (serve_store_begin(st, &v, &e) != 0) {
-        db_failed(out, "query", &e);
+        api_db_failed(out, "query", &e);
         return;
     }
     doc = merchant_answer(q, &v, id, &sp, &e);
     serve_store_end(st);
     if (doc)
-        reply_json(out, 200, doc);
+        api_reply_json(out, 200, doc);
     else
         range_failed(st, out, "query", &e);
 }
@@ -502,7 +307,7 @@ static void handle_ids(const struct call *q, struct serve_reply *out)
     if (!serve_span_given(&sp) && ids_from_memory(q, list, n, out))
         goto out;
     if (serve_store_begin(st, &v, &e) != 0) {
-        db_failed(out, "query_ids", &e);
+        api_db_failed(out, "query_ids", &e);
         goto out;
     }
     arr = json_array();
@@ -516,7 +321,7 @@ static void handle_ids(const struct call *q, struct serve_reply *out)
     if (!arr)
         range_failed(st, out, "query_ids", &e);
     else
-        reply_json(out, 200, json_pack("{s:o}", "merchants", arr));
+        api_reply_json(out, 200, json_pack("{s:o}", "merchants", arr));
 out:
     free(buf);
     free(list);
@@ -551,14 +356,14 @@ static json_t *series_doc(const struct serve_ctx *c, const struct serve_view *v,
         int64_t t = sr->from_ms + (int64_t)i * sr->step_ms;
         bool is_final = v->has_watermark && t + sr->step_ms + lateness <= v->watermark_ms;
         json_array_append_new(pts,
-                              json_pack("{s:o,s:I,s:I,s:b}", "t", rfc3339(t), "order_count",
+                              json_pack("{s:o,s:I,s:I,s:b}", "t", api_rfc3339(t), "order_count",
                                         (json_int_t)sr->pts[i].order_count, "revenue_cents",
                                         (json_int_t)sr->pts[i].revenue_cents, "final", is_final));
     }
     doc = json_pack("{s:s,s:s,s:o,s:o,s:o,s:o}", "merchant_id", id, "step", step, "from",
-                    rfc3339(sr->from_ms), "to", rfc3339(sr->from_ms + (int64_t)sr->n * sr->step_ms),
-                    "watermark", v->has_watermark ? rfc3339(v->watermark_ms) : json_null(),
-                    "points", pts);
+                    api_rfc3339(sr->from_ms), "to",
+                    api_rfc3339(sr->from_ms + (int64_t)sr->n * sr->step_ms), "watermark",
+                    v->has_watermark ? api_rfc3339(v->watermark_ms) : json_null(), "points", pts);
     return doc;
 }
 
@@ -612,7 +417,7 @@ static void handle_series(const struct call *q, struct serve_reply *out)
         return;
     }
     if (serve_store_begin(st, &v, &e) != 0) {
-        db_failed(out, "series", &e);
+        api_db_failed(out, "series", &e);
         return;
     }
     if (serve_span_resolve(st, &v, &sp, sr.step_ms, 60 * sr.step_ms, &sr.from_ms, &to_ms, &e) != 0)
@@ -634,7 +439,7 @@ out:
     serve_store_end(st);
     free(sr.pts);
     if (doc)
-        reply_json(out, 200, doc);
+        api_reply_json(out, 200, doc);
     else
         range_failed(st, out, "series", &e);
 }
@@ -684,7 +489,7 @@ static struct serve_rank *rank_span(const struct call *q, const char *route, str
         return NULL;
     }
     if (serve_store_begin(q->st, &v, &e) != 0) {
-        db_failed(out, route, &e);
+        api_db_failed(out, route, &e);
         serve_rank_free(r);
         return NULL;
     }
@@ -745,10 +550,10 @@ static void handle_top(const struct call *q, struct serve_reply *out)
         return;
     }
     json_t *doc = json_pack("{s:s?,s:s,s:o,s:o,s:o}", "window", window_label(&sp), "by", by, "from",
-                            rfc3339(from_ms), "to", rfc3339(to_ms), "merchants", list);
+                            api_rfc3339(from_ms), "to", api_rfc3339(to_ms), "merchants", list);
     if (doc && filter)
         json_object_set_new(doc, "filter", json_string(filter));
-    reply_json(out, 200, doc);
+    api_reply_json(out, 200, doc);
 }
 
 static void handle_groups(const struct call *q, struct serve_reply *out)
@@ -777,137 +582,12 @@ static void handle_groups(const struct call *q, struct serve_reply *out)
         serve_api_error(out, 500, "out of memory");
         return;
     }
-    reply_json(out, 200,
-               json_pack("{s:s,s:s?,s:s,s:o,s:o,s:o,s:{s:I,s:o}}", "group", group, "window",
-                         window_label(&sp), "by", by, "from", rfc3339(from_ms), "to",
-                         rfc3339(to_ms), "groups", list, "dimension", "version",
-                         (json_int_t)dim_version(q->dim), "loaded_at",
-                         rfc3339(dim_loaded_ms(q->dim))));
-}
-
-static void lag_sum(void *arg, const char *merchant_id, int64_t partition,
-                    const struct serve_sums *s)
-{
-    (void)merchant_id, (void)partition;
-    *(int64_t *)arg += s->order_count;
-}
-
-/* Sums the key_mismatch counters of both layers: orders whose message key is not their
- * merchant sit in a partition (and so a shard) their merchant does not hash to. */
-static void mismatch_sum(void *arg, const char *layer, const char *name, int64_t value)
-{
-    (void)layer;
-    if (!strcmp(name, "key_mismatch"))
-        *(int64_t *)arg += value;
-}
-
-/* What a router learns of a shard (DESIGN.md section 7): its set, the topic's partition
- * count, its watermark and key_mismatch. */
-static json_t *shard_doc(const struct call *q, const struct serve_view *v, int64_t mismatch)
-{
-    return json_pack("{s:s,s:o,s:o,s:o,s:I}", "partitions",
-                     q->c->shard_partitions ? q->c->shard_partitions : "all", "topic_partitions",
-                     v->topic_partitions > 0 ? json_integer(v->topic_partitions) : json_null(),
-                     "watermark", v->has_watermark ? rfc3339(v->watermark_ms) : json_null(),
-                     "watermark_ms", v->has_watermark ? json_integer(v->watermark_ms) : json_null(),
-                     "key_mismatch", (json_int_t)mismatch);
-}
-
-static void handle_health(const struct call *q, struct serve_reply *out)
-{
-    struct serve_store *st = q->st;
-    struct serve_health_facts facts;
-    struct lerr e = {{0}};
-    struct serve_view v;
-    int64_t lag = 0, mismatch = 0;
-    unsigned status;
-    json_t *doc;
-
-    if (serve_health_read(q->c->data_dir, &facts, &e) != 0) {
-        db_failed(out, "health", &e);
-        return;
-    }
-    if (serve_store_begin(st, &v, &e) != 0) {
-        db_failed(out, "health", &e);
-        return;
-    }
-    if (v.has_speed && serve_store_lag(st, lag_sum, &lag, &e) != 0) {
-        serve_store_end(st);
-        db_failed(out, "health", &e);
-        return;
-    }
-    serve_store_end(st);
-    if (serve_store_counters(st, mismatch_sum, &mismatch, &e) != 0) {
-        db_failed(out, "health", &e);
-        return;
-    }
-    doc = serve_health_judge(&v, &facts, lag, &q->c->health, tm_now_ms(), &status);
-    json_object_set_new(doc, "shard", shard_doc(q, &v, mismatch));
-    reply_json(out, status, doc);
-}
-
-/* The metrics label of route r. */
-static const char *route_label(int r)
-{
-    return serve_api_route_name((enum serve_route)r);
-}
-
-static void handle_metrics(const struct call *q, struct serve_reply *out)
-{
-    struct lerr e = {{0}};
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    int rc;
-
-    if (!f) {
-        serve_api_error(out, 500, "out of memory");
-        return;
-    }
-    serve_metrics_render(q->c->metrics, route_label, f);
-    if (q->c->dim) {
-        struct dim_stats ds;
-        dim_source_stats(q->c->dim, &ds);
-        serve_metrics_render_dimension(&ds, f);
-    }
-    struct serve_health_facts facts;
-    rc = serve_health_read(q->c->data_dir, &facts, &e);
-    if (rc == 0) {
-        serve_metrics_render_health(&facts, tm_now_ms(), f);
-        rc = serve_metrics_render_layers(q->st, f, &e);
-    }
-    fclose(f);
-    if (rc != 0) {
-        free(buf);
-        db_failed(out, "metrics", &e);
-        return;
-    }
-    out->status = 200;
-    out->content_type = "text/plain; version=0.0.4; charset=utf-8";
-    out->owned = buf;
-    out->body = buf;
-    out->len = len;
-}
-
-/* GET /events?once=1 (serve.c streams every other GET /events): the newest event as JSON,
- * for a client that cannot keep a stream open (the dashboard's fallback). */
-static void handle_events(const struct call *q, struct serve_reply *out)
-{
-    char buf[LIVE_EVENT_MAX];
-
-    if (!q->c->live) {
-        serve_api_error(out, 503, "no event source");
-        return;
-    }
-    serve_live_event(q->c->live, buf);
-    if (!(out->owned = strdup(buf))) {
-        serve_api_error(out, 500, "out of memory");
-        return;
-    }
-    out->status = 200;
-    out->content_type = json_ctype;
-    out->body = out->owned;
-    out->len = strlen(out->body);
+    api_reply_json(out, 200,
+                   json_pack("{s:s,s:s?,s:s,s:o,s:o,s:o,s:{s:I,s:o}}", "group", group, "window",
+                             window_label(&sp), "by", by, "from", api_rfc3339(from_ms), "to",
+                             api_rfc3339(to_ms), "groups", list, "dimension", "version",
+                             (json_int_t)dim_version(q->dim), "loaded_at",
+                             api_rfc3339(dim_loaded_ms(q->dim))));
 }
 
 static void handle_dashboard(const struct call *q, struct serve_reply *out)
@@ -939,9 +619,9 @@ static const struct route {
     [SERVE_R_SERIES] = {"series", "GET", "/query/*/series", handle_series},
     [SERVE_R_TOP] = {"top", "GET", "/top", handle_top},
     [SERVE_R_GROUPS] = {"groups", "GET", "/groups", handle_groups},
-    [SERVE_R_HEALTH] = {"health", "GET", "/health", handle_health},
-    [SERVE_R_METRICS] = {"metrics", "GET", "/metrics", handle_metrics},
-    [SERVE_R_EVENTS] = {"events", "GET", "/events", handle_events},
+    [SERVE_R_HEALTH] = {"health", "GET", "/health", api_handle_health},
+    [SERVE_R_METRICS] = {"metrics", "GET", "/metrics", api_handle_metrics},
+    [SERVE_R_EVENTS] = {"events", "GET", "/events", api_handle_events},
     [SERVE_R_OTHER] = {"other", NULL, NULL, handle_other},
 };
 
