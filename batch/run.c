@@ -67,8 +67,8 @@ static int open_dbs(struct batch *b, struct lerr *e)
                 " PRAGMA wal_autocheckpoint=65536",
                 e) != 0 ||
         db_exec(b->bdb, "PRAGMA cache_size=-131072; PRAGMA temp_store=FILE", e) != 0 ||
-        /* The run checkpoints batch.db's WAL on a thread once the recompute committed
-         * (ckpt.c), instead of in that commit. */
+        /* batch.db's WAL is checkpointed by the run once its version is published (ckpt.c),
+         * not in the middle of the run by the recompute's commit. */
         db_exec(b->bdb, "PRAGMA wal_autocheckpoint=0", e) != 0)
         return -1;
     db_path(b->data_dir, DB_MASTER, path, sizeof(path));
@@ -172,9 +172,7 @@ static void record_run(sqlite3 *run_db, const char *data_dir, int64_t started_ms
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     if (!db && db_open_rw(data_dir, DB_BATCH, &own, &e) == 0)
         db = own;
-    /* A plain BEGIN: on the run's connection IMMEDIATE would lock the attached master.db too.
-     * No other process writes batch.db (batch.lock). */
-    if (!db || db_exec(db, "BEGIN", &e) ||
+    if (!db || db_exec(db, "BEGIN IMMEDIATE", &e) ||
         db_prepare(db,
                    "INSERT INTO runs(started_ms, finished_ms, ok, version, failed_check, error)"
                    " VALUES(?,?,?,?,?,?)",
@@ -311,11 +309,6 @@ out:
         batch_ckpt_start(&batch_ckpt, b->data_dir, DB_BATCH);
     batch_ckpt_join(&master_ckpt);
     batch_ckpt_join(&batch_ckpt);
-    /* SQLite's default again for what follows (the record of the run, and runs that find
-     * nothing new): their few pages still get checkpointed while lambda-serve keeps batch.db
-     * open, so that no close ever does. */
-    if (b->bdb)
-        sqlite3_exec(b->bdb, "PRAGMA wal_autocheckpoint=1000", NULL, NULL, NULL);
     free(checks);
     batch_cut_release(&cut);
     return rc;
