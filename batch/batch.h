@@ -13,8 +13,6 @@
 #ifndef LAMBDA_BATCH_H
 #define LAMBDA_BATCH_H
 
-#include <limits.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -25,7 +23,6 @@
 
 #include "cfg.h"
 #include "csvrec.h"
-#include "db.h"
 #include "ev.h"
 #include "lerr.h"
 #include "shard.h"
@@ -120,22 +117,6 @@ struct batch_summary {
 };
 int batch_publish(struct batch *b, const struct batch_cut *cut, const struct batch_work *w,
                   const char *checks_json, struct batch_summary *s, struct lerr *e);
-
-/* A WAL checkpoint of one file on a thread of its own (ckpt.c), so that the sync of the pages
- * a run wrote overlaps the rest of the run. Start it once the run's writes to the file are
- * committed; join it before the file's connections close. A checkpoint that fails or cannot
- * start is only logged: the close's or a later commit's checkpoint does the work then. */
-struct batch_ckpt {
-    pthread_t thread;
-    bool is_started;
-    const char *name;
-    char path[PATH_MAX];
-    int frames, copied; /* the WAL's frames, and how many are in the file now */
-    int64_t ms;
-    char err[160];
-};
-void batch_ckpt_start(struct batch_ckpt *k, const char *data_dir, enum db_file f);
-void batch_ckpt_join(struct batch_ckpt *k);
 
 /* A run that found nothing new: its cut equals the newest published version's and no import
  * landed since (cut.c). Sets *unchanged and, then, *version. */

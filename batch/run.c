@@ -66,10 +66,7 @@ static int open_dbs(struct batch *b, struct lerr *e)
                 "PRAGMA cache_size=-262144; PRAGMA mmap_size=4294967296;"
                 " PRAGMA wal_autocheckpoint=65536",
                 e) != 0 ||
-        db_exec(b->bdb, "PRAGMA cache_size=-131072; PRAGMA temp_store=FILE", e) != 0 ||
-        /* batch.db's WAL is checkpointed by the run once its version is published (ckpt.c),
-         * not in the middle of the run by the recompute's commit. */
-        db_exec(b->bdb, "PRAGMA wal_autocheckpoint=0", e) != 0)
+        db_exec(b->bdb, "PRAGMA cache_size=-131072; PRAGMA temp_store=FILE", e) != 0)
         return -1;
     db_path(b->data_dir, DB_MASTER, path, sizeof(path));
     if (db_prepare(b->bdb, "ATTACH DATABASE ? AS m", &st, e) != 0)
@@ -157,22 +154,18 @@ static void first_failed(const char *checks_json, char *out, size_t size)
     json_decref(doc);
 }
 
-/* Records the run's outcome in batch.db's runs and run_counters, on the run's connection when
- * it is open (a failed transaction on it is rolled back first), else on one of its own. Best
- * effort: the outcome is on stderr and in the exit code anyway. */
-static void record_run(sqlite3 *run_db, const char *data_dir, int64_t started_ms,
-                       const struct run_outcome *o, const char *error)
+/* Records the run's outcome in batch.db's runs and run_counters, on a connection of its own
+ * (the run's may be in a failed transaction, or not open at all). Best effort: the outcome
+ * is on stderr and in the exit code anyway. */
+static void record_run(const char *data_dir, int64_t started_ms, const struct run_outcome *o,
+                       const char *error)
 {
     char name[96];
-    sqlite3 *own = NULL, *db = run_db;
+    sqlite3 *db = NULL;
     sqlite3_stmt *ins = NULL, *add = NULL;
     struct lerr e = {{0}};
 
-    if (db && !sqlite3_get_autocommit(db))
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-    if (!db && db_open_rw(data_dir, DB_BATCH, &own, &e) == 0)
-        db = own;
-    if (!db || db_exec(db, "BEGIN IMMEDIATE", &e) ||
+    if (db_open_rw(data_dir, DB_BATCH, &db, &e) != 0 || db_exec(db, "BEGIN IMMEDIATE", &e) ||
         db_prepare(db,
                    "INSERT INTO runs(started_ms, finished_ms, ok, version, failed_check, error)"
                    " VALUES(?,?,?,?,?,?)",
@@ -211,7 +204,7 @@ out:
     }
     sqlite3_finalize(ins);
     sqlite3_finalize(add);
-    sqlite3_close(own);
+    sqlite3_close(db);
 }
 
 static void print_summary(const struct batch_summary *s, const struct batch_work *w,
@@ -257,7 +250,6 @@ static void report_differences(const struct batch_work *w)
 
 static int run_locked(struct batch *b, struct run_outcome *o, int64_t *differences, struct lerr *e)
 {
-    struct batch_ckpt master_ckpt = {0}, batch_ckpt = {0};
     struct batch_cut cut = {0};
     struct batch_summary s;
     struct batch_work w;
@@ -282,10 +274,8 @@ static int run_locked(struct batch *b, struct run_outcome *o, int64_t *differenc
         batch_work_start(b, cut.version, b->is_full, &w, e) != 0)
         goto out;
     w.ingest_ms = tm_mono_ms() - t;
-    batch_ckpt_start(&master_ckpt, b->data_dir, DB_MASTER); /* ingest's pages, while we go on */
     if (batch_recompute(b, &w, e) != 0)
         goto out;
-    batch_ckpt_start(&batch_ckpt, b->data_dir, DB_BATCH); /* the version's rows, beside checks */
     t = tm_mono_ms();
     if (batch_check(b, &w, &passed, &checks, e) != 0)
         goto out;
@@ -305,10 +295,6 @@ static int run_locked(struct batch *b, struct run_outcome *o, int64_t *differenc
     *differences = w.differences;
     rc = 0;
 out:
-    if (rc != 0 && b->bdb && !batch_ckpt.is_started) /* a failed run may have written */
-        batch_ckpt_start(&batch_ckpt, b->data_dir, DB_BATCH);
-    batch_ckpt_join(&master_ckpt);
-    batch_ckpt_join(&batch_ckpt);
     free(checks);
     batch_cut_release(&cut);
     return rc;
@@ -342,8 +328,8 @@ int batch_run(const struct cfg *c, bool *skipped, int64_t *differences, struct l
     }
     log_info("batch", "run_started data_dir=%s topic=%s", b.data_dir, b.topic);
     rc = run_locked(&b, &o, differences, e);
-    record_run(b.bdb, cfg_str(c, "data_dir"), started_ms, &o, rc == 0 ? NULL : e->msg);
     close_batch(&b);
+    record_run(cfg_str(c, "data_dir"), started_ms, &o, rc == 0 ? NULL : e->msg);
     lock_release(fd);
     return rc;
 }
