@@ -12,8 +12,11 @@
 #     Under CONNS connections on 2 cores the figures say how much CPU the router costs (every
 #     answer is queued behind others: latency follows throughput); over one connection
 #     (CONNS_LOW) they say what one routed answer adds to a direct one: the round trip.
+#     Each router figure is the median of SHARDS_BENCH_ROUNDS rounds, each round measuring the
+#     direct server and the routers one after the other (so a neighbour's load falls on both).
 # Env: BENCH_DURATION (10s), BENCH_CONNECTIONS (32), BENCH_CONNECTIONS_LOW (1), BENCH_MERCHANTS (10000),
-# SHARDS_BENCH_EVENTS (400000), SHARDS_BENCH_PHASES ("router catchup"), LAMBDA_BIN (bin).
+# SHARDS_BENCH_EVENTS (400000), SHARDS_BENCH_PHASES ("router catchup"), SHARDS_BENCH_ROUNDS (3),
+# LAMBDA_BIN (bin).
 set -eu
 cd "$(dirname "$0")/.."
 BIN=${LAMBDA_BIN:-bin}
@@ -22,6 +25,7 @@ CONNS=${BENCH_CONNECTIONS:-32}
 CONNS_LOW=${BENCH_CONNECTIONS_LOW:-1}
 MERCHANTS=${BENCH_MERCHANTS:-10000}
 N=${SHARDS_BENCH_EVENTS:-400000}
+ROUNDS=${SHARDS_BENCH_ROUNDS:-3}
 PHASES=" ${SHARDS_BENCH_PHASES:-router catchup} "
 OUT=build/bench/shards
 W=$(mktemp -d "${TMPDIR:-/tmp}/lambda-bench-shards-XXXXXX")
@@ -63,6 +67,14 @@ measure() {
         / Non-2xx or 3xx responses:/ { bad = $NF }
         END { if (bad) { print "non-2xx answers: " bad > "/dev/stderr"; exit 1 }
               printf "%.0f %.3f %.3f\n", rps, p50, p99 }' "$W/wrk.txt"
+}
+
+# The median of each column of the "req_per_s p50_ms p99_ms" lines in file $1.
+median() {
+    for col in 1 2 3; do
+        cut -d' ' -f$col "$1" | sort -g | awk '{ v[NR] = $1 } END { printf "%s ", v[int((NR + 1) / 2)] }'
+    done
+    echo
 }
 
 if phase router; then
@@ -115,13 +127,23 @@ LUA
     b=$(curl -sf "http://127.0.0.1:$RPORT/query/m-04242" | totals)
     c=$(curl -sf "http://127.0.0.1:$KPORT/query/m-04242" | totals)
     echo "bench/shards: /query/m-04242 direct, routed to both, keyed: '$a', '$b', '$c'"
-    set -- $(measure "http://127.0.0.1:$DPORT")
+    : >"$W/d.txt"; : >"$W/r.txt"; : >"$W/k.txt"
+    i=0
+    while [ $i -lt "$ROUNDS" ]; do
+        measure "http://127.0.0.1:$DPORT" >>"$W/d.txt"
+        measure "http://127.0.0.1:$RPORT" >>"$W/r.txt"
+        measure "http://127.0.0.1:$KPORT" >>"$W/k.txt"
+        echo "bench/shards: round $((i + 1)) -c$CONNS direct, both asked, by key:" \
+            "$(tail -1 "$W/d.txt") | $(tail -1 "$W/r.txt") | $(tail -1 "$W/k.txt") (load $(cut -d' ' -f1 /proc/loadavg))"
+        i=$((i + 1))
+    done
+    set -- $(median "$W/d.txt")
     D_RPS=$1 D_P50=$2 D_P99=$3
-    set -- $(measure "http://127.0.0.1:$RPORT")
+    set -- $(median "$W/r.txt")
     R_RPS=$1 R_P50=$2 R_P99=$3
-    set -- $(measure "http://127.0.0.1:$KPORT")
+    set -- $(median "$W/k.txt")
     K_RPS=$1 K_P50=$2 K_P99=$3
-    echo "bench/shards: wrk -t1 -c$CONNS -d$DUR, random merchants of $MERCHANTS, GET /query/<id>"
+    echo "bench/shards: wrk -t1 -c$CONNS -d$DUR, random merchants of $MERCHANTS, GET /query/<id>, medians of $ROUNDS rounds"
     printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "lambda-serve, direct" "$D_RPS" "$D_P50" "$D_P99"
     printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "router -> 2 shards (both asked)" "$R_RPS" "$R_P50" "$R_P99"
     printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "router by key -> its shard" "$K_RPS" "$K_P50" "$K_P99"
@@ -134,11 +156,20 @@ LUA
         printf "  shards.router by_key     throughput_ratio=%.2f added_p50_ms=%.3f added_p99_ms=%.3f p99_ratio=%.2f (goal <= 2.00: %s)\n",
             rr / dr, r50 - d50, r99 - d99, pr, (pr <= 2.0 ? "met" : "MISSED") }'
     # One connection, side by side: what a routed answer adds when nothing queues.
-    set -- $(measure "http://127.0.0.1:$DPORT" "$CONNS_LOW")
+    : >"$W/ld.txt"; : >"$W/lk.txt"
+    i=0
+    while [ $i -lt "$ROUNDS" ]; do
+        measure "http://127.0.0.1:$DPORT" "$CONNS_LOW" >>"$W/ld.txt"
+        measure "http://127.0.0.1:$KPORT" "$CONNS_LOW" >>"$W/lk.txt"
+        echo "bench/shards: round $((i + 1)) -c$CONNS_LOW direct, by key:" \
+            "$(tail -1 "$W/ld.txt") | $(tail -1 "$W/lk.txt") (load $(cut -d' ' -f1 /proc/loadavg))"
+        i=$((i + 1))
+    done
+    set -- $(median "$W/ld.txt")
     L_D_RPS=$1 L_D_P50=$2 L_D_P99=$3
-    set -- $(measure "http://127.0.0.1:$KPORT" "$CONNS_LOW")
+    set -- $(median "$W/lk.txt")
     L_K_RPS=$1 L_K_P50=$2 L_K_P99=$3
-    echo "bench/shards: wrk -t1 -c$CONNS_LOW -d$DUR, the same requests"
+    echo "bench/shards: wrk -t1 -c$CONNS_LOW -d$DUR, the same requests, medians of $ROUNDS rounds"
     printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "lambda-serve, direct" "$L_D_RPS" "$L_D_P50" "$L_D_P99"
     printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "router by key -> its shard" "$L_K_RPS" "$L_K_P50" "$L_K_P99"
     awk -v d50="$L_D_P50" -v r50="$L_K_P50" -v d99="$L_D_P99" -v r99="$L_K_P99" 'BEGIN {
