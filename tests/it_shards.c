@@ -728,6 +728,19 @@ static int64_t routed_orders(const char *merchant_id)
     return n;
 }
 
+/* A merchant's routed order count, awaited. */
+struct orders_want {
+    const char *merchant_id;
+    int64_t n;
+};
+
+static bool routed_orders_are(void *arg)
+{
+    const struct orders_want *want = arg;
+
+    return routed_orders(want->merchant_id) == want->n;
+}
+
 /* The router's /events: one event per shard event, naming the shard, soon after the shard's
  * own; a shard whose stream drops is named in an event and in /health, and comes back. */
 Test(shards, the_routers_events_come_from_the_shards_and_name_a_dropped_one, .timeout = 300)
@@ -825,6 +838,9 @@ Test(shards, the_routers_events_come_from_the_shards_and_name_a_dropped_one, .ti
     int64_t theirs_before = routed_orders(theirs);
     produce_order(mine, theirs, "ev-order-2");
     cr_assert(it_wait_until(routing_is, "every_shard", 20000), "the router saw key_mismatch");
+    /* The shard's /health can tell the mismatch a moment before its totals follow the order. */
+    struct orders_want sum = {theirs, theirs_before + 1};
+    cr_expect(it_wait_until(routed_orders_are, &sum, 10000), "summed over the shards");
     cr_expect_eq(routed_orders(theirs), theirs_before + 1, "summed over the shards");
     snprintf(want, sizeof(want), "shard %s reports key_mismatch=1: ", w.st[0].url);
     static const char *const refused[] = {"/top?n=3", "/groups?group=category"};
