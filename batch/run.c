@@ -64,7 +64,7 @@ static int open_dbs(struct batch *b, struct lerr *e)
     /* Random-order primary-key inserts need the B-tree's inner pages in memory. */
     if (db_exec(b->master,
                 "PRAGMA cache_size=-262144; PRAGMA mmap_size=4294967296;"
-                " PRAGMA wal_autocheckpoint=65536",
+                " PRAGMA wal_autocheckpoint=65536; PRAGMA journal_size_limit=67108864",
                 e) != 0 ||
         db_exec(b->bdb, "PRAGMA cache_size=-131072; PRAGMA temp_store=FILE", e) != 0)
         return -1;
@@ -118,8 +118,28 @@ struct run_outcome {
     char failed_check[64]; /* the first failed data-quality check, "" when none */
 };
 
+/* Copies master.db's log into the file on the run's own connection once its commits are
+ * done, so the next run's first commit starts the log over and journal_size_limit trims it.
+ * Closing does the same only as the file's last connection: lambda-serve (versions_published)
+ * and the speed layer (its duplicate look-ups) keep master.db open, and the log grew to
+ * wal_autocheckpoint's 256 MiB. PASSIVE: a reader is never waited for; what it still sees is
+ * copied by the next run. */
+static void checkpoint_master(struct batch *b)
+{
+    int frames = 0, copied = 0;
+
+    if (!b->master || !sqlite3_get_autocommit(b->master))
+        return;
+    if (sqlite3_wal_checkpoint_v2(b->master, "main", SQLITE_CHECKPOINT_PASSIVE, &frames, &copied) !=
+        SQLITE_OK)
+        log_warn("batch", "master_checkpoint_failed err=\"%s\"", sqlite3_errmsg(b->master));
+    else
+        log_debug("batch", "master_checkpoint frames=%d copied=%d", frames, copied);
+}
+
 static void close_batch(struct batch *b)
 {
+    checkpoint_master(b);
     if (b->rk) {
         rd_kafka_consumer_close(b->rk);
         rd_kafka_destroy(b->rk);
