@@ -211,7 +211,14 @@ static int load_positions(struct ingest *in, const struct batch_cut *cut, struct
             p->is_done = true;
             continue;
         }
-        if (kafka_watermarks(b->rk, b->topic, p->partition, (int)b->kafka_timeout_ms, &low, &high,
+        if (p->partition == BATCH_IMPORT_PARTITION) {
+            /* The import log is not Kafka: batch_imports_move() read it, and its position
+             * (written back unchanged) is that step's. */
+            p->is_done = true;
+            continue;
+        }
+        if ((!b->rk && batch_kafka_open(b, e) != 0) ||
+            kafka_watermarks(b->rk, b->topic, p->partition, (int)b->kafka_timeout_ms, &low, &high,
                              e) != 0)
             return -1;
         if (high < p->cut)
