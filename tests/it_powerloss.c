@@ -185,8 +185,8 @@ struct run {
     struct it_proc kafka, speed, serve, job;
     struct it_truth stream, imp;
     bool import_done;      /* lambda-batch import returned */
-    bool import_published; /* and a batch run returned after it: its orders count */
-    bool import_in_flight; /* the power went out during that batch run: they may count */
+    bool import_published; /* and its orders count (the speed layer counted them) */
+    bool import_in_flight; /* the power went out during it: they may count */
     bool lost, torn;
     const char *target; /* the role whose at-th sync loses the power; NULL for the dry run */
     long at;
