@@ -629,7 +629,7 @@ Test(batch_incr, nothing_new_publishes_nothing_and_an_import_publishes, .timeout
     snprintf(file, sizeof(file), "%s/import.err", v.dir);
     out = it_read_file(file, NULL);
     cr_assert(out && strstr(out, "msg=published version=2 ") && strstr(out, " mode=incremental ") &&
-                  strstr(out, " ingested=1 ") && strstr(out, " merchants_rewritten=1 ") &&
+                  strstr(out, " ingested=0 ") && strstr(out, " merchants_rewritten=1 ") &&
                   strstr(out, " buckets_rewritten=1 "),
               "%s", out);
     free(out);
