@@ -39,7 +39,15 @@ struct batch {
     sqlite3 *bdb;           /* batch.db, read-write, with master.db attached as "m" */
     rd_kafka_t *rk;         /* the consumer, created by batch_kafka_open() */
     struct shard_set shard; /* shard_partitions: the only partitions cut and ingested */
+    /* An import's run (batch_run_for_import): it holds speed.lock already, and a cut it picks
+     * is the newest published one with the import log's end as its offset for partition -1. */
+    bool is_import;
 };
+
+/* The import log (master.db's import_log, DESIGN.md section 2 "Imports meet the stream") is
+ * consumed like a Kafka partition with this number, its offsets the lines' seqs: the speed
+ * layer's positions and boundaries and a version's cut cover it as any partition. */
+#define BATCH_IMPORT_PARTITION (-1)
 
 /* The process's one stop flag: lambda-batch's main.c sets it on SIGINT/SIGTERM during a run
  * (sig.h); ingest polls it and stops with an error, a pause point returns to exit. */
@@ -67,12 +75,40 @@ int batch_run(const struct cfg *c, bool *skipped, int64_t *differences, struct l
 /* Creates the consumer (not yet assigned) in b->rk. */
 int batch_kafka_open(struct batch *b, struct lerr *e);
 
-/* Finds the pending cut or picks and records a new one (DESIGN.md section 3). */
+/* Finds the pending cut or picks and records a new one (DESIGN.md section 3). An import's run
+ * (b->is_import) picks the newest published version's cut_epoch and Kafka offsets (none
+ * published: no Kafka offsets, and the oldest epoch speed.db holds, or the current one), with
+ * the import log's end for partition -1. */
 int batch_cut_get(struct batch *b, struct batch_cut *cut, struct lerr *e);
 
-/* Ingests every partition of the cut from its ingest offset up to (not including) the cut
- * offset. *ingested counts the messages read by this call. */
+/* Ingests every Kafka partition of the cut from its ingest offset up to (not including) the
+ * cut offset. *ingested counts the messages read by this call. */
 int batch_ingest(struct batch *b, const struct batch_cut *cut, int64_t *ingested, struct lerr *e);
+
+/* imports.c: the staged import lines below the cut's offset for partition -1 go into the
+ * master dataset before Kafka is ingested, in transactions of chunk_rows lines, each with the
+ * new position (ingest_offsets(-1)) and the sums: those the speed layer judged duplicates
+ * (speed.db's import_dups) are skipped, the others are inserted first in seq order (INSERT OR
+ * IGNORE). In an import's own run (b->is_import, a cut not reused) it is the take-in instead:
+ * the lines no one took in yet are checked against the speed layer's seen ids since the cut
+ * (shared/dedup.h) and the master dataset, put in or marked duplicates (import_log.state),
+ * and the position stays (the lines the speed layer counted below them are not in master). */
+int batch_imports_move(struct batch *b, const struct batch_cut *cut, struct lerr *e);
+
+/* imports.c: the end of the import log (the next seq it will give out), never below what
+ * ingest_offsets(-1) says master holds. */
+int batch_imports_end(sqlite3 *master, int64_t *end, struct lerr *e);
+
+/* imports.c: speed.db's committed position for partition -1 into *out (-1 when speed.db or
+ * the position does not exist). */
+int batch_imports_speed_position(const char *data_dir, int64_t *out, struct lerr *e);
+
+/* run.c: an import's publish, while the import holds batch.lock and speed.lock (no speed
+ * layer runs): a pending cut is run first as any run would, then a version with
+ * batch_imports_cut(), whose take-in puts the staged lines no one took in yet into the master
+ * dataset, so they count from its publish (DESIGN.md section 2). *version: the newest
+ * published version after it. */
+int batch_run_for_import(const struct cfg *c, int64_t *version, struct lerr *e);
 
 /* What one version's recompute works from and did: read by batch_work_start(), filled in by
  * batch_recompute(), then read by the checks, the publish and the summary line. */
@@ -140,6 +176,11 @@ struct batch_rows {
     struct batch_row *v;
     size_t n, cap;
 };
+
+/* What one order adds to s (inserted: the caller counts it once). */
+struct batch_sums;
+int batch_sums_add(struct batch_sums *s, const char *merchant_id, int64_t event_ms,
+                   int64_t amount_cents, struct lerr *e);
 
 int batch_rows_add(struct batch_rows *r, const struct ev_order *o, const void *raw, size_t raw_len,
                    int32_t partition, int64_t offset, struct lerr *e);

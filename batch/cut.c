@@ -3,13 +3,16 @@
  * A pending version's cut binds: a run that finds one reuses it, so a failed run's successor
  * publishes exactly what its predecessor promised the speed layer. Otherwise the cut is the
  * speed layer's newest boundary when a speed layer runs (it holds speed.lock), or Kafka's high
- * watermarks when none does (we hold speed.lock while picking, so none can start meanwhile). */
+ * watermarks when none does (we hold speed.lock while picking, so none can start meanwhile).
+ * Either covers the import log as partition -1: the boundary's offset for it, or its end. */
 #include "batch.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cut.h"
 #include "db.h"
@@ -121,21 +124,27 @@ static int newest_cut_epoch(struct batch *b, int64_t *out, struct lerr *e)
 /* No speed layer runs and we hold speed.lock: the cut is the high watermarks now. */
 static int pick_from_kafka(struct batch *b, struct batch_cut *cut, struct lerr *e)
 {
-    int64_t epoch_ms = cfg_ms(b->c, "epoch_ms"), newest = -1, boundary = -1;
+    int64_t epoch_ms = cfg_ms(b->c, "epoch_ms"), newest = -1, boundary = -1, end = 0;
     int timeout = (int)b->kafka_timeout_ms, n;
     bool found;
 
     if (epoch_ms <= 0)
         return lerr_set(e, "bad value for 'epoch_ms': must be positive");
-    if (kafka_partition_count(b->rk, b->topic, timeout, &n, e) != 0 ||
+    /* The import log first (partitions in order): everything staged so far. Kafka is asked
+     * about the others only. */
+    if (batch_imports_end(b->master, &end, e) != 0 ||
+        cut_add(cut, BATCH_IMPORT_PARTITION, end, e) != 0)
+        return -1;
+    if ((!b->rk && batch_kafka_open(b, e) != 0) ||
+        kafka_partition_count(b->rk, b->topic, timeout, &n, e) != 0 ||
         shard_set_check_topic(&b->shard, n, e) != 0)
         return -1;
     for (int p = 0; p < n; p++)
         if (shard_set_has(&b->shard, p) && cut_add(cut, p, 0, e) != 0)
             return -1; /* another shard's partition: this one neither cuts nor ingests it */
     /* One question for all of them: the high watermarks are the cut offsets. */
-    if (kafka_watermarks_of(b->rk, b->topic, cut->partitions, cut->nparts, timeout, NULL,
-                            cut->offsets, e) != 0)
+    if (kafka_watermarks_of(b->rk, b->topic, cut->partitions + 1, cut->nparts - 1, timeout, NULL,
+                            cut->offsets + 1, e) != 0)
         return -1;
     /* Epochs never go backwards: a speed layer that starts after this cut must begin at or
      * after cut_epoch, and an earlier speed layer's boundaries are all before it. */
@@ -187,6 +196,55 @@ static int pick_from_speed(struct batch *b, struct batch_cut *cut, struct lerr *
     return 0;
 }
 
+/* cut_offset_fn: the Kafka partitions of a published cut, into an import's cut. */
+static int add_kafka_offset(void *arg, int32_t partition, int64_t offset, struct lerr *e)
+{
+    return partition == BATCH_IMPORT_PARTITION ? 0 : cut_add(arg, partition, offset, e);
+}
+
+/* The oldest epoch speed.db holds a boundary of (every delta's epoch is at or after it), or
+ * the current epoch when there is none. */
+static int oldest_speed_epoch(struct batch *b, int64_t *out, struct lerr *e)
+{
+    char path[PATH_MAX];
+    sqlite3 *db = NULL;
+    int64_t has = 0;
+    int rc = 0;
+
+    *out = tm_epoch(tm_now_ms(), cfg_ms(b->c, "epoch_ms"));
+    db_path(b->data_dir, DB_SPEED, path, sizeof(path));
+    if (access(path, F_OK) != 0)
+        return 0;
+    if (db_open_ro(b->data_dir, DB_SPEED, &db, e) != 0)
+        return -1;
+    rc = db_query_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'boundaries'", &has, e);
+    if (rc == 0 && has)
+        rc = db_query_int(db, "SELECT min(epoch) FROM boundaries", out, e);
+    sqlite3_close(db);
+    return rc;
+}
+
+/* An import's run, holding speed.lock: the published cut again, with the import log's end.
+ * The same cut_epoch keeps every speed delta counted that the published version left to the
+ * speed layer (import lines among them); with no version published, the oldest epoch of the
+ * speed layer's state does. The take-in then puts only the lines no one judged yet into the
+ * master dataset (imports.c). */
+static int pick_for_import(struct batch *b, struct batch_cut *cut, struct lerr *e)
+{
+    struct cut_version pub;
+    int64_t end = 0;
+    bool found;
+
+    if (batch_imports_end(b->master, &end, e) != 0 ||
+        cut_add(cut, BATCH_IMPORT_PARTITION, end, e) != 0 ||
+        cut_published(b->bdb, &pub, &found, e) != 0)
+        return -1;
+    if (!found)
+        return oldest_speed_epoch(b, &cut->cut_epoch, e);
+    cut->cut_epoch = pub.epoch;
+    return cut_offsets(b->bdb, pub.id, add_kafka_offset, cut, e);
+}
+
 /* Records the picked cut, unless it holds nothing new (and no full run was asked for): then
  * nothing is recorded, so no pending cut is left behind. */
 static int record_if_new(struct batch *b, struct batch_cut *cut, struct lerr *e)
@@ -216,11 +274,17 @@ int batch_cut_get(struct batch *b, struct batch_cut *cut, struct lerr *e)
                  cut->version, cut->cut_epoch, cut->nparts);
         return 0;
     }
-    got = lock_try(b->data_dir, "speed.lock", &fd, e);
-    if (got < 0)
-        return -1;
-    speed_runs = got == 0;
-    rc = speed_runs ? pick_from_speed(b, cut, e) : pick_from_kafka(b, cut, e);
+    if (b->is_import) {
+        /* An import's run: it holds speed.lock itself, so no speed layer runs. */
+        speed_runs = false;
+        rc = pick_for_import(b, cut, e);
+    } else {
+        got = lock_try(b->data_dir, "speed.lock", &fd, e);
+        if (got < 0)
+            return -1;
+        speed_runs = got == 0;
+        rc = speed_runs ? pick_from_speed(b, cut, e) : pick_from_kafka(b, cut, e);
+    }
     if (rc == 0)
         rc = record_if_new(b, cut, e);
     lock_release(fd); /* the pending cut is recorded: a speed layer may start from it */

@@ -1,18 +1,32 @@
-/* import.c - backfill files into the master dataset: NDJSON or CSV, through ev_parse.
+/* import.c - backfill files into the import log, counted exactly once with the stream.
  *
  * The format is told by the first line: exactly "order_id,merchant_id,amount_cents,event_time"
  * is CSV (double-quoted fields, read by shared/csvrec), anything else NDJSON (one object per line;
- * blank lines are skipped). Orders keep partition -1 and offset = line number; rejects name
- * the file and the line. A file goes in transactions of chunk_rows lines; each commits, with
- * its rows, the file's progress in master's counters ("import:<hash>:line" and its figures),
- * so a killed import of the same content resumes after the last committed line, losing and
- * doubling nothing. The last transaction records the content's hash in `imports`: a re-import
- * of the same content adds nothing. The future-time rule is checked against the wall clock. */
+ * blank lines are skipped). Valid lines are staged in master.db's import_log, each at the next
+ * seq: the import log is consumed like a Kafka partition numbered -1 (DESIGN.md section 2,
+ * "Imports meet the stream"); rejects name the file and the line. A file goes in transactions
+ * of chunk_rows lines; each commits, with its lines, the file's progress in master's counters
+ * ("import:<hash>:line" and its figures), so a killed import of the same content resumes after
+ * the last committed line, losing and doubling nothing. The last transaction records the
+ * content's hash in `imports`: a re-import of the same content adds nothing. The future-time
+ * rule is checked against the wall clock.
+ *
+ * An import returns once its lines count, whoever takes them in. With a speed layer running
+ * (speed.lock held by another process), that layer reads the staged lines as partition -1 in
+ * its checkpoint intervals, through the same duplicate rule and aggregation as Kafka events:
+ * the import waits (import_wait) until speed.db's committed position for -1 passes every
+ * staged line. With none (the import gets speed.lock without waiting, or once it is freed
+ * while waiting), it holds speed.lock and runs a batch version of its own
+ * (batch_run_for_import): the lines no one judged yet are checked against the speed layer's
+ * seen ids since the cut and the master dataset, go into orders, and are published with the
+ * same cut_epoch before speed.lock is released. Either way the first copy durably taken in
+ * wins, and no answer counts an order twice or not at all. */
 #include "batch.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,22 +49,25 @@
 static const char csv_header[] = "order_id,merchant_id,amount_cents,event_time";
 
 struct import {
+    const struct cfg *c;
+    const char *data_dir;
     sqlite3 *master;
-    sqlite3_stmt *ins_order, *ins_reject, *find, *record;
+    sqlite3_stmt *ins_line, *ins_reject, *find, *record;
     struct ev_rules rules;
     const char *path; /* the file being imported, as given */
     const char *pause_at;
     char hash[17]; /* of the file's content, hex */
     int64_t now_ms;
-    int64_t chunk_rows;     /* lines per transaction */
-    int64_t chunk_n;        /* lines in the open transaction */
-    int64_t chunk_dups;     /* duplicates in the open transaction */
-    int64_t done_line;      /* every line up to this one is in master */
-    struct batch_rows rows; /* valid orders of the open transaction; raw in the mapped file */
-    struct batch_sums sums; /* what the inserted ones add, recorded with them */
-    bool is_summed;         /* a version is published: the next run adds the sums to it */
-    struct csvrec csv;      /* the fields of one CSV line */
-    int64_t lines, orders, dups, rejects; /* of the file being imported, resumes included */
+    int64_t chunk_rows; /* lines per transaction */
+    int64_t chunk_n;    /* lines in the open transaction */
+    int64_t done_line;  /* every line up to this one is staged */
+    int64_t first_seq;  /* the file's first staged line in import_log, 0 while none */
+    int64_t last_seq;   /* its last */
+    int speed_fd;       /* speed.lock while this import holds it (no speed layer runs), else -1 */
+    int64_t wait_ms;    /* import_wait: how long a running speed layer may take */
+    struct csvrec csv;  /* the fields of one CSV line */
+    int64_t lines, staged, rejects; /* of the file being imported, resumes included */
+    int64_t orders, dups;           /* its staged lines counted, and found duplicates */
     bool is_tty;
     /* On a shard, only the orders whose merchant hashes into its set (DESIGN.md section 7). */
     struct shard_set shard;
@@ -64,9 +81,9 @@ static int prepare(struct import *im, struct lerr *e)
     sqlite3 *m = im->master;
 
     return db_prepare(m,
-                      "INSERT OR IGNORE INTO orders(merchant_id, order_id, amount_cents,"
-                      " event_time_ms, partition, offset, raw) VALUES(?,?,?,?,?,?,?)",
-                      &im->ins_order, e) ||
+                      "INSERT INTO import_log(merchant_id, order_id, amount_cents, event_time_ms,"
+                      " raw, file_hash, line) VALUES(?,?,?,?,?,?,?)",
+                      &im->ins_line, e) ||
            db_prepare(m,
                       "INSERT INTO rejects(source, line, reason, payload, at_ms)"
                       " VALUES(?,?,?,?,?)",
@@ -127,20 +144,20 @@ static int add_line(struct import *im, const char *s, size_t len, bool is_csv, i
         im->not_this_shard++;
         return 0;
     }
-    return batch_rows_add(&im->rows, &o, s, len, -1, line_no, e);
-}
-
-/* Inserts the open transaction's orders; counts them as orders or duplicates. */
-static int flush_rows(struct import *im, struct lerr *e)
-{
-    int64_t n = (int64_t)im->rows.n, dups = 0, mismatch = 0;
-
-    if (batch_rows_flush(&im->rows, im->ins_order, im->is_summed ? &im->sums : NULL, &dups,
-                         &mismatch, e) != 0)
+    st = im->ins_line;
+    sqlite3_bind_text(st, 1, o.merchant_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, o.order_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, o.amount_cents);
+    sqlite3_bind_int64(st, 4, o.event_ms);
+    sqlite3_bind_blob(st, 5, s, (int)len, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, im->hash, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 7, line_no);
+    if (db_step_done(st, e) != 0)
         return -1;
-    im->orders += n - dups;
-    im->dups += dups;
-    im->chunk_dups += dups;
+    im->last_seq = sqlite3_last_insert_rowid(im->master);
+    if (im->first_seq == 0)
+        im->first_seq = im->last_seq;
+    im->staged++;
     return 0;
 }
 
@@ -155,8 +172,8 @@ static bool is_blank(const char *s, size_t len)
 /* Reads or writes the file's progress counters ("import:<hash>:<what>"). */
 static int progress(struct import *im, bool is_save, struct lerr *e)
 {
-    static const char *const what[] = {"line", "orders", "duplicates", "rejects", "not_this_shard"};
-    int64_t *v[] = {&im->done_line, &im->orders, &im->dups, &im->rejects, &im->not_this_shard};
+    static const char *const what[] = {"line", "staged", "rejects", "not_this_shard", "first_seq"};
+    int64_t *v[] = {&im->done_line, &im->staged, &im->rejects, &im->not_this_shard, &im->first_seq};
     const char *sql = is_save ? "INSERT OR REPLACE INTO counters(name, value) VALUES(?, ?)"
                               : "SELECT value FROM counters WHERE name=?";
     sqlite3_stmt *st = NULL;
@@ -165,7 +182,7 @@ static int progress(struct import *im, bool is_save, struct lerr *e)
 
     if (db_prepare(im->master, sql, &st, e) != 0)
         return -1;
-    for (int i = 0; i < 4 && rc == 0; i++) {
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]) && rc == 0; i++) {
         snprintf(name, sizeof(name), "import:%s:%s", im->hash, what[i]);
         sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
         if (is_save) {
@@ -184,13 +201,9 @@ static int progress(struct import *im, bool is_save, struct lerr *e)
 static int chunk_commit(struct import *im, int64_t line_no, struct lerr *e)
 {
     im->done_line = line_no;
-    if (flush_rows(im, e) != 0 ||
-        (im->is_summed && batch_sums_write(&im->sums, im->master, "import", false, e) != 0) ||
-        progress(im, true, e) != 0 ||
-        batch_counter_add(im->master, "duplicates", im->chunk_dups, e) != 0 ||
-        db_exec(im->master, "COMMIT", e) != 0)
+    if (progress(im, true, e) != 0 || db_exec(im->master, "COMMIT", e) != 0)
         return -1;
-    im->chunk_n = im->chunk_dups = 0;
+    im->chunk_n = 0;
     batch_pause(im->pause_at, "import");
     return db_exec(im->master, "BEGIN IMMEDIATE", e);
 }
@@ -263,17 +276,14 @@ static int record(struct import *im, const char *hash, struct lerr *e)
     sqlite3_stmt *st = im->record;
     int rc;
 
-    if (flush_rows(im, e) != 0 || /* first: it settles the figures */
-        (im->is_summed && batch_sums_write(&im->sums, im->master, "import", true, e) != 0))
-        return -1;
+    /* orders: the staged lines until they are counted (figures() settles it). */
     sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, im->path, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, im->lines);
-    sqlite3_bind_int64(st, 4, im->orders);
+    sqlite3_bind_int64(st, 4, im->staged);
     sqlite3_bind_int64(st, 5, im->rejects);
     sqlite3_bind_int64(st, 6, im->now_ms);
     if (db_step_done(st, e) != 0 ||
-        batch_counter_add(im->master, "duplicates", im->chunk_dups, e) != 0 ||
         db_prepare(im->master, "DELETE FROM counters WHERE name LIKE 'import:' || ? || ':%'", &st,
                    e) != 0)
         return -1;
@@ -283,18 +293,140 @@ static int record(struct import *im, const char *hash, struct lerr *e)
     return rc;
 }
 
-static int import_data(struct import *im, const char *data, size_t size, struct lerr *e)
+/* The staged lines up to the import log's end minus one are counted once a running speed
+ * layer's committed position for -1 has passed them all (*done). 1 when speed.lock came free
+ * meanwhile (this import then holds it), 0 when counted, -1 with e set at import_wait. */
+static int wait_for_speed(struct import *im, int64_t target, struct lerr *e)
 {
-    bool found;
-    int64_t t0 = tm_mono_ms();
+    int64_t t0 = tm_mono_ms(), shown = t0, pos = -1, left = 1;
+    sqlite3_stmt *st = NULL;
+    int rc = -1;
 
-    snprintf(im->hash, sizeof(im->hash), "%016llx", (unsigned long long)XXH3_64bits(data, size));
-    if (find_earlier(im, im->hash, &found, e) != 0)
+    if (db_prepare(im->master,
+                   "SELECT count(*) FROM import_log WHERE seq >= ?1 AND seq <= ?2 AND state = 0",
+                   &st, e) != 0)
         return -1;
-    if (found)
+    for (;;) {
+        if (batch_imports_speed_position(im->data_dir, &pos, e) != 0)
+            break;
+        /* Counted: no staged line at or after the speed layer's position (positions only move
+         * forward to the next line after the last one judged). */
+        sqlite3_bind_int64(st, 1, pos < 0 ? 0 : pos);
+        sqlite3_bind_int64(st, 2, target);
+        if (pos >= 0 && db_step_int(st, &left, e) != 0)
+            break;
+        if (pos >= 0 && left == 0) {
+            rc = 0;
+            break;
+        }
+        int got = lock_try(im->data_dir, "speed.lock", &im->speed_fd, e);
+        if (got != 0) {
+            rc = got > 0 ? 1 : -1; /* the speed layer stopped: this import takes them in */
+            break;
+        }
+        if (tm_mono_ms() - t0 >= im->wait_ms) {
+            lerr_set(e,
+                     "lambda-speed holds '%s/speed.lock' but has not taken in the imported lines"
+                     " after %" PRId64 " ms (%" PRId64 " of them left, its position for imports"
+                     " is %" PRId64 " of %" PRId64
+                     "): they are staged and count once it does, or at the next batch run",
+                     im->data_dir, im->wait_ms, left, pos, target + 1);
+            break;
+        }
+        if (im->is_tty && tm_mono_ms() - shown >= 200) {
+            shown = tm_mono_ms();
+            fprintf(stderr, "\rimport: waiting for lambda-speed to take in %" PRId64 " lines   ",
+                    left);
+        }
+        nanosleep(&(struct timespec){.tv_nsec = 50 * 1000 * 1000}, NULL);
+    }
+    if (im->is_tty && shown != t0)
+        fprintf(stderr, "\n");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Makes every staged line count (DESIGN.md section 2): the running speed layer takes them in,
+ * or, with none, this import's own batch version. *version: that version, 0 when the speed
+ * layer counted them. */
+static int count_in(struct import *im, int64_t *version, struct lerr *e)
+{
+    int64_t end = 0;
+    int rc = 1;
+
+    *version = 0;
+    if (batch_imports_end(im->master, &end, e) != 0)
+        return -1;
+    if (im->speed_fd < 0)
+        rc = wait_for_speed(im, end - 1, e);
+    if (rc <= 0)
+        return rc;
+    if (batch_run_for_import(im->c, version, e) != 0)
+        return lerr_set(e, "%.160s (the lines are staged and count at the next batch run)", e->msg);
+    return 0;
+}
+
+/* The file's figures once its lines count: duplicates are the lines this import's take-in
+ * marked (state 2) and those the speed layer judged (speed.db's import_dups). */
+static int figures(struct import *im, struct lerr *e)
+{
+    sqlite3 *sdb = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t last = 0, marked = 0, judged = 0, n = 0;
+    char path[PATH_MAX];
+    int rc = -1;
+
+    im->orders = im->dups = 0;
+    if (im->first_seq == 0)
         return 0;
+    if (db_prepare(im->master,
+                   "SELECT max(seq), count(*) FILTER (WHERE state = 2) FROM import_log"
+                   " WHERE seq >= ?1 AND file_hash = ?2",
+                   &st, e) != 0)
+        return -1;
+    sqlite3_bind_int64(st, 1, im->first_seq);
+    sqlite3_bind_text(st, 2, im->hash, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        last = sqlite3_column_int64(st, 0);
+        marked = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    db_path(im->data_dir, DB_SPEED, path, sizeof(path));
+    if (access(path, F_OK) == 0) {
+        if (db_open_ro(im->data_dir, DB_SPEED, &sdb, e) != 0 ||
+            db_query_int(sdb, "SELECT count(*) FROM sqlite_master WHERE name = 'import_dups'", &n,
+                         e) != 0)
+            goto out;
+        if (n && (db_prepare(sdb, "SELECT count(*) FROM import_dups WHERE seq >= ?1 AND seq <= ?2",
+                             &st, e) != 0 ||
+                  (sqlite3_bind_int64(st, 1, im->first_seq), sqlite3_bind_int64(st, 2, last),
+                   db_step_int(st, &judged, e) != 0)))
+            goto out;
+    }
+    im->dups = marked + judged;
+    im->orders = im->staged - im->dups;
+    sqlite3_finalize(st);
+    st = NULL;
+    if (db_prepare(im->master, "UPDATE imports SET orders = ?1 WHERE file_hash = ?2", &st, e) != 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, im->orders);
+    sqlite3_bind_text(st, 2, im->hash, -1, SQLITE_STATIC);
+    rc = db_step_done(st, e);
+out:
+    sqlite3_finalize(st);
+    sqlite3_close(sdb);
+    return rc;
+}
+
+/* Stages the file's lines (nothing when the same content was imported before). */
+static int stage(struct import *im, const char *data, size_t size, bool *found, struct lerr *e)
+{
+    snprintf(im->hash, sizeof(im->hash), "%016llx", (unsigned long long)XXH3_64bits(data, size));
+    if (find_earlier(im, im->hash, found, e) != 0 || *found)
+        return *found ? 0 : -1;
     im->now_ms = tm_now_ms();
-    im->lines = im->chunk_n = im->chunk_dups = 0;
+    im->lines = im->chunk_n = im->last_seq = 0;
     if (db_exec(im->master, "BEGIN IMMEDIATE", e) != 0)
         return -1;
     if (progress(im, false, e) != 0)
@@ -305,21 +437,40 @@ static int import_data(struct import *im, const char *data, size_t size, struct 
     if (import_lines(im, data, size, e) != 0 || record(im, im->hash, e) != 0 ||
         db_exec(im->master, "COMMIT", e) != 0)
         goto fail;
-    double secs = (double)(tm_mono_ms() - t0) / 1000.0;
-    printf("batch imported file=%s lines=%" PRId64 " orders=%" PRId64 " duplicates=%" PRId64
-           " rejects=%" PRId64 " not_this_shard=%" PRId64 " seconds=%.2f\n",
-           im->path, im->lines, im->orders, im->dups, im->rejects, im->not_this_shard, secs);
-    fflush(stdout);
-    log_info("batch",
-             "imported file=\"%s\" lines=%" PRId64 " orders=%" PRId64 " duplicates=%" PRId64
-             " rejects=%" PRId64 " seconds=%.2f",
-             im->path, im->lines, im->orders, im->dups, im->rejects, secs);
     return 0;
 fail:
     sqlite3_exec(im->master, "ROLLBACK", NULL, NULL, NULL);
-    im->rows.n = 0; /* they borrow from a mapping about to go */
-    batch_sums_release(&im->sums);
     return -1;
+}
+
+static int import_data(struct import *im, const char *data, size_t size, struct lerr *e)
+{
+    int64_t t0 = tm_mono_ms(), version = 0;
+    bool found;
+
+    /* An earlier import of the same content may have been cut short after its lines were
+     * staged: every staged line is made to count all the same. */
+    if (stage(im, data, size, &found, e) != 0 || count_in(im, &version, e) != 0)
+        return -1;
+    if (found)
+        return 0;
+    if (figures(im, e) != 0)
+        return -1;
+    double secs = (double)(tm_mono_ms() - t0) / 1000.0;
+    char by[64];
+    if (version > 0)
+        snprintf(by, sizeof(by), "batch version=%" PRId64, version);
+    else
+        snprintf(by, sizeof(by), "speed");
+    printf("batch imported file=%s lines=%" PRId64 " orders=%" PRId64 " duplicates=%" PRId64
+           " rejects=%" PRId64 " not_this_shard=%" PRId64 " counted_by=%s seconds=%.2f\n",
+           im->path, im->lines, im->orders, im->dups, im->rejects, im->not_this_shard, by, secs);
+    fflush(stdout);
+    log_info("batch",
+             "imported file=\"%s\" lines=%" PRId64 " orders=%" PRId64 " duplicates=%" PRId64
+             " rejects=%" PRId64 " counted_by=\"%s\" seconds=%.2f",
+             im->path, im->lines, im->orders, im->dups, im->rejects, by, secs);
+    return 0;
 }
 
 static int import_file(struct import *im, const char *path, struct lerr *e)
@@ -348,31 +499,6 @@ static int import_file(struct import *im, const char *path, struct lerr *e)
     rc = import_data(im, data ? data : "", (size_t)sb.st_size, e);
     if (data)
         munmap(data, (size_t)sb.st_size);
-    return rc;
-}
-
-/* Whether batch.db has a published version. Without one the next run is a first build, a full
- * recompute that reads every order, so an import need not record its sums (a quarter of its
- * writes); it holds batch.lock, so no version is published meanwhile. */
-static int has_published(const char *data_dir, bool *out, struct lerr *e)
-{
-    char path[4096];
-    sqlite3 *db = NULL;
-    int64_t n = 0;
-    int rc;
-
-    *out = false;
-    db_path(data_dir, DB_BATCH, path, sizeof(path));
-    if (access(path, F_OK) != 0)
-        return 0;
-    if (db_open_ro(data_dir, DB_BATCH, &db, e) != 0)
-        return -1;
-    rc = db_query_int(db,
-                      "SELECT count(*) FROM sqlite_master WHERE name = 'versions' AND"
-                      " EXISTS (SELECT 1 FROM versions WHERE state = 'published')",
-                      &n, e);
-    sqlite3_close(db);
-    *out = n > 0;
     return rc;
 }
 
@@ -437,14 +563,21 @@ int batch_import(const struct cfg *c, struct lerr *e)
     struct pin_set pins;
     int fd = -1, rc = -1;
 
+    im.c = c;
+    im.data_dir = data_dir;
+    im.speed_fd = -1;
+    im.wait_ms = cfg_ms(c, "import_wait");
     im.rules.max_future_skew_ms = cfg_ms(c, "max_future_skew");
     im.pause_at = cfg_str(c, "pause_at");
     im.chunk_rows = cfg_int(c, "chunk_rows") > 0 ? cfg_int(c, "chunk_rows") : 1;
     im.is_tty = isatty(STDERR_FILENO);
     if (shard_setup(&im, c, e) != 0 || csvrec_init(&im.csv, e) != 0)
         return -1;
-    if (db_ensure_dir(data_dir, e) != 0 || wait_lock(data_dir, cfg_ms(c, "lock_wait"), &fd, e) ||
-        has_published(data_dir, &im.is_summed, e) != 0)
+    if (db_ensure_dir(data_dir, e) != 0 || wait_lock(data_dir, cfg_ms(c, "lock_wait"), &fd, e))
+        goto out;
+    /* Held from here to the end when no speed layer runs: none may start while this import
+     * takes its lines in and publishes them. */
+    if (lock_try(data_dir, "speed.lock", &im.speed_fd, e) < 0)
         goto out;
     pin_set_from_cfg(&pins, c);
     if (db_open_rw(data_dir, DB_MASTER, &im.master, e) != 0 ||
@@ -460,14 +593,13 @@ int batch_import(const struct cfg *c, struct lerr *e)
             goto out;
     rc = 0;
 out:
-    sqlite3_finalize(im.ins_order);
+    sqlite3_finalize(im.ins_line);
     sqlite3_finalize(im.ins_reject);
     sqlite3_finalize(im.find);
     sqlite3_finalize(im.record);
     sqlite3_close(im.master);
     csvrec_release(&im.csv);
-    batch_rows_release(&im.rows);
-    batch_sums_release(&im.sums);
+    lock_release(im.speed_fd);
     lock_release(fd);
     return rc;
 }

@@ -195,6 +195,9 @@ static int ask_watermarks(struct ingest *in, int64_t *low, int64_t *high, struct
     for (int i = 0; i < in->nparts; i++)
         if (!in->parts[i].is_done)
             ask[n++] = in->parts[i].partition;
+    /* The consumer is created when a partition needs Kafka (an import's run may not). */
+    if (n > 0 && !in->b->rk && batch_kafka_open(in->b, e) != 0)
+        goto out;
     if (kafka_watermarks_of(in->b->rk, in->b->topic, ask, n, (int)in->b->kafka_timeout_ms, l, h,
                             e) != 0)
         goto out;
@@ -243,7 +246,9 @@ static int load_positions(struct ingest *in, const struct batch_cut *cut, struct
                      p->partition, p->next, p->cut);
             goto out;
         }
-        p->is_done = p->next == p->cut;
+        /* The import log is not Kafka: batch_imports_move() read it, and its position
+         * (written back unchanged) is that step's. */
+        p->is_done = p->next == p->cut || p->partition == BATCH_IMPORT_PARTITION;
     }
     if (ask_watermarks(in, lows, highs, e) != 0)
         goto out;

@@ -27,6 +27,8 @@ static const struct cfg_key keys[] = {
     {"full_every", CFG_MS, "24h", "run: a full run once the last one is this old (0: always)"},
     {"chunk_rows", CFG_INT, "100000", "Kafka messages (or 500 ms) / file lines per transaction"},
     {"lock_wait", CFG_MS, "10s", "import: how long to wait for a running batch to finish"},
+    {"import_wait", CFG_MS, "60s",
+     "import: how long to wait for a running lambda-speed to take the imported lines in"},
     {"pause_at", CFG_STR, NULL,
      "testing: block at ingest, recompute, publish or import (logs paused at=X) until killed"},
     {NULL, 0, NULL, NULL},

@@ -383,10 +383,11 @@ static int publish_in_txn(struct batch *b, const struct batch_cut *cut, const st
     if (keep < 1)
         keep = 1;
     s->orders = w->orders;
+    /* ingested: Kafka messages; partition -1, the import log, counts its lines in orders. */
     if (query_int(db,
                   "SELECT sum(c.offset - coalesce((SELECT p.offset FROM cut_offsets p"
                   " WHERE p.version=?2 AND p.partition=c.partition), 0))"
-                  " FROM cut_offsets c WHERE c.version=?1",
+                  " FROM cut_offsets c WHERE c.version=?1 AND c.partition >= 0",
                   cut->version, w->prev, &s->ingested, e) ||
         query_int(db, "SELECT count(*) FROM merchant_totals WHERE valid_from=?", w->version, 0,
                   &opened, e) ||

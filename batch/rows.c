@@ -6,6 +6,7 @@
  * partition and offset), so the first copy is still the one inserted. */
 #include "batch.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,13 +49,14 @@ static int compare(const void *pa, const void *pb)
     return c;
 }
 
-static int sums_add(struct batch_sums *s, const struct ev_order *o, struct lerr *e)
+int batch_sums_add(struct batch_sums *s, const char *merchant_id, int64_t event_ms,
+                   int64_t amount_cents, struct lerr *e)
 {
     struct batch_sum key, *sum;
 
     memset(&key.key, 0, sizeof(key.key));
-    strcpy(key.key.merchant_id, o->merchant_id);
-    key.key.minute_ms = tm_minute_of(o->event_ms);
+    snprintf(key.key.merchant_id, sizeof(key.key.merchant_id), "%s", merchant_id);
+    key.key.minute_ms = tm_minute_of(event_ms);
     HASH_FIND(hh, s->head, &key.key, sizeof(key.key), sum);
     if (!sum) {
         sum = calloc(1, sizeof(*sum));
@@ -64,9 +66,14 @@ static int sums_add(struct batch_sums *s, const struct ev_order *o, struct lerr 
         HASH_ADD(hh, s->head, key, sizeof(sum->key), sum);
     }
     sum->order_count++;
-    sum->revenue_cents += o->amount_cents;
+    sum->revenue_cents += amount_cents;
     s->orders++;
     return 0;
+}
+
+static int sums_add(struct batch_sums *s, const struct ev_order *o, struct lerr *e)
+{
+    return batch_sums_add(s, o->merchant_id, o->event_ms, o->amount_cents, e);
 }
 
 void batch_sums_release(struct batch_sums *s)

@@ -115,6 +115,7 @@ static int trim_rejects(struct batch *b, struct lerr *e)
 /* What a run leaves for status, /health and /metrics besides its exit code. */
 struct run_outcome {
     int64_t version;       /* the cut's version, 0 before one was picked */
+    bool is_reused;        /* the cut was a pending one */
     char failed_check[64]; /* the first failed data-quality check, "" when none */
 };
 
@@ -227,22 +228,24 @@ out:
     sqlite3_close(db);
 }
 
-static void print_summary(const struct batch_summary *s, const struct batch_work *w,
-                          int64_t publish_ms, double secs, int64_t read_now)
+static void print_summary(const struct batch *b, const struct batch_summary *s,
+                          const struct batch_work *w, int64_t publish_ms, double secs,
+                          int64_t read_now)
 {
     char diffs[64] = "";
 
     if (w->is_full)
         snprintf(diffs, sizeof(diffs), " differences=%" PRId64, w->differences);
-    printf("batch published version=%" PRId64 " cut_epoch=%" PRId64 " mode=%s ingested=%" PRId64
-           " orders=%" PRId64 " merchants=%" PRId64 " merchants_rewritten=%" PRId64
-           " buckets_rewritten=%" PRId64 "%s rejects=%" PRId64 " duplicates=%" PRId64
-           " ingest_ms=%" PRId64 " recompute_ms=%" PRId64 " compare_ms=%" PRId64
-           " check_ms=%" PRId64 " publish_ms=%" PRId64 " seconds=%.2f\n",
-           s->version, s->cut_epoch, w->is_full ? "full" : "incremental", s->ingested, s->orders,
-           s->merchants, w->merchants_rewritten, w->buckets_rewritten, diffs, s->rejects,
-           s->duplicates, w->ingest_ms, w->recompute_ms, w->compare_ms, w->check_ms, publish_ms,
-           secs);
+    if (!b->is_import) /* an import prints its own line */
+        printf("batch published version=%" PRId64 " cut_epoch=%" PRId64 " mode=%s ingested=%" PRId64
+               " orders=%" PRId64 " merchants=%" PRId64 " merchants_rewritten=%" PRId64
+               " buckets_rewritten=%" PRId64 "%s rejects=%" PRId64 " duplicates=%" PRId64
+               " ingest_ms=%" PRId64 " recompute_ms=%" PRId64 " compare_ms=%" PRId64
+               " check_ms=%" PRId64 " publish_ms=%" PRId64 " seconds=%.2f\n",
+               s->version, s->cut_epoch, w->is_full ? "full" : "incremental", s->ingested,
+               s->orders, s->merchants, w->merchants_rewritten, w->buckets_rewritten, diffs,
+               s->rejects, s->duplicates, w->ingest_ms, w->recompute_ms, w->compare_ms, w->check_ms,
+               publish_ms, secs);
     fflush(stdout);
     log_info("batch",
              "published version=%" PRId64 " cut_epoch=%" PRId64 " mode=%s full_why=%s"
@@ -278,19 +281,21 @@ static int run_locked(struct batch *b, struct run_outcome *o, int64_t *differenc
     bool passed = false;
     int rc = -1;
 
-    if (open_dbs(b, e) != 0 || trim_rejects(b, e) != 0 || batch_kafka_open(b, e) != 0 ||
-        batch_cut_get(b, &cut, e) != 0)
+    /* The consumer is created when a step needs Kafka (an import's run may not). */
+    if (open_dbs(b, e) != 0 || trim_rejects(b, e) != 0 || batch_cut_get(b, &cut, e) != 0)
         goto out;
     o->version = cut.version;
+    o->is_reused = cut.is_reused;
     if (cut.is_unchanged) {
-        printf("batch unchanged version=%" PRId64 "\n", cut.version);
+        if (!b->is_import)
+            printf("batch unchanged version=%" PRId64 "\n", cut.version);
         fflush(stdout);
         log_info("batch", "unchanged version=%" PRId64, cut.version);
         rc = 0;
         goto out;
     }
     t = tm_mono_ms();
-    if (batch_ingest(b, &cut, &ingested, e) != 0 ||
+    if (batch_imports_move(b, &cut, e) != 0 || batch_ingest(b, &cut, &ingested, e) != 0 ||
         batch_work_start(b, cut.version, b->is_full, &w, e) != 0)
         goto out;
     w.ingest_ms = tm_mono_ms() - t;
@@ -309,7 +314,7 @@ static int run_locked(struct batch *b, struct run_outcome *o, int64_t *differenc
     t = tm_mono_ms();
     if (batch_publish(b, &cut, &w, checks, &s, e) != 0)
         goto out;
-    print_summary(&s, &w, tm_mono_ms() - t, (double)(tm_mono_ms() - t0) / 1000.0, ingested);
+    print_summary(b, &s, &w, tm_mono_ms() - t, (double)(tm_mono_ms() - t0) / 1000.0, ingested);
     if (w.differences > 0)
         report_differences(&w);
     *differences = w.differences;
@@ -320,22 +325,58 @@ out:
     return rc;
 }
 
+static int batch_init(struct batch *b, const struct cfg *c, struct lerr *e)
+{
+    memset(b, 0, sizeof(*b));
+    b->c = c;
+    b->is_full = cfg_bool(c, "full");
+    b->data_dir = cfg_str(c, "data_dir");
+    b->topic = cfg_str(c, "topic");
+    b->pause_at = cfg_str(c, "pause_at");
+    b->kafka_timeout_ms = cfg_ms(c, "kafka_timeout");
+    if (shard_set_parse(&b->shard, cfg_str(c, "shard_partitions"), e) != 0 ||
+        db_ensure_dir(b->data_dir, e) != 0)
+        return -1;
+    return 0;
+}
+
+int batch_run_for_import(const struct cfg *c, int64_t *version, struct lerr *e)
+{
+    struct batch b;
+    int64_t differences = 0;
+    int rc = 0;
+
+    *version = 0;
+    /* At most two runs: a pending cut binds (a speed layer may already have moved forward to
+     * it), so it is published first; then the import's own. */
+    for (int i = 0; i < 2 && rc == 0; i++) {
+        struct run_outcome o = {0};
+        int64_t started_ms = tm_now_ms();
+        if (batch_init(&b, c, e) != 0)
+            return -1;
+        b.is_import = true;
+        b.is_full = false;
+        rc = run_locked(&b, &o, &differences, e);
+        close_batch(&b);
+        record_run(cfg_str(c, "data_dir"), started_ms, &o, rc == 0 ? NULL : e->msg);
+        if (rc == 0)
+            *version = o.version;
+        if (!o.is_reused)
+            break;
+    }
+    return rc;
+}
+
 int batch_run(const struct cfg *c, bool *skipped, int64_t *differences, struct lerr *e)
 {
-    struct batch b = {.c = c};
+    struct batch b;
     struct run_outcome o = {0};
     int64_t started_ms = tm_now_ms();
     int fd = -1, got, rc;
 
     *skipped = false;
     *differences = 0;
-    b.is_full = cfg_bool(c, "full");
-    b.data_dir = cfg_str(c, "data_dir");
-    b.topic = cfg_str(c, "topic");
-    b.pause_at = cfg_str(c, "pause_at");
-    b.kafka_timeout_ms = cfg_ms(c, "kafka_timeout");
-    if (shard_set_parse(&b.shard, cfg_str(c, "shard_partitions"), e) != 0 ||
-        db_ensure_dir(b.data_dir, e) != 0)
+    if (batch_init(&b, c, e) != 0)
         return -1;
     got = lock_try(b.data_dir, "batch.lock", &fd, e);
     if (got < 0)

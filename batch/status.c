@@ -378,9 +378,16 @@ static void print_text(const json_t *doc, const char *data_dir)
     if (json_array_size(json_object_get(doc, "partitions")))
         printf("partitions (ingested up to / cut of version %" PRId64 "):\n",
                num(doc, "cut_version"));
+    /* Partition -1 is the import log (DESIGN.md section 2), its offsets the lines' seqs. */
     json_array_foreach(json_object_get(doc, "partitions"), i, p)
-        printf("  %4" PRId64 "  %12" PRId64 " / %" PRId64 "\n", num(p, "partition"),
-               num(p, "ingested_to"), num(p, "cut"));
+    {
+        char name[16];
+        if (num(p, "partition") == BATCH_IMPORT_PARTITION)
+            snprintf(name, sizeof(name), "imports");
+        else
+            snprintf(name, sizeof(name), "%4" PRId64, num(p, "partition"));
+        printf("  %4s  %12" PRId64 " / %" PRId64 "\n", name, num(p, "ingested_to"), num(p, "cut"));
+    }
     const json_t *sh = json_object_get(doc, "shard");
     char nparts[32] = "unknown";
     if (json_is_integer(json_object_get(sh, "topic_partitions")))

@@ -52,12 +52,13 @@ static const char *const speed_sql[] = {
     "SELECT merchant_id, sum(order_count), sum(revenue_cents) FROM deltas"
     " WHERE minute_ms>=?2 AND minute_ms<?3 AND epoch>=?4 GROUP BY merchant_id",
     "SELECT max(minute_ms) FROM deltas WHERE epoch>=?4",
+    /* Lag is Kafka's: partition -1, the import log, is read to its end at every checkpoint. */
     "SELECT partition, max(coalesce(high_watermark, next_offset) - next_offset, 0) FROM offsets"
-    " ORDER BY partition",
+    " WHERE partition >= 0 ORDER BY partition",
     "SELECT name, value FROM counters ORDER BY name",
     "SELECT coalesce(max(seq),0) FROM deltas",
     "SELECT coalesce(sum(max(coalesce(high_watermark, next_offset) - next_offset, 0)),0)"
-    " FROM offsets",
+    " FROM offsets WHERE partition >= 0",
     "SELECT merchant_id, sum(order_count), sum(revenue_cents) FROM deltas WHERE epoch>=?4"
     " GROUP BY merchant_id",
     /* The merchants a checkpoint after ?2 changed, summed again whole (the feed says which

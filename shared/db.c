@@ -26,6 +26,15 @@ static const char master_schema[] =
     "CREATE TABLE IF NOT EXISTS ingest_sums(seq INTEGER NOT NULL, merchant_id TEXT NOT NULL,"
     " minute_ms INTEGER NOT NULL, order_count INTEGER NOT NULL, revenue_cents INTEGER NOT NULL,"
     " PRIMARY KEY(seq, merchant_id, minute_ms)) WITHOUT ROWID;"
+    /* The import log (DESIGN.md section 2, "Imports meet the stream"): lambda-batch import
+     * stages valid lines here, each at the next seq (AUTOINCREMENT: never given out twice),
+     * and they are consumed like a partition numbered -1 whose offsets are seqs. state: 0
+     * staged (the speed layer or the next run's cut decides), 1 put into orders and 2 skipped
+     * as a duplicate by an import that ran with no speed layer. */
+    "CREATE TABLE IF NOT EXISTS import_log(seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " merchant_id TEXT NOT NULL, order_id TEXT NOT NULL, amount_cents INTEGER NOT NULL,"
+    " event_time_ms INTEGER NOT NULL, raw BLOB, file_hash TEXT NOT NULL, line INTEGER NOT NULL,"
+    " state INTEGER NOT NULL DEFAULT 0);"
     /* Rejects by reason as monotonic counters, kept by the insert itself (whoever inserts),
      * so that retention can delete rows and /metrics need not count them. A file from before
      * the trigger gets its counters from the rows once, as the trigger is created. */
@@ -101,7 +110,11 @@ static const char speed_schema[] =
     " event_ms INTEGER NOT NULL, minute_ms INTEGER NOT NULL, watermark_ms INTEGER NOT NULL,"
     " late_ms INTEGER NOT NULL, at_ms INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value);";
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value);"
+    /* Import lines (partition -1, offset = master.db's import_log seq) this layer judged
+     * duplicates, with the epoch it applied them in: the batch run that moves them into the
+     * master dataset skips them, so both layers agree on the winner. Expired with the epoch. */
+    "CREATE TABLE IF NOT EXISTS import_dups(seq INTEGER PRIMARY KEY, epoch INTEGER NOT NULL);";
 
 /* Every file: what the data directory is pinned to (shared/pin.h). */
 static const char pins_schema[] =

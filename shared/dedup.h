@@ -84,6 +84,12 @@ uint64_t dedup_key(const struct dedup *d, const char *merchant_id, const char *o
 int dedup_admit_key(struct dedup *d, uint64_t key, const char *merchant_id, const char *order_id,
                     int64_t epoch, int partition, int64_t offset, struct lerr *e);
 
+/* The rule without recording (1 a duplicate, 0 new, -1 with e set), for an order read at
+ * (partition, offset): lambda-batch import, holding speed.lock while no speed layer runs,
+ * checks its lines against the ids the speed layer counted since the cut with it. */
+int dedup_check(struct dedup *d, const char *merchant_id, const char *order_id, int partition,
+                int64_t offset, struct lerr *e);
+
 /* Starts a checkpoint (no write may be under way): look-ups start new snapshots (so the
  * master.db one is never older than the publication of a cut being expired, nor than one
  * interval), the ids added so far are sealed (they still answer look-ups), and the spill or

@@ -8,10 +8,6 @@
 
 #include "dedup.h"
 
-/* The rule without recording: 1 a duplicate, 0 new, -1 with e set. */
-int dedup_check(struct dedup *d, const char *merchant_id, const char *order_id, int partition,
-                int64_t offset, struct lerr *e);
-
 /* Records an id checked new, as dedup_admit_key does after its check. */
 int dedup_add(struct dedup *d, const char *merchant_id, const char *order_id, int64_t epoch,
               int partition, int64_t offset, struct lerr *e);

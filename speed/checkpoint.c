@@ -54,6 +54,9 @@ static int prepare_all(struct speed *s, struct lerr *e)
          "DELETE FROM rejects WHERE id < (SELECT min(id) FROM rejects) + ?2 AND at_ms < ?1"},
         {offsetof(struct speed, st_trim_late),
          "DELETE FROM late WHERE id < (SELECT min(id) FROM late) + ?2 AND at_ms < ?1"},
+        {offsetof(struct speed, st_import_dup),
+         "INSERT OR REPLACE INTO import_dups(seq, epoch) VALUES(?1, ?2)"},
+        {offsetof(struct speed, st_del_import_dups), "DELETE FROM import_dups WHERE epoch < ?1"},
     };
 
     for (size_t i = 0; i < sizeof(sts) / sizeof(sts[0]); i++)
@@ -223,27 +226,53 @@ static int write_rows(struct speed *s, const struct speed_job *j, struct lerr *e
         if (run_step(s->st_late, e) != 0)
             return -1;
     }
+    for (size_t i = 0; i < j->rows.nidups; i++) {
+        sqlite3_bind_int64(s->st_import_dup, 1, j->rows.idups[i].seq);
+        sqlite3_bind_int64(s->st_import_dup, 2, j->rows.idups[i].epoch);
+        if (run_step(s->st_import_dup, e) != 0)
+            return -1;
+    }
     return 0;
+}
+
+/* The position of partition p (SPEED_IMPORT_PARTITION: the import log's). */
+static int write_position(struct speed *s, const struct speed_job *j, int p,
+                          const struct speed_part *pt, struct lerr *e)
+{
+    sqlite3_bind_int(s->st_offset, 1, p);
+    sqlite3_bind_int64(s->st_offset, 2, pt->next_offset);
+    if (pt->max_event_ms == INT64_MIN)
+        sqlite3_bind_null(s->st_offset, 3);
+    else
+        sqlite3_bind_int64(s->st_offset, 3, pt->max_event_ms);
+    if (pt->high_watermark < 0)
+        sqlite3_bind_null(s->st_offset, 4);
+    else
+        sqlite3_bind_int64(s->st_offset, 4, pt->high_watermark);
+    sqlite3_bind_int64(s->st_offset, 5, j->now_ms);
+    return run_step(s->st_offset, e);
+}
+
+static int write_boundary(struct speed *s, const struct speed_job *j, int p,
+                          const struct speed_part *pt, struct lerr *e)
+{
+    sqlite3_bind_int64(s->st_boundary, 1, j->epoch);
+    sqlite3_bind_int(s->st_boundary, 2, p);
+    sqlite3_bind_int64(s->st_boundary, 3, pt->interval_offset);
+    return run_step(s->st_boundary, e);
 }
 
 static int write_positions(struct speed *s, const struct speed_job *j, struct lerr *e)
 {
+    /* The import log is a partition of every shard: each stages only its own merchants. */
+    if (write_position(s, j, SPEED_IMPORT_PARTITION, &j->imports, e) != 0 ||
+        (j->need_boundary && write_boundary(s, j, SPEED_IMPORT_PARTITION, &j->imports, e) != 0))
+        return -1;
     for (int p = 0; p < j->nparts; p++) {
         const struct speed_part *pt = &j->parts[p];
         if (!pt->is_owned)
             continue; /* another shard's */
-        sqlite3_bind_int(s->st_offset, 1, p);
-        sqlite3_bind_int64(s->st_offset, 2, pt->next_offset);
-        if (pt->max_event_ms == INT64_MIN)
-            sqlite3_bind_null(s->st_offset, 3);
-        else
-            sqlite3_bind_int64(s->st_offset, 3, pt->max_event_ms);
-        if (pt->high_watermark < 0)
-            sqlite3_bind_null(s->st_offset, 4);
-        else
-            sqlite3_bind_int64(s->st_offset, 4, pt->high_watermark);
-        sqlite3_bind_int64(s->st_offset, 5, j->now_ms);
-        if (run_step(s->st_offset, e) != 0)
+        if (write_position(s, j, p, pt, e) != 0)
             return -1;
     }
     if (!j->need_boundary)
@@ -251,10 +280,7 @@ static int write_positions(struct speed *s, const struct speed_job *j, struct le
     for (int p = 0; p < j->nparts; p++) {
         if (!j->parts[p].is_owned)
             continue; /* a boundary covers exactly the shard's partitions */
-        sqlite3_bind_int64(s->st_boundary, 1, j->epoch);
-        sqlite3_bind_int(s->st_boundary, 2, p);
-        sqlite3_bind_int64(s->st_boundary, 3, j->parts[p].interval_offset);
-        if (run_step(s->st_boundary, e) != 0)
+        if (write_boundary(s, j, p, &j->parts[p], e) != 0)
             return -1;
     }
     return 0;
@@ -297,10 +323,12 @@ static int write_expiry(struct speed *s, struct speed_job *j, struct lerr *e)
         return 0;
     sqlite3_bind_int64(s->st_del_deltas, 1, j->expire_to);
     sqlite3_bind_int64(s->st_del_bounds, 1, j->expire_to);
+    sqlite3_bind_int64(s->st_del_import_dups, 1, j->expire_to);
     if (run_step(s->st_del_deltas, e) != 0)
         return -1;
     j->expired_deltas = sqlite3_changes(s->db);
-    return run_step(s->st_del_bounds, e); /* dedup_write expires the seen ids */
+    /* dedup_write expires the seen ids. */
+    return run_step(s->st_del_bounds, e) || run_step(s->st_del_import_dups, e);
 }
 
 /* Rows a checkpoint deletes at most from each of rejects and late: retention keeps pace with
@@ -398,6 +426,7 @@ static int finish_job(struct speed *s, struct lerr *e)
     speed_recycle_deltas(s, &j->deltas);
     j->rows.nrejects = 0;
     j->rows.nlates = 0;
+    j->rows.nidups = 0;
     if (dedup_end(j->txn, true, e) != 0)
         return -1;
     j->txn = NULL;
@@ -490,6 +519,7 @@ int speed_checkpoint(struct speed *s, int64_t now_ms, struct lerr *e)
     }
     memcpy(j->parts, s->parts, (size_t)s->nparts * sizeof(*j->parts));
     j->nparts = s->nparts;
+    j->imports = s->imports;
     j->deltas = s->deltas;
     j->ndeltas = s->ndeltas;
     s->deltas = NULL;
@@ -528,10 +558,16 @@ int speed_checkpoint_load_positions(struct speed *s, struct lerr *e)
         s->parts[p].max_event_ms = INT64_MIN;
         s->parts[p].high_watermark = -1;
     }
+    s->imports.next_offset = -1;
+    s->imports.max_event_ms = INT64_MIN; /* backfills move no watermark */
+    s->imports.high_watermark = -1;
+    s->imports.is_owned = true;
     if (db_prepare(s->db, "SELECT partition, next_offset, max_event_ms FROM offsets", &st, e))
         return -1;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         int p = sqlite3_column_int(st, 0);
+        if (p == SPEED_IMPORT_PARTITION)
+            s->imports.next_offset = sqlite3_column_int64(st, 1);
         if (p < 0 || p >= s->nparts)
             continue;
         s->parts[p].next_offset = sqlite3_column_int64(st, 1);

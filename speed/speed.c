@@ -30,17 +30,6 @@
 /* An interval holds at most this many events (memory stays bounded while catching up). */
 #define INTERVAL_MAX_EVENTS 65536
 
-/* A message of the batch being applied, parsed in a first pass: by the second pass the
- * memory its duplicate check and its delta need is on its way into the cache. */
-struct speed_parsed {
-    enum ev_reason reason;
-    struct ev_order o;
-    int64_t minute_ms;
-    uint64_t dedup_key;
-    struct speed_delta_key key;
-    unsigned hashv;
-};
-
 /* speed.db records epoch_ms and the partition set at first use (main.c compared them). */
 static int record_pins(struct speed *s, const struct cfg *c, struct lerr *e)
 {
@@ -137,10 +126,13 @@ void speed_close(struct speed *s)
     }
     speed_writer_stop(s);
     dedup_free(s->dedup);
+    speed_imports_close(s);
     sqlite3_close(s->rdb);
-    sqlite3_stmt *sts[] = {s->st_delta,      s->st_offset,       s->st_boundary,  s->st_reject,
-                           s->st_late,       s->st_counter,      s->st_meta,      s->st_del_deltas,
-                           s->st_del_bounds, s->st_trim_rejects, s->st_trim_late, s->st_published};
+    sqlite3_stmt *sts[] = {s->st_delta,        s->st_offset,         s->st_boundary,
+                           s->st_reject,       s->st_late,           s->st_counter,
+                           s->st_meta,         s->st_del_deltas,     s->st_del_bounds,
+                           s->st_trim_rejects, s->st_trim_late,      s->st_published,
+                           s->st_import_dup,   s->st_del_import_dups};
     for (size_t i = 0; i < sizeof(sts) / sizeof(sts[0]); i++)
         sqlite3_finalize(sts[i]);
     sqlite3_close(s->db);
@@ -157,6 +149,8 @@ void speed_close(struct speed *s)
     free(s->rows.lates);
     free(s->job.rows.rejects);
     free(s->job.rows.lates);
+    free(s->rows.idups);
+    free(s->job.rows.idups);
     free(s->job.parts);
     free(s->parsed);
     lock_release(s->lock_fd);
@@ -289,16 +283,11 @@ static void advance(struct speed *s, int partition, enum kafka_seen what, int64_
              partition, from, from + k.lost, k.lost, s->n.skipped_offsets);
 }
 
-/* First pass: parse, and start loading what the second pass will look up. */
-static void parse_message(struct speed *s, const rd_kafka_message_t *m, struct speed_parsed *pm)
+void speed_parsed_fill(struct speed *s, struct speed_parsed *pm, const struct ev_order *o)
 {
-    rd_kafka_timestamp_type_t tstype;
-    int64_t ts = rd_kafka_message_timestamp(m, &tstype);
-
-    pm->reason = ev_parse(&s->rules, m->key, m->key_len, m->payload, m->len,
-                          tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts, &pm->o);
-    if (pm->reason != EV_OK)
-        return;
+    pm->reason = EV_OK;
+    if (&pm->o != o)
+        pm->o = *o;
     pm->dedup_key = dedup_key(s->dedup, pm->o.merchant_id, pm->o.order_id);
     pm->minute_ms = tm_minute_of(pm->o.event_ms);
     memset(&pm->key, 0, sizeof(pm->key)); /* hashed as raw bytes, padding included */
@@ -311,13 +300,44 @@ static void parse_message(struct speed *s, const rd_kafka_message_t *m, struct s
             &s->deltas->hh.tbl->buckets[pm->hashv & (s->deltas->hh.tbl->num_buckets - 1)]);
 }
 
+/* First pass: parse, and start loading what the second pass will look up. */
+static void parse_message(struct speed *s, const rd_kafka_message_t *m, struct speed_parsed *pm)
+{
+    rd_kafka_timestamp_type_t tstype;
+    int64_t ts = rd_kafka_message_timestamp(m, &tstype);
+
+    pm->reason = ev_parse(&s->rules, m->key, m->key_len, m->payload, m->len,
+                          tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts, &pm->o);
+    if (pm->reason == EV_OK)
+        speed_parsed_fill(s, pm, &pm->o);
+}
+
+int speed_count_order(struct speed *s, const struct speed_parsed *pm, int partition, int64_t offset,
+                      struct lerr *e)
+{
+    const struct ev_order *o = &pm->o;
+    int dup = dedup_admit_key(s->dedup, pm->dedup_key, o->merchant_id, o->order_id, s->epoch,
+                              partition, offset, e);
+
+    if (dup < 0)
+        return -1;
+    if (dup) {
+        s->n.duplicates++;
+        return 1;
+    }
+    if (add_delta(s, pm, e) != 0)
+        return -1;
+    s->n.applied++;
+    return 0;
+}
+
 /* Second pass, in log order: everything that depends on the events before. */
 static int apply_message(struct speed *s, const rd_kafka_message_t *m,
                          const struct speed_parsed *pm, int64_t now_mono, struct lerr *e)
 {
     struct speed_part *pt = &s->parts[m->partition];
     const struct ev_order *o = &pm->o;
-    int dup;
+    int counted;
 
     s->n.consumed++;
     advance(s, m->partition, KAFKA_SEEN_MESSAGE, m->offset);
@@ -325,22 +345,14 @@ static int apply_message(struct speed *s, const rd_kafka_message_t *m,
         return add_reject(s, m, pm->reason, e);
     if (o->is_key_mismatch)
         s->n.key_mismatch++;
-    dup = dedup_admit_key(s->dedup, pm->dedup_key, o->merchant_id, o->order_id, s->epoch,
-                          m->partition, m->offset, e);
-    if (dup < 0)
-        return -1;
-    if (dup) {
-        s->n.duplicates++;
-        return 0;
-    }
-    if (add_delta(s, pm, e) != 0)
-        return -1;
+    counted = speed_count_order(s, pm, m->partition, m->offset, e);
+    if (counted != 0)
+        return counted < 0 ? -1 : 0;
     /* Late: its minute was already final. Exactness wins, so it is counted all the same. */
     if (s->watermark_ms != INT64_MIN &&
         s->watermark_ms >= pm->minute_ms + TM_MINUTE_MS + s->allowed_lateness_ms &&
         add_late(s, m, o, pm->minute_ms, e) != 0)
         return -1;
-    s->n.applied++;
     pt->last_event_mono = now_mono;
     if (o->event_ms > pt->max_event_ms) {
         pt->max_event_ms = o->event_ms;
@@ -383,6 +395,7 @@ static void begin_interval(struct speed *s, int64_t now_ms)
     s->need_boundary = true;
     for (int p = 0; p < s->nparts; p++)
         s->parts[p].interval_offset = s->parts[p].next_offset;
+    s->imports.interval_offset = s->imports.next_offset;
 }
 
 /* A checkpoint (checkpoint.c commits it), then the next interval. */
@@ -398,7 +411,8 @@ static int checkpoint(struct speed *s, struct lerr *e)
             high >= 0)
             s->parts[p].high_watermark = high;
     }
-    if (speed_checkpoint(s, now_ms, e) != 0)
+    /* The import lines committed by now belong to this interval, after its Kafka events. */
+    if (speed_imports_read(s, INTERVAL_MAX_EVENTS, e) != 0 || speed_checkpoint(s, now_ms, e) != 0)
         return -1;
     begin_interval(s, now_ms);
     s->next_checkpoint_mono = t0 + s->checkpoint_ms;

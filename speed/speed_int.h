@@ -51,6 +51,12 @@ struct speed_late {
     char merchant_id[EV_ID_MAX + 1], order_id[EV_ID_MAX + 1];
 };
 
+/* An import line judged a duplicate (speed.db's import_dups): the batch run that moves the
+ * line into the master dataset skips it, so both layers agree on the winner. */
+struct speed_import_dup {
+    int64_t seq, epoch;
+};
+
 /* The rows an interval adds to speed.db besides its deltas: they travel to the writer
  * together, and the emptied buffers travel back. */
 struct speed_rows {
@@ -58,7 +64,14 @@ struct speed_rows {
     size_t nrejects, caprejects;
     struct speed_late *lates;
     size_t nlates, caplates;
+    struct speed_import_dup *idups;
+    size_t nidups, capidups;
 };
+
+/* The import log (master.db's import_log, DESIGN.md section 2 "Imports meet the stream") is
+ * read as a partition with this number, its offsets the lines' seqs: positions, boundaries
+ * and expiry cover it as any partition (batch.h's BATCH_IMPORT_PARTITION). */
+#define SPEED_IMPORT_PARTITION (-1)
 
 /* The key is hashed as raw bytes, so it is zeroed before it is filled (padding included). */
 struct speed_delta_key {
@@ -73,7 +86,16 @@ struct speed_delta {
     UT_hash_handle hh;
 };
 
-struct speed_parsed; /* speed.c: a batch of messages, parsed */
+/* A message of the batch being applied, parsed in a first pass: by the second pass the
+ * memory its duplicate check and its delta need is on its way into the cache. */
+struct speed_parsed {
+    enum ev_reason reason;
+    struct ev_order o;
+    int64_t minute_ms;
+    uint64_t dedup_key;
+    struct speed_delta_key key;
+    unsigned hashv;
+};
 
 /* checkpoint.c's table names each of these once, for loading and for writing. */
 struct speed_counters {
@@ -90,6 +112,7 @@ struct speed_job {
     struct speed_rows rows;
     struct speed_part *parts; /* positions (and boundary offsets) at the hand-over */
     int nparts, capparts;
+    struct speed_part imports; /* the import log's */
     bool need_boundary;
     int64_t epoch, now_ms, watermark_ms;
     int64_t expire_to;     /* INT64_MIN (DEDUP_NO_CUT): no expiry in this one */
@@ -117,16 +140,20 @@ struct speed {
     sqlite3 *rdb; /* speed.db read-only: the consumer's look-ups while speed_run runs */
     /* checkpoint.c's statements on db */
     sqlite3_stmt *st_delta, *st_offset, *st_boundary, *st_reject, *st_late, *st_counter, *st_meta,
-        *st_del_deltas, *st_del_bounds, *st_trim_rejects, *st_trim_late;
+        *st_del_deltas, *st_del_bounds, *st_trim_rejects, *st_trim_late, *st_import_dup,
+        *st_del_import_dups;
     struct dedup *dedup;
     struct speed_wal wal; /* speed.db's log, watched while speed_run runs */
     sqlite3 *batch_db;    /* batch.db read-only, once it exists (expiry) */
     sqlite3_stmt *st_published;
+    sqlite3 *master_db; /* master.db read-only, once it has import_log (imports.c) */
+    sqlite3_stmt *st_import_lines;
 
     rd_kafka_t *rk;
     rd_kafka_queue_t *queue;
     int nparts;
     struct speed_part *parts;
+    struct speed_part imports; /* the import log: next_offset is the next seq to read */
 
     int64_t epoch;        /* the epoch of the current checkpoint interval */
     bool need_boundary;   /* the current interval is the first of its epoch */
@@ -175,6 +202,22 @@ void speed_writer_stop(struct speed *s);
 
 /* checkpoint.c: puts a delta map's entries on s's free list; *head is NULL after. */
 void speed_recycle_deltas(struct speed *s, struct speed_delta **head);
+
+/* speed.c: counts one order, parsed into pm, read at (partition, offset): the duplicate rule
+ * and the delta, the one definition for a Kafka event and an import line. 1 a duplicate, 0
+ * counted, -1 with e set. */
+int speed_count_order(struct speed *s, const struct speed_parsed *pm, int partition, int64_t offset,
+                      struct lerr *e);
+
+/* speed.c: fills pm from a valid order (the look-ups it will need start loading). */
+void speed_parsed_fill(struct speed *s, struct speed_parsed *pm, const struct ev_order *o);
+
+/* imports.c: reads the import lines committed after s->imports.next_offset (at most max of
+ * them) and counts them in the current interval, the duplicates recorded for import_dups.
+ * Nothing happens while master.db or its import_log does not exist. -1 with e set when the
+ * log cannot be read or an order cannot be counted. */
+int speed_imports_read(struct speed *s, int64_t max, struct lerr *e);
+void speed_imports_close(struct speed *s);
 
 /* start.c: the first position of every partition, and the first epoch. 1 when *stop was set
  * before the broker answered. */

@@ -4,7 +4,9 @@
  * A partition starts at its committed position in speed.db; without one, at the newest batch
  * cut (pending or published); without that, at `start`: earliest, latest or the first
  * offset whose message timestamp is at or after an RFC 3339 time. Then any partition behind
- * the newest cut moves forward to it: what lies before the cut is the master dataset's. */
+ * the newest cut moves forward to it: what lies before the cut is the master dataset's. The
+ * import log (partition -1) follows the same rule, with the log's beginning as its `start`:
+ * a line no cut covers was counted by no one yet. */
 #include "speed_int.h"
 
 #include <inttypes.h>
@@ -26,6 +28,7 @@ struct start_cut {
     int64_t id, epoch; /* id 0: no cut */
     int nparts;
     int64_t *offsets;  /* per partition; -1 where the cut names none */
+    int64_t imports;   /* the import log's offset, -1 when the cut names none */
     const char **from; /* per partition: where its position came from (for the log) */
 };
 
@@ -37,6 +40,8 @@ static int add_offset(void *arg, int32_t partition, int64_t offset, struct lerr 
     (void)e;
     if (partition >= 0 && partition < c->nparts)
         c->offsets[partition] = offset;
+    if (partition == SPEED_IMPORT_PARTITION)
+        c->imports = offset;
     return 0;
 }
 
@@ -52,6 +57,7 @@ static int read_newest_cut(struct speed *s, struct start_cut *c, struct lerr *e)
 
     c->id = 0;
     c->epoch = INT64_MIN;
+    c->imports = -1;
     for (int p = 0; p < s->nparts; p++)
         c->offsets[p] = -1;
     db_path(s->data_dir, DB_BATCH, path, sizeof(path));
@@ -205,6 +211,26 @@ static int configured_positions(struct speed *s, volatile sig_atomic_t *stop, st
     return 0;
 }
 
+/* The import log's position: speed.db's, else the cut's, else the log's beginning; never
+ * behind the cut. */
+static void import_position(struct speed *s, const struct start_cut *c)
+{
+    struct speed_part *pt = &s->imports;
+    const char *from = pt->next_offset >= 0 ? "speed_db" : c->imports >= 0 ? "cut" : "start";
+
+    if (pt->next_offset < 0)
+        pt->next_offset = c->imports >= 0 ? c->imports : 0;
+    if (c->imports > pt->next_offset) {
+        log_info("speed",
+                 "moved_to_cut partition=%d from=%" PRId64 " to=%" PRId64 " version=%" PRId64,
+                 SPEED_IMPORT_PARTITION, pt->next_offset, c->imports, c->id);
+        pt->next_offset = c->imports;
+    }
+    pt->interval_offset = pt->next_offset;
+    log_info("speed", "start_position partition=%d offset=%" PRId64 " from=%s",
+             SPEED_IMPORT_PARTITION, pt->next_offset, from);
+}
+
 /* True when speed.db already holds the boundary of epoch (a restart inside it). */
 static int has_boundary(struct speed *s, int64_t epoch, bool *out, struct lerr *e)
 {
@@ -223,8 +249,9 @@ static int has_boundary(struct speed *s, int64_t epoch, bool *out, struct lerr *
 
 int speed_start_positions(struct speed *s, volatile sig_atomic_t *stop, struct lerr *e)
 {
-    struct start_cut c = {0, 0, s->nparts, calloc((size_t)s->nparts, sizeof(int64_t)),
-                          calloc((size_t)s->nparts, sizeof(char *))};
+    struct start_cut c = {0,         0,
+                          s->nparts, calloc((size_t)s->nparts, sizeof(int64_t)),
+                          -1,        calloc((size_t)s->nparts, sizeof(char *))};
     int64_t now_epoch = tm_epoch(tm_now_ms(), s->epoch_ms);
     bool has = false;
     int rc = -1;
@@ -257,6 +284,7 @@ int speed_start_positions(struct speed *s, volatile sig_atomic_t *stop, struct l
         log_info("speed", "start_position partition=%d offset=%" PRId64 " from=%s", p,
                  s->parts[p].next_offset, c.from[p]);
     }
+    import_position(s, &c);
     /* Epochs never go backwards: not behind the last one committed, nor behind the cut. */
     if (c.id && c.epoch > s->epoch)
         s->epoch = c.epoch;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "itlib.h"
 #include "tm.h"
@@ -84,6 +85,15 @@ static void import_history(struct env *v, int count)
     char *argv[] = {"lambda-batch", "import", "--data-dir", v->data, file, NULL};
     cr_assert_eq(it_run(v->dir, "import", argv, NULL, 120000), 0, "import failed");
     add_truth(v, truth);
+}
+
+/* The import's own line: with no speed layer it ends by publishing a version. */
+static char *import_out(struct env *v)
+{
+    char path[700];
+
+    snprintf(path, sizeof(path), "%s/import.out", v->dir);
+    return it_read_file(path, NULL);
 }
 
 /* Produces a round of count orders starting hours after ROUND_START; a fifth of them late,
@@ -433,8 +443,9 @@ Test(batch_incr, three_rounds_of_late_orders_over_a_history_stay_exact, .timeout
 
     env_init(&v, "bincr");
     import_history(&v, 20000);
-    cr_assert_eq(run(&v, NULL, &out), 0);
-    cr_assert(strstr(out, "batch published version=1 ") && strstr(out, " mode=full "), "%s", out);
+    /* With no speed layer the import publishes version 1 itself, a first build: full. */
+    out = import_out(&v);
+    cr_assert(out && strstr(out, " counted_by=batch version=1 "), "%s", out);
     free(out);
     assert_exact(&v, 1);
     serve_start(&v);
@@ -474,9 +485,7 @@ Test(batch_incr, a_damaged_increment_is_named_repaired_and_exits_3, .timeout = 3
     char sql[512], want[256], when[TM_RFC3339_LEN];
 
     env_init(&v, "bdamage");
-    import_history(&v, 5000);
-    cr_assert_eq(run(&v, NULL, &out), 0);
-    free(out);
+    import_history(&v, 5000); /* version 1, published by the import */
     produce_round(&v, 1, 2000);
     cr_assert_eq(run(&v, NULL, &out), 0);
     free(out);
@@ -554,9 +563,7 @@ Test(batch_incr, killed_incremental_runs_resume_exactly, .timeout = 300, .fini =
     char *out;
 
     env_init(&v, "bikill");
-    import_history(&v, 5000);
-    cr_assert_eq(run(&v, NULL, &out), 0);
-    free(out);
+    import_history(&v, 5000); /* version 1, published by the import */
     assert_exact(&v, 1);
     produce_round(&v, 1, 4000);
     static const char *const points[] = {"ingest", "recompute", "publish"};
@@ -614,11 +621,22 @@ Test(batch_incr, nothing_new_publishes_nothing_and_an_import_publishes, .timeout
     fclose(f);
     char *imp[] = {"lambda-batch", "import", "--data-dir", v.data, file, NULL};
     cr_assert_eq(it_run(v.dir, "import", imp, NULL, 60000), 0);
-    cr_assert_eq(run(&v, NULL, &out), 0);
-    cr_assert(strstr(out, "batch published version=2 ") && strstr(out, " mode=incremental ") &&
+    /* With no speed layer the import ends by publishing it: version 2, with the same cut. */
+    out = import_out(&v);
+    cr_assert(out && strstr(out, " orders=1 ") && strstr(out, " counted_by=batch version=2 "), "%s",
+              out);
+    free(out);
+    snprintf(file, sizeof(file), "%s/import.err", v.dir);
+    out = it_read_file(file, NULL);
+    cr_assert(out && strstr(out, "msg=published version=2 ") && strstr(out, " mode=incremental ") &&
                   strstr(out, " ingested=0 ") && strstr(out, " merchants_rewritten=1 ") &&
                   strstr(out, " buckets_rewritten=1 "),
               "%s", out);
+    free(out);
+    cr_assert_eq(sql_int(&v, "batch.db", "SELECT cut_epoch FROM versions WHERE id=2"),
+                 sql_int(&v, "batch.db", "SELECT cut_epoch FROM versions WHERE id=1"));
+    cr_assert_eq(run(&v, NULL, &out), 0);
+    cr_assert_str_eq(out, "batch unchanged version=2\n");
     free(out);
     int64_t before = sql_int(&v, "batch.db",
                              "SELECT order_count FROM merchant_totals WHERE merchant_id='m-1'"
@@ -647,8 +665,8 @@ Test(batch_incr, old_minute_ranges_are_exact_by_the_hour_and_400_otherwise, .tim
     cr_assert_eq(run(&v, NULL, &out), 0);
     free(out);
     serve_start(&v);
-    wait_served(&v, 1);
-    tm_format_rfc3339(sql_int(&v, "batch.db", "SELECT minute_from_ms FROM versions WHERE id=1"),
+    wait_served(&v, 2); /* the import published version 1 */
+    tm_format_rfc3339(sql_int(&v, "batch.db", "SELECT minute_from_ms FROM versions WHERE id=2"),
                       start);
 
     /* Whole hours far back: exact, from hour rows. */
@@ -715,6 +733,12 @@ Test(batch_incr, an_old_data_directory_migrates_through_one_full_run, .timeout =
 
     env_init(&v, "bmigrate");
     import_history(&v, 5000);
+    /* The import published a version of today's layout: gone, as in a directory of before. */
+    for (int i = 0; i < 3; i++) {
+        static const char *const sfx[] = {"", "-wal", "-shm"};
+        snprintf(path, sizeof(path), "%s/batch.db%s", v.data, sfx[i]);
+        unlink(path);
+    }
     /* Version 1 and a failed version 2 in the old layout, computed from master, the way the
      * old recompute did; the version before it, 0 rows, is gone already. */
     snprintf(path, sizeof(path), "%s/batch.db", v.data);
