@@ -99,6 +99,14 @@ int batch_imports_move(struct batch *b, const struct batch_cut *cut, struct lerr
  * ingest_offsets(-1) says master holds. */
 int batch_imports_end(sqlite3 *master, int64_t *end, struct lerr *e);
 
+/* imports.c: where a run with no speed layer cuts the import log: *end capped at the lines
+ * the speed layer judged (its committed position for -1), never below what master holds or
+ * the newest published cut. A line at or after that position was staged while a speed layer
+ * ran that never read it (an import that stopped waiting): moved unjudged, it would displace
+ * the stream copy the speed layer counted. It stays staged until the speed layer reads it
+ * (from its position, which the cut then does not pass) or an import takes it in. */
+int batch_imports_cut_end(struct batch *b, int64_t *end, struct lerr *e);
+
 /* imports.c: speed.db's committed position for partition -1 into *out (-1 when speed.db or
  * the position does not exist). */
 int batch_imports_speed_position(const char *data_dir, int64_t *out, struct lerr *e);

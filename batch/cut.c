@@ -132,7 +132,7 @@ static int pick_from_kafka(struct batch *b, struct batch_cut *cut, struct lerr *
         return lerr_set(e, "bad value for 'epoch_ms': must be positive");
     /* The import log first (partitions in order): everything staged so far. Kafka is asked
      * about the others only. */
-    if (batch_imports_end(b->master, &end, e) != 0 ||
+    if (batch_imports_end(b->master, &end, e) != 0 || batch_imports_cut_end(b, &end, e) != 0 ||
         cut_add(cut, BATCH_IMPORT_PARTITION, end, e) != 0)
         return -1;
     if ((!b->rk && batch_kafka_open(b, e) != 0) ||

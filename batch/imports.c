@@ -131,6 +131,24 @@ static int take_in_from(struct imports *im, int64_t held, int64_t *from, struct 
     return 0;
 }
 
+int batch_imports_cut_end(struct batch *b, int64_t *end, struct lerr *e)
+{
+    struct imports im = {.b = b};
+    int64_t speed_pos = -1, held = 0, from = 0;
+
+    if (batch_imports_speed_position(b->data_dir, &speed_pos, e) != 0)
+        return -1;
+    if (speed_pos < 0 || speed_pos >= *end)
+        return 0; /* no speed layer read the log, or it judged every line */
+    if (db_query_int(b->master, "SELECT next_offset FROM ingest_offsets WHERE partition = -1",
+                     &held, e) != 0 ||
+        take_in_from(&im, held, &from, e) != 0)
+        return -1;
+    if (from < *end)
+        *end = from;
+    return 0;
+}
+
 static int prepare(struct imports *im, bool has_dups, struct lerr *e)
 {
     sqlite3 *m = im->b->master;

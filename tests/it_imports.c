@@ -508,3 +508,70 @@ Test(imports, meet_the_stream_exactly_in_every_order_of_arrival, .timeout = 300,
     it_stop(&v.serve);
     it_stop(&v.dk);
 }
+
+static bool judged_h(void *arg)
+{
+    struct env *v = arg;
+
+    return speed_int(v, "SELECT next_offset FROM offsets WHERE partition = -1") ==
+           db_int(v, "master.db", "SELECT max(seq) + 1 FROM import_log");
+}
+
+/* An import that stops waiting (import_wait) for a speed layer that never reads its lines,
+ * and that speed layer dies: a batch run with no speed layer must not move those unjudged
+ * lines over the stream copies the speed layer counted (the winners), and the speed layer,
+ * restarted, judges them duplicates. */
+Test(imports, lines_no_speed_layer_judged_wait_for_it, .timeout = 120, .fini = fini)
+{
+    static struct env v;
+    char *env[] = {"LAMBDA_EPOCH_MS=1000", "LAMBDA_LOG_LEVEL=info", "LAMBDA_IMPORT_WAIT=300ms",
+                   NULL};
+    char file[700];
+
+    memset(&v, 0, sizeof(v));
+    current = &v;
+    it_tmpdir("imports_unjudged", v.dir);
+    snprintf(v.data, sizeof(v.data), "%s/data", v.dir);
+    it_devkafka(&v.dk, v.dir, 2, v.bs);
+    produce(&v, "seed", 8, 100, true);
+    for (int i = 0; i < 8; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "seed-%d", i);
+        taken_in(&v, id, 1 + i % MERCHANTS, 100 + i);
+    }
+    v.consumed = 0;
+    batch_run(&v);
+    speed_start(&v);
+    serve_start(&v);
+    produce(&v, "h", 20, 3000, true);
+    wait_consumed(&v);
+    for (int i = 0; i < 20; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "h-%d", i);
+        taken_in(&v, id, 1 + i % MERCHANTS, 3000 + i);
+    }
+    assert_exact(&v, "stream first");
+
+    /* The speed layer hangs (it keeps speed.lock), the import gives up, the speed layer dies. */
+    cr_assert_eq(kill(v.speed.pid, SIGSTOP), 0);
+    char *text = orders_text("h", 20, 7000, false);
+    snprintf(file, sizeof(file), "%s/h.ndjson", v.dir);
+    write_file(file, text);
+    free(text);
+    char *argv[] = {"lambda-batch", "import", "--data-dir", v.data, file, NULL};
+    cr_assert_neq(it_run(v.dir, "import_h", argv, env, 30000), 0, "the import did not give up");
+    cr_assert_eq(it_signal(&v.speed, SIGKILL, 20000), 128 + SIGKILL);
+    assert_exact(&v, "the import gave up");
+
+    batch_run(&v);
+    assert_exact(&v, "a run with no speed layer");
+    speed_start(&v);
+    cr_assert(it_wait_until(judged_h, &v, 30000), "lambda-speed did not read the import log");
+    assert_exact(&v, "the speed layer read the lines");
+    wait_next_epochs(&v);
+    batch_run(&v);
+    assert_exact(&v, "a run from the speed layer's cut");
+    speed_stop(&v);
+    it_stop(&v.serve);
+    it_stop(&v.dk);
+}
