@@ -118,6 +118,11 @@ int batch_imports_speed_position(const char *data_dir, int64_t *out, struct lerr
  * published version after it. */
 int batch_run_for_import(const struct cfg *c, int64_t *version, struct lerr *e);
 
+/* merge.c: moves master's recent level into the big one (shared/dedup_master.h), in one
+ * transaction of master.db: a failure or a kill leaves both levels as they were. A full run
+ * does it before it scans master. Nothing is written when the recent level is empty. */
+int batch_merge_levels(struct batch *b, struct lerr *e);
+
 /* What one version's recompute works from and did: read by batch_work_start(), filled in by
  * batch_recompute(), then read by the checks, the publish and the summary line. */
 struct batch_work {

@@ -339,10 +339,14 @@ out:
     return rc;
 }
 
-/* One scan of master in primary-key order (merchant by merchant, no sort). */
+/* One scan of master in primary-key order (merchant by merchant, no sort). A full run merged
+ * the recent level into the big one before (batch_merge_levels), so the scan reads the big
+ * level alone; should the recent level hold orders all the same, both levels are read in one
+ * merge of the two key orders (1.6x slower: it is never the plan of a full run that merged). */
 static int scan_master(struct views *vw, struct lerr *e)
 {
     sqlite3_stmt *st = NULL;
+    int64_t has_recent = 1;
     int rc;
 
     vw->w->orders = 0;
@@ -350,9 +354,14 @@ static int scan_master(struct views *vw, struct lerr *e)
     vw->merchants = 0;
     vw->max_event_ms = INT64_MIN;
     if (load_stored(vw, e) != 0 ||
+        db_query_int(vw->b->bdb, "SELECT EXISTS (SELECT 1 FROM m.orders_recent)", &has_recent, e) !=
+            0 ||
         db_prepare(vw->b->bdb,
-                   "SELECT merchant_id, amount_cents, event_time_ms FROM m.orders"
-                   " ORDER BY merchant_id",
+                   has_recent ? "SELECT merchant_id, amount_cents, event_time_ms FROM m.orders"
+                                " UNION ALL SELECT merchant_id, amount_cents, event_time_ms FROM"
+                                " m.orders_recent ORDER BY merchant_id"
+                              : "SELECT merchant_id, amount_cents, event_time_ms FROM m.orders"
+                                " ORDER BY merchant_id",
                    &st, e) != 0)
         return -1;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)

@@ -24,6 +24,7 @@
 #include "cut.h"
 #include "db.h"
 #include "dedup.h"
+#include "dedup_master.h"
 #include "log.h"
 
 /* Fingerprints a take-in's duplicate check may hold in memory (lambda-speed's default). */
@@ -152,6 +153,8 @@ int batch_imports_cut_end(struct batch *b, int64_t *end, struct lerr *e)
 static int prepare(struct imports *im, bool has_dups, struct lerr *e)
 {
     sqlite3 *m = im->b->master;
+    enum master_level level;
+    char ins[1024];
 
     if (db_exec(m, "CREATE TEMP TABLE IF NOT EXISTS import_skip(seq INTEGER PRIMARY KEY)", e) ||
         db_prepare(m, "INSERT OR IGNORE INTO temp.import_skip(seq) VALUES(?1)", &im->skip, e) ||
@@ -160,14 +163,16 @@ static int prepare(struct imports *im, bool has_dups, struct lerr *e)
         /* In key order the inserts sweep the B-tree once; for equal keys the smaller seq, the
          * first copy, is inserted and the others are ignored. RETURNING gives only the rows
          * inserted. */
-        db_prepare(m,
-                   "INSERT OR IGNORE INTO orders(merchant_id, order_id, amount_cents,"
-                   " event_time_ms, partition, offset, raw) SELECT merchant_id, order_id,"
-                   " amount_cents, event_time_ms, -1, seq, raw FROM import_log WHERE seq >= ?1"
-                   " AND seq < ?2 AND state = 0 AND seq NOT IN (SELECT seq FROM temp.import_skip)"
-                   " ORDER BY merchant_id, order_id, seq"
-                   " RETURNING offset, merchant_id, amount_cents, event_time_ms",
-                   &im->ins, e) ||
+        master_pick_level(m, &level, e) ||
+        master_insert_sql(level,
+                          "SELECT merchant_id, order_id, amount_cents, event_time_ms, -1, seq, raw"
+                          " FROM import_log WHERE seq >= ?1 AND seq < ?2 AND state = 0 AND seq"
+                          " NOT IN (SELECT seq FROM temp.import_skip)",
+                          "import_log.merchant_id", "import_log.order_id",
+                          "ORDER BY merchant_id, order_id, seq"
+                          " RETURNING offset, merchant_id, amount_cents, event_time_ms",
+                          ins, sizeof(ins), e) ||
+        db_prepare(m, ins, &im->ins, e) ||
         db_prepare(m,
                    "INSERT INTO ingest_offsets(partition, next_offset) VALUES(-1, ?1)"
                    " ON CONFLICT(partition) DO UPDATE SET next_offset = excluded.next_offset",

@@ -3,8 +3,9 @@
  * Partitions are assigned explicitly from master's ingest_offsets (positions never live in
  * Kafka). Rows, rejects, counters and ingest_offsets commit in one transaction per chunk, so a
  * run killed at any moment resumes at the last commit with nothing lost or doubled. An order is
- * inserted with INSERT OR IGNORE on its (merchant_id, order_id) key: the first copy in log
- * order wins and a later copy is counted as a duplicate (DESIGN.md section 2). */
+ * inserted when neither level of master's orders holds its (merchant_id, order_id) key
+ * (shared/dedup_master.h): the first copy in log order wins and a later copy is counted as a
+ * duplicate (DESIGN.md section 2). */
 #include "batch.h"
 
 #include <inttypes.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "db.h"
+#include "dedup_master.h"
 #include "ev.h"
 #include "kafka.h"
 #include "log.h"
@@ -76,11 +78,13 @@ static struct part *find_part(struct ingest *in, int32_t partition)
 static int prepare(struct ingest *in, struct lerr *e)
 {
     sqlite3 *m = in->b->master;
+    enum master_level level;
+    char ins[512];
 
-    return db_prepare(m,
-                      "INSERT OR IGNORE INTO orders(merchant_id, order_id, amount_cents,"
-                      " event_time_ms, partition, offset, raw) VALUES(?,?,?,?,?,?,?)",
-                      &in->ins_order, e) ||
+    return master_pick_level(m, &level, e) ||
+           master_insert_sql(level, "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE 1", "?1", "?2", "",
+                             ins, sizeof(ins), e) ||
+           db_prepare(m, ins, &in->ins_order, e) ||
            db_prepare(m,
                       "INSERT INTO rejects(source, partition, offset, reason, payload, at_ms)"
                       " VALUES('kafka',?,?,?,?,?)",

@@ -30,7 +30,8 @@ static const struct cfg_key keys[] = {
     {"import_wait", CFG_MS, "60s",
      "import: how long to wait for a running lambda-speed to take the imported lines in"},
     {"pause_at", CFG_STR, NULL,
-     "testing: block at ingest, recompute, publish or import (logs paused at=X) until killed"},
+     "testing: block at ingest, merge, recompute, publish or import (logs paused at=X) until"
+     " killed"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -92,7 +93,7 @@ static const struct command {
 /* Checks what cfg_load() cannot; on a bad value prints it and returns -1. */
 static int check_pause_at(const struct cfg *c)
 {
-    static const char *const points[] = {"ingest", "recompute", "publish", "import"};
+    static const char *const points[] = {"ingest", "merge", "recompute", "publish", "import"};
     const char *pause_at = cfg_str(c, "pause_at");
 
     if (!pause_at)
@@ -101,8 +102,8 @@ static int check_pause_at(const struct cfg *c)
         if (!strcmp(pause_at, points[i]))
             return 0;
     fprintf(stderr,
-            "lambda-batch: bad value for 'pause_at': '%s' is not ingest, recompute, publish or "
-            "import\n",
+            "lambda-batch: bad value for 'pause_at': '%s' is not ingest, merge, recompute, publish"
+            " or import\n",
             pause_at);
     return -1;
 }

@@ -296,7 +296,8 @@ static int run_locked(struct batch *b, struct run_outcome *o, int64_t *differenc
     }
     t = tm_mono_ms();
     if (batch_imports_move(b, &cut, e) != 0 || batch_ingest(b, &cut, &ingested, e) != 0 ||
-        batch_work_start(b, cut.version, b->is_full, &w, e) != 0)
+        batch_work_start(b, cut.version, b->is_full, &w, e) != 0 ||
+        (w.is_full && batch_merge_levels(b, e) != 0))
         goto out;
     w.ingest_ms = tm_mono_ms() - t;
     if (batch_recompute(b, &w, e) != 0)

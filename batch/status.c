@@ -197,16 +197,28 @@ static int gather_runs(sqlite3 *bdb, json_t *doc, struct lerr *e)
 static int gather_master(sqlite3 *m, json_t *doc, struct lerr *e)
 {
     json_t *offsets, *parts = json_object_get(doc, "partitions"), *p, *o, *counters, *c, *by;
+    int64_t has_recent = 0;
     size_t i, j;
 
+    /* A file no batch run or import opened since the upgrade has its one level only. */
+    if (db_query_int(m, "SELECT count(*) FROM sqlite_master WHERE name = 'orders_recent'",
+                     &has_recent, e) != 0)
+        return -1;
     offsets = query_rows(m, "SELECT partition, next_offset FROM ingest_offsets", 0, e);
     by =
         query_rows(m, "SELECT reason, count(*) AS n FROM rejects GROUP BY reason ORDER BY 1", 0, e);
     counters = query_rows(m, "SELECT name, value FROM counters ORDER BY name", 0, e);
     json_t *totals = query_rows(m,
-                                "SELECT (SELECT count(*) FROM orders) AS orders,"
-                                " (SELECT count(*) FROM rejects) AS rejects,"
-                                " (SELECT count(*) FROM imports) AS imports",
+                                has_recent ? "SELECT (SELECT count(*) FROM orders) +"
+                                             " (SELECT count(*) FROM orders_recent) AS orders,"
+                                             " (SELECT count(*) FROM orders_recent) AS"
+                                             " orders_recent,"
+                                             " (SELECT count(*) FROM rejects) AS rejects,"
+                                             " (SELECT count(*) FROM imports) AS imports"
+                                           : "SELECT (SELECT count(*) FROM orders) AS orders,"
+                                             " 0 AS orders_recent,"
+                                             " (SELECT count(*) FROM rejects) AS rejects,"
+                                             " (SELECT count(*) FROM imports) AS imports",
                                 0, e);
     if (!offsets || !by || !counters || !totals) {
         json_decref(offsets), json_decref(by), json_decref(counters), json_decref(totals);
@@ -400,8 +412,9 @@ static void print_text(const json_t *doc, const char *data_dir)
         printf(", watermark %s", ts);
     }
     printf("\n");
-    printf("master: %" PRId64 " orders, %" PRId64 " imported files\n", num(doc, "orders"),
-           num(doc, "imports"));
+    printf("master: %" PRId64 " orders (%" PRId64 " in the recent level), %" PRId64
+           " imported files\n",
+           num(doc, "orders"), num(doc, "orders_recent"), num(doc, "imports"));
     printf("rejects: %" PRId64, num(doc, "rejects"));
     json_object_foreach((json_t *)json_object_get(doc, "rejects_by_reason"), k, v)
         printf(" %s=%" PRId64, k, (int64_t)json_integer_value(v));

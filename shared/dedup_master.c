@@ -1,10 +1,21 @@
-/* dedup_master.c - the earlier copies in master.db (contract in dedup_master.h). */
+/* dedup_master.c - the earlier copies in master.db, and inserts into its two levels (contract in
+ * dedup_master.h). */
 #include "dedup_master.h"
 
 #include <stdio.h>
 #include <unistd.h>
 
 #include "db.h"
+
+#define COLUMNS "merchant_id, order_id, amount_cents, event_time_ms, partition, offset, raw"
+
+/* The key is in at most one level, so the first row found is the only one. */
+static const char get_sql[] = "SELECT partition, offset FROM orders"
+                              " WHERE merchant_id=?1 AND order_id=?2 UNION ALL"
+                              " SELECT partition, offset FROM orders_recent"
+                              " WHERE merchant_id=?1 AND order_id=?2";
+static const char get_one_level_sql[] = "SELECT partition, offset FROM orders"
+                                        " WHERE merchant_id=?1 AND order_id=?2";
 
 void master_init(struct master *m, const char *data_dir)
 {
@@ -19,6 +30,13 @@ void master_close(struct master *m)
     m->get = NULL;
     m->db = NULL;
     m->in_txn = false;
+    m->is_one_level = false;
+}
+
+static bool prepare_get(struct master *m, const char *sql)
+{
+    return sqlite3_prepare_v3(m->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &m->get, NULL) ==
+           SQLITE_OK;
 }
 
 /* Opens master.db once it exists and has its orders table. A missing file holds no ids, so
@@ -38,10 +56,13 @@ static void master_try_open(struct master *m)
         return;
     if (db_open_ro(m->data_dir, DB_MASTER, &m->db, &ignored) != 0)
         return;
-    if (sqlite3_prepare_v3(m->db,
-                           "SELECT partition, offset FROM orders"
-                           " WHERE merchant_id=?1 AND order_id=?2",
-                           -1, SQLITE_PREPARE_PERSISTENT, &m->get, NULL) != SQLITE_OK)
+    if (prepare_get(m, get_sql))
+        return;
+    /* A file from before the recent level: its one table holds every id until a writer
+     * creates the recent level, which the reopen after the next refresh then sees. */
+    if (prepare_get(m, get_one_level_sql))
+        m->is_one_level = true;
+    else
         master_close(m);
 }
 
@@ -83,4 +104,37 @@ void master_refresh(struct master *m)
         sqlite3_exec(m->db, "COMMIT", NULL, NULL, NULL);
     m->in_txn = false;
     m->is_due = true;
+    if (m->is_one_level)
+        master_close(m);
+}
+
+const char *master_level_table(enum master_level level)
+{
+    return level == MASTER_BIG ? "orders" : "orders_recent";
+}
+
+int master_pick_level(sqlite3 *master, enum master_level *out, struct lerr *e)
+{
+    int64_t has_big = 1;
+
+    if (db_query_int(master, "SELECT EXISTS (SELECT 1 FROM orders)", &has_big, e) != 0)
+        return -1;
+    *out = has_big ? MASTER_RECENT : MASTER_BIG;
+    return 0;
+}
+
+int master_insert_sql(enum master_level level, const char *select_sql, const char *mid,
+                      const char *oid, const char *tail, char *sql, size_t size, struct lerr *e)
+{
+    enum master_level other = level == MASTER_BIG ? MASTER_RECENT : MASTER_BIG;
+    int n =
+        snprintf(sql, size,
+                 "INSERT OR IGNORE INTO %s(" COLUMNS ") %s AND NOT EXISTS (SELECT 1 FROM %s"
+                 " AS lv WHERE lv.merchant_id = %s AND lv.order_id = %s) %s",
+                 master_level_table(level), select_sql, master_level_table(other), mid, oid, tail);
+
+    if (n < 0 || (size_t)n >= size)
+        return lerr_set(e, "cannot write the insert into '%s': too long",
+                        master_level_table(level));
+    return 0;
 }

@@ -749,13 +749,13 @@ Test(batch_incr, an_old_data_directory_migrates_through_one_full_run, .timeout =
              " (2, 'failed', 101, 3, NULL, NULL, NULL, NULL, NULL, NULL, NULL);"
              "INSERT INTO cut_offsets VALUES(1, 0, 0), (1, 1, 0), (1, 2, 0), (1, 3, 0);"
              "INSERT INTO merchant_totals SELECT 1, merchant_id, count(*), sum(amount_cents)"
-             " FROM m.orders GROUP BY merchant_id;"
+             " FROM m.orders_all GROUP BY merchant_id;"
              "INSERT INTO hourly SELECT 1, merchant_id, event_time_ms / 3600000 * 3600000,"
-             " count(*), sum(amount_cents) FROM m.orders GROUP BY 2, 3;"
+             " count(*), sum(amount_cents) FROM m.orders_all GROUP BY 2, 3;"
              "INSERT INTO minutely SELECT 1, merchant_id, event_time_ms / 60000 * 60000, count(*),"
-             " sum(amount_cents) FROM m.orders WHERE event_time_ms / 60000 * 60000 >= (SELECT"
-             " max(event_time_ms) / 60000 * 60000 - 172800000 FROM m.orders) GROUP BY 2, 3;"
-             "UPDATE versions SET orders = (SELECT count(*) FROM m.orders) WHERE id = 1",
+             " sum(amount_cents) FROM m.orders_all WHERE event_time_ms / 60000 * 60000 >= (SELECT"
+             " max(event_time_ms) / 60000 * 60000 - 172800000 FROM m.orders_all) GROUP BY 2, 3;"
+             "UPDATE versions SET orders = (SELECT count(*) FROM m.orders_all) WHERE id = 1",
              old_layout, v.data);
     cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
     sqlite3_close(db);

@@ -246,7 +246,9 @@ Test(health, a_failing_batch_run_shows_in_status_health_and_metrics, .timeout = 
 
     /* The cause fixed, the next run publishes the pending cut: healthy again, and the failure
      * counter stays where it was. */
-    sql(&v, "master.db", "DELETE FROM orders WHERE merchant_id='m-bad'");
+    sql(&v, "master.db",
+        "DELETE FROM orders WHERE merchant_id='m-bad';"
+        " DELETE FROM orders_recent WHERE merchant_id='m-bad'");
     cr_assert_eq(batch(&v, tag, "run", "--full"), 0);
     doc = health_speed_held(&v, &status);
     reasons(doc, why, sizeof(why));
