@@ -175,18 +175,25 @@ static void first_failed(const char *checks_json, char *out, size_t size)
     json_decref(doc);
 }
 
-/* Records the run's outcome in batch.db's runs and run_counters, on a connection of its own
- * (the run's may be in a failed transaction, or not open at all). Best effort: the outcome
- * is on stderr and in the exit code anyway. */
-static void record_run(const char *data_dir, int64_t started_ms, const struct run_outcome *o,
-                       const char *error)
+/* Records the run's outcome in batch.db's runs and run_counters, on the run's own connection
+ * to batch.db (bdb; a transaction a failure left open is rolled back first), or on one of its
+ * own when the run did not get as far as opening it (bdb NULL). Opening another one cost
+ * 9 ms of a 0.3 s incremental run: the schema applied again, then the commit. A plain BEGIN:
+ * the write locks batch.db only, not the attached master.db. Best effort: the outcome is on
+ * stderr and in the exit code anyway. */
+static void record_run(sqlite3 *bdb, const char *data_dir, int64_t started_ms,
+                       const struct run_outcome *o, const char *error)
 {
     char name[96];
-    sqlite3 *db = NULL;
+    sqlite3 *own = NULL, *db = bdb;
     sqlite3_stmt *ins = NULL, *add = NULL;
     struct lerr e = {{0}};
 
-    if (db_open_rw(data_dir, DB_BATCH, &db, &e) != 0 || db_exec(db, "BEGIN IMMEDIATE", &e) ||
+    if (db && !sqlite3_get_autocommit(db))
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    if (!db && db_open_rw(data_dir, DB_BATCH, &own, &e) == 0)
+        db = own;
+    if (!db || db_exec(db, "BEGIN", &e) ||
         db_prepare(db,
                    "INSERT INTO runs(started_ms, finished_ms, ok, version, failed_check, error)"
                    " VALUES(?,?,?,?,?,?)",
@@ -220,12 +227,13 @@ static void record_run(const char *data_dir, int64_t started_ms, const struct ru
         goto out;
 out:
     if (e.msg[0]) {
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        if (db)
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         log_warn("batch", "run_not_recorded err=\"%s\"", e.msg);
     }
     sqlite3_finalize(ins);
     sqlite3_finalize(add);
-    sqlite3_close(db);
+    sqlite3_close(own);
 }
 
 static void print_summary(const struct batch *b, const struct batch_summary *s,
@@ -358,8 +366,8 @@ int batch_run_for_import(const struct cfg *c, int64_t *version, struct lerr *e)
         b.is_import = true;
         b.is_full = false;
         rc = run_locked(&b, &o, &differences, e);
+        record_run(b.bdb, cfg_str(c, "data_dir"), started_ms, &o, rc == 0 ? NULL : e->msg);
         close_batch(&b);
-        record_run(cfg_str(c, "data_dir"), started_ms, &o, rc == 0 ? NULL : e->msg);
         if (rc == 0)
             *version = o.version;
         if (!o.is_reused)
@@ -390,8 +398,8 @@ int batch_run(const struct cfg *c, bool *skipped, int64_t *differences, struct l
     }
     log_info("batch", "run_started data_dir=%s topic=%s", b.data_dir, b.topic);
     rc = run_locked(&b, &o, differences, e);
+    record_run(b.bdb, cfg_str(c, "data_dir"), started_ms, &o, rc == 0 ? NULL : e->msg);
     close_batch(&b);
-    record_run(cfg_str(c, "data_dir"), started_ms, &o, rc == 0 ? NULL : e->msg);
     lock_release(fd);
     return rc;
 }
