@@ -429,6 +429,14 @@ Test(batch_run, small_stream_and_an_import_publish_exact_views, .timeout = 90, .
                         " buckets_rewritten=6 rejects=1 duplicates=2 ingest_ms="),
               "stdout: %s", s);
     free(s);
+    /* The import went into the big level, empty then; the run's orders into the recent one,
+     * Kafka's k1 of m-1 found in the big level and counted a duplicate. */
+    cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM orders"), 2);
+    cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM orders_recent"), 5);
+    cr_assert_eq(sql_int(&v, "master.db",
+                         "SELECT amount_cents FROM orders_all WHERE merchant_id='m-1' AND"
+                         " order_id='k1'"),
+                 5555);
     /* The import came first, so its k1 of m-1 wins over Kafka's. */
     s = sql_text(&v, "batch.db",
                  "SELECT merchant_id, order_count, revenue_cents FROM merchant_totals"

@@ -179,12 +179,14 @@ static char *run_err(struct env *v)
     return it_read_file(path, NULL);
 }
 
-/* Starts a run that stops at pause_at, waits for it to say so, and leaves it blocked there. */
-static void run_until_paused(struct env *v, struct it_proc *p, const char *pause_at)
+/* Starts a run (flag: NULL or "--full") that stops at pause_at, waits for it to say so, and
+ * leaves it blocked there. */
+static void run_until_paused(struct env *v, struct it_proc *p, const char *pause_at,
+                             const char *flag)
 {
     char *argv[16], tag[32], want[64];
 
-    batch_argv(v, argv, pause_at, NULL);
+    batch_argv(v, argv, pause_at, flag);
     snprintf(tag, 32, "run%d", ++v->runs);
     snprintf(want, sizeof(want), "msg=paused at=%s", pause_at);
     it_spawn(p, v->dir, tag, argv, NULL);
@@ -568,7 +570,7 @@ Test(batch_incr, killed_incremental_runs_resume_exactly, .timeout = 300, .fini =
     produce_round(&v, 1, 4000);
     static const char *const points[] = {"ingest", "recompute", "publish"};
     for (int i = 0; i < 3; i++) {
-        run_until_paused(&v, p, points[i]);
+        run_until_paused(&v, p, points[i], NULL);
         cr_assert_eq(newest_published(&v), 1);
         cr_assert_eq(it_signal(p, SIGKILL, 10000), 128 + SIGKILL);
     }
@@ -579,7 +581,7 @@ Test(batch_incr, killed_incremental_runs_resume_exactly, .timeout = 300, .fini =
     assert_exact(&v, 2);
     /* And again, killed mid-recompute with a second round in. */
     produce_round(&v, 2, 3000);
-    run_until_paused(&v, p, "recompute");
+    run_until_paused(&v, p, "recompute", NULL);
     cr_assert_eq(it_signal(p, SIGKILL, 10000), 128 + SIGKILL);
     cr_assert_eq(run(&v, NULL, &out), 0);
     free(out);
@@ -785,5 +787,127 @@ Test(batch_incr, an_old_data_directory_migrates_through_one_full_run, .timeout =
     cr_assert_eq(run(&v, "--full", &out), 0);
     cr_assert(strstr(out, " differences=0 "), "%s", out);
     free(out);
+    env_fini(&v);
+}
+
+/* The orders in master's big level, its recent level and both. */
+struct levels {
+    int64_t big, recent, all;
+};
+
+static struct levels levels(struct env *v)
+{
+    return (struct levels){
+        sql_int(v, "master.db", "SELECT count(*) FROM orders"),
+        sql_int(v, "master.db", "SELECT count(*) FROM orders_recent"),
+        sql_int(v, "master.db", "SELECT count(*) FROM orders_all"),
+    };
+}
+
+Test(batch_incr, a_full_run_merges_the_recent_level_and_a_killed_merge_resumes, .timeout = 300,
+     .fini = fini)
+{
+    static struct env v; /* static: fini() reads it after the test returns */
+    struct it_proc *p = &v.held;
+    struct levels l, was;
+    char *out;
+
+    env_init(&v, "bmerge");
+    import_history(&v, 5000); /* into the big level, empty then: version 1 */
+    was = levels(&v);
+    cr_assert(was.big > 4500 && was.recent == 0, "big %lld recent %lld", (long long)was.big,
+              (long long)was.recent);
+    /* An incremental run writes the recent level only. */
+    produce_round(&v, 1, 2000);
+    cr_assert_eq(run(&v, NULL, &out), 0);
+    cr_assert(strstr(out, " mode=incremental "), "%s", out);
+    free(out);
+    assert_exact(&v, 2);
+    l = levels(&v);
+    cr_assert_eq(l.big, was.big, "the big level is not written");
+    cr_assert(l.recent > 1800 && l.all == l.big + l.recent, "recent %lld", (long long)l.recent);
+    /* A full run killed in the merge (moved, not committed) leaves both levels as they were. */
+    produce_round(&v, 2, 2000);
+    run_until_paused(&v, p, "merge", "--full");
+    cr_assert_eq(it_signal(p, SIGKILL, 10000), 128 + SIGKILL);
+    cr_assert_eq(newest_published(&v), 2);
+    was = l;
+    l = levels(&v);
+    cr_assert_eq(l.big, was.big);
+    cr_assert(l.recent > was.recent + 1800 && l.all == l.big + l.recent);
+    /* The rerun merges and publishes the same answers; nothing is left in the recent level. */
+    cr_assert_eq(run(&v, "--full", &out), 0);
+    cr_assert(strstr(out, "batch published version=3 ") && strstr(out, " mode=full ") &&
+                  strstr(out, " differences=0 "),
+              "%s", out);
+    free(out);
+    assert_exact(&v, 3);
+    was = l;
+    l = levels(&v);
+    cr_assert_eq(l.recent, 0);
+    cr_assert_eq(l.big, was.all);
+    cr_assert_eq(l.all, was.all);
+    /* And the next round goes into the recent level again. */
+    produce_round(&v, 3, 1000);
+    cr_assert_eq(run(&v, NULL, &out), 0);
+    cr_assert(strstr(out, " mode=incremental "), "%s", out);
+    free(out);
+    assert_exact(&v, 4);
+    cr_assert_eq(levels(&v).big, l.big);
+    cr_assert(levels(&v).recent > 900);
+    env_fini(&v);
+}
+
+/* A master.db of before the two levels: `orders` alone, made with raw SQL from today's by
+ * dropping what the levels added. Read-only readers (status) read it as it is; the next run
+ * creates the recent level and goes on incrementally, exact; a full run merges. */
+Test(batch_incr, a_master_of_one_level_migrates_and_stays_exact, .timeout = 300, .fini = fini)
+{
+    static struct env v; /* static: fini() reads it after the test returns */
+    char path[700], *st, *out;
+    struct levels l;
+    int64_t n;
+
+    env_init(&v, "bonelevel");
+    import_history(&v, 5000);
+    n = sql_int(&v, "master.db", "SELECT count(*) FROM orders");
+    sql_exec(&v, "master.db", "DROP VIEW orders_all; DROP TABLE orders_recent");
+    cr_assert_eq(
+        sql_int(&v, "master.db", "SELECT count(*) FROM sqlite_master WHERE name LIKE 'orders_%'"),
+        0);
+    char *argv[] = {"lambda-batch", "status", "--data-dir", v.data, "--json", NULL};
+    cr_assert_eq(it_run(v.dir, "status", argv, NULL, 30000), 0);
+    snprintf(path, sizeof(path), "%s/status.out", v.dir);
+    st = it_read_file(path, NULL);
+    json_t *doc = json_loads(st, 0, NULL);
+    cr_assert(doc, "status: %s", st);
+    cr_assert_eq(json_integer_value(json_object_get(doc, "orders")), n, "%s", st);
+    cr_assert_eq(json_integer_value(json_object_get(doc, "orders_recent")), 0, "%s", st);
+    json_decref(doc);
+    free(st);
+    cr_assert_eq(
+        sql_int(&v, "master.db", "SELECT count(*) FROM sqlite_master WHERE name LIKE 'orders_%'"),
+        0, "status does not write");
+
+    produce_round(&v, 1, 2000);
+    cr_assert_eq(run(&v, NULL, &out), 0);
+    cr_assert(strstr(out, "batch published version=2 ") && strstr(out, " mode=incremental "), "%s",
+              out);
+    free(out);
+    assert_exact(&v, 2);
+    l = levels(&v);
+    cr_assert_eq(l.big, n, "the old table is the big level");
+    cr_assert(l.recent > 1800 && l.all == l.big + l.recent);
+    produce_round(&v, 2, 2000);
+    cr_assert_eq(run(&v, NULL, &out), 0);
+    free(out);
+    assert_exact(&v, 3);
+    cr_assert_eq(run(&v, "--full", &out), 0);
+    cr_assert(strstr(out, " mode=full ") && strstr(out, " differences=0 "), "%s", out);
+    free(out);
+    assert_exact(&v, 4);
+    l = levels(&v);
+    cr_assert_eq(l.recent, 0);
+    cr_assert_eq(l.big, l.all);
     env_fini(&v);
 }

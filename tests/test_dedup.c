@@ -1,5 +1,6 @@
 /* test_dedup.c - the duplicate rule (shared/dedup.c) on real SQLite files. */
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -156,6 +157,65 @@ Test(dedup, master_rows_are_earlier_copies_unless_at_or_after_this_offset, .time
     cr_assert_eq(check(&f, "m", "p0", 0, 9), 0, "master holds a later copy only");
     cr_assert_eq(check(&f, "m", "none", 0, 9), 0);
     sqlite3_close(m);
+    fix_down(&f);
+}
+
+Test(dedup, master_rows_of_the_recent_level_are_earlier_copies_too, .timeout = 30)
+{
+    struct fix f;
+    sqlite3 *m;
+
+    fix_up(&f, 100);
+    cr_assert_eq(db_open_rw(f.dir, DB_MASTER, &m, &f.e), 0);
+    cr_assert_eq(db_exec(m,
+                         "INSERT INTO orders VALUES('m','big',1,0,0,10,NULL);"
+                         "INSERT INTO orders_recent VALUES('m','imp',1,0,-1,5,NULL),"
+                         "('m','p0',1,0,0,10,NULL),('m','p1',1,0,1,10,NULL)",
+                         &f.e),
+                 0, "%s", f.e.msg);
+    cr_assert_eq(check(&f, "m", "big", 0, 11), 1, "an earlier copy in the big level");
+    cr_assert_eq(check(&f, "m", "imp", 0, 100), 1, "an imported order");
+    cr_assert_eq(check(&f, "m", "p1", 0, 100), 1, "a copy in another partition");
+    cr_assert_eq(check(&f, "m", "p0", 0, 11), 1, "an earlier copy in this partition");
+    cr_assert_eq(check(&f, "m", "p0", 0, 10), 0, "this very copy, ingested by the batch");
+    cr_assert_eq(check(&f, "m", "p0", 0, 9), 0, "master holds a later copy only");
+    cr_assert_eq(check(&f, "m", "none", 0, 9), 0);
+    sqlite3_close(m);
+    fix_down(&f);
+}
+
+/* master.db as it was before the recent level, written with raw SQL: a reader asks its one
+ * table, and once a writer created the recent level (the migration), it asks both. */
+Test(dedup, a_master_of_one_level_is_read_until_it_has_two, .timeout = 30)
+{
+    struct fix f;
+    char path[PATH_MAX];
+    sqlite3 *m = NULL;
+
+    fix_up(&f, 100);
+    db_path(f.dir, DB_MASTER, path, sizeof(path));
+    cr_assert_eq(sqlite3_open(path, &m), SQLITE_OK);
+    cr_assert_eq(db_exec(m,
+                         "PRAGMA journal_mode=WAL;"
+                         "CREATE TABLE orders(merchant_id TEXT NOT NULL, order_id TEXT NOT NULL,"
+                         " amount_cents INTEGER NOT NULL, event_time_ms INTEGER NOT NULL,"
+                         " partition INTEGER NOT NULL, offset INTEGER NOT NULL, raw BLOB,"
+                         " PRIMARY KEY(merchant_id, order_id)) WITHOUT ROWID;"
+                         "INSERT INTO orders VALUES('m','old',1,0,0,10,NULL)",
+                         &f.e),
+                 0, "%s", f.e.msg);
+    sqlite3_close(m);
+    cr_assert_eq(check(&f, "m", "old", 0, 11), 1, "the one level is read");
+    cr_assert_eq(check(&f, "m", "new", 0, 11), 0);
+    dedup_refresh(f.d);
+    cr_assert_eq(db_open_rw(f.dir, DB_MASTER, &m, &f.e), 0, "%s", f.e.msg);
+    cr_assert_eq(db_exec(m, "INSERT INTO orders_recent VALUES('m','new',1,0,0,10,NULL)", &f.e), 0,
+                 "%s", f.e.msg);
+    sqlite3_close(m);
+    dedup_refresh(f.d);
+    cr_assert_eq(check(&f, "m", "new", 0, 11), 1, "the recent level, once it exists");
+    cr_assert_eq(check(&f, "m", "old", 0, 11), 1);
+    cr_assert_eq(check(&f, "m", "new", 0, 10), 0, "this very copy");
     fix_down(&f);
 }
 
