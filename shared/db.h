@@ -94,7 +94,10 @@ const char *db_file_name(enum db_file f);
 void db_path(const char *data_dir, enum db_file f, char *out, size_t size);
 
 /* Opens (creating) a file for writing: WAL, synchronous=FULL, busy timeout, schema applied.
- * On error returns -1, *out is untouched and nothing stays open. */
+ * A file that does not exist yet appears at its path whole, schema and all, or not at all: it
+ * is made as <file>.new-<pid> and linked into place, so a reader or a power loss never finds
+ * it empty or half made by this. On error returns -1, *out is untouched and nothing stays
+ * open. */
 int db_open_rw(const char *data_dir, enum db_file f, sqlite3 **out, struct lerr *e);
 
 /* Opens an existing file read-only (query_only, busy timeout). -1 when it is missing or
