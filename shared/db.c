@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -286,19 +287,15 @@ static int migrate_speed(sqlite3 *db, struct lerr *e)
     sqlite3_finalize(st);
     if (old != 1)
         return 0;
-    if (db_exec(db,
-                "BEGIN IMMEDIATE; ALTER TABLE seen RENAME TO seen_v1;"
-                "CREATE TABLE seen(seq INTEGER PRIMARY KEY, merchant_id TEXT NOT NULL,"
-                " order_id TEXT NOT NULL, epoch INTEGER NOT NULL, partition INTEGER NOT NULL,"
-                " offset INTEGER NOT NULL);"
-                "INSERT INTO seen SELECT row_number() OVER (ORDER BY epoch, partition, offset),"
-                " merchant_id, order_id, epoch, partition, offset FROM seen_v1;"
-                "DROP TABLE seen_v1; COMMIT",
-                e) != 0) {
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-        return -1;
-    }
-    return 0;
+    return db_exec(db,
+                   "ALTER TABLE seen RENAME TO seen_v1;"
+                   "CREATE TABLE seen(seq INTEGER PRIMARY KEY, merchant_id TEXT NOT NULL,"
+                   " order_id TEXT NOT NULL, epoch INTEGER NOT NULL, partition INTEGER NOT NULL,"
+                   " offset INTEGER NOT NULL);"
+                   "INSERT INTO seen SELECT row_number() OVER (ORDER BY epoch, partition, offset),"
+                   " merchant_id, order_id, epoch, partition, offset FROM seen_v1;"
+                   "DROP TABLE seen_v1",
+                   e);
 }
 
 /* batch.db files made when every version had a copy of every row (a "version" column) are
@@ -332,21 +329,21 @@ static int migrate_batch(sqlite3 *db, struct lerr *e)
         return 0;
     if (db_exec(
             db,
-            "BEGIN IMMEDIATE; DROP INDEX IF EXISTS minutely_by_minute;"
+            "DROP INDEX IF EXISTS minutely_by_minute;"
             " ALTER TABLE merchant_totals RENAME TO merchant_totals_v1;"
             " ALTER TABLE hourly RENAME TO hourly_v1; ALTER TABLE minutely RENAME TO minutely_v1",
             e) != 0)
-        goto fail;
+        return -1;
     for (size_t i = 0; i < sizeof(cols) / sizeof(cols[0]); i++) {
         int64_t has = 0;
         snprintf(sql, sizeof(sql),
                  "SELECT count(*) FROM pragma_table_info('versions') WHERE name = '%.*s'",
                  (int)strcspn(cols[i], " "), cols[i]);
         if (db_query_int(db, sql, &has, e) != 0)
-            goto fail;
+            return -1;
         snprintf(sql, sizeof(sql), "ALTER TABLE versions ADD COLUMN %s", cols[i]);
         if (!has && db_exec(db, sql, e) != 0)
-            goto fail;
+            return -1;
     }
     if (db_exec(db, batch_schema, e) != 0 ||
         db_exec(db,
@@ -368,13 +365,10 @@ static int migrate_batch(sqlite3 *db, struct lerr *e)
                 "DELETE FROM versions WHERE state = 'published' AND id < (SELECT id FROM v1);"
                 "INSERT OR REPLACE INTO meta(key, value) VALUES('baseline', 'unproven');"
                 "DROP TABLE v1; DROP TABLE merchant_totals_v1; DROP TABLE hourly_v1;"
-                " DROP TABLE minutely_v1; COMMIT",
+                " DROP TABLE minutely_v1",
                 e) != 0)
-        goto fail;
+        return -1;
     return 0;
-fail:
-    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-    return -1;
 }
 
 /* Every commit is synced before it returns (and before readers see it): each file's commits
@@ -390,14 +384,60 @@ static const char *sync_pragma(enum db_file f)
     return "PRAGMA synchronous=FULL";
 }
 
+/* Bumped when a migration changes while the schema text does not. */
+#define MIGRATIONS_REVISION "1"
+
+/* The stamp a file's user_version holds once its schema is applied whole: a hash of the schema
+ * text and the migrations' revision, so that any change to either makes every file out of date
+ * with no number to bump by hand. Never 0, what a file no version stamped holds. */
+static int64_t schema_stamp(enum db_file f)
+{
+    const char *const parts[] = {schemas[f], pins_schema, MIGRATIONS_REVISION};
+    uint32_t h = 2166136261u; /* FNV-1a */
+
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+        for (const char *c = parts[i]; *c; c++)
+            h = (h ^ (unsigned char)*c) * 16777619u;
+    h &= 0x7fffffff; /* user_version is a signed 32-bit integer */
+    return h ? h : 1;
+}
+
+/* Applies the schema unless the file's stamp says it is whole. The check only reads, so an
+ * up-to-date file's writer takes no write lock to open it; a file out of date (new, of an older
+ * layout, or left half made by an older version that created it statement by statement) gets
+ * its migrations, tables and stamp in one transaction, checked again under the write lock (two
+ * openers at once: the second finds it done), so a reader sees none of it or all of it. The
+ * busy timeout bounds the wait for another writer's transaction. */
+static int apply_schema(sqlite3 *db, enum db_file f, struct lerr *e)
+{
+    int64_t stamp = 0, want = schema_stamp(f);
+    char sql[64];
+
+    if (db_query_int(db, "PRAGMA user_version", &stamp, e) != 0)
+        return -1;
+    if (stamp == want)
+        return 0;
+    if (db_exec(db, "BEGIN IMMEDIATE", e) != 0)
+        return -1;
+    snprintf(sql, sizeof(sql), "PRAGMA user_version = %" PRId64, want);
+    if (db_query_int(db, "PRAGMA user_version", &stamp, e) != 0 ||
+        (stamp != want &&
+         ((f == DB_SPEED && migrate_speed(db, e) != 0) ||
+          (f == DB_BATCH && migrate_batch(db, e) != 0) || db_exec(db, schemas[f], e) != 0 ||
+          db_exec(db, pins_schema, e) != 0 || db_exec(db, sql, e) != 0)) ||
+        db_exec(db, "COMMIT", e) != 0) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
 /* Applies a writer's settings and the file's schema to a connection open on it. */
 static int set_up_rw(sqlite3 *db, enum db_file f, struct lerr *e)
 {
     sqlite3_busy_timeout(db, 5000);
     if (db_exec(db, "PRAGMA journal_mode=WAL", e) != 0 || db_exec(db, sync_pragma(f), e) != 0 ||
-        (f == DB_SPEED && migrate_speed(db, e) != 0) ||
-        (f == DB_BATCH && migrate_batch(db, e) != 0) || db_exec(db, schemas[f], e) != 0 ||
-        db_exec(db, pins_schema, e) != 0)
+        apply_schema(db, f, e) != 0)
         return -1;
     return 0;
 }
