@@ -104,7 +104,9 @@ int batch_imports_end(sqlite3 *master, int64_t *end, struct lerr *e);
  * the newest published cut. A line at or after that position was staged while a speed layer
  * ran that never read it (an import that stopped waiting): moved unjudged, it would displace
  * the stream copy the speed layer counted. It stays staged until the speed layer reads it
- * (from its position, which the cut then does not pass) or an import takes it in. */
+ * (from its position, which the cut then does not pass) or an import takes it in. A speed.db
+ * with Kafka positions but none for -1 (a speed layer's from before the import log) judged no
+ * line: its position counts as 0. */
 int batch_imports_cut_end(struct batch *b, int64_t *end, struct lerr *e);
 
 /* imports.c: speed.db's committed position for partition -1 into *out (-1 when speed.db or

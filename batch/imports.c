@@ -135,9 +135,27 @@ static int take_in_from(struct imports *im, int64_t held, int64_t *from, struct 
 int batch_imports_cut_end(struct batch *b, int64_t *end, struct lerr *e)
 {
     struct imports im = {.b = b};
-    int64_t speed_pos = -1, held = 0, from = 0;
+    int64_t speed_pos = -1, held = 0, from = 0, kafka = 0;
+    sqlite3 *sdb = NULL;
+    bool has_dups;
+    int rc = 0;
 
     if (batch_imports_speed_position(b->data_dir, &speed_pos, e) != 0)
+        return -1;
+    /* A speed.db with Kafka positions but none for -1 is a speed layer's that never read the
+     * log (one from before it existed): it counted stream copies and judged no line, as a
+     * position at 0 says; take_in_from() raises that to what master holds or the newest
+     * published cut, and a speed layer started on this speed.db reads the log from the cut. */
+    if (speed_pos < 0 && (rc = open_speed(b->data_dir, false, &sdb, &has_dups, e)) == 0 && sdb) {
+        rc = db_query_int(sdb, "SELECT count(*) FROM sqlite_master WHERE name = 'offsets'", &kafka,
+                          e);
+        if (rc == 0 && kafka > 0)
+            rc = db_query_int(sdb, "SELECT count(*) FROM offsets WHERE partition >= 0", &kafka, e);
+        if (rc == 0 && kafka > 0)
+            speed_pos = 0;
+    }
+    sqlite3_close(sdb);
+    if (rc != 0)
         return -1;
     if (speed_pos < 0 || speed_pos >= *end)
         return 0; /* no speed layer read the log, or it judged every line */

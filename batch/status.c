@@ -62,16 +62,35 @@ static int64_t num(const json_t *o, const char *key)
     return json_integer_value(json_object_get(o, key));
 }
 
-/* Opens a file read-only; *db stays NULL when it does not exist yet. */
-static int open_if_exists(const char *data_dir, enum db_file f, sqlite3 **db, struct lerr *e)
+/* Opens a file read-only; *db stays NULL when it does not exist yet or holds none of tables
+ * (a comma-separated list of quoted names): a file whose first transaction never reached the
+ * disk, or one a writer is still creating, holds nothing yet. A file with some of them only
+ * is an error that says so. */
+static int open_if_exists(const char *data_dir, enum db_file f, const char *tables, int ntables,
+                          sqlite3 **db, struct lerr *e)
 {
-    char path[4096];
+    char path[4096], sql[256];
+    int64_t n = 0;
 
     *db = NULL;
     db_path(data_dir, f, path, sizeof(path));
     if (access(path, F_OK) != 0)
         return 0;
-    return db_open_ro(data_dir, f, db, e);
+    if (db_open_ro(data_dir, f, db, e) != 0)
+        return -1;
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (%s)", tables);
+    if (db_query_int(*db, sql, &n, e) != 0)
+        n = -1;
+    else if (n == ntables)
+        return 0;
+    else if (n > 0)
+        lerr_set(e,
+                 "'%s' lacks tables of its schema (%" PRId64 " of %d): open it with lambda-batch",
+                 path, n, ntables);
+    sqlite3_close(*db);
+    *db = NULL;
+    return n == 0 ? 0 : -1;
 }
 
 /* The last full run, from batch.db's meta (it outlives the versions pruned since). */
@@ -315,7 +334,7 @@ static int gather_shard(const struct cfg *c, sqlite3 *m, json_t *doc, struct ler
     int64_t nparts, wm, km_speed, km_batch;
 
     if (shard_set_parse(&set, cfg_str(c, "shard_partitions"), e) != 0 ||
-        open_if_exists(data_dir, DB_SPEED, &sdb, e) != 0)
+        open_if_exists(data_dir, DB_SPEED, "'meta','counters'", 2, &sdb, e) != 0)
         return -1;
     shard_set_format(&set, text, sizeof(text));
     nparts = int_or_none(sdb, "SELECT value FROM meta WHERE key='topic_partitions'");
@@ -433,8 +452,9 @@ int batch_status(const struct cfg *c, struct lerr *e)
 
     json_object_set_new(doc, "data_dir", json_string(data_dir));
     json_object_set_new(doc, "partitions", json_array());
-    if (open_if_exists(data_dir, DB_BATCH, &bdb, e) != 0 ||
-        open_if_exists(data_dir, DB_MASTER, &m, e) != 0)
+    if (open_if_exists(data_dir, DB_BATCH, "'versions','cut_offsets','meta'", 3, &bdb, e) != 0 ||
+        open_if_exists(data_dir, DB_MASTER,
+                       "'orders','ingest_offsets','rejects','counters','imports'", 5, &m, e) != 0)
         goto out;
     if (bdb && (gather_batch(bdb, doc, e) != 0 || gather_runs(bdb, doc, e) != 0))
         goto out;

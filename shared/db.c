@@ -3,11 +3,18 @@
 #include "db.h"
 
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static const char master_schema[] =
     "CREATE TABLE IF NOT EXISTS orders(merchant_id TEXT NOT NULL, order_id TEXT NOT NULL,"
@@ -289,19 +296,15 @@ static int migrate_speed(sqlite3 *db, struct lerr *e)
     sqlite3_finalize(st);
     if (old != 1)
         return 0;
-    if (db_exec(db,
-                "BEGIN IMMEDIATE; ALTER TABLE seen RENAME TO seen_v1;"
-                "CREATE TABLE seen(seq INTEGER PRIMARY KEY, merchant_id TEXT NOT NULL,"
-                " order_id TEXT NOT NULL, epoch INTEGER NOT NULL, partition INTEGER NOT NULL,"
-                " offset INTEGER NOT NULL);"
-                "INSERT INTO seen SELECT row_number() OVER (ORDER BY epoch, partition, offset),"
-                " merchant_id, order_id, epoch, partition, offset FROM seen_v1;"
-                "DROP TABLE seen_v1; COMMIT",
-                e) != 0) {
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-        return -1;
-    }
-    return 0;
+    return db_exec(db,
+                   "ALTER TABLE seen RENAME TO seen_v1;"
+                   "CREATE TABLE seen(seq INTEGER PRIMARY KEY, merchant_id TEXT NOT NULL,"
+                   " order_id TEXT NOT NULL, epoch INTEGER NOT NULL, partition INTEGER NOT NULL,"
+                   " offset INTEGER NOT NULL);"
+                   "INSERT INTO seen SELECT row_number() OVER (ORDER BY epoch, partition, offset),"
+                   " merchant_id, order_id, epoch, partition, offset FROM seen_v1;"
+                   "DROP TABLE seen_v1",
+                   e);
 }
 
 /* batch.db files made when every version had a copy of every row (a "version" column) are
@@ -335,21 +338,21 @@ static int migrate_batch(sqlite3 *db, struct lerr *e)
         return 0;
     if (db_exec(
             db,
-            "BEGIN IMMEDIATE; DROP INDEX IF EXISTS minutely_by_minute;"
+            "DROP INDEX IF EXISTS minutely_by_minute;"
             " ALTER TABLE merchant_totals RENAME TO merchant_totals_v1;"
             " ALTER TABLE hourly RENAME TO hourly_v1; ALTER TABLE minutely RENAME TO minutely_v1",
             e) != 0)
-        goto fail;
+        return -1;
     for (size_t i = 0; i < sizeof(cols) / sizeof(cols[0]); i++) {
         int64_t has = 0;
         snprintf(sql, sizeof(sql),
                  "SELECT count(*) FROM pragma_table_info('versions') WHERE name = '%.*s'",
                  (int)strcspn(cols[i], " "), cols[i]);
         if (db_query_int(db, sql, &has, e) != 0)
-            goto fail;
+            return -1;
         snprintf(sql, sizeof(sql), "ALTER TABLE versions ADD COLUMN %s", cols[i]);
         if (!has && db_exec(db, sql, e) != 0)
-            goto fail;
+            return -1;
     }
     if (db_exec(db, batch_schema, e) != 0 ||
         db_exec(db,
@@ -371,13 +374,10 @@ static int migrate_batch(sqlite3 *db, struct lerr *e)
                 "DELETE FROM versions WHERE state = 'published' AND id < (SELECT id FROM v1);"
                 "INSERT OR REPLACE INTO meta(key, value) VALUES('baseline', 'unproven');"
                 "DROP TABLE v1; DROP TABLE merchant_totals_v1; DROP TABLE hourly_v1;"
-                " DROP TABLE minutely_v1; COMMIT",
+                " DROP TABLE minutely_v1",
                 e) != 0)
-        goto fail;
+        return -1;
     return 0;
-fail:
-    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-    return -1;
 }
 
 /* Every commit is synced before it returns (and before readers see it): each file's commits
@@ -393,26 +393,178 @@ static const char *sync_pragma(enum db_file f)
     return "PRAGMA synchronous=FULL";
 }
 
+/* Bumped when a migration changes while the schema text does not. */
+#define MIGRATIONS_REVISION "1"
+
+/* The stamp a file's user_version holds once its schema is applied whole: a hash of the schema
+ * text and the migrations' revision, so that any change to either makes every file out of date
+ * with no number to bump by hand. Never 0, what a file no version stamped holds. */
+static int64_t schema_stamp(enum db_file f)
+{
+    const char *const parts[] = {schemas[f], pins_schema, MIGRATIONS_REVISION};
+    uint32_t h = 2166136261u; /* FNV-1a */
+
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+        for (const char *c = parts[i]; *c; c++)
+            h = (h ^ (unsigned char)*c) * 16777619u;
+    h &= 0x7fffffff; /* user_version is a signed 32-bit integer */
+    return h ? h : 1;
+}
+
+/* Applies the schema unless the file's stamp says it is whole. The check only reads, so an
+ * up-to-date file's writer takes no write lock to open it; a file out of date (new, of an older
+ * layout, or left half made by an older version that created it statement by statement) gets
+ * its migrations, tables and stamp in one transaction, checked again under the write lock (two
+ * openers at once: the second finds it done), so a reader sees none of it or all of it. The
+ * busy timeout bounds the wait for another writer's transaction. */
+static int apply_schema(sqlite3 *db, enum db_file f, struct lerr *e)
+{
+    int64_t stamp = 0, want = schema_stamp(f);
+    char sql[64];
+
+    if (db_query_int(db, "PRAGMA user_version", &stamp, e) != 0)
+        return -1;
+    if (stamp == want)
+        return 0;
+    if (db_exec(db, "BEGIN IMMEDIATE", e) != 0)
+        return -1;
+    snprintf(sql, sizeof(sql), "PRAGMA user_version = %" PRId64, want);
+    if (db_query_int(db, "PRAGMA user_version", &stamp, e) != 0 ||
+        (stamp != want &&
+         ((f == DB_SPEED && migrate_speed(db, e) != 0) ||
+          (f == DB_BATCH && migrate_batch(db, e) != 0) || db_exec(db, schemas[f], e) != 0 ||
+          db_exec(db, pins_schema, e) != 0 || db_exec(db, sql, e) != 0)) ||
+        db_exec(db, "COMMIT", e) != 0) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* Applies a writer's settings and the file's schema to a connection open on it. */
+static int set_up_rw(sqlite3 *db, enum db_file f, struct lerr *e)
+{
+    sqlite3_busy_timeout(db, 5000);
+    if (db_exec(db, "PRAGMA journal_mode=WAL", e) != 0 || db_exec(db, sync_pragma(f), e) != 0 ||
+        apply_schema(db, f, e) != 0)
+        return -1;
+    return 0;
+}
+
+/* Removes a file and the journals SQLite keeps beside it, through SQLite's VFS (a shim such
+ * as the tests' power-loss VFS forgets what it kept of them too); a missing one is no error. */
+static void remove_db_files(const char *path)
+{
+    static const char *const sfx[] = {"", "-journal", "-wal", "-shm"};
+    sqlite3_vfs *vfs = sqlite3_vfs_find(NULL);
+    char name[PATH_MAX + 16];
+
+    for (size_t i = 0; vfs && i < sizeof(sfx) / sizeof(sfx[0]); i++) {
+        snprintf(name, sizeof(name), "%s%s", path, sfx[i]);
+        vfs->xDelete(vfs, name, 0);
+    }
+}
+
+/* Removes what a creator killed half-way left: name.new-<pid> of a process that is gone. */
+static void remove_stale_new(const char *data_dir, enum db_file f)
+{
+    DIR *d = opendir(data_dir);
+    struct dirent *de;
+    char prefix[32], path[PATH_MAX];
+    size_t n = (size_t)snprintf(prefix, sizeof(prefix), "%s.new-", names[f]);
+
+    while (d && (de = readdir(d))) {
+        char *end;
+        long pid;
+
+        if (strncmp(de->d_name, prefix, n) != 0)
+            continue;
+        pid = strtol(de->d_name + n, &end, 10);
+        if (*end != '\0' || pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", data_dir, de->d_name);
+        remove_db_files(path);
+    }
+    if (d)
+        closedir(d);
+}
+
+static int sync_dir(const char *data_dir, struct lerr *e)
+{
+    int fd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
+
+    if (fd < 0 || fsync(fd) != 0)
+        rc = lerr_set(e, "cannot sync data directory '%s': %s", data_dir, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+/* A new file appears at its path whole or not at all: it is made under a name of this process
+ * (path.new-<pid>), schema and all, its log copied in and synced, then linked into place and
+ * the directory synced. Made at its path, a power loss while its first transactions were on
+ * disk left what readers cannot read (an empty file, or page 1 torn beside a journal that only
+ * a writer may roll back: lambda-serve answered 503 until the next batch run, lambda-batch
+ * refused to start), and a reader could find half its tables. When another process linked the
+ * file first, its file stays and this one goes. */
+static int create_db(const char *data_dir, enum db_file f, const char *path, struct lerr *e)
+{
+    char tmp[PATH_MAX];
+    sqlite3 *db = NULL;
+    int rc = -1;
+
+    if (snprintf(tmp, sizeof(tmp), "%s.new-%ld", path, (long)getpid()) >= (int)sizeof(tmp))
+        return lerr_set(e, "cannot create '%s': path too long", path);
+    remove_stale_new(data_dir, f);
+    remove_db_files(tmp); /* what a killed process of the same pid left */
+    if (sqlite3_open_v2(tmp, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        lerr_set(e, "cannot create '%s': %s", path, db ? sqlite3_errmsg(db) : "out of memory");
+        goto out;
+    }
+    if (set_up_rw(db, f, e) != 0)
+        goto out;
+    if (sqlite3_wal_checkpoint_v2(db, "main", SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL) !=
+        SQLITE_OK) {
+        lerr_set(e, "cannot create '%s': %s", path, sqlite3_errmsg(db));
+        goto out;
+    }
+    if (sqlite3_close(db) != SQLITE_OK) {
+        lerr_set(e, "cannot create '%s': %s", path, sqlite3_errmsg(db));
+        goto out;
+    }
+    db = NULL;
+    if (link(tmp, path) != 0 && errno != EEXIST) {
+        lerr_set(e, "cannot create '%s': %s", path, strerror(errno));
+        goto out;
+    }
+    rc = sync_dir(data_dir, e);
+out:
+    sqlite3_close(db);
+    remove_db_files(tmp);
+    return rc;
+}
+
 static int open_db(const char *data_dir, enum db_file f, int flags, sqlite3 **out, struct lerr *e)
 {
     char path[PATH_MAX];
     sqlite3 *db = NULL;
+    bool is_ro = flags & SQLITE_OPEN_READONLY;
     int rc = -1;
 
     db_path(data_dir, f, path, sizeof(path));
+    if (!is_ro && access(path, F_OK) != 0 && errno == ENOENT &&
+        create_db(data_dir, f, path, e) != 0)
+        return -1;
     if (sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         lerr_set(e, "cannot open '%s': %s", path, db ? sqlite3_errmsg(db) : "out of memory");
         goto out;
     }
-    sqlite3_busy_timeout(db, 5000);
-    if (flags & SQLITE_OPEN_READONLY) {
+    if (is_ro) {
+        sqlite3_busy_timeout(db, 5000);
         if (db_exec(db, "PRAGMA query_only=1", e) != 0)
             goto out;
-    } else if (db_exec(db, "PRAGMA journal_mode=WAL", e) != 0 ||
-               db_exec(db, sync_pragma(f), e) != 0 ||
-               (f == DB_SPEED && migrate_speed(db, e) != 0) ||
-               (f == DB_BATCH && migrate_batch(db, e) != 0) || db_exec(db, schemas[f], e) != 0 ||
-               db_exec(db, pins_schema, e) != 0) {
+    } else if (set_up_rw(db, f, e) != 0) {
         goto out;
     }
     *out = db;

@@ -3,9 +3,11 @@
  * One writer per file (DESIGN.md section 4): master.db and batch.db are written by
  * lambda-batch, speed.db by lambda-speed; lambda-serve only reads. db_open_rw() sets WAL,
  * synchronous=FULL (another layer acts on every commit, so each is on disk before it returns)
- * and a busy timeout, and applies the file's
- * schema (idempotent); readers use db_open_ro(). The schema text below is the contract between the
- * layers: a column is added here, once, or nowhere.
+ * and a busy timeout, and applies the file's schema when its stamp (user_version, a hash of the
+ * schema text) says it is out of date, all of it in one transaction: a reader finds none or all
+ * of it, and an up-to-date file opens without the write lock. Readers use db_open_ro(). The
+ * schema text below is the contract between the layers: a column is added here, once, or
+ * nowhere.
  *
  * master.db
  *   orders(merchant_id, order_id, amount_cents, event_time_ms, partition, offset, raw)
@@ -101,8 +103,13 @@ const char *db_file_name(enum db_file f);
 /* Writes data_dir/<file> into out (PATH_MAX bytes). */
 void db_path(const char *data_dir, enum db_file f, char *out, size_t size);
 
-/* Opens (creating) a file for writing: WAL, synchronous=FULL, busy timeout, schema applied.
- * On error returns -1, *out is untouched and nothing stays open. */
+/* Opens (creating) a file for writing: WAL, synchronous=FULL, busy timeout, schema applied
+ * (migrations, tables and stamp in one BEGIN IMMEDIATE transaction, only when the stamp is not
+ * this version's; the busy timeout bounds the wait for another writer).
+ * A file that does not exist yet appears at its path whole, schema and all, or not at all: it
+ * is made as <file>.new-<pid> and linked into place, so a reader or a power loss never finds
+ * it empty or half made by this. On error returns -1, *out is untouched and nothing stays
+ * open. */
 int db_open_rw(const char *data_dir, enum db_file f, sqlite3 **out, struct lerr *e);
 
 /* Opens an existing file read-only (query_only, busy timeout). -1 when it is missing or

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "db.h"
 #include "itlib.h"
@@ -348,6 +349,41 @@ Test(batch_import, ndjson_rejects_by_line_and_reimport_adds_nothing, .timeout = 
     s = output(&v, tag, "err");
     cr_assert(strstr(s, "cannot open '") && strstr(s, "nope.csv"), "stderr: %s", s);
     free(s);
+}
+
+/* A power loss before a file's first sync leaves it empty (and its journal): status says there
+ * is nothing yet, and an import and a status after it find the schema made. */
+Test(batch_import, files_left_empty_by_a_power_loss_hold_nothing_yet, .timeout = 60, .fini = fini)
+{
+    static struct env v; /* static: fini() reads it after the test returns */
+    static const char *const empty[] = {"master.db", "batch.db", "batch.db-journal", "speed.db"};
+    char tag[32], file[600], path[700];
+    char *s;
+
+    env_init(&v, "bempty", 0);
+    cr_assert_eq(mkdir(v.data, 0755), 0);
+    for (size_t i = 0; i < sizeof(empty) / sizeof(empty[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", v.data, empty[i]);
+        write_file(path, "");
+    }
+    cr_assert_eq(batch(&v, tag, "status", NULL), 0);
+    s = output(&v, tag, "out");
+    cr_assert(strstr(s, "versions: none") && strstr(s, "master: 0 orders, 0 imported files"),
+              "stdout: %s", s);
+    free(s);
+    snprintf(file, sizeof(file), "%s/orders.ndjson", v.dir);
+    write_file(file, ndjson);
+    cr_assert_eq(batch(&v, tag, "import", file, NULL), 0);
+    s = output(&v, tag, "out");
+    cr_assert(strstr(s, "lines=14 orders=3 duplicates=1 rejects=9"), "stdout: %s", s);
+    free(s);
+    cr_assert_eq(batch(&v, tag, "status", NULL), 0);
+    s = output(&v, tag, "out");
+    cr_assert(strstr(s, "master: 3 orders, 1 imported files"), "stdout: %s", s);
+    free(s);
+    cr_assert_eq(sql_int(&v, "batch.db",
+                         "SELECT orders FROM versions WHERE state = 'published' ORDER BY id DESC"),
+                 3);
 }
 
 static const char csv[] = "order_id,merchant_id,amount_cents,event_time\r\n"        /* 1 */

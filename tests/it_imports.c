@@ -90,6 +90,16 @@ static void taken_in(struct env *v, const char *id, int merchant, int64_t amount
         o->amount = amount;
 }
 
+/* The copies "<prefix>-<i>" (i < n) of orders_text(), amount base + i, taken in. */
+static void taken_in_all(struct env *v, const char *prefix, int n, int64_t base)
+{
+    for (int i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "%s-%d", prefix, i);
+        taken_in(v, id, 1 + i % MERCHANTS, base + i);
+    }
+}
+
 static void write_file(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
@@ -332,6 +342,23 @@ static void assert_exact(struct env *v, const char *when)
     }
 }
 
+/* A data directory with a first version (seed orders, so that serving has a batch layer from
+ * the start), a speed layer started after its cut and serving. */
+static void env_start(struct env *v, const char *tag)
+{
+    memset(v, 0, sizeof(*v));
+    current = v;
+    it_tmpdir(tag, v->dir);
+    snprintf(v->data, sizeof(v->data), "%s/data", v->dir);
+    it_devkafka(&v->dk, v->dir, 2, v->bs);
+    produce(v, "seed", 8, 100, true);
+    taken_in_all(v, "seed", 8, 100);
+    v->consumed = 0; /* the batch run takes these; the speed layer starts after its cut */
+    batch_run(v);
+    speed_start(v);
+    serve_start(v);
+}
+
 /* The import copies of prefix come first: they win, and the stream copies are duplicates. */
 static void import_first(struct env *v, const char *prefix, int n, const char *when)
 {
@@ -341,11 +368,7 @@ static void import_first(struct env *v, const char *prefix, int n, const char *w
     snprintf(want, sizeof(want), " orders=%d duplicates=0 ", n);
     cr_assert(strstr(out, want), "%s: %s", when, out);
     free(out);
-    for (int i = 0; i < n; i++) {
-        char id[32];
-        snprintf(id, sizeof(id), "%s-%d", prefix, i);
-        taken_in(v, id, 1 + i % MERCHANTS, 1000 + i);
-    }
+    taken_in_all(v, prefix, n, 1000);
     assert_exact(v, when);
     produce(v, prefix, n, 5000, true);
     wait_consumed(v);
@@ -359,11 +382,7 @@ static void stream_first(struct env *v, const char *prefix, int n, const char *w
 
     produce(v, prefix, n, 3000, true);
     wait_consumed(v);
-    for (int i = 0; i < n; i++) {
-        char id[32];
-        snprintf(id, sizeof(id), "%s-%d", prefix, i);
-        taken_in(v, id, 1 + i % MERCHANTS, 3000 + i);
-    }
+    taken_in_all(v, prefix, n, 3000);
     assert_exact(v, when);
     import(v, prefix, n, 7000, &out);
     snprintf(want, sizeof(want), " orders=0 duplicates=%d ", n);
@@ -383,22 +402,7 @@ Test(imports, meet_the_stream_exactly_in_every_order_of_arrival, .timeout = 300,
     static struct env v; /* static: fini() reads it after the test returns */
     char *out;
 
-    memset(&v, 0, sizeof(v));
-    current = &v;
-    it_tmpdir("imports", v.dir);
-    snprintf(v.data, sizeof(v.data), "%s/data", v.dir);
-    it_devkafka(&v.dk, v.dir, 2, v.bs);
-    /* A first version, so that serving has a batch layer from the start. */
-    produce(&v, "seed", 8, 100, true);
-    for (int i = 0; i < 8; i++) {
-        char id[32];
-        snprintf(id, sizeof(id), "seed-%d", i);
-        taken_in(&v, id, 1 + i % MERCHANTS, 100 + i);
-    }
-    v.consumed = 0; /* the batch run takes these; the speed layer starts after its cut */
-    batch_run(&v);
-    speed_start(&v);
-    serve_start(&v);
+    env_start(&v, "imports");
     assert_exact(&v, "start");
 
     /* Before the next cut: both orders of arrival. */
@@ -475,11 +479,7 @@ Test(imports, meet_the_stream_exactly_in_every_order_of_arrival, .timeout = 300,
     cr_assert(strstr(out, " orders=40 duplicates=0 ") && strstr(out, " counted_by=batch version="),
               "%s", out);
     free(out);
-    for (int i = 0; i < 40; i++) {
-        char id[32];
-        snprintf(id, sizeof(id), "f-%d", i);
-        taken_in(&v, id, 1 + i % MERCHANTS, 1000 + i);
-    }
+    taken_in_all(&v, "f", 40, 1000);
     assert_exact(&v, "import first, no speed layer");
     speed_start(&v);
     produce(&v, "f", 40, 5000, true);
@@ -487,11 +487,7 @@ Test(imports, meet_the_stream_exactly_in_every_order_of_arrival, .timeout = 300,
     assert_exact(&v, "import first, no speed layer, then the stream");
     produce(&v, "g", 40, 3000, true);
     wait_consumed(&v);
-    for (int i = 0; i < 40; i++) {
-        char id[32];
-        snprintf(id, sizeof(id), "g-%d", i);
-        taken_in(&v, id, 1 + i % MERCHANTS, 3000 + i);
-    }
+    taken_in_all(&v, "g", 40, 3000);
     assert_exact(&v, "stream first, then no speed layer");
     speed_stop(&v);
     import(&v, "g", 40, 7000, &out);
@@ -517,39 +513,39 @@ static bool judged_h(void *arg)
            db_int(v, "master.db", "SELECT max(seq) + 1 FROM import_log");
 }
 
-/* An import that stops waiting (import_wait) for a speed layer that never reads its lines,
- * and that speed layer dies: a batch run with no speed layer must not move those unjudged
- * lines over the stream copies the speed layer counted (the winners), and the speed layer,
- * restarted, judges them duplicates. */
-Test(imports, lines_no_speed_layer_judged_wait_for_it, .timeout = 120, .fini = fini)
+/* Makes speed.db look like a speed layer's from before the import log: no position or
+ * boundary for partition -1, no import_dups, no stamp (its schema is applied again at the next
+ * writer's open). */
+static void make_speed_db_old(struct env *v)
 {
-    static struct env v;
+    char path[700];
+    sqlite3 *db = NULL;
+
+    snprintf(path, sizeof(path), "%s/speed.db", v->data);
+    cr_assert_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    it_sql(db, "DELETE FROM offsets WHERE partition = -1; DELETE FROM boundaries WHERE"
+               " partition = -1; DROP TABLE import_dups; PRAGMA user_version = 0");
+    sqlite3_close(db);
+    cr_assert_eq(speed_int(v, "SELECT count(*) FROM offsets WHERE partition >= 0"), 2);
+}
+
+/* An import that stops waiting (import_wait) for a speed layer that never reads its lines,
+ * and that speed layer dies (with is_old, its speed.db is one of a speed layer from before the
+ * import log: stream ids counted, no position for -1): a batch run with no speed layer must
+ * not move those unjudged lines over the stream copies the speed layer counted (the winners),
+ * and the speed layer, restarted, judges them duplicates. */
+static void unjudged_lines_wait(const char *tag, bool is_old)
+{
+    static struct env v; /* static: fini() reads it after the test returns */
     char *env[] = {"LAMBDA_EPOCH_MS=1000", "LAMBDA_LOG_LEVEL=info", "LAMBDA_IMPORT_WAIT=300ms",
                    NULL};
     char file[700];
 
-    memset(&v, 0, sizeof(v));
-    current = &v;
-    it_tmpdir("imports_unjudged", v.dir);
-    snprintf(v.data, sizeof(v.data), "%s/data", v.dir);
-    it_devkafka(&v.dk, v.dir, 2, v.bs);
-    produce(&v, "seed", 8, 100, true);
-    for (int i = 0; i < 8; i++) {
-        char id[32];
-        snprintf(id, sizeof(id), "seed-%d", i);
-        taken_in(&v, id, 1 + i % MERCHANTS, 100 + i);
-    }
-    v.consumed = 0;
-    batch_run(&v);
-    speed_start(&v);
-    serve_start(&v);
+    env_start(&v, tag);
     produce(&v, "h", 20, 3000, true);
     wait_consumed(&v);
-    for (int i = 0; i < 20; i++) {
-        char id[32];
-        snprintf(id, sizeof(id), "h-%d", i);
-        taken_in(&v, id, 1 + i % MERCHANTS, 3000 + i);
-    }
+    taken_in_all(&v, "h", 20, 3000);
     assert_exact(&v, "stream first");
 
     /* The speed layer hangs (it keeps speed.lock), the import gives up, the speed layer dies. */
@@ -561,17 +557,33 @@ Test(imports, lines_no_speed_layer_judged_wait_for_it, .timeout = 120, .fini = f
     char *argv[] = {"lambda-batch", "import", "--data-dir", v.data, file, NULL};
     cr_assert_neq(it_run(v.dir, "import_h", argv, env, 30000), 0, "the import did not give up");
     cr_assert_eq(it_signal(&v.speed, SIGKILL, 20000), 128 + SIGKILL);
+    if (is_old)
+        make_speed_db_old(&v);
     assert_exact(&v, "the import gave up");
 
     batch_run(&v);
     assert_exact(&v, "a run with no speed layer");
+    cr_assert_eq(db_int(&v, "master.db", "SELECT count(*) FROM import_log WHERE state = 0"), 20,
+                 "the unjudged lines stay staged");
     speed_start(&v);
     cr_assert(it_wait_until(judged_h, &v, 30000), "lambda-speed did not read the import log");
     assert_exact(&v, "the speed layer read the lines");
     wait_next_epochs(&v);
     batch_run(&v);
     assert_exact(&v, "a run from the speed layer's cut");
+    cr_assert_eq(db_int(&v, "master.db", "SELECT count(*) FROM orders WHERE partition = -1"), 0,
+                 "every line lost to its stream copy");
     speed_stop(&v);
     it_stop(&v.serve);
     it_stop(&v.dk);
+}
+
+Test(imports, lines_no_speed_layer_judged_wait_for_it, .timeout = 120, .fini = fini)
+{
+    unjudged_lines_wait("imports_unjudged", false);
+}
+
+Test(imports, lines_an_old_speed_layer_never_judged_wait_for_it, .timeout = 120, .fini = fini)
+{
+    unjudged_lines_wait("imports_old_speed", true);
 }
