@@ -253,7 +253,8 @@ static void fan_block(struct router_client *c, struct router_fan *f)
  * complete, the request's on_ready is called and router_handle_call() runs the handler again
  * from the start; the fan-outs it already made are answered from the stages kept in the call
  * (as long as it asks the same targets in the same order), the next one is started. */
-#define ROUTER_STAGES_MAX 8
+#define ROUTER_STAGES_MAX      8
+#define ROUTER_CONNS_PER_SHARD 16 /* a loop's connections to one shard, kept alive */
 
 struct router_slot {
     struct router_answer a;
@@ -524,6 +525,13 @@ struct router_client *router_client_new_async(struct router *r)
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_timer);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+    /* libcurl sizes its connection cache at four per easy handle added, and a loop's handles
+     * are added only while their transfer runs: left to that, it would close connections that
+     * the next requests open again. And a loop opens at most ROUTER_CONNS_PER_SHARD to a shard
+     * (more requests wait in libcurl's queue, within shard_timeout), so a router of N loops
+     * keeps within a shard's max_connections_per_ip (64) while N * 16 does. */
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)(ROUTER_CONNS_PER_SHARD * r->n));
+    curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)ROUTER_CONNS_PER_SHARD);
     return c;
 }
 
