@@ -429,7 +429,7 @@ static struct MHD_Daemon *start_daemon(struct serve *s, const struct serve_opts 
                             MHD_OPTION_END);
 }
 
-/* Empties the wake eventfd; true (a resume to run) whatever it read. */
+/* Empties an eventfd (a wake or the stop); true whatever it read. */
 static bool wake_taken(int fd)
 {
     eventfd_t v;
@@ -484,7 +484,7 @@ static void *loop_main(void *arg)
                 has_curl = true;
             else if (ev[k].data.u32 == LOOP_WAKE)
                 l->resumed = wake_taken(l->wake_fd);
-            else if (stop_by_us < 0) { /* LOOP_STOP: it stays readable */
+            else if (stop_by_us < 0 && wake_taken(l->stop_fd)) { /* LOOP_STOP, read once */
                 stop_by_us = mono_us() + 3 * (l->s->router_timeout_ms + 1000) * 1000;
                 MHD_quiesce_daemon(l->d); /* serve_stop() closes the shared socket */
             }
