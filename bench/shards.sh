@@ -4,7 +4,9 @@
 #     (one holding bench/serve_fixture.c's data, one empty: every answer is asked of both, the
 #     router's worst case), and through a router with partitioner in front of two shards that
 #     each hold the data and tell the topic's 4 partitions (each id asks only its owner: the
-#     common case), against one lambda-serve over the same data, in the same run. Goal:
+#     common case), against one lambda-serve over the same data, in the same run; and the
+#     keyed router again with router_io = threads (its workers block on their shards, the path
+#     before the event loops), side by side. Goal:
 #     the router adds at most one loopback round trip; p99 within 2x of the direct answer.
 #  2. catch-up: SHARDS_BENCH_EVENTS events on 4 partitions read by one lambda-speed (all of
 #     them), then by two shard speed layers (0-1 and 2-3) at once; on a 2-core machine this
@@ -16,7 +18,7 @@
 #     direct server and the routers one after the other (so a neighbour's load falls on both).
 # Env: BENCH_DURATION (10s), BENCH_CONNECTIONS (32), BENCH_CONNECTIONS_LOW (1), BENCH_MERCHANTS (10000),
 # SHARDS_BENCH_EVENTS (400000), SHARDS_BENCH_PHASES ("router catchup"), SHARDS_BENCH_ROUNDS (3),
-# LAMBDA_BIN (bin).
+# LAMBDA_BIN (bin), SHARDS_BENCH_KEEP (set: keep the work directory and its logs).
 set -eu
 cd "$(dirname "$0")/.."
 BIN=${LAMBDA_BIN:-bin}
@@ -34,7 +36,7 @@ PIDS=""
 cleanup() {
     for p in $PIDS; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$W"
+    if [ -n "${SHARDS_BENCH_KEEP:-}" ]; then echo "bench/shards: kept $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT INT TERM
 
@@ -58,14 +60,14 @@ measure() {
     c=${2:-$CONNS}
     wrk -t1 -c"$c" -d2s -s "$W/random.lua" "$1" >/dev/null 2>&1 || true # warm-up
     wrk -t1 -c"$c" -d"$DUR" --latency -s "$W/random.lua" "$1" >"$W/wrk.txt" 2>&1
-    awk '
+    awk -v url="$1" '
         function ms(v,   u) { u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
                              return (u == "us") ? v / 1000 : (u == "s") ? v * 1000 : v }
         /Requests\/sec:/ { rps = $2 }
         /^ +50%/ { p50 = ms($2) }
         /^ +99%/ { p99 = ms($2) }
         / Non-2xx or 3xx responses:/ { bad = $NF }
-        END { if (bad) { print "non-2xx answers: " bad > "/dev/stderr"; exit 1 }
+        END { if (bad) { print "non-2xx answers: " bad " from " url > "/dev/stderr"; exit 1 }
               printf "%.0f %.3f %.3f\n", rps, p50, p99 }' "$W/wrk.txt"
 }
 
@@ -111,8 +113,13 @@ if phase router; then
         --shards "http://127.0.0.1:$C0,http://127.0.0.1:$C1" 2>"$W/keyed.log" &
     PIDS="$PIDS $!"
     KPORT=$(port_of "$W/keyed.log")
+    "$BIN/lambda-serve" --port 0 --data-dir "$W/none" --partitioner murmur2_random --router-io threads \
+        --shards "http://127.0.0.1:$C0,http://127.0.0.1:$C1" 2>"$W/keyedt.log" &
+    PIDS="$PIDS $!"
+    TPORT=$(port_of "$W/keyedt.log")
     i=0
-    until curl -sf "http://127.0.0.1:$KPORT/health" | grep -q '"routing":"by_key"'; do
+    until curl -sf "http://127.0.0.1:$KPORT/health" | grep -q '"routing":"by_key"' &&
+        curl -sf "http://127.0.0.1:$TPORT/health" | grep -q '"routing":"by_key"'; do
         i=$((i + 1)); [ $i -gt 100 ] && { echo "bench/shards: the keyed router never routes by key" >&2; exit 1; }
         sleep 0.1
     done
@@ -127,14 +134,15 @@ LUA
     b=$(curl -sf "http://127.0.0.1:$RPORT/query/m-04242" | totals)
     c=$(curl -sf "http://127.0.0.1:$KPORT/query/m-04242" | totals)
     echo "bench/shards: /query/m-04242 direct, routed to both, keyed: '$a', '$b', '$c'"
-    : >"$W/d.txt"; : >"$W/r.txt"; : >"$W/k.txt"
+    : >"$W/d.txt"; : >"$W/r.txt"; : >"$W/k.txt"; : >"$W/t.txt"
     i=0
     while [ $i -lt "$ROUNDS" ]; do
         measure "http://127.0.0.1:$DPORT" >>"$W/d.txt"
         measure "http://127.0.0.1:$RPORT" >>"$W/r.txt"
         measure "http://127.0.0.1:$KPORT" >>"$W/k.txt"
-        echo "bench/shards: round $((i + 1)) -c$CONNS direct, both asked, by key:" \
-            "$(tail -1 "$W/d.txt") | $(tail -1 "$W/r.txt") | $(tail -1 "$W/k.txt") (load $(cut -d' ' -f1 /proc/loadavg))"
+        measure "http://127.0.0.1:$TPORT" >>"$W/t.txt"
+        echo "bench/shards: round $((i + 1)) -c$CONNS direct, both asked, by key, by key (threads):" \
+            "$(tail -1 "$W/d.txt") | $(tail -1 "$W/r.txt") | $(tail -1 "$W/k.txt") | $(tail -1 "$W/t.txt") (load $(cut -d' ' -f1 /proc/loadavg))"
         i=$((i + 1))
     done
     set -- $(median "$W/d.txt")
@@ -143,10 +151,13 @@ LUA
     R_RPS=$1 R_P50=$2 R_P99=$3
     set -- $(median "$W/k.txt")
     K_RPS=$1 K_P50=$2 K_P99=$3
+    set -- $(median "$W/t.txt")
+    T_RPS=$1 T_P50=$2 T_P99=$3
     echo "bench/shards: wrk -t1 -c$CONNS -d$DUR, random merchants of $MERCHANTS, GET /query/<id>, medians of $ROUNDS rounds"
     printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "lambda-serve, direct" "$D_RPS" "$D_P50" "$D_P99"
     printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "router -> 2 shards (both asked)" "$R_RPS" "$R_P50" "$R_P99"
     printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "router by key -> its shard" "$K_RPS" "$K_P50" "$K_P99"
+    printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "same, router_io = threads" "$T_RPS" "$T_P50" "$T_P99"
     awk -v dr="$D_RPS" -v rr="$R_RPS" -v d50="$D_P50" -v r50="$R_P50" -v d99="$D_P99" -v r99="$R_P99" 'BEGIN {
         pr = (d99 > 0) ? r99 / d99 : 0
         printf "  shards.router both_asked throughput_ratio=%.2f added_p50_ms=%.3f added_p99_ms=%.3f p99_ratio=%.2f (goal <= 2.00: %s)\n",
@@ -155,27 +166,39 @@ LUA
         pr = (d99 > 0) ? r99 / d99 : 0
         printf "  shards.router by_key     throughput_ratio=%.2f added_p50_ms=%.3f added_p99_ms=%.3f p99_ratio=%.2f (goal <= 2.00: %s)\n",
             rr / dr, r50 - d50, r99 - d99, pr, (pr <= 2.0 ? "met" : "MISSED") }'
+    awk -v dr="$D_RPS" -v rr="$T_RPS" -v d50="$D_P50" -v r50="$T_P50" -v d99="$D_P99" -v r99="$T_P99" 'BEGIN {
+        pr = (d99 > 0) ? r99 / d99 : 0
+        printf "  shards.router by_key_threads throughput_ratio=%.2f added_p50_ms=%.3f added_p99_ms=%.3f p99_ratio=%.2f\n",
+            rr / dr, r50 - d50, r99 - d99, pr }'
     # One connection, side by side: what a routed answer adds when nothing queues.
-    : >"$W/ld.txt"; : >"$W/lk.txt"
+    : >"$W/ld.txt"; : >"$W/lk.txt"; : >"$W/lt.txt"
     i=0
     while [ $i -lt "$ROUNDS" ]; do
         measure "http://127.0.0.1:$DPORT" "$CONNS_LOW" >>"$W/ld.txt"
         measure "http://127.0.0.1:$KPORT" "$CONNS_LOW" >>"$W/lk.txt"
-        echo "bench/shards: round $((i + 1)) -c$CONNS_LOW direct, by key:" \
-            "$(tail -1 "$W/ld.txt") | $(tail -1 "$W/lk.txt") (load $(cut -d' ' -f1 /proc/loadavg))"
+        measure "http://127.0.0.1:$TPORT" "$CONNS_LOW" >>"$W/lt.txt"
+        echo "bench/shards: round $((i + 1)) -c$CONNS_LOW direct, by key, by key (threads):" \
+            "$(tail -1 "$W/ld.txt") | $(tail -1 "$W/lk.txt") | $(tail -1 "$W/lt.txt") (load $(cut -d' ' -f1 /proc/loadavg))"
         i=$((i + 1))
     done
     set -- $(median "$W/ld.txt")
     L_D_RPS=$1 L_D_P50=$2 L_D_P99=$3
     set -- $(median "$W/lk.txt")
     L_K_RPS=$1 L_K_P50=$2 L_K_P99=$3
+    set -- $(median "$W/lt.txt")
+    L_T_RPS=$1 L_T_P50=$2 L_T_P99=$3
     echo "bench/shards: wrk -t1 -c$CONNS_LOW -d$DUR, the same requests, medians of $ROUNDS rounds"
     printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "lambda-serve, direct" "$L_D_RPS" "$L_D_P50" "$L_D_P99"
     printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "router by key -> its shard" "$L_K_RPS" "$L_K_P50" "$L_K_P99"
+    printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "same, router_io = threads" "$L_T_RPS" "$L_T_P50" "$L_T_P99"
     awk -v d50="$L_D_P50" -v r50="$L_K_P50" -v d99="$L_D_P99" -v r99="$L_K_P99" 'BEGIN {
         pr = (d99 > 0) ? r99 / d99 : 0
         printf "  shards.router by_key_c1  added_p50_ms=%.3f (round trips of a direct answer: %.1f; goal <= 1) added_p99_ms=%.3f p99_ratio=%.2f (goal <= 2.00: %s)\n",
             r50 - d50, (d50 > 0) ? (r50 - d50) / d50 : 0, r99 - d99, pr, (pr <= 2.0 ? "met" : "MISSED") }'
+    awk -v d50="$L_D_P50" -v r50="$L_T_P50" -v d99="$L_D_P99" -v r99="$L_T_P99" 'BEGIN {
+        pr = (d99 > 0) ? r99 / d99 : 0
+        printf "  shards.router by_key_threads_c1 added_p50_ms=%.3f added_p99_ms=%.3f p99_ratio=%.2f\n",
+            r50 - d50, r99 - d99, pr }'
     for p in $PIDS; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     PIDS=""

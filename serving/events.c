@@ -29,6 +29,8 @@ struct serve_events {
     uint64_t seq;
     char json[LIVE_EVENT_MAX];
     struct client *clients;
+    serve_events_waker waker; /* NULL: the daemon's own thread sees a resume */
+    void *waker_arg;
 };
 
 static int64_t mono_ms(void)
@@ -52,6 +54,14 @@ struct serve_events *serve_events_new(unsigned max_clients)
     return ev;
 }
 
+void serve_events_set_waker(struct serve_events *ev, serve_events_waker fn, void *arg)
+{
+    pthread_mutex_lock(&ev->mu);
+    ev->waker = fn;
+    ev->waker_arg = arg;
+    pthread_mutex_unlock(&ev->mu);
+}
+
 /* Resumes c (ev->mu held); libmicrohttpd calls its reader again. */
 static void wake(struct client *c)
 {
@@ -59,6 +69,8 @@ static void wake(struct client *c)
         return;
     c->is_suspended = false;
     MHD_resume_connection(c->conn);
+    if (c->ev->waker)
+        c->ev->waker(c->ev->waker_arg, c->conn);
 }
 
 void serve_events_close(struct serve_events *ev, int64_t timeout_ms)

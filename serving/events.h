@@ -23,6 +23,12 @@ struct serve_events;
 /* NULL when out of memory. */
 struct serve_events *serve_events_new(unsigned max_clients);
 
+/* Called, from the thread that publishes, ticks or closes, after each subscriber's connection
+ * is resumed: a daemon without an internal thread (serve.c's event loops) has no way of its
+ * own to learn of it, and waits until told to run. fn NULL: none. */
+typedef void (*serve_events_waker)(void *arg, struct MHD_Connection *conn);
+void serve_events_set_waker(struct serve_events *ev, serve_events_waker fn, void *arg);
+
 /* Ends every stream (each subscriber's connection closes once it is resumed) and waits, at
  * most timeout_ms, until none is left: libmicrohttpd must not be stopped while one is
  * suspended. Later subscribers get 503. */

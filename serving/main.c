@@ -24,7 +24,7 @@ static const struct cfg_key keys[] = {
     {"bind", CFG_STR, "127.0.0.1", "address to listen on"},
     {"threads", CFG_INT, "0",
      "worker threads; 0: one per core but one, at least 1 (the speed layer shares the machine);"
-     " a router: eight per core"},
+     " a router: one event loop per core (router_io = threads: eight workers per core)"},
     {"allowed_lateness", CFG_MS, "10m",
      "a minute is final once the watermark passes its end + this"},
     {"max_connections", CFG_INT, "512", "at most this many client connections at once"},
@@ -54,6 +54,9 @@ static const struct cfg_key keys[] = {
     {"shards", CFG_STR, NULL,
      "route to these shards' lambda-serve (URL,URL,...) and own no data directory"},
     {"shard_timeout", CFG_MS, "2s", "with shards: how long a shard may take to answer"},
+    {"router_io", CFG_STR, "events",
+     "with shards: events (event loops: a request waiting for its shards holds no thread) or "
+     "threads (each worker blocks until its shards answered, one request at a time)"},
     {"dimension_file", CFG_STR, NULL,
      "merchant attributes joined into answers: a .csv with a merchant_id column, or .ndjson"},
     {"dimension_refresh", CFG_MS, "10s",
@@ -88,15 +91,18 @@ static void warn_if_empty(const char *data_dir)
 
 /* Requests are short and CPU-bound; a worker per core but one leaves a core to the speed layer
  * (and, in a benchmark, to the load generator) instead of making threads queue for cores. A
- * router's worker mostly waits for its shards (it asks them on its own thread and sleeps until
- * they answer), so it gets eight per core: under 32 connections on 2 cores, 16 workers answered
- * 20-40% more than 4 (more shard requests in flight, which the shards then answer in batches). */
-static int default_threads(int64_t configured, bool is_router)
+ * router's event loop never waits for its shards with a thread, so one per core keeps every
+ * core busy. A router's blocking worker (router_io = threads) sleeps until its shards answer,
+ * so it gets eight per core: under 32 connections on 2 cores, 16 workers answered 20-40% more
+ * than 4 (more shard requests in flight, which the shards then answer in batches). */
+static int default_threads(int64_t configured, bool is_router, bool is_blocking)
 {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
     if (configured > 0)
         return (int)configured;
+    if (is_router && !is_blocking)
+        return cores > 1 ? (int)cores : 1;
     if (is_router)
         return cores > 1 ? (int)(8 * cores) : 8;
     return cores > 2 ? (int)(cores - 1) : 1;
@@ -189,6 +195,12 @@ int main(int argc, char **argv)
                 (long long)cfg_int(&c, "connection_memory"));
         goto out;
     }
+    if (strcmp(cfg_str(&c, "router_io"), "events") != 0 &&
+        strcmp(cfg_str(&c, "router_io"), "threads") != 0) {
+        fprintf(stderr, "lambda-serve: bad router_io '%s': want events or threads\n",
+                cfg_str(&c, "router_io"));
+        goto out;
+    }
     cfg_log(&c, "serve");
     curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread: it is not thread-safe */
     if ((rc = prepare(&c, &router, set, sizeof(set))) != 0)
@@ -216,11 +228,12 @@ int main(int argc, char **argv)
     sigdelset(&unblocked, SIGINT);
     sig_catch_stop(on_signal, false);
     signal(SIGPIPE, SIG_IGN);
+    bool is_blocking = !strcmp(cfg_str(&c, "router_io"), "threads");
     struct serve_opts o = {
         .data_dir = cfg_str(&c, "data_dir"),
         .bind = cfg_str(&c, "bind"),
         .port = (int)cfg_int(&c, "port"),
-        .threads = default_threads(cfg_int(&c, "threads"), router != NULL),
+        .threads = default_threads(cfg_int(&c, "threads"), router != NULL, is_blocking),
         .allowed_lateness_ms = cfg_ms(&c, "allowed_lateness"),
         .connection_limit = (unsigned)cfg_int(&c, "max_connections"),
         .connection_timeout_s = (unsigned)((cfg_ms(&c, "connection_timeout") + 999) / 1000),
@@ -233,6 +246,8 @@ int main(int argc, char **argv)
         .connection_memory = (size_t)cfg_int(&c, "connection_memory"),
         .shard_partitions = set,
         .router = router,
+        .router_threads = is_blocking,
+        .router_timeout_ms = cfg_ms(&c, "shard_timeout"),
         .dim = dim,
         .cache_merchants = (size_t)cfg_int(&c, "serve_cache_merchants"),
         .max_event_clients = (unsigned)cfg_int(&c, "max_event_clients"),
@@ -243,8 +258,8 @@ int main(int argc, char **argv)
         goto out;
     }
     if (router)
-        log_info("serve", "listening port=%d bind=%s threads=%d shards=%s", serve_port(s), o.bind,
-                 o.threads, cfg_str(&c, "shards"));
+        log_info("serve", "listening port=%d bind=%s threads=%d router_io=%s shards=%s",
+                 serve_port(s), o.bind, o.threads, cfg_str(&c, "router_io"), cfg_str(&c, "shards"));
     else
         log_info("serve", "listening port=%d bind=%s threads=%d data_dir=%s", serve_port(s), o.bind,
                  o.threads, o.data_dir);

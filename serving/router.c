@@ -4,10 +4,13 @@
  * router_int.h is what the two share. */
 #include "router.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "router_int.h"
@@ -94,6 +97,20 @@ void router_free(struct router *r)
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg);
 
+/* What stays the same for every request of a handle is set once, at its creation. */
+static CURL *easy_new(const struct router *r)
+{
+    CURL *h = curl_easy_init();
+
+    if (!h)
+        return NULL;
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)r->timeout_ms);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+    return h;
+}
+
 struct router_client *router_client_new(struct router *r)
 {
     struct router_client *c = calloc(1, sizeof(*c));
@@ -101,16 +118,12 @@ struct router_client *router_client_new(struct router *r)
     if (!c)
         return NULL;
     c->r = r;
+    c->ep = -1;
     if (!(c->multi = curl_multi_init()))
         goto fail;
-    for (int i = 0; i < r->n; i++) {
-        if (!(c->easy[i] = curl_easy_init()))
+    for (int i = 0; i < r->n; i++)
+        if (!(c->easy[i] = easy_new(r)))
             goto fail;
-        curl_easy_setopt(c->easy[i], CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(c->easy[i], CURLOPT_TIMEOUT_MS, (long)r->timeout_ms);
-        curl_easy_setopt(c->easy[i], CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(c->easy[i], CURLOPT_TCP_NODELAY, 1L);
-    }
     return c;
 fail:
     router_client_free(c);
@@ -124,8 +137,13 @@ void router_client_free(struct router_client *c)
     for (int i = 0; i < ROUTER_SHARDS_MAX; i++)
         if (c->easy[i])
             curl_easy_cleanup(c->easy[i]);
+    for (int i = 0; i < c->n_idle; i++)
+        curl_easy_cleanup(c->idle[i]);
+    free(c->idle);
     if (c->multi)
         curl_multi_cleanup(c->multi);
+    if (c->ep >= 0)
+        close(c->ep);
     free(c);
 }
 
@@ -148,25 +166,26 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
+static void answer_release(struct router_answer *a)
+{
+    free(a->target);
+    free(a->body);
+    json_decref(a->doc);
+}
+
 void router_fan_release(struct router_fan *f)
 {
-    for (int i = 0; i < ROUTER_SHARDS_MAX; i++) {
-        free(f->a[i].target);
-        free(f->a[i].body);
-        json_decref(f->a[i].doc);
-    }
+    for (int i = 0; i < ROUTER_SHARDS_MAX; i++)
+        answer_release(&f->a[i]);
     memset(f, 0, sizeof(*f));
 }
 
-/* What stays the same for every request of a handle is set once, at its creation. */
-static void setup_easy(struct router_client *c, int i, struct router_answer *a, char *url)
+static void setup_easy(CURL *h, struct router_answer *a, char *url, void *private)
 {
-    CURL *h = c->easy[i];
-
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, a);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, a->err);
-    curl_easy_setopt(h, CURLOPT_PRIVATE, a);
+    curl_easy_setopt(h, CURLOPT_PRIVATE, private);
 }
 
 /* Counts one shard's answer in its metrics. */
@@ -181,7 +200,7 @@ static void observe(struct router_shard *sh, const struct router_answer *a, int6
     atomic_store(&sh->is_up, is_ok ? 1 : 0);
 }
 
-void router_fan_out(struct router_client *c, struct router_fan *f)
+static void fan_block(struct router_client *c, struct router_fan *f)
 {
     struct router *r = c->r;
     char *urls[ROUTER_SHARDS_MAX] = {0};
@@ -198,7 +217,7 @@ void router_fan_out(struct router_client *c, struct router_fan *f)
             urls[i] = NULL;
             continue;
         }
-        setup_easy(c, i, a, urls[i]);
+        setup_easy(c->easy[i], a, urls[i], a);
         curl_multi_add_handle(c->multi, c->easy[i]);
     }
     do {
@@ -227,6 +246,354 @@ void router_fan_out(struct router_client *c, struct router_fan *f)
             a->doc = json_loadb(a->body, a->len, 0, NULL);
         observe(&r->shards[i], a, (done_us[i] ? done_us[i] : mono_us()) - t0);
     }
+}
+
+/* The async client. A request's fan-out is a stage: one transfer per asked shard, on easy
+ * handles taken from the client's idle list, each finished in router_client_run(). A stage
+ * complete, the request's on_ready is called and router_handle_call() runs the handler again
+ * from the start; the fan-outs it already made are answered from the stages kept in the call
+ * (as long as it asks the same targets in the same order), the next one is started. */
+#define ROUTER_STAGES_MAX      8
+#define ROUTER_CONNS_PER_SHARD 16 /* a loop's connections to one shard, kept alive */
+
+struct router_slot {
+    struct router_answer a;
+    struct router_stage *st;
+    CURL *h; /* while its transfer runs */
+    char *url;
+    int64_t done_us;
+};
+
+struct router_stage {
+    struct router *r;
+    struct router_call *call;
+    int left; /* transfers still running */
+    int64_t t0_us;
+    struct router_slot s[]; /* r->n, by shard */
+};
+
+struct router_call {
+    void (*on_ready)(void *arg);
+    void *arg;
+    struct router_client *c; /* while a stage runs */
+    struct router_stage *flight;
+    struct router_stage *done[ROUTER_STAGES_MAX];
+    int n_done;
+};
+
+struct router_call *router_call_new(void (*on_ready)(void *arg), void *arg)
+{
+    struct router_call *call = calloc(1, sizeof(*call));
+
+    if (call) {
+        call->on_ready = on_ready;
+        call->arg = arg;
+    }
+    return call;
+}
+
+static void idle_put(struct router_client *c, CURL *h)
+{
+    if (c->n_idle == c->cap_idle) {
+        int cap = c->cap_idle ? 2 * c->cap_idle : 16;
+        CURL **idle = realloc(c->idle, (size_t)cap * sizeof(*idle));
+        if (!idle) {
+            curl_easy_cleanup(h);
+            return;
+        }
+        c->idle = idle;
+        c->cap_idle = cap;
+    }
+    c->idle[c->n_idle++] = h;
+}
+
+static void stage_free(struct router_stage *st, struct router_client *c)
+{
+    if (!st)
+        return;
+    for (int i = 0; i < st->r->n; i++) {
+        struct router_slot *sl = &st->s[i];
+        if (sl->h) {
+            curl_multi_remove_handle(c->multi, sl->h);
+            idle_put(c, sl->h);
+        }
+        free(sl->url);
+        answer_release(&sl->a);
+    }
+    free(st);
+}
+
+void router_call_free(struct router_call *call)
+{
+    if (!call)
+        return;
+    if (call->flight)
+        stage_free(call->flight, call->c);
+    for (int k = 0; k < call->n_done; k++)
+        stage_free(call->done[k], NULL); /* a finished stage holds no transfer */
+    free(call);
+}
+
+/* Whether stage st asked the targets f asks. */
+static bool stage_matches(const struct router_stage *st, const struct router_fan *f)
+{
+    for (int i = 0; i < st->r->n; i++) {
+        const char *a = st->s[i].a.target, *b = f->a[i].target;
+        if (!a != !b || (a && strcmp(a, b) != 0))
+            return false;
+    }
+    return true;
+}
+
+/* Copies stage st's answers into f (whose targets are its own). */
+static void stage_copy(const struct router_stage *st, struct router_fan *f)
+{
+    for (int i = 0; i < st->r->n; i++) {
+        const struct router_answer *src = &st->s[i].a;
+        struct router_answer *dst = &f->a[i];
+        if (!dst->target)
+            continue;
+        dst->cc = src->cc;
+        dst->status = src->status;
+        memcpy(dst->err, src->err, sizeof(dst->err));
+        if (src->body && !(dst->body = strdup(src->body))) {
+            dst->cc = CURLE_OUT_OF_MEMORY;
+            continue;
+        }
+        dst->len = dst->cap = src->len;
+        dst->doc = json_incref(src->doc);
+    }
+}
+
+/* Starts shard i's transfer of st; false when it cannot (its answer says out of memory). */
+static bool slot_start(struct router_client *c, struct router_stage *st, int i, const char *target)
+{
+    struct router_slot *sl = &st->s[i];
+    CURL *h;
+
+    sl->st = st;
+    sl->a.cc = CURLE_OUT_OF_MEMORY;
+    if (!(sl->a.target = strdup(target)) ||
+        asprintf(&sl->url, "%s%s", st->r->shards[i].url, target) < 0) {
+        sl->url = NULL;
+        return false;
+    }
+    if (!(h = c->n_idle ? c->idle[--c->n_idle] : easy_new(c->r)))
+        return false;
+    setup_easy(h, &sl->a, sl->url, sl);
+    if (curl_multi_add_handle(c->multi, h) != CURLM_OK) {
+        idle_put(c, h);
+        return false;
+    }
+    sl->h = h;
+    sl->a.cc = CURLE_OK;
+    return true;
+}
+
+/* Every transfer of st ended: parse, count, keep it in its call and tell the call. */
+static void stage_done(struct router_stage *st)
+{
+    struct router_call *call = st->call;
+    int64_t now = mono_us();
+
+    for (int i = 0; i < st->r->n; i++) {
+        struct router_answer *a = &st->s[i].a;
+        if (!a->target)
+            continue;
+        if (a->cc == CURLE_OK && a->body)
+            a->doc = json_loadb(a->body, a->len, 0, NULL);
+        observe(&st->r->shards[i], a, (st->s[i].done_us ? st->s[i].done_us : now) - st->t0_us);
+    }
+    call->done[call->n_done++] = st;
+    call->flight = NULL;
+    call->c = NULL;
+    call->on_ready(call->arg);
+}
+
+static bool fan_staged(struct router_client *c, struct router_fan *f)
+{
+    struct router_call *call = c->call;
+    struct router_stage *st;
+    int k = c->stage++;
+
+    if (k < call->n_done && stage_matches(call->done[k], f)) {
+        stage_copy(call->done[k], f);
+        return true;
+    }
+    /* The handler asks something else than before (what a /health taught changed its mind):
+     * what it asked from here on is asked again. */
+    while (call->n_done > k)
+        stage_free(call->done[--call->n_done], NULL);
+    if (k >= ROUTER_STAGES_MAX ||
+        !(st = calloc(1, sizeof(*st) + (size_t)c->r->n * sizeof(st->s[0])))) {
+        for (int i = 0; i < c->r->n; i++)
+            f->a[i].cc = CURLE_OUT_OF_MEMORY;
+        return true;
+    }
+    st->r = c->r;
+    st->call = call;
+    st->t0_us = mono_us();
+    for (int i = 0; i < c->r->n; i++)
+        if (f->a[i].target && slot_start(c, st, i, f->a[i].target))
+            st->left++;
+    for (int i = 0; i < c->r->n && st->left == 0; i++) /* nothing runs: done already */
+        if (!st->s[i].a.target && f->a[i].target && !(st->s[i].a.target = strdup(f->a[i].target)))
+            st->left = -1;
+    if (st->left <= 0) {
+        if (st->left == 0) {
+            call->done[call->n_done++] = st;
+            stage_copy(st, f);
+        } else {
+            stage_free(st, c);
+            for (int i = 0; i < c->r->n; i++)
+                f->a[i].cc = CURLE_OUT_OF_MEMORY;
+        }
+        return true;
+    }
+    call->flight = st;
+    call->c = c;
+    return false;
+}
+
+bool router_fan_out(struct router_client *c, struct router_fan *f)
+{
+    if (!c->call) {
+        fan_block(c, f);
+        return true;
+    }
+    return fan_staged(c, f);
+}
+
+bool router_handle_call(struct router_client *c, struct router_call *call,
+                        const struct serve_ctx *ctx, enum serve_route r, const char *path,
+                        serve_arg_fn arg, void *req, struct serve_reply *out)
+{
+    c->call = call;
+    c->stage = 0;
+    router_handle(c, ctx, r, path, arg, req, out);
+    c->call = NULL;
+    if (!call->flight)
+        return true;
+    free(out->owned);
+    memset(out, 0, sizeof(*out));
+    return false;
+}
+
+static int on_socket(CURL *h, curl_socket_t fd, int what, void *arg, void *known)
+{
+    struct router_client *c = arg;
+    struct epoll_event ev = {.data.fd = fd};
+
+    (void)h;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(c->ep, EPOLL_CTL_DEL, fd, NULL);
+        return 0;
+    }
+    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+    if (!known) {
+        if (epoll_ctl(c->ep, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
+            epoll_ctl(c->ep, EPOLL_CTL_MOD, fd, &ev);
+        curl_multi_assign(c->multi, fd, c);
+    } else if (epoll_ctl(c->ep, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT) {
+        epoll_ctl(c->ep, EPOLL_CTL_ADD, fd, &ev);
+    }
+    return 0;
+}
+
+static int on_timer(CURLM *m, long ms, void *arg)
+{
+    struct router_client *c = arg;
+
+    (void)m;
+    c->due_us = ms < 0 ? -1 : mono_us() + (int64_t)ms * 1000;
+    return 0;
+}
+
+struct router_client *router_client_new_async(struct router *r)
+{
+    struct router_client *c = calloc(1, sizeof(*c));
+
+    if (!c)
+        return NULL;
+    c->r = r;
+    c->due_us = -1;
+    if ((c->ep = epoll_create1(EPOLL_CLOEXEC)) < 0 || !(c->multi = curl_multi_init())) {
+        router_client_free(c);
+        return NULL;
+    }
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+    /* libcurl sizes its connection cache at four per easy handle added, and a loop's handles
+     * are added only while their transfer runs: left to that, it would close connections that
+     * the next requests open again. And a loop opens at most ROUTER_CONNS_PER_SHARD to a shard
+     * (more requests wait in libcurl's queue, within shard_timeout), so a router of N loops
+     * keeps within a shard's max_connections_per_ip (64) while N * 16 does. */
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)(ROUTER_CONNS_PER_SHARD * r->n));
+    curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)ROUTER_CONNS_PER_SHARD);
+    return c;
+}
+
+int router_client_fd(const struct router_client *c)
+{
+    return c->ep;
+}
+
+int router_client_timeout_ms(const struct router_client *c)
+{
+    int64_t left;
+
+    if (c->due_us < 0)
+        return -1;
+    left = c->due_us - mono_us();
+    return left <= 0 ? 0 : (int)((left + 999) / 1000);
+}
+
+/* The transfers that ended: their answers into their stages, their handles back to idle. */
+static void take_done(struct router_client *c)
+{
+    CURLMsg *m;
+    int left;
+
+    while ((m = curl_multi_info_read(c->multi, &left))) {
+        struct router_slot *sl = NULL;
+        CURL *h = m->easy_handle;
+        CURLcode cc = m->data.result;
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&sl);
+        sl->a.cc = cc;
+        if (cc == CURLE_OK)
+            curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &sl->a.status);
+        sl->done_us = mono_us();
+        curl_multi_remove_handle(c->multi, h); /* m is gone now */
+        idle_put(c, h);
+        sl->h = NULL;
+        if (--sl->st->left == 0)
+            stage_done(sl->st);
+    }
+}
+
+void router_client_run(struct router_client *c)
+{
+    struct epoll_event ev[64];
+    int n, running;
+
+    do {
+        n = epoll_wait(c->ep, ev, 64, 0);
+        for (int k = 0; k < n; k++) {
+            int flags = ((ev[k].events & EPOLLIN) ? CURL_CSELECT_IN : 0) |
+                        ((ev[k].events & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
+                        ((ev[k].events & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
+            curl_multi_socket_action(c->multi, ev[k].data.fd, flags, &running);
+        }
+    } while (n == 64);
+    if (c->due_us >= 0 && mono_us() >= c->due_us) {
+        c->due_us = -1;
+        curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    }
+    take_done(c);
 }
 
 void router_answer_why(const struct router_answer *a, char *buf, size_t len)

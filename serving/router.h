@@ -3,10 +3,14 @@
  *
  * With `shards = URL,URL,...` lambda-serve owns no data directory. main.c makes one struct
  * router (the shard list, what their /health told of their partition sets, per-shard metrics)
- * and checks the sets at start with router_check(); serve.c gives each worker thread its own
- * struct router_client (a libcurl multi handle with one easy handle per shard, so connections
- * stay alive between requests) and hands routed requests to router_handle(), in place of
- * api.c's serve_api_handle(). Layering as for api.c: no HTTP server here, only the client.
+ * and checks the sets at start with router_check(). serve.c gives each of its event loops a
+ * struct router_client from router_client_new_async() (one libcurl multi handle driven by
+ * curl_multi_socket_action, whose connections stay alive between requests) and hands routed
+ * requests to router_handle_call(): a request's fan-out to the shards never blocks the loop,
+ * the request waits (its connection suspended) while the loop answers others, and is handled
+ * again when its shards have answered. With router_io = threads, each worker thread has a
+ * blocking client from router_client_new() and calls router_handle(), which returns when the
+ * shards answered. Layering as for api.c: no HTTP server here, only the client.
  *
  * What a caller may rely on:
  * - Shards are asked in parallel, each for at most shard_timeout. An answer is exact or an
@@ -29,6 +33,7 @@
 #ifndef LAMBDA_SERVE_ROUTER_H
 #define LAMBDA_SERVE_ROUTER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "api.h"
@@ -37,6 +42,7 @@
 #define ROUTER_SHARDS_MAX 64
 
 struct router;
+struct router_call;
 struct router_client;
 struct serve_events;
 
@@ -78,13 +84,43 @@ void router_events_stop(struct router *r);
  * event thread runs. */
 bool router_events_newest(struct router *r, char *buf, size_t len);
 
-/* A worker thread's connections to the shards; NULL when out of memory. */
+/* A worker thread's connections to the shards, asked with blocking fan-outs; NULL when out of
+ * memory. */
 struct router_client *router_client_new(struct router *r);
+/* Frees c (after every call it ran: see router_call_free()); NULL is a no-op. */
 void router_client_free(struct router_client *c);
 
-/* Answers a GET of path on route r by asking the shards (see above); the dashboard is served
- * from here. Always fills out; the caller frees out->owned. */
+/* Answers a GET of path on route r by asking the shards (see above), on a client from
+ * router_client_new(); the dashboard is served from here. Always fills out; the caller frees
+ * out->owned. */
 void router_handle(struct router_client *c, const struct serve_ctx *ctx, enum serve_route r,
                    const char *path, serve_arg_fn arg, void *req, struct serve_reply *out);
+
+/* An event loop's connections to the shards: its transfers run only in router_client_run(),
+ * which the loop calls when router_client_fd() is readable or router_client_timeout_ms() has
+ * passed. One thread uses it. NULL when out of memory or out of descriptors. */
+struct router_client *router_client_new_async(struct router *r);
+int router_client_fd(const struct router_client *c);
+/* Milliseconds until router_client_run() is due whatever the descriptor says; -1: none. */
+int router_client_timeout_ms(const struct router_client *c);
+/* Moves the transfers on and, for every request whose fan-out is now complete, calls its
+ * on_ready (in this thread, before returning). */
+void router_client_run(struct router_client *c);
+
+/* One routed request on an async client: the shards' answers gathered so far, kept between
+ * its calls of router_handle_call(). on_ready(arg) is called from router_client_run() each
+ * time a fan-out it waits for is complete. NULL when out of memory. */
+struct router_call *router_call_new(void (*on_ready)(void *arg), void *arg);
+/* Stops the transfers call still waits for and frees it; NULL is a no-op. */
+void router_call_free(struct router_call *call);
+
+/* As router_handle(), on an async client: true once out holds the answer (the caller frees
+ * out->owned); false while call waits for shards (out is empty): call again with the same
+ * call and request after on_ready. A request makes at most a few fan-outs one after the
+ * other (a window first asks every /health); each call answers the finished ones from call
+ * and starts the next, so what a handler decides is decided again on the same answers. */
+bool router_handle_call(struct router_client *c, struct router_call *call,
+                        const struct serve_ctx *ctx, enum serve_route r, const char *path,
+                        serve_arg_fn arg, void *req, struct serve_reply *out);
 
 #endif

@@ -50,8 +50,15 @@ struct router {
 
 struct router_client {
     struct router *r;
-    CURLM *multi; /* owns the connection cache: kept alive between requests */
-    CURL *easy[ROUTER_SHARDS_MAX];
+    CURLM *multi;                  /* owns the connection cache: kept alive between requests */
+    CURL *easy[ROUTER_SHARDS_MAX]; /* the blocking client's, one per shard */
+    /* The async client's (router_client_new_async): -1 and unused for a blocking one. */
+    int ep;         /* epoll of libcurl's sockets */
+    int64_t due_us; /* when libcurl's timer expires (monotonic), -1 none */
+    CURL **idle;    /* easy handles between transfers, reused: any shard, any request */
+    int n_idle, cap_idle;
+    struct router_call *call; /* while router_handle_call() runs: the request it handles */
+    int stage;                /* the index of that call's next fan-out */
 };
 
 /* One shard's part of a fan-out. target NULL: the shard is not asked. */
@@ -69,8 +76,11 @@ struct router_fan {
     struct router_answer a[ROUTER_SHARDS_MAX]; /* by shard */
 };
 
-/* Asks every shard with a target at once; returns when all answered or timed out. */
-void router_fan_out(struct router_client *c, struct router_fan *f);
+/* Asks every shard with a target at once. A blocking client returns true when all answered
+ * or timed out. Within router_handle_call(), true when this fan-out's answers were already
+ * gathered (f holds copies), false once it is started: the caller returns at once, without
+ * an answer, and is called again when its shards answered. */
+bool router_fan_out(struct router_client *c, struct router_fan *f);
 void router_fan_release(struct router_fan *f);
 
 /* True after filling out when an asked shard failed: its 4xx passed on, a timeout, a 5xx or

@@ -128,7 +128,8 @@ static bool fan_health(const struct rcall *q, struct router_fan *f, struct serve
 
     for (int i = 0; i < q->r->n; i++)
         f->a[i].target = strdup("/health");
-    router_fan_out(q->c, f);
+    if (!router_fan_out(q->c, f))
+        return false; /* asked: this request is handled again once they answered */
     for (int i = 0; i < q->r->n; i++) {
         const struct router_answer *a = &f->a[i];
         if (a->cc != CURLE_OK || !a->doc || (a->status != 200 && a->status != 503)) {
@@ -254,7 +255,8 @@ static bool ask(const struct rcall *q, struct router_fan *f, char *target, int o
 /* One route's fan-out: path with the request's parameters named in names (NULL-ended, as
  * given) and the span, asked of shard `only` or of every shard (only < 0). true once every
  * asked shard answered JSON 200; false after filling out: a shard's 4xx as it came, 503 naming
- * the first shard that failed, 500 out of memory. The caller releases f either way. */
+ * the first shard that failed, 500 out of memory; or, out untouched, while the fan-out runs
+ * (router_fan_out). The caller releases f either way. */
 static bool route_fan(const struct rcall *q, const char *path, const char *const names[],
                       const struct rspan *sp, int only, struct router_fan *f,
                       struct serve_reply *out)
@@ -272,8 +274,7 @@ static bool route_fan(const struct rcall *q, const char *path, const char *const
         serve_api_error(out, 500, "out of memory");
         return false;
     }
-    router_fan_out(q->c, f);
-    return !router_fan_failed(q->r, f, out);
+    return router_fan_out(q->c, f) && !router_fan_failed(q->r, f, out);
 }
 
 /* The first asked shard's answer: what the merged answer copies its echoes from. */
@@ -439,8 +440,7 @@ static void handle_ids(const struct rcall *q, struct serve_reply *out)
         goto out;
     for (int i = 0; i < q->r->n; i++)
         f.a[i].target = ids_target(list, owner, n, i, &sp);
-    router_fan_out(q->c, &f);
-    if (router_fan_failed(q->r, &f, out))
+    if (!router_fan_out(q->c, &f) || router_fan_failed(q->r, &f, out))
         goto out;
     /* by[k * nshards + i]: shard i's answer for id k */
     if (!(by = calloc((size_t)n * (size_t)q->r->n, sizeof(*by))) || !(arr = json_array())) {
@@ -618,7 +618,12 @@ static void handle_health(const struct rcall *q, struct serve_reply *out)
 
     for (int i = 0; i < q->r->n; i++)
         f.a[i].target = strdup("/health");
-    router_fan_out(q->c, &f);
+    if (!router_fan_out(q->c, &f)) { /* asked: handled again once they answered */
+        router_fan_release(&f);
+        json_decref(shards);
+        json_decref(reasons);
+        return;
+    }
     for (int i = 0; i < q->r->n; i++) {
         const struct router_answer *a = &f.a[i];
         const char *url = q->r->shards[i].url, *st;

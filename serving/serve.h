@@ -1,4 +1,6 @@
-/* serve.h - lambda-serve's HTTP server: libmicrohttpd with an internal thread pool.
+/* serve.h - lambda-serve's HTTP server: libmicrohttpd with an internal thread pool, or, for a
+ * router, `threads` event loops that each run a daemon in external epoll mode and the
+ * router's async client in one thread, on one shared listening socket (router.h).
  *
  * serve_start() binds and starts the workers; each worker thread lazily opens its own
  * read-only store (store.h) on first use and closes it when the thread ends. One follower
@@ -9,6 +11,7 @@
 #ifndef LAMBDA_SERVE_SERVE_H
 #define LAMBDA_SERVE_SERVE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +35,8 @@ struct serve_opts {
     struct dim_source *dim;       /* borrowed for the server's life; NULL: no dimension */
     const char *shard_partitions; /* the set /health reports (canonical text), borrowed */
     struct router *router;      /* borrowed: routes go to the shards (router.h); data_dir unused */
+    bool router_threads;        /* a router's workers block on their shards (router_io = threads) */
+    int64_t router_timeout_ms;  /* shard_timeout */
     size_t cache_merchants;     /* merchants held in memory at most (live.h); 0: none */
     unsigned max_event_clients; /* GET /events subscribers at most */
 };

@@ -405,6 +405,139 @@ static void range_target(char *buf, size_t len, const char *path, const char *ex
     snprintf(buf, len, "%s?from=%" PRId64 "&to=%" PRId64 "%s", path, from, to, extra);
 }
 
+/* The same merchants in the same order with the same sums (the router's entries carry its
+ * own provenance, so they are not equal as JSON). */
+static bool same_ranks(const json_t *a, const json_t *b)
+{
+    if (json_array_size(a) != json_array_size(b) || json_array_size(a) == 0)
+        return false;
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        const json_t *x = json_array_get(a, i), *y = json_array_get(b, i);
+        if (!json_equal(json_object_get(x, "merchant_id"), json_object_get(y, "merchant_id")) ||
+            !json_equal(json_object_get(x, "order_count"), json_object_get(y, "order_count")) ||
+            !json_equal(json_object_get(x, "revenue_cents"), json_object_get(y, "revenue_cents")))
+            return false;
+    }
+    return true;
+}
+
+/* One transfer of the flood: its target, what it got. */
+struct flood_req {
+    char target[256];
+    char *body;
+    size_t len;
+    long status;
+};
+
+static size_t flood_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct flood_req *q = arg;
+    char *b = realloc(q->body, q->len + size * nmemb + 1);
+
+    cr_assert(b);
+    memcpy(b + q->len, data, size * nmemb);
+    q->len += size * nmemb;
+    b[q->len] = '\0';
+    q->body = b;
+    return size * nmemb;
+}
+
+/* The answer's order_count and revenue_cents equal merchant m's in the truth. */
+static bool flood_merchant_exact(const json_t *a, const char *id)
+{
+    const struct it_truth_merchant *m = it_truth_find(&w.truth, id);
+
+    return m && json_integer_value(json_object_get(a, "order_count")) == m->order_count &&
+           json_integer_value(json_object_get(a, "revenue_cents")) == m->revenue_cents;
+}
+
+#define FLOOD_N 60 /* under max_connections_per_ip (64): each is its own connection */
+
+/* FLOOD_N requests at once, each on its own connection, against a router of two threads: a
+ * merchant's /query (one fan-out), ?ids= of every merchant (both shards) and /top over a span
+ * (the route, then every /health for key_mismatch: two fan-outs in a row). A router whose
+ * threads each held one request until its shards answered would serve two at a time; every
+ * answer here must be exact. */
+static void assert_flood(void)
+{
+    static struct flood_req q[FLOOD_N];
+    char top[256], *ids = all_ids();
+    long status;
+    json_t *want_top;
+    CURLM *multi = curl_multi_init();
+    CURL *h[FLOOD_N];
+    CURLMsg *m;
+    int running = 1, left, done = 0;
+    int64_t t0 = it_now_ms();
+
+    range_target(top, sizeof(top), "/top", "&n=7");
+    want_top = get_json(w.st[2].url, top, &status);
+    cr_assert_eq(status, 200, "%s unsharded", top);
+    for (int k = 0; k < FLOOD_N; k++) {
+        char *url = NULL;
+        memset(&q[k], 0, sizeof(q[k]));
+        if (k % 3 == 0)
+            snprintf(q[k].target, sizeof(q[k].target), "/query/%s",
+                     w.truth.merchants[(size_t)k % w.truth.nmerchants].merchant_id);
+        else if (k % 3 == 2)
+            snprintf(q[k].target, sizeof(q[k].target), "%s", top);
+        cr_assert(asprintf(&url, "%s%s", w.router_url, k % 3 == 1 ? ids : q[k].target) > 0);
+        cr_assert((h[k] = curl_easy_init()));
+        curl_easy_setopt(h[k], CURLOPT_URL, url); /* libcurl keeps a copy */
+        free(url);
+        curl_easy_setopt(h[k], CURLOPT_WRITEFUNCTION, flood_body);
+        curl_easy_setopt(h[k], CURLOPT_WRITEDATA, &q[k]);
+        curl_easy_setopt(h[k], CURLOPT_PRIVATE, &q[k]);
+        curl_easy_setopt(h[k], CURLOPT_TIMEOUT_MS, 20000L);
+        curl_easy_setopt(h[k], CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(h[k], CURLOPT_FRESH_CONNECT, 1L);
+        curl_multi_add_handle(multi, h[k]);
+    }
+    while (running) {
+        cr_assert_eq(curl_multi_perform(multi, &running), CURLM_OK);
+        while ((m = curl_multi_info_read(multi, &left))) {
+            struct flood_req *r = NULL;
+            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+            cr_assert_eq(m->data.result, CURLE_OK, "%s: %s", r->target,
+                         curl_easy_strerror(m->data.result));
+            curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &r->status);
+            done++;
+        }
+        if (running)
+            curl_multi_poll(multi, NULL, 0, 100, NULL);
+    }
+    cr_assert_eq(done, FLOOD_N);
+    for (int k = 0; k < FLOOD_N; k++) {
+        json_t *doc = q[k].body ? json_loads(q[k].body, 0, NULL) : NULL;
+        cr_assert_eq(q[k].status, 200, "flood %d %s: %s", k, q[k].target, q[k].body);
+        if (k % 3 == 0) {
+            cr_expect(
+                flood_merchant_exact(doc, json_string_value(json_object_get(doc, "merchant_id"))),
+                "flood %d %s: %s", k, q[k].target, q[k].body);
+            cr_expect(strstr(q[k].target, json_string_value(json_object_get(doc, "merchant_id"))));
+        } else if (k % 3 == 1) {
+            json_t *arr = json_object_get(doc, "merchants");
+            cr_assert_eq(json_array_size(arr), w.truth.nmerchants, "flood %d ?ids=", k);
+            for (size_t i = 0; i < w.truth.nmerchants; i++)
+                cr_expect(
+                    flood_merchant_exact(json_array_get(arr, i), w.truth.merchants[i].merchant_id),
+                    "flood %d ?ids=: %s", k, w.truth.merchants[i].merchant_id);
+        } else {
+            cr_expect(same_ranks(json_object_get(doc, "merchants"),
+                                 json_object_get(want_top, "merchants")),
+                      "flood %d %s: %s", k, top, q[k].body);
+        }
+        json_decref(doc);
+        curl_multi_remove_handle(multi, h[k]);
+        curl_easy_cleanup(h[k]);
+        free(q[k].body);
+    }
+    cr_log_info("%d requests at once answered in %lld ms", FLOOD_N, (long long)(it_now_ms() - t0));
+    curl_multi_cleanup(multi);
+    json_decref(want_top);
+    free(ids);
+}
+
 TestSuite(shards, .init = init, .fini = stop_world);
 
 Test(shards, routed_answers_equal_the_truth_and_an_unsharded_stack, .timeout = 600)
@@ -425,6 +558,7 @@ Test(shards, routed_answers_equal_the_truth_and_an_unsharded_stack, .timeout = 6
     assert_exact(w.router_url, "a SIGKILL of shard 0-1's speed layer and more stream");
     assert_exact(w.st[2].url, "more stream, unsharded");
     assert_each_query("after the kill");
+    assert_flood();
 
     const char *busiest = w.truth.merchants[0].merchant_id;
     for (size_t i = 1; i < w.truth.nmerchants; i++)
