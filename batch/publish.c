@@ -139,30 +139,60 @@ struct figures {
     " hourly WHERE valid_from=?1 UNION SELECT merchant_id FROM merchant_totals WHERE" CLOSED_AT    \
     " UNION SELECT merchant_id FROM hourly WHERE" CLOSED_AT
 
-/* An incremental run trusts the previous version (it passed these checks) and checks what
- * changed: each merchant's change of total equals the change of its hours. A full run has
- * repaired whatever the previous version got wrong, so it checks the changed merchants whole. */
-static const char *const hourly_check[] = {
-    "SELECT count(*) FROM (SELECT merchant_id, sum(c) AS c, sum(r) AS r FROM ("
-    " SELECT merchant_id, order_count AS c, revenue_cents AS r FROM merchant_totals WHERE"
-    " valid_from=?1 UNION ALL SELECT merchant_id, -order_count, -revenue_cents FROM"
-    " merchant_totals WHERE" CLOSED_AT " UNION ALL SELECT merchant_id, -order_count,"
-    " -revenue_cents FROM hourly WHERE valid_from=?1 UNION ALL SELECT merchant_id, order_count,"
-    " revenue_cents FROM hourly WHERE" CLOSED_AT ") GROUP BY merchant_id)"
-    " WHERE c <> 0 OR r <> 0",
+/* A full run has repaired whatever the previous version got wrong, so it checks the changed
+ * merchants whole: their hours against their totals, and every total against master. */
+static const char hourly_check_full[] =
     "SELECT count(*) FROM (" CHANGED ") t WHERE (SELECT coalesce(sum(order_count), 0) ||"
     " ' ' || coalesce(sum(revenue_cents), 0) FROM hourly h WHERE h.merchant_id = t.merchant_id"
     " AND" SEEN_AT ") IS NOT (SELECT coalesce(sum(order_count), 0) || ' ' ||"
     " coalesce(sum(revenue_cents), 0) FROM merchant_totals x WHERE"
-    " x.merchant_id = t.merchant_id AND" SEEN_AT ")",
-};
+    " x.merchant_id = t.merchant_id AND" SEEN_AT ")";
+static const char totals_check_full[] =
+    "SELECT coalesce(sum(order_count), 0) - ?2 FROM merchant_totals WHERE" SEEN_AT;
 
-/* What the merchant totals changed by; a full run sums them all (one row per merchant). */
-static const char *const totals_check[] = {
-    "SELECT coalesce((SELECT sum(order_count) FROM merchant_totals WHERE valid_from=?1), 0) -"
-    " coalesce((SELECT sum(order_count) FROM merchant_totals WHERE" CLOSED_AT "), 0)",
-    "SELECT coalesce(sum(order_count), 0) - ?2 FROM merchant_totals WHERE" SEEN_AT,
-};
+/* An incremental run trusts the previous version (it passed these checks) and checks what
+ * changed. Its figures in one pass over the rows version ?1 opened and closed, by
+ * merchant: what its total changed by (tc, tr), its total's change less its hours' change (c,
+ * r: both 0 when they agree), its minutes' change (mc, mr: never above its total's, so minutes
+ * that were within the total stay within it; minutes leaving the window only lower them), and
+ * the new rows with negative sums. Each row is found once through the indexes on valid_from
+ * and on closed rows; the separate checks read the totals three times and the hours twice. */
+#define NEG "(order_count < 0 OR revenue_cents < 0)"
+static const char incr_figures[] =
+    "SELECT coalesce(sum(tc), 0), coalesce(sum(neg), 0), count(*) FILTER (WHERE c <> 0 OR"
+    " r <> 0), count(*) FILTER (WHERE mc > tc OR mr > tr) FROM (SELECT merchant_id, sum(tc) AS"
+    " tc, sum(tr) AS tr, sum(c) AS c, sum(r) AS r, sum(mc) AS mc, sum(mr) AS mr, sum(neg) AS"
+    " neg FROM (SELECT merchant_id, order_count AS tc, revenue_cents AS tr, order_count AS c,"
+    " revenue_cents AS r, 0 AS mc, 0 AS mr, " NEG " AS neg FROM merchant_totals WHERE"
+    " valid_from=?1 UNION ALL SELECT merchant_id, -order_count, -revenue_cents, -order_count,"
+    " -revenue_cents, 0, 0, 0 FROM merchant_totals WHERE" CLOSED_AT
+    " UNION ALL SELECT merchant_id, 0, 0, -order_count, -revenue_cents, 0, 0, " NEG
+    " FROM hourly WHERE valid_from=?1 UNION ALL SELECT merchant_id, 0, 0, order_count,"
+    " revenue_cents, 0, 0, 0 FROM hourly WHERE" CLOSED_AT
+    " UNION ALL SELECT merchant_id, 0, 0, 0, 0, order_count, revenue_cents, " NEG
+    " FROM minutely WHERE valid_from=?1 UNION ALL SELECT merchant_id, 0, 0, 0, 0, -order_count,"
+    " -revenue_cents, 0 FROM minutely WHERE" CLOSED_AT ") GROUP BY merchant_id)";
+
+static int gather_incremental(struct batch *b, int64_t v, struct figures *f, struct lerr *e)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    if (db_prepare(b->bdb, incr_figures, &st, e) != 0)
+        return -1;
+    sqlite3_bind_int64(st, 1, v);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        f->totals_delta = sqlite3_column_int64(st, 0);
+        f->negative = sqlite3_column_int64(st, 1);
+        f->hourly_mismatch = sqlite3_column_int64(st, 2);
+        f->minutely_over = sqlite3_column_int64(st, 3);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW)
+        return lerr_set(e, "cannot check version %" PRId64 ": %s", v, sqlite3_errmsg(b->bdb));
+    return 0;
+}
 
 /* The figures of what version v changed (the rows it opened or closed). */
 static int gather(struct batch *b, const struct batch_work *w, struct figures *f, struct lerr *e)
@@ -170,7 +200,9 @@ static int gather(struct batch *b, const struct batch_work *w, struct figures *f
     sqlite3 *db = b->bdb;
     int64_t v = w->version;
 
-    return query_int(db, totals_check[w->is_full], v, w->prev_orders, &f->totals_delta, e) ||
+    if (!w->is_full)
+        return gather_incremental(b, v, f, e);
+    return query_int(db, totals_check_full, v, w->prev_orders, &f->totals_delta, e) ||
            query_int(db,
                      "SELECT (SELECT count(*) FROM merchant_totals WHERE valid_from=?1 AND"
                      " (revenue_cents < 0 OR order_count < 0)) + (SELECT count(*) FROM hourly"
@@ -178,7 +210,7 @@ static int gather(struct batch *b, const struct batch_work *w, struct figures *f
                      " (SELECT count(*) FROM minutely WHERE valid_from=?1 AND"
                      " (revenue_cents < 0 OR order_count < 0))",
                      v, 0, &f->negative, e) ||
-           query_int(db, hourly_check[w->is_full], v, 0, &f->hourly_mismatch, e) ||
+           query_int(db, hourly_check_full, v, 0, &f->hourly_mismatch, e) ||
            /* A merchant whose minutes or total changed still has minutes within its total. */
            query_int(db,
                      "SELECT count(*) FROM (SELECT merchant_id FROM minutely WHERE valid_from=?1"

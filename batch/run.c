@@ -66,7 +66,10 @@ static int open_dbs(struct batch *b, struct lerr *e)
                 "PRAGMA cache_size=-262144; PRAGMA mmap_size=4294967296;"
                 " PRAGMA wal_autocheckpoint=65536; PRAGMA journal_size_limit=67108864",
                 e) != 0 ||
-        db_exec(b->bdb, "PRAGMA cache_size=-131072; PRAGMA temp_store=FILE", e) != 0)
+        db_exec(b->bdb,
+                "PRAGMA cache_size=-131072; PRAGMA temp_store=FILE; PRAGMA wal_autocheckpoint=0;"
+                " PRAGMA journal_size_limit=67108864",
+                e) != 0)
         return -1;
     db_path(b->data_dir, DB_MASTER, path, sizeof(path));
     if (db_prepare(b->bdb, "ATTACH DATABASE ? AS m", &st, e) != 0)
@@ -138,8 +141,27 @@ static void checkpoint_master(struct batch *b)
         log_debug("batch", "master_checkpoint frames=%d copied=%d", frames, copied);
 }
 
+/* batch.db's connection never checkpoints on a commit (wal_autocheckpoint=0): the pages a
+ * run wrote are copied into the file once, here, after the publish, instead of inside the
+ * recompute's commit (which held the publish back) and again for the publish's few. PASSIVE,
+ * as master.db's: a reader is never waited for, and what it still sees is copied by the next
+ * run (journal_size_limit then trims the log). */
+static void checkpoint_batch(struct batch *b)
+{
+    int frames = 0, copied = 0;
+
+    if (!b->bdb || !sqlite3_get_autocommit(b->bdb))
+        return;
+    if (sqlite3_wal_checkpoint_v2(b->bdb, "main", SQLITE_CHECKPOINT_PASSIVE, &frames, &copied) !=
+        SQLITE_OK)
+        log_warn("batch", "batch_checkpoint_failed err=\"%s\"", sqlite3_errmsg(b->bdb));
+    else
+        log_debug("batch", "batch_checkpoint frames=%d copied=%d", frames, copied);
+}
+
 static void close_batch(struct batch *b)
 {
+    checkpoint_batch(b);
     checkpoint_master(b);
     if (b->rk) {
         rd_kafka_consumer_close(b->rk);

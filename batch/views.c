@@ -159,11 +159,11 @@ static int clean_up(struct views *vw, struct lerr *e)
              "DELETE FROM merchant_totals WHERE valid_from > %1$" PRId64 ";"
              "DELETE FROM hourly WHERE valid_from > %1$" PRId64 ";"
              "DELETE FROM minutely WHERE valid_from > %1$" PRId64 ";"
-             "UPDATE merchant_totals SET valid_to=" DB_OPEN_SQL " WHERE valid_to < " DB_OPEN_SQL
+             "UPDATE OR FAIL merchant_totals SET valid_to=" DB_OPEN_SQL
+             " WHERE valid_to < " DB_OPEN_SQL " AND valid_to > %1$" PRId64 ";"
+             "UPDATE OR FAIL hourly SET valid_to=" DB_OPEN_SQL " WHERE valid_to < " DB_OPEN_SQL
              " AND valid_to > %1$" PRId64 ";"
-             "UPDATE hourly SET valid_to=" DB_OPEN_SQL " WHERE valid_to < " DB_OPEN_SQL
-             " AND valid_to > %1$" PRId64 ";"
-             "UPDATE minutely SET valid_to=" DB_OPEN_SQL " WHERE valid_to < " DB_OPEN_SQL
+             "UPDATE OR FAIL minutely SET valid_to=" DB_OPEN_SQL " WHERE valid_to < " DB_OPEN_SQL
              " AND valid_to > %1$" PRId64 ";",
              vw->w->prev);
     return db_exec(vw->b->bdb, sql, e);
@@ -194,7 +194,10 @@ static int place_window(struct views *vw, struct lerr *e)
     return 0;
 }
 
-/* Closes the minute rows that fell out of the window. */
+/* Closes the minute rows that fell out of the window. OR FAIL: a statement that may change
+ * many rows and may abort keeps a statement journal of every page it touches (a temporary file
+ * as large as the rows it closes); with FAIL none is kept, and any failure rolls the whole
+ * recompute back anyway. */
 static int expire_minutes(struct views *vw, struct lerr *e)
 {
     struct batch_work *w = vw->w;
@@ -203,10 +206,11 @@ static int expire_minutes(struct views *vw, struct lerr *e)
 
     if (w->minute_from_ms == w->prev_minute_from_ms)
         return 0;
-    if (db_prepare(vw->b->bdb,
-                   "UPDATE minutely SET valid_to=?1 WHERE minute_ms >= ?2 AND minute_ms < ?3"
-                   " AND valid_to=" DB_OPEN_SQL,
-                   &st, e) != 0)
+    if (db_prepare(
+            vw->b->bdb,
+            "UPDATE OR FAIL minutely SET valid_to=?1 WHERE minute_ms >= ?2 AND minute_ms < ?3"
+            " AND valid_to=" DB_OPEN_SQL,
+            &st, e) != 0)
         return -1;
     sqlite3_bind_int64(st, 1, w->version);
     sqlite3_bind_int64(st, 2, w->prev_minute_from_ms);
