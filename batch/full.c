@@ -357,10 +357,10 @@ static int scan_master(struct views *vw, struct lerr *e)
         db_query_int(vw->b->bdb, "SELECT EXISTS (SELECT 1 FROM m.orders_recent)", &has_recent, e) !=
             0 ||
         db_prepare(vw->b->bdb,
-                   has_recent ? "SELECT merchant_id, amount_cents, event_time_ms FROM m.orders"
+                   has_recent ? "SELECT merchant_id, amount_cents, event_time_ms FROM m.orders_base"
                                 " UNION ALL SELECT merchant_id, amount_cents, event_time_ms FROM"
                                 " m.orders_recent ORDER BY merchant_id"
-                              : "SELECT merchant_id, amount_cents, event_time_ms FROM m.orders"
+                              : "SELECT merchant_id, amount_cents, event_time_ms FROM m.orders_base"
                                 " ORDER BY merchant_id",
                    &st, e) != 0)
         return -1;

@@ -25,7 +25,7 @@ int batch_merge_levels(struct batch *b, struct lerr *e)
     /* Plain INSERT: a key in both levels would be counted twice by every reader, so it stops
      * the run instead of being dropped. In key order the inserts sweep the big level once. */
     if (db_exec(m,
-                "BEGIN IMMEDIATE; INSERT INTO orders(merchant_id, order_id, amount_cents,"
+                "BEGIN IMMEDIATE; INSERT INTO orders_base(merchant_id, order_id, amount_cents,"
                 " event_time_ms, partition, offset, raw) SELECT merchant_id, order_id,"
                 " amount_cents, event_time_ms, partition, offset, raw FROM orders_recent"
                 " ORDER BY merchant_id, order_id",

@@ -79,7 +79,8 @@ static int open_if_exists(const char *data_dir, enum db_file f, const char *tabl
     if (db_open_ro(data_dir, f, db, e) != 0)
         return -1;
     snprintf(sql, sizeof(sql),
-             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (%s)", tables);
+             "SELECT count(*) FROM sqlite_master WHERE type IN ('table', 'view') AND name IN (%s)",
+             tables);
     if (db_query_int(*db, sql, &n, e) != 0)
         n = -1;
     else if (n == ntables)
@@ -216,29 +217,30 @@ static int gather_runs(sqlite3 *bdb, json_t *doc, struct lerr *e)
 static int gather_master(sqlite3 *m, json_t *doc, struct lerr *e)
 {
     json_t *offsets, *parts = json_object_get(doc, "partitions"), *p, *o, *counters, *c, *by;
-    int64_t has_recent = 0;
+    int64_t has_base = 0, has_recent = 0;
+    char sql[512];
     size_t i, j;
 
-    /* A file no batch run or import opened since the upgrade has its one level only. */
-    if (db_query_int(m, "SELECT count(*) FROM sqlite_master WHERE name = 'orders_recent'",
+    /* Read as the file is (status never writes): a file no batch run or import opened since
+     * the view has no orders_base, its table `orders` being the big level, and one from
+     * before the two levels has no recent level either. */
+    if (db_query_int(m, "SELECT count(*) FROM sqlite_master WHERE name = 'orders_base'", &has_base,
+                     e) != 0 ||
+        db_query_int(m, "SELECT count(*) FROM sqlite_master WHERE name = 'orders_recent'",
                      &has_recent, e) != 0)
         return -1;
+    snprintf(sql, sizeof(sql),
+             "SELECT (SELECT count(*) FROM %s) + %s AS orders, %s AS orders_recent,"
+             " (SELECT count(*) FROM rejects) AS rejects,"
+             " (SELECT count(*) FROM imports) AS imports",
+             has_base ? "orders_base" : "orders",
+             has_recent ? "(SELECT count(*) FROM orders_recent)" : "0",
+             has_recent ? "(SELECT count(*) FROM orders_recent)" : "0");
     offsets = query_rows(m, "SELECT partition, next_offset FROM ingest_offsets", 0, e);
     by =
         query_rows(m, "SELECT reason, count(*) AS n FROM rejects GROUP BY reason ORDER BY 1", 0, e);
     counters = query_rows(m, "SELECT name, value FROM counters ORDER BY name", 0, e);
-    json_t *totals = query_rows(m,
-                                has_recent ? "SELECT (SELECT count(*) FROM orders) +"
-                                             " (SELECT count(*) FROM orders_recent) AS orders,"
-                                             " (SELECT count(*) FROM orders_recent) AS"
-                                             " orders_recent,"
-                                             " (SELECT count(*) FROM rejects) AS rejects,"
-                                             " (SELECT count(*) FROM imports) AS imports"
-                                           : "SELECT (SELECT count(*) FROM orders) AS orders,"
-                                             " 0 AS orders_recent,"
-                                             " (SELECT count(*) FROM rejects) AS rejects,"
-                                             " (SELECT count(*) FROM imports) AS imports",
-                                0, e);
+    json_t *totals = query_rows(m, sql, 0, e);
     if (!offsets || !by || !counters || !totals) {
         json_decref(offsets), json_decref(by), json_decref(counters), json_decref(totals);
         return -1;

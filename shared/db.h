@@ -11,16 +11,19 @@
  *
  * master.db
  *   orders(merchant_id, order_id, amount_cents, event_time_ms, partition, offset, raw)
- *       primary key (merchant_id, order_id): the first copy in log order, once, ever, in
- *       one of two levels.
- *       An imported order has partition -1 and offset = its line number.
- *       The big level: an incremental run does not write it (its inserts would dirty pages
- *       scattered over all of history), a full run merges the recent level into it.
+ *       the master dataset (DESIGN.md section 4): a view, UNION ALL of its two levels, so
+ *       that a count or sum over `orders` is the whole set. Primary key (merchant_id,
+ *       order_id) in effect: the first copy in log order, once, ever, in one of the levels.
+ *       An imported order has partition -1 and offset = its line number. The code asks each
+ *       level itself (a full scan through the view is 1.6x slower).
+ *   orders_base(...)   the same columns, primary key (merchant_id, order_id): the big level.
+ *       An incremental run does not write it (its inserts would dirty pages scattered over
+ *       all of history), a full run merges the recent level into it.
  *   orders_recent(...)   the same columns and key: the recent level, the orders taken in
  *       since the last full run (or since the file's first load, which goes into the big
  *       level while that is empty). A key is in at most one level; the duplicate rule asks
- *       both (shared/dedup_master.h). orders_all: a view of both, for people and tests (the
- *       code asks each level itself: a full scan through the view is 1.6x slower).
+ *       both (shared/dedup_master.h). A file from before the view had the table `orders` as
+ *       its big level (and no recent level before that): the first writer renames it.
  *   ingest_offsets(partition, next_offset)  written in the same transaction as the rows.
  *   rejects(id, source, partition, offset, line, reason, payload, at_ms)
  *       source 'kafka' (partition, offset) or a file path (line); payload: first 1 KiB.

@@ -10,10 +10,16 @@
 #define COLUMNS "merchant_id, order_id, amount_cents, event_time_ms, partition, offset, raw"
 
 /* The key is in at most one level, so the first row found is the only one. */
-static const char get_sql[] = "SELECT partition, offset FROM orders"
+static const char get_sql[] = "SELECT partition, offset FROM orders_base"
                               " WHERE merchant_id=?1 AND order_id=?2 UNION ALL"
                               " SELECT partition, offset FROM orders_recent"
                               " WHERE merchant_id=?1 AND order_id=?2";
+/* Files no writer opened since the view: the table `orders` is the big level, beside the
+ * recent level or, from before the two levels, alone. */
+static const char get_old_sql[] = "SELECT partition, offset FROM orders"
+                                  " WHERE merchant_id=?1 AND order_id=?2 UNION ALL"
+                                  " SELECT partition, offset FROM orders_recent"
+                                  " WHERE merchant_id=?1 AND order_id=?2";
 static const char get_one_level_sql[] = "SELECT partition, offset FROM orders"
                                         " WHERE merchant_id=?1 AND order_id=?2";
 
@@ -30,7 +36,7 @@ void master_close(struct master *m)
     m->get = NULL;
     m->db = NULL;
     m->in_txn = false;
-    m->is_one_level = false;
+    m->is_old_layout = false;
 }
 
 static bool prepare_get(struct master *m, const char *sql)
@@ -58,10 +64,11 @@ static void master_try_open(struct master *m)
         return;
     if (prepare_get(m, get_sql))
         return;
-    /* A file from before the recent level: its one table holds every id until a writer
-     * creates the recent level, which the reopen after the next refresh then sees. */
-    if (prepare_get(m, get_one_level_sql))
-        m->is_one_level = true;
+    /* A file of an older layout (no orders_base: its table `orders` is the big level) holds
+     * every id there and, once it has one, in the recent level, until a writer migrates it,
+     * which the reopen after the next refresh then sees. */
+    if (prepare_get(m, get_old_sql) || prepare_get(m, get_one_level_sql))
+        m->is_old_layout = true;
     else
         master_close(m);
 }
@@ -104,20 +111,20 @@ void master_refresh(struct master *m)
         sqlite3_exec(m->db, "COMMIT", NULL, NULL, NULL);
     m->in_txn = false;
     m->is_due = true;
-    if (m->is_one_level)
+    if (m->is_old_layout)
         master_close(m);
 }
 
 const char *master_level_table(enum master_level level)
 {
-    return level == MASTER_BIG ? "orders" : "orders_recent";
+    return level == MASTER_BIG ? "orders_base" : "orders_recent";
 }
 
 int master_pick_level(sqlite3 *master, enum master_level *out, struct lerr *e)
 {
     int64_t has_big = 1;
 
-    if (db_query_int(master, "SELECT EXISTS (SELECT 1 FROM orders)", &has_big, e) != 0)
+    if (db_query_int(master, "SELECT EXISTS (SELECT 1 FROM orders_base)", &has_big, e) != 0)
         return -1;
     *out = has_big ? MASTER_RECENT : MASTER_BIG;
     return 0;

@@ -1,21 +1,22 @@
 /* dedup_master.h - master_: rule (b) of shared/dedup.h, read from data_dir/master.db, and the
  * one definition of how an order gets into master.db's two levels.
  *
- * master.db's orders are one set kept in two tables (db.h): the big level `orders` and the
- * recent level `orders_recent`, a key in at most one of them. Batch runs insert new orders into
- * the recent level (a full run merges it into the big one), so an incremental run dirties pages
- * in proportion to what it inserts, not pages scattered over all of history. The duplicate rule
- * is the same for both: an order is inserted only when neither level holds its key, and the
- * first copy inserted wins (master_insert_sql()).
+ * master.db's orders are one set kept in two tables (db.h): the big level `orders_base` and the
+ * recent level `orders_recent`, a key in at most one of them (the view `orders` reads both). Batch
+ * runs insert new orders into the recent level (a full run merges it into the big one), so an
+ * incremental run dirties pages in proportion to what it inserts, not pages scattered over all of
+ * history. The duplicate rule is the same for both: an order is inserted only when neither level
+ * holds its key, and the first copy inserted wins (master_insert_sql()).
  *
  * Look-ups: an order is an earlier copy when either level holds its id with partition -1 (an
  * import), another partition, or the same partition and a smaller offset. master.db is read
  * through a read-only connection of its own, opened once the file with its orders table
  * exists (looked for at most once per master_refresh(), not per order). A caller may rely
  * on: look-ups share one read snapshot until master_refresh() ends it, so a look-up costs no
- * lock calls, and the next one sees everything committed by then. A file from before the two
- * levels (no recent level until a batch run or import opens it for writing) is read as its
- * one table, and opened again after each master_refresh() until it has both. */
+ * lock calls, and the next one sees everything committed by then. A file of an older layout
+ * (no orders_base until a batch run or import opens it for writing) is read as it is: its
+ * table `orders` is the big level, beside orders_recent or, from before the two levels,
+ * alone; it is opened again after each master_refresh() until it has been migrated. */
 #ifndef LAMBDA_DEDUP_MASTER_H
 #define LAMBDA_DEDUP_MASTER_H
 
@@ -32,10 +33,10 @@ struct master {
     char data_dir[PATH_MAX];
     sqlite3 *db; /* NULL until master.db with its orders table exists */
     sqlite3_stmt *get;
-    bool is_due;       /* look for a missing master.db at the next look-up */
-    bool in_txn;       /* a read transaction is open: look-ups share one snapshot */
-    bool is_one_level; /* a file from before the recent level: reopened at each refresh */
-    int64_t reads;     /* look-ups that reached the file */
+    bool is_due;        /* look for a missing master.db at the next look-up */
+    bool in_txn;        /* a read transaction is open: look-ups share one snapshot */
+    bool is_old_layout; /* a file of an older layout (no orders_base): reopened at each refresh */
+    int64_t reads;      /* look-ups that reached the file */
 };
 
 /* Nothing is opened until the first look-up. */
@@ -53,7 +54,7 @@ void master_refresh(struct master *m);
 /* The level a batch step writes its orders into. */
 enum master_level { MASTER_BIG, MASTER_RECENT };
 
-/* "orders" or "orders_recent". */
+/* "orders_base" or "orders_recent". */
 const char *master_level_table(enum master_level level);
 
 /* The level a step that inserts orders writes into (read on master, a read-write connection of

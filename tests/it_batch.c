@@ -318,14 +318,14 @@ Test(batch_import, ndjson_rejects_by_line_and_reimport_adds_nothing, .timeout = 
      * log (partition -1). */
     s = sql_text(&v, "master.db",
                  "SELECT merchant_id, order_id, amount_cents, event_time_ms, partition, offset"
-                 " FROM orders_all ORDER BY offset");
+                 " FROM orders ORDER BY offset");
     cr_assert_str_eq(s, "m-1 a1 100 1795256130000 -1 1\n"
                         "m-1 a3 250 1795256130000 -1 2\n"
                         "m-2 a9 7 1795000000000 -1 4\n");
     free(s);
     cr_assert_eq(sql_int(&v, "master.db", "SELECT value FROM counters WHERE name='duplicates'"), 1);
     cr_assert_eq(sql_int(&v, "master.db",
-                         "SELECT instr(raw, 'kept in raw') > 0 FROM orders_all"
+                         "SELECT instr(raw, 'kept in raw') > 0 FROM orders"
                          " WHERE order_id='a3'"),
                  1);
 
@@ -337,7 +337,7 @@ Test(batch_import, ndjson_rejects_by_line_and_reimport_adds_nothing, .timeout = 
     s = output(&v, tag, "out");
     cr_assert(strstr(s, "already imported"), "stdout: %s", s);
     free(s);
-    cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM orders_all"), 3);
+    cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM orders"), 3);
     cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM rejects"), 9);
     cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM imports"), 1);
     cr_assert_eq(sql_int(&v, "master.db", "SELECT value FROM counters WHERE name='duplicates'"), 1);
@@ -414,9 +414,8 @@ Test(batch_import, csv_with_quotes_and_bad_lines, .timeout = 60, .fini = fini)
     s = sql_text(&v, "master.db", "SELECT line, reason FROM rejects ORDER BY line");
     cr_assert_str_eq(s, "4 bad_type\n5 missing_field\n6 bad_type\n7 bad_type\n");
     free(s);
-    s = sql_text(
-        &v, "master.db",
-        "SELECT merchant_id, order_id, amount_cents, offset FROM orders_all ORDER BY offset");
+    s = sql_text(&v, "master.db",
+                 "SELECT merchant_id, order_id, amount_cents, offset FROM orders ORDER BY offset");
     cr_assert_str_eq(s, "m-1 c1 100 1\nm-1 c,2 200 2\nm-3 say \"hi\" 42 3\n");
     free(s);
 }
@@ -469,10 +468,10 @@ Test(batch_run, small_stream_and_an_import_publish_exact_views, .timeout = 90, .
     free(s);
     /* The import went into the big level, empty then; the run's orders into the recent one,
      * Kafka's k1 of m-1 found in the big level and counted a duplicate. */
-    cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM orders"), 2);
+    cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM orders_base"), 2);
     cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM orders_recent"), 5);
     cr_assert_eq(sql_int(&v, "master.db",
-                         "SELECT amount_cents FROM orders_all WHERE merchant_id='m-1' AND"
+                         "SELECT amount_cents FROM orders WHERE merchant_id='m-1' AND"
                          " order_id='k1'"),
                  5555);
     /* The import came first, so its k1 of m-1 wins over Kafka's. */
@@ -580,7 +579,7 @@ Test(batch_run, failing_checks_keep_the_previous_version_published, .timeout = 9
     /* A doctored master row: a negative amount makes a negative sum. It went around ingest, so
      * only a full run, which reads every order, sees it. */
     sql_exec(&v, "master.db",
-             "INSERT INTO orders VALUES('m-bad', 'x1', -5, 1795341600000, -1, 1, NULL)");
+             "INSERT INTO orders_base VALUES('m-bad', 'x1', -5, 1795341600000, -1, 1, NULL)");
     cr_assert_eq(batch(&v, tag, "run", "--full", NULL), 1);
     s = output(&v, tag, "err");
     cr_assert(strstr(s, "data-quality check 'no_negative_sums' failed for version 2"), "stderr: %s",
@@ -598,7 +597,7 @@ Test(batch_run, failing_checks_keep_the_previous_version_published, .timeout = 9
 
     /* Rows lost from master: the order count would shrink. */
     sql_exec(&v, "master.db",
-             "DELETE FROM orders WHERE merchant_id IN ('m-bad', 'm-2');"
+             "DELETE FROM orders_base WHERE merchant_id IN ('m-bad', 'm-2');"
              " DELETE FROM orders_recent WHERE merchant_id IN ('m-bad', 'm-2')");
     cr_assert_eq(batch(&v, tag, "run", "--full", NULL), 1);
     s = output(&v, tag, "err");
@@ -702,7 +701,7 @@ Test(batch_run, a_running_speed_layer_fixes_the_cut_at_its_newest_boundary, .tim
     cr_assert(strstr(s, "msg=cut_recorded version=1 cut_epoch=101 partitions=2 speed_running=1"),
               "stderr: %s", s);
     free(s);
-    s = sql_text(&v, "master.db", "SELECT order_id FROM orders_all ORDER BY order_id");
+    s = sql_text(&v, "master.db", "SELECT order_id FROM orders ORDER BY order_id");
     cr_assert_str_eq(s, "p0-0\np0-1\np1-0\n");
     free(s);
     s = sql_text(&v, "batch.db", "SELECT partition, offset FROM cut_offsets WHERE version=1");
@@ -825,7 +824,7 @@ Test(batch_import, a_killed_import_resumes_without_loss_or_doubles, .timeout = 9
         sql_int(&v, "master.db",
                 "SELECT (SELECT count(*) FROM import_log) + (SELECT count(*) FROM rejects)"),
         500);
-    cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM orders_all"), 0);
+    cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM orders"), 0);
     cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM imports"), 0);
 
     cr_assert_eq(batch(&v, tag, "import", "--chunk-rows", "700", file, NULL), 0);
@@ -837,8 +836,8 @@ Test(batch_import, a_killed_import_resumes_without_loss_or_doubles, .timeout = 9
              (long long)orders, (long long)dups, (long long)rejects);
     cr_assert(strstr(s, want), "stdout: %s\nwant: %s", s, want);
     free(s);
-    cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM orders_all"), orders);
-    cr_assert_eq(sql_int(&v, "master.db", "SELECT sum(amount_cents) FROM orders_all"), revenue);
+    cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM orders"), orders);
+    cr_assert_eq(sql_int(&v, "master.db", "SELECT sum(amount_cents) FROM orders"), revenue);
     cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM rejects"), rejects);
     cr_assert_eq(sql_int(&v, "master.db", "SELECT count(DISTINCT line) FROM rejects"), rejects);
     cr_assert_eq(sql_int(&v, "master.db", "SELECT value FROM counters WHERE name='duplicates'"),

@@ -230,7 +230,7 @@ static void assert_master(struct env *v, const struct it_truth *t)
     sqlite3 *db = open_db(v, "master.db");
     char sql[256];
 
-    cr_assert_eq(one_int(db, "SELECT count(*) FROM orders_all"), t->valid);
+    cr_assert_eq(one_int(db, "SELECT count(*) FROM orders"), t->valid);
     cr_assert_eq(one_int(db, "SELECT value FROM counters WHERE name='duplicates'"), t->duplicates);
     cr_assert_eq(one_int(db, "SELECT count(*) FROM rejects"), t->invalid);
     for (int r = 1; r < EV_REASON_COUNT; r++) {
@@ -292,7 +292,7 @@ Test(batch_exact, killed_mid_ingest_mid_recompute_and_before_publish, .timeout =
 
     /* Mid-ingest: one chunk committed, the rest not; version 1 still answers. */
     run_until_paused(&v, p, "ingest");
-    int64_t orders = sql_int(&v, "master.db", "SELECT count(*) FROM orders_all");
+    int64_t orders = sql_int(&v, "master.db", "SELECT count(*) FROM orders");
     cr_assert(orders > t1.valid && orders < t1.valid + t2.valid, "orders %lld", (long long)orders);
     cr_assert_eq(newest_published(&v), 1);
     assert_exact(&v, 1, &t1);
@@ -301,7 +301,7 @@ Test(batch_exact, killed_mid_ingest_mid_recompute_and_before_publish, .timeout =
     /* Mid-recompute: ingest finished, the views of version 2 half written, uncommitted. */
     run_until_paused(&v, p, "recompute");
     cr_assert(it_log_has(p, "msg=cut_reused version=2"));
-    cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM orders_all"), t1.valid + t2.valid);
+    cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM orders"), t1.valid + t2.valid);
     cr_assert_eq(newest_published(&v), 1);
     assert_exact(&v, 1, &t1);
     cr_assert_eq(it_signal(p, SIGKILL, 10000), 128 + SIGKILL);

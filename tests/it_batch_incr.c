@@ -751,13 +751,13 @@ Test(batch_incr, an_old_data_directory_migrates_through_one_full_run, .timeout =
              " (2, 'failed', 101, 3, NULL, NULL, NULL, NULL, NULL, NULL, NULL);"
              "INSERT INTO cut_offsets VALUES(1, 0, 0), (1, 1, 0), (1, 2, 0), (1, 3, 0);"
              "INSERT INTO merchant_totals SELECT 1, merchant_id, count(*), sum(amount_cents)"
-             " FROM m.orders_all GROUP BY merchant_id;"
+             " FROM m.orders GROUP BY merchant_id;"
              "INSERT INTO hourly SELECT 1, merchant_id, event_time_ms / 3600000 * 3600000,"
-             " count(*), sum(amount_cents) FROM m.orders_all GROUP BY 2, 3;"
+             " count(*), sum(amount_cents) FROM m.orders GROUP BY 2, 3;"
              "INSERT INTO minutely SELECT 1, merchant_id, event_time_ms / 60000 * 60000, count(*),"
-             " sum(amount_cents) FROM m.orders_all WHERE event_time_ms / 60000 * 60000 >= (SELECT"
-             " max(event_time_ms) / 60000 * 60000 - 172800000 FROM m.orders_all) GROUP BY 2, 3;"
-             "UPDATE versions SET orders = (SELECT count(*) FROM m.orders_all) WHERE id = 1",
+             " sum(amount_cents) FROM m.orders WHERE event_time_ms / 60000 * 60000 >= (SELECT"
+             " max(event_time_ms) / 60000 * 60000 - 172800000 FROM m.orders) GROUP BY 2, 3;"
+             "UPDATE versions SET orders = (SELECT count(*) FROM m.orders) WHERE id = 1",
              old_layout, v.data);
     cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
     sqlite3_close(db);
@@ -790,7 +790,7 @@ Test(batch_incr, an_old_data_directory_migrates_through_one_full_run, .timeout =
     env_fini(&v);
 }
 
-/* The orders in master's big level, its recent level and both. */
+/* The orders in master's big level, its recent level and both (the view `orders`). */
 struct levels {
     int64_t big, recent, all;
 };
@@ -798,10 +798,22 @@ struct levels {
 static struct levels levels(struct env *v)
 {
     return (struct levels){
-        sql_int(v, "master.db", "SELECT count(*) FROM orders"),
+        sql_int(v, "master.db", "SELECT count(*) FROM orders_base"),
         sql_int(v, "master.db", "SELECT count(*) FROM orders_recent"),
-        sql_int(v, "master.db", "SELECT count(*) FROM orders_all"),
+        sql_int(v, "master.db", "SELECT count(*) FROM orders"),
     };
+}
+
+/* The master dataset's contract name (DESIGN.md section 4) counts and sums every order, in
+ * both levels: what the streams and imports so far hold. */
+static void assert_orders_are_the_truth(struct env *v)
+{
+    int64_t count = 0, revenue = 0;
+
+    for (size_t i = 0; i < v->all.nmerchants; i++)
+        count += v->all.merchants[i].order_count, revenue += v->all.merchants[i].revenue_cents;
+    cr_assert_eq(sql_int(v, "master.db", "SELECT count(*) FROM orders"), count);
+    cr_assert_eq(sql_int(v, "master.db", "SELECT sum(amount_cents) FROM orders"), revenue);
 }
 
 Test(batch_incr, a_full_run_merges_the_recent_level_and_a_killed_merge_resumes, .timeout = 300,
@@ -826,6 +838,7 @@ Test(batch_incr, a_full_run_merges_the_recent_level_and_a_killed_merge_resumes, 
     l = levels(&v);
     cr_assert_eq(l.big, was.big, "the big level is not written");
     cr_assert(l.recent > 1800 && l.all == l.big + l.recent, "recent %lld", (long long)l.recent);
+    assert_orders_are_the_truth(&v);
     /* A full run killed in the merge (moved, not committed) leaves both levels as they were. */
     produce_round(&v, 2, 2000);
     run_until_paused(&v, p, "merge", "--full");
@@ -858,9 +871,11 @@ Test(batch_incr, a_full_run_merges_the_recent_level_and_a_killed_merge_resumes, 
     env_fini(&v);
 }
 
-/* A master.db of before the two levels: `orders` alone, made with raw SQL from today's by
- * dropping what the levels added. Read-only readers (status) read it as it is; the next run
- * creates the recent level and goes on incrementally, exact; a full run merges. */
+/* A master.db of before the two levels: the table `orders` alone, made with raw SQL from
+ * today's by dropping the view and the recent level (empty after the first import) and giving
+ * the big level its old name. Read-only readers (status) read it as it is; the next run
+ * renames it orders_base, creates the recent level and the view, and goes on incrementally,
+ * exact; a full run merges. */
 Test(batch_incr, a_master_of_one_level_migrates_and_stays_exact, .timeout = 300, .fini = fini)
 {
     static struct env v; /* static: fini() reads it after the test returns */
@@ -872,8 +887,14 @@ Test(batch_incr, a_master_of_one_level_migrates_and_stays_exact, .timeout = 300,
     import_history(&v, 5000);
     n = sql_int(&v, "master.db", "SELECT count(*) FROM orders");
     /* user_version 0: the stamp a file of before the stamp has (shared/db.c). */
+    cr_assert_eq(sql_int(&v, "master.db", "SELECT count(*) FROM orders_recent"), 0);
     sql_exec(&v, "master.db",
-             "DROP VIEW orders_all; DROP TABLE orders_recent; PRAGMA user_version = 0");
+             "DROP VIEW orders; DROP TABLE orders_recent;"
+             " ALTER TABLE orders_base RENAME TO orders; PRAGMA user_version = 0");
+    cr_assert_eq(sql_int(&v, "master.db",
+                         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND"
+                         " name = 'orders'"),
+                 1);
     cr_assert_eq(
         sql_int(&v, "master.db", "SELECT count(*) FROM sqlite_master WHERE name LIKE 'orders_%'"),
         0);
@@ -900,6 +921,11 @@ Test(batch_incr, a_master_of_one_level_migrates_and_stays_exact, .timeout = 300,
     l = levels(&v);
     cr_assert_eq(l.big, n, "the old table is the big level");
     cr_assert(l.recent > 1800 && l.all == l.big + l.recent);
+    cr_assert_eq(sql_int(&v, "master.db",
+                         "SELECT count(*) FROM sqlite_master WHERE type = 'view' AND"
+                         " name = 'orders'"),
+                 1, "orders is the view now");
+    assert_orders_are_the_truth(&v);
     produce_round(&v, 2, 2000);
     cr_assert_eq(run(&v, NULL, &out), 0);
     free(out);

@@ -197,7 +197,7 @@ Test(health, a_failing_batch_run_shows_in_status_health_and_metrics, .timeout = 
     /* A doctored master row: a negative amount fails the no_negative_sums check (it went
      * around ingest, so a full run, which reads every order, sees it). */
     sql(&v, "master.db",
-        "INSERT INTO orders VALUES('m-bad', 'x1', -5, 1795341600000, -1, 1, NULL)");
+        "INSERT INTO orders_base VALUES('m-bad', 'x1', -5, 1795341600000, -1, 1, NULL)");
     cr_assert_eq(batch(&v, tag, "run", "--full"), 1);
 
     cr_assert_eq(batch(&v, tag, "status", "--json"), 0);
@@ -247,7 +247,7 @@ Test(health, a_failing_batch_run_shows_in_status_health_and_metrics, .timeout = 
     /* The cause fixed, the next run publishes the pending cut: healthy again, and the failure
      * counter stays where it was. */
     sql(&v, "master.db",
-        "DELETE FROM orders WHERE merchant_id='m-bad';"
+        "DELETE FROM orders_base WHERE merchant_id='m-bad';"
         " DELETE FROM orders_recent WHERE merchant_id='m-bad'");
     cr_assert_eq(batch(&v, tag, "run", "--full"), 0);
     doc = health_speed_held(&v, &status);

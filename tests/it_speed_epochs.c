@@ -239,10 +239,11 @@ Test(speed_epochs, boundaries_expiry_merge_and_rebuild_from_a_cut, .timeout = 18
 
     /* The batch ingests what lies before the cut into master.db, then publishes the cut. */
     cr_assert_eq(db_open_rw(data, DB_MASTER, &mdb, &e), 0, "%s", e.msg);
-    snprintf(sql, sizeof(sql),
-             "ATTACH '%s/speed.db' AS s; INSERT INTO orders SELECT merchant_id, order_id, 0, 0,"
-             " partition, offset, NULL FROM s.seen WHERE epoch < %" PRId64 "; DETACH s",
-             data, mid);
+    snprintf(
+        sql, sizeof(sql),
+        "ATTACH '%s/speed.db' AS s; INSERT INTO orders_base SELECT merchant_id, order_id, 0, 0,"
+        " partition, offset, NULL FROM s.seen WHERE epoch < %" PRId64 "; DETACH s",
+        data, mid);
     cr_assert_eq(db_exec(mdb, sql, &e), 0, "%s", e.msg);
     sqlite3_close(mdb);
     cr_assert_eq(db_open_rw(data, DB_BATCH, &bdb, &e), 0, "%s", e.msg);

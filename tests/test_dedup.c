@@ -146,7 +146,7 @@ Test(dedup, master_rows_are_earlier_copies_unless_at_or_after_this_offset, .time
     fix_up(&f, 100);
     cr_assert_eq(db_open_rw(f.dir, DB_MASTER, &m, &f.e), 0);
     cr_assert_eq(db_exec(m,
-                         "INSERT INTO orders VALUES('m','imp',1,0,-1,5,NULL),"
+                         "INSERT INTO orders_base VALUES('m','imp',1,0,-1,5,NULL),"
                          "('m','p0',1,0,0,10,NULL),('m','p1',1,0,1,10,NULL)",
                          &f.e),
                  0, "%s", f.e.msg);
@@ -168,7 +168,7 @@ Test(dedup, master_rows_of_the_recent_level_are_earlier_copies_too, .timeout = 3
     fix_up(&f, 100);
     cr_assert_eq(db_open_rw(f.dir, DB_MASTER, &m, &f.e), 0);
     cr_assert_eq(db_exec(m,
-                         "INSERT INTO orders VALUES('m','big',1,0,0,10,NULL);"
+                         "INSERT INTO orders_base VALUES('m','big',1,0,0,10,NULL);"
                          "INSERT INTO orders_recent VALUES('m','imp',1,0,-1,5,NULL),"
                          "('m','p0',1,0,0,10,NULL),('m','p1',1,0,1,10,NULL)",
                          &f.e),
@@ -215,6 +215,53 @@ Test(dedup, a_master_of_one_level_is_read_until_it_has_two, .timeout = 30)
     dedup_refresh(f.d);
     cr_assert_eq(check(&f, "m", "new", 0, 11), 1, "the recent level, once it exists");
     cr_assert_eq(check(&f, "m", "old", 0, 11), 1);
+    cr_assert_eq(check(&f, "m", "new", 0, 10), 0, "this very copy");
+    fix_down(&f);
+}
+
+/* master.db as it was with two levels and before the view: the table `orders` is the big
+ * level beside orders_recent. A reader asks both as they are, and once a writer renamed the
+ * big level orders_base (the migration), it asks the new names. */
+Test(dedup, a_master_of_two_levels_before_the_view_is_read_as_it_is, .timeout = 30)
+{
+    struct fix f;
+    char path[PATH_MAX];
+    sqlite3 *m = NULL;
+
+    fix_up(&f, 100);
+    db_path(f.dir, DB_MASTER, path, sizeof(path));
+    cr_assert_eq(sqlite3_open(path, &m), SQLITE_OK);
+    cr_assert_eq(db_exec(m,
+                         "PRAGMA journal_mode=WAL;"
+                         "CREATE TABLE orders(merchant_id TEXT NOT NULL, order_id TEXT NOT NULL,"
+                         " amount_cents INTEGER NOT NULL, event_time_ms INTEGER NOT NULL,"
+                         " partition INTEGER NOT NULL, offset INTEGER NOT NULL, raw BLOB,"
+                         " PRIMARY KEY(merchant_id, order_id)) WITHOUT ROWID;"
+                         "CREATE TABLE orders_recent(merchant_id TEXT NOT NULL,"
+                         " order_id TEXT NOT NULL, amount_cents INTEGER NOT NULL,"
+                         " event_time_ms INTEGER NOT NULL, partition INTEGER NOT NULL,"
+                         " offset INTEGER NOT NULL, raw BLOB,"
+                         " PRIMARY KEY(merchant_id, order_id)) WITHOUT ROWID;"
+                         "CREATE VIEW orders_all AS SELECT * FROM orders UNION ALL"
+                         " SELECT * FROM orders_recent;"
+                         "INSERT INTO orders VALUES('m','big',1,0,0,10,NULL);"
+                         "INSERT INTO orders_recent VALUES('m','rec',1,0,0,10,NULL)",
+                         &f.e),
+                 0, "%s", f.e.msg);
+    sqlite3_close(m);
+    cr_assert_eq(check(&f, "m", "big", 0, 11), 1, "the old big level is read");
+    cr_assert_eq(check(&f, "m", "rec", 0, 11), 1, "and the recent level");
+    cr_assert_eq(check(&f, "m", "new", 0, 11), 0);
+    dedup_refresh(f.d);
+    cr_assert_eq(db_open_rw(f.dir, DB_MASTER, &m, &f.e), 0, "%s", f.e.msg);
+    cr_assert_eq(db_exec(m, "INSERT INTO orders_recent VALUES('m','new',1,0,0,10,NULL)", &f.e), 0,
+                 "%s", f.e.msg);
+    cr_assert_eq(db_exec(m, "SELECT 1 FROM orders_base", &f.e), 0, "%s", f.e.msg);
+    sqlite3_close(m);
+    dedup_refresh(f.d);
+    cr_assert_eq(check(&f, "m", "big", 0, 11), 1, "the big level, renamed");
+    cr_assert_eq(check(&f, "m", "rec", 0, 11), 1);
+    cr_assert_eq(check(&f, "m", "new", 0, 11), 1);
     cr_assert_eq(check(&f, "m", "new", 0, 10), 0, "this very copy");
     fix_down(&f);
 }
