@@ -939,3 +939,55 @@ Test(batch_incr, a_master_of_one_level_migrates_and_stays_exact, .timeout = 300,
     cr_assert_eq(l.big, l.all);
     env_fini(&v);
 }
+
+/* A master.db of two levels from before the view: the table `orders` is the big level beside
+ * orders_recent, and orders_all is the view of both, made with raw SQL from today's after an
+ * incremental run put orders in both levels. status reads it as it is; the next run renames
+ * the big level orders_base and makes `orders` the view, and `orders` counts every order. */
+Test(batch_incr, a_master_of_two_levels_before_the_view_migrates_and_stays_exact, .timeout = 300,
+     .fini = fini)
+{
+    static struct env v; /* static: fini() reads it after the test returns */
+    char path[700], *st, *out;
+    struct levels was, l;
+
+    env_init(&v, "btwolevel");
+    import_history(&v, 5000);
+    produce_round(&v, 1, 2000);
+    cr_assert_eq(run(&v, NULL, &out), 0);
+    free(out);
+    was = levels(&v);
+    cr_assert(was.big > 4500 && was.recent > 1800);
+    sql_exec(&v, "master.db",
+             "DROP VIEW orders; ALTER TABLE orders_base RENAME TO orders;"
+             " CREATE VIEW orders_all AS SELECT * FROM orders UNION ALL"
+             " SELECT * FROM orders_recent; PRAGMA user_version = 0");
+    char *argv[] = {"lambda-batch", "status", "--data-dir", v.data, "--json", NULL};
+    cr_assert_eq(it_run(v.dir, "status", argv, NULL, 30000), 0);
+    snprintf(path, sizeof(path), "%s/status.out", v.dir);
+    st = it_read_file(path, NULL);
+    json_t *doc = json_loads(st, 0, NULL);
+    cr_assert(doc, "status: %s", st);
+    cr_assert_eq(json_integer_value(json_object_get(doc, "orders")), was.all, "%s", st);
+    cr_assert_eq(json_integer_value(json_object_get(doc, "orders_recent")), was.recent, "%s", st);
+    json_decref(doc);
+    free(st);
+    cr_assert_eq(
+        sql_int(&v, "master.db", "SELECT count(*) FROM sqlite_master WHERE name = 'orders_base'"),
+        0, "status does not write");
+
+    produce_round(&v, 2, 2000);
+    cr_assert_eq(run(&v, NULL, &out), 0);
+    cr_assert(strstr(out, "batch published version=3 ") && strstr(out, " mode=incremental "), "%s",
+              out);
+    free(out);
+    assert_exact(&v, 3);
+    l = levels(&v);
+    cr_assert_eq(l.big, was.big, "the old table is the big level");
+    cr_assert(l.recent > was.recent + 1800 && l.all == l.big + l.recent);
+    cr_assert_eq(
+        sql_int(&v, "master.db", "SELECT count(*) FROM sqlite_master WHERE name = 'orders_all'"),
+        0);
+    assert_orders_are_the_truth(&v);
+    env_fini(&v);
+}
