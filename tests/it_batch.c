@@ -287,6 +287,19 @@ static const char ndjson[] =
     "{\"order_id\":\"a10\",\"merchant_id\":\"m-2\",\"amount_cents\":7,"
     "\"event_time\":\"yesterday\"}"; /* 14 */
 
+/* lambda-batch import of ndjson written to file: its 14 lines are 3 orders, a duplicate and 9
+ * rejects. */
+static void import_ndjson(struct env *v, char tag[32], const char *file)
+{
+    char *s;
+
+    write_file(file, ndjson);
+    cr_assert_eq(batch(v, tag, "import", file, NULL), 0);
+    s = output(v, tag, "out");
+    cr_assert(strstr(s, "lines=14 orders=3 duplicates=1 rejects=9"), "stdout: %s", s);
+    free(s);
+}
+
 Test(batch_import, ndjson_rejects_by_line_and_reimport_adds_nothing, .timeout = 60, .fini = fini)
 {
     static struct env v; /* static: fini() reads it after the test returns */
@@ -295,11 +308,7 @@ Test(batch_import, ndjson_rejects_by_line_and_reimport_adds_nothing, .timeout = 
 
     env_init(&v, "bimp", 0);
     snprintf(file, sizeof(file), "%s/orders.ndjson", v.dir);
-    write_file(file, ndjson);
-    cr_assert_eq(batch(&v, tag, "import", file, NULL), 0);
-    s = output(&v, tag, "out");
-    cr_assert(strstr(s, "lines=14 orders=3 duplicates=1 rejects=9"), "stdout: %s", s);
-    free(s);
+    import_ndjson(&v, tag, file);
 
     s = sql_text(&v, "master.db",
                  "SELECT line, reason, partition IS NULL FROM rejects ORDER BY line");
@@ -373,11 +382,7 @@ Test(batch_import, files_left_empty_by_a_power_loss_hold_nothing_yet, .timeout =
               "stdout: %s", s);
     free(s);
     snprintf(file, sizeof(file), "%s/orders.ndjson", v.dir);
-    write_file(file, ndjson);
-    cr_assert_eq(batch(&v, tag, "import", file, NULL), 0);
-    s = output(&v, tag, "out");
-    cr_assert(strstr(s, "lines=14 orders=3 duplicates=1 rejects=9"), "stdout: %s", s);
-    free(s);
+    import_ndjson(&v, tag, file);
     cr_assert_eq(batch(&v, tag, "status", NULL), 0);
     s = output(&v, tag, "out");
     cr_assert(strstr(s, "master: 3 orders (0 in the recent level), 1 imported files"), "stdout: %s",

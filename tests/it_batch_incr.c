@@ -871,6 +871,23 @@ Test(batch_incr, a_full_run_merges_the_recent_level_and_a_killed_merge_resumes, 
     env_fini(&v);
 }
 
+/* lambda-batch status --json, which only reads, counts all and recent orders in master. */
+static void assert_status_orders(struct env *v, int64_t all, int64_t recent)
+{
+    char path[700], *st;
+    char *argv[] = {"lambda-batch", "status", "--data-dir", v->data, "--json", NULL};
+
+    cr_assert_eq(it_run(v->dir, "status", argv, NULL, 30000), 0);
+    snprintf(path, sizeof(path), "%s/status.out", v->dir);
+    st = it_read_file(path, NULL);
+    json_t *doc = json_loads(st, 0, NULL);
+    cr_assert(doc, "status: %s", st);
+    cr_assert_eq(json_integer_value(json_object_get(doc, "orders")), all, "%s", st);
+    cr_assert_eq(json_integer_value(json_object_get(doc, "orders_recent")), recent, "%s", st);
+    json_decref(doc);
+    free(st);
+}
+
 /* A master.db of before the two levels: the table `orders` alone, made with raw SQL from
  * today's by dropping the view and the recent level (empty after the first import) and giving
  * the big level its old name. Read-only readers (status) read it as it is; the next run
@@ -879,7 +896,7 @@ Test(batch_incr, a_full_run_merges_the_recent_level_and_a_killed_merge_resumes, 
 Test(batch_incr, a_master_of_one_level_migrates_and_stays_exact, .timeout = 300, .fini = fini)
 {
     static struct env v; /* static: fini() reads it after the test returns */
-    char path[700], *st, *out;
+    char *out;
     struct levels l;
     int64_t n;
 
@@ -898,16 +915,7 @@ Test(batch_incr, a_master_of_one_level_migrates_and_stays_exact, .timeout = 300,
     cr_assert_eq(
         sql_int(&v, "master.db", "SELECT count(*) FROM sqlite_master WHERE name LIKE 'orders_%'"),
         0);
-    char *argv[] = {"lambda-batch", "status", "--data-dir", v.data, "--json", NULL};
-    cr_assert_eq(it_run(v.dir, "status", argv, NULL, 30000), 0);
-    snprintf(path, sizeof(path), "%s/status.out", v.dir);
-    st = it_read_file(path, NULL);
-    json_t *doc = json_loads(st, 0, NULL);
-    cr_assert(doc, "status: %s", st);
-    cr_assert_eq(json_integer_value(json_object_get(doc, "orders")), n, "%s", st);
-    cr_assert_eq(json_integer_value(json_object_get(doc, "orders_recent")), 0, "%s", st);
-    json_decref(doc);
-    free(st);
+    assert_status_orders(&v, n, 0);
     cr_assert_eq(
         sql_int(&v, "master.db", "SELECT count(*) FROM sqlite_master WHERE name LIKE 'orders_%'"),
         0, "status does not write");
@@ -948,7 +956,7 @@ Test(batch_incr, a_master_of_two_levels_before_the_view_migrates_and_stays_exact
      .fini = fini)
 {
     static struct env v; /* static: fini() reads it after the test returns */
-    char path[700], *st, *out;
+    char *out;
     struct levels was, l;
 
     env_init(&v, "btwolevel");
@@ -962,16 +970,7 @@ Test(batch_incr, a_master_of_two_levels_before_the_view_migrates_and_stays_exact
              "DROP VIEW orders; ALTER TABLE orders_base RENAME TO orders;"
              " CREATE VIEW orders_all AS SELECT * FROM orders UNION ALL"
              " SELECT * FROM orders_recent; PRAGMA user_version = 0");
-    char *argv[] = {"lambda-batch", "status", "--data-dir", v.data, "--json", NULL};
-    cr_assert_eq(it_run(v.dir, "status", argv, NULL, 30000), 0);
-    snprintf(path, sizeof(path), "%s/status.out", v.dir);
-    st = it_read_file(path, NULL);
-    json_t *doc = json_loads(st, 0, NULL);
-    cr_assert(doc, "status: %s", st);
-    cr_assert_eq(json_integer_value(json_object_get(doc, "orders")), was.all, "%s", st);
-    cr_assert_eq(json_integer_value(json_object_get(doc, "orders_recent")), was.recent, "%s", st);
-    json_decref(doc);
-    free(st);
+    assert_status_orders(&v, was.all, was.recent);
     cr_assert_eq(
         sql_int(&v, "master.db", "SELECT count(*) FROM sqlite_master WHERE name = 'orders_base'"),
         0, "status does not write");

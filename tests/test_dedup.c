@@ -138,6 +138,18 @@ Test(dedup, the_seen_set_survives_a_restart, .timeout = 30)
     fix_down(&f);
 }
 
+/* Master holds 'imp' (imported, offset 5 of -1), 'p0' at offset 10 of partition 0 and 'p1' at
+ * offset 10 of partition 1, in whichever level: which of them are earlier copies. */
+static void assert_master_copies(struct fix *f)
+{
+    cr_assert_eq(check(f, "m", "imp", 0, 100), 1, "an imported order");
+    cr_assert_eq(check(f, "m", "p1", 0, 100), 1, "a copy in another partition");
+    cr_assert_eq(check(f, "m", "p0", 0, 11), 1, "an earlier copy in this partition");
+    cr_assert_eq(check(f, "m", "p0", 0, 10), 0, "this very copy, ingested by the batch");
+    cr_assert_eq(check(f, "m", "p0", 0, 9), 0, "master holds a later copy only");
+    cr_assert_eq(check(f, "m", "none", 0, 9), 0);
+}
+
 Test(dedup, master_rows_are_earlier_copies_unless_at_or_after_this_offset, .timeout = 30)
 {
     struct fix f;
@@ -150,12 +162,7 @@ Test(dedup, master_rows_are_earlier_copies_unless_at_or_after_this_offset, .time
                          "('m','p0',1,0,0,10,NULL),('m','p1',1,0,1,10,NULL)",
                          &f.e),
                  0, "%s", f.e.msg);
-    cr_assert_eq(check(&f, "m", "imp", 0, 100), 1, "an imported order");
-    cr_assert_eq(check(&f, "m", "p1", 0, 100), 1, "a copy in another partition");
-    cr_assert_eq(check(&f, "m", "p0", 0, 11), 1, "an earlier copy in this partition");
-    cr_assert_eq(check(&f, "m", "p0", 0, 10), 0, "this very copy, ingested by the batch");
-    cr_assert_eq(check(&f, "m", "p0", 0, 9), 0, "master holds a later copy only");
-    cr_assert_eq(check(&f, "m", "none", 0, 9), 0);
+    assert_master_copies(&f);
     sqlite3_close(m);
     fix_down(&f);
 }
@@ -174,12 +181,7 @@ Test(dedup, master_rows_of_the_recent_level_are_earlier_copies_too, .timeout = 3
                          &f.e),
                  0, "%s", f.e.msg);
     cr_assert_eq(check(&f, "m", "big", 0, 11), 1, "an earlier copy in the big level");
-    cr_assert_eq(check(&f, "m", "imp", 0, 100), 1, "an imported order");
-    cr_assert_eq(check(&f, "m", "p1", 0, 100), 1, "a copy in another partition");
-    cr_assert_eq(check(&f, "m", "p0", 0, 11), 1, "an earlier copy in this partition");
-    cr_assert_eq(check(&f, "m", "p0", 0, 10), 0, "this very copy, ingested by the batch");
-    cr_assert_eq(check(&f, "m", "p0", 0, 9), 0, "master holds a later copy only");
-    cr_assert_eq(check(&f, "m", "none", 0, 9), 0);
+    assert_master_copies(&f);
     sqlite3_close(m);
     fix_down(&f);
 }
