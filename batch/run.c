@@ -122,47 +122,32 @@ struct run_outcome {
     char failed_check[64]; /* the first failed data-quality check, "" when none */
 };
 
-/* Copies master.db's log into the file on the run's own connection once its commits are
- * done, so the next run's first commit starts the log over and journal_size_limit trims it.
- * Closing does the same only as the file's last connection: lambda-serve (versions_published)
- * and the speed layer (its duplicate look-ups) keep master.db open, and the log grew to
- * wal_autocheckpoint's 256 MiB. PASSIVE: a reader is never waited for; what it still sees is
- * copied by the next run. */
-static void checkpoint_master(struct batch *b)
+/* Copies a file's log into the file on the run's own connection once its commits are done,
+ * PASSIVE: a reader is never waited for, and what it still sees is copied by the next run,
+ * whose first commit starts the log over (journal_size_limit trims it).
+ * - master.db: closing does the same only as the file's last connection, and lambda-serve
+ *   (versions_published) and the speed layer (its duplicate look-ups) keep it open, so the log
+ *   grew to wal_autocheckpoint's 256 MiB.
+ * - batch.db: its connection never checkpoints on a commit (wal_autocheckpoint=0), so the pages
+ *   a run wrote are copied once, after the publish, instead of inside the recompute's commit
+ *   (which held the publish back) and again for the publish's few. */
+static void checkpoint(sqlite3 *db, const char *name)
 {
     int frames = 0, copied = 0;
 
-    if (!b->master || !sqlite3_get_autocommit(b->master))
+    if (!db || !sqlite3_get_autocommit(db))
         return;
-    if (sqlite3_wal_checkpoint_v2(b->master, "main", SQLITE_CHECKPOINT_PASSIVE, &frames, &copied) !=
+    if (sqlite3_wal_checkpoint_v2(db, "main", SQLITE_CHECKPOINT_PASSIVE, &frames, &copied) !=
         SQLITE_OK)
-        log_warn("batch", "master_checkpoint_failed err=\"%s\"", sqlite3_errmsg(b->master));
+        log_warn("batch", "%s_checkpoint_failed err=\"%s\"", name, sqlite3_errmsg(db));
     else
-        log_debug("batch", "master_checkpoint frames=%d copied=%d", frames, copied);
-}
-
-/* batch.db's connection never checkpoints on a commit (wal_autocheckpoint=0): the pages a
- * run wrote are copied into the file once, here, after the publish, instead of inside the
- * recompute's commit (which held the publish back) and again for the publish's few. PASSIVE,
- * as master.db's: a reader is never waited for, and what it still sees is copied by the next
- * run (journal_size_limit then trims the log). */
-static void checkpoint_batch(struct batch *b)
-{
-    int frames = 0, copied = 0;
-
-    if (!b->bdb || !sqlite3_get_autocommit(b->bdb))
-        return;
-    if (sqlite3_wal_checkpoint_v2(b->bdb, "main", SQLITE_CHECKPOINT_PASSIVE, &frames, &copied) !=
-        SQLITE_OK)
-        log_warn("batch", "batch_checkpoint_failed err=\"%s\"", sqlite3_errmsg(b->bdb));
-    else
-        log_debug("batch", "batch_checkpoint frames=%d copied=%d", frames, copied);
+        log_debug("batch", "%s_checkpoint frames=%d copied=%d", name, frames, copied);
 }
 
 static void close_batch(struct batch *b)
 {
-    checkpoint_batch(b);
-    checkpoint_master(b);
+    checkpoint(b->bdb, "batch");
+    checkpoint(b->master, "master");
     if (b->rk) {
         rd_kafka_consumer_close(b->rk);
         rd_kafka_destroy(b->rk);
