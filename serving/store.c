@@ -664,6 +664,18 @@ int serve_store_begin(struct serve_store *st, struct serve_view *v, struct lerr 
     /* master.db's count of publishes is read before batch.db's snapshot opens, as speed.db
      * is: a publish it counts was committed before, so the snapshot holds that version. */
     was_published = master_published(st);
+    /* batch.db was looked for before master.db was read: a first run may have made it and
+     * published since, so a publish counted with no batch.db open looks again. */
+    if (was_published && bf == FILE_ABSENT) {
+        bf = conn_sync(st, &st->batch, &batch_why);
+        if (bf == FILE_BAD) {
+            lerr_set(e, "batch.db unreadable: %s", batch_why);
+            goto fail;
+        }
+        st->begin_open[1] = st->batch.db != NULL;
+        st->begin_hdr_ok[1] = read_hdr(&st->batch, st->begin_hdr[1]);
+        v->batch_stamp = hdr_stamp(st->begin_hdr_ok[1], st->begin_hdr[1]);
+    }
     if (st->batch.db && begin_batch(st, v, &has_versions, e) != 0)
         goto fail;
     if (!v->has_batch && batch_required(v, has_versions, was_published)) {
