@@ -107,6 +107,8 @@ int tm_parse_rfc3339(const char *s, size_t len, int64_t *out)
     if (y < 0 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 ||
         sec > 60 || d > days_in_month(y, mo))
         return -1;
+    /* RFC 3339's time-secfrac is one or more digits, however many: those past the third are
+     * below the millisecond and dropped (truncated, never rounded into the next second). */
     if (s[i] == '.') {
         size_t start = ++i;
         while (i < len && s[i] >= '0' && s[i] <= '9') {
@@ -114,7 +116,7 @@ int tm_parse_rfc3339(const char *s, size_t len, int64_t *out)
                 frac_ms = frac_ms * 10 + (s[i] - '0');
             i++;
         }
-        if (i == start || i - start > 9)
+        if (i == start)
             return -1;
         for (size_t k = i - start; k < 3; k++)
             frac_ms *= 10;

@@ -34,8 +34,9 @@ int64_t tm_epoch(int64_t wall_ms, int64_t epoch_ms);
 int64_t tm_minute_of(int64_t event_ms);
 int64_t tm_hour_of(int64_t event_ms);
 
-/* Parses RFC 3339 ("2026-11-21T10:15:30.123Z", "...T12:15:30+02:00", 0..9 fraction digits,
- * 'T' or 't', 'Z' or 'z') into UTC ms, truncating below the millisecond. Returns 0, or -1 when
+/* Parses RFC 3339 ("2026-11-21T10:15:30.123Z", "...T12:15:30+02:00", one or more fraction
+ * digits however many, 'T' or 't', 'Z' or 'z') into UTC ms, truncating below the millisecond
+ * (never rounding). Returns 0, or -1 when
  * s[0..len) is not such a time or lies outside 0..TM_MAX_MS; *out is untouched then. */
 int tm_parse_rfc3339(const char *s, size_t len, int64_t *out);
 

@@ -222,3 +222,23 @@ Test(tm, clocks_are_in_milliseconds)
     cr_expect_gt(tm_now_ms(), 1577836800000LL);
     cr_expect_lt(tm_now_ms(), 4102444800000LL);
 }
+
+Test(tm, parses_any_number_of_fraction_digits_truncating_to_the_millisecond)
+{
+    static const struct {
+        const char *s;
+        int64_t want;
+    } t[] = {
+        {"2026-01-01T00:00:00.1Z", 1767225600100LL},
+        {"2026-01-01T00:00:00.123456789Z", 1767225600123LL},
+        {"2026-01-01T00:00:00.1234567891Z", 1767225600123LL},
+        {"2026-01-01T00:00:00.99999999999999999999Z", 1767225600999LL},
+        {"2026-01-01T02:00:00.00099999999999+02:00", 1767225600000LL},
+    };
+
+    for (size_t i = 0; i < N(t); i++) {
+        int64_t ms = 42;
+        cr_expect_eq(tm_parse_rfc3339(t[i].s, strlen(t[i].s), &ms), 0, "%s", t[i].s);
+        cr_expect_eq(ms, t[i].want, "%s: %lld", t[i].s, (long long)ms);
+    }
+}
