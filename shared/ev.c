@@ -149,8 +149,12 @@ static void arena_install(void)
     json_set_alloc_funcs(arena_malloc, arena_free);
 }
 
-/* Duplicate keys are rejected: "amount_cents" twice has no single meaning. */
-#define JSON_FLAGS (JSON_REJECT_DUPLICATES | JSON_DECODE_ANY)
+/* Duplicate keys are rejected: "amount_cents" twice has no single meaning. An escaped NUL
+ * (\u0000) in a string is valid JSON and DESIGN section 2 ignores every field but four, so it
+ * must not reject the payload: it is allowed here, and in an id the id rule rejects it (a
+ * byte below 0x20), in event_time the time rule (the parse goes by length). A NUL in an object
+ * key is still bad_json: jansson cannot hold one. */
+#define JSON_FLAGS (JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL)
 /* More numbers beyond int64 than this in one payload and it is refused as out_of_range. */
 #define OVERFLOW_MAX 16
 

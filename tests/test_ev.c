@@ -129,7 +129,6 @@ Test(ev, rejects_what_is_not_utf8_json_as_bad_json)
             "\"event_time\":0,\"note\":\"\xfe\"}",
             T0, EV_BAD_JSON),
         REJ("lone surrogate escape", EV_OID("\"o-\\ud800\""), T0, EV_BAD_JSON),
-        REJ("escaped NUL in an id", EV_OID("\"o-\\u0000\""), T0, EV_BAD_JSON),
         /* Documented choice (ev.h): "amount_cents" twice has no single meaning. */
         REJ("duplicate key",
             "{\"order_id\":\"o-1\",\"merchant_id\":\"m-42\",\"amount_cents\":1,"
@@ -138,6 +137,31 @@ Test(ev, rejects_what_is_not_utf8_json_as_bad_json)
         REJ("duplicate ignored key",
             "{\"order_id\":\"o-1\",\"merchant_id\":\"m-42\","
             "\"amount_cents\":1,\"event_time\":0,\"x\":1,\"x\":1}",
+            T0, EV_BAD_JSON),
+    };
+    check_table(t, N(t), &rules);
+}
+
+Test(ev, an_escaped_nul_is_judged_by_the_rule_of_the_field_that_holds_it)
+{
+    static const struct ev_case t[] = {
+        {"escaped NUL in an ignored field",
+         "{\"order_id\":\"o-1\",\"merchant_id\":\"m-42\",\"amount_cents\":1250,"
+         "\"event_time\":\"2026-11-21T10:15:30.123Z\",\"note\":\"a\\u0000b\"}",
+         0, T0, EV_OK, NULL, NULL, 1250, T0},
+        {"escaped NUL inside an ignored nested object",
+         "{\"order_id\":\"o-1\",\"merchant_id\":\"m-42\",\"amount_cents\":1250,"
+         "\"event_time\":\"2026-11-21T10:15:30.123Z\",\"meta\":{\"tags\":[\"\\u0000\"]}}",
+         0, T0, EV_OK, NULL, NULL, 1250, T0},
+        REJ("escaped NUL in order_id", EV_OID("\"o-\\u0000\""), T0, EV_BAD_ORDER_ID),
+        REJ("escaped NUL ending order_id", EV_OID("\"o-1\\u0000\""), T0, EV_BAD_ORDER_ID),
+        REJ("escaped NUL in merchant_id", EV_MID("\"m-42\\u0000\""), T0, EV_BAD_MERCHANT_ID),
+        REJ("escaped NUL in event_time", EV_ET("\"2026-11-21T10:15:30.123Z\\u0000\""), TS_LATE,
+            EV_BAD_TIME),
+        /* jansson holds no NUL in a key, whatever the flags: that alone stays bad_json. */
+        REJ("escaped NUL in an ignored key",
+            "{\"order_id\":\"o-1\",\"merchant_id\":\"m-42\",\"amount_cents\":1,"
+            "\"event_time\":0,\"n\\u0000\":1}",
             T0, EV_BAD_JSON),
     };
     check_table(t, N(t), &rules);
