@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -487,28 +488,88 @@ static void remove_db_files(const char *path)
     }
 }
 
-/* Removes what a creator killed half-way left: name.new-<pid> of a process that is gone. */
+/* Whether name is one of f's temporary names: <file>.new-XXXXXX (mkstemp's six characters),
+ * or <file>.new-<pid> of a version before them. */
+static bool is_new_name(const char *name, enum db_file f, long *old_pid)
+{
+    size_t n = strlen(names[f]);
+    char *end;
+
+    *old_pid = 0;
+    if (strncmp(name, names[f], n) != 0 || strncmp(name + n, ".new-", 5) != 0)
+        return false;
+    name += n + 5;
+    *old_pid = strtol(name, &end, 10);
+    if (*end != '\0' || *name < '0' || *name > '9' || *old_pid <= 0)
+        *old_pid = 0;
+    return *old_pid > 0 || strlen(name) == 6;
+}
+
+/* Removes a temporary file if no creator holds it: its creator keeps an flock on it while it
+ * builds it, so one that is not locked was left by a creator killed half-way, whatever its pid
+ * namespace. The inode is compared after the lock is taken, so a file that was removed and
+ * made again under the same name in between is left to its creator. A <pid> name (no lock
+ * then) also waits for its process to be gone, as it always did. */
+static void remove_if_unlocked(const char *path, long old_pid)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    struct stat by_fd, by_path;
+
+    if (fd < 0)
+        return;
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &by_fd) == 0 && stat(path, &by_path) == 0 &&
+        by_fd.st_dev == by_path.st_dev && by_fd.st_ino == by_path.st_ino &&
+        (old_pid == 0 || (kill((pid_t)old_pid, 0) != 0 && errno == ESRCH)))
+        remove_db_files(path);
+    close(fd); /* drops the lock, after the names are gone */
+}
+
+/* Removes what creators killed half-way left of f (see remove_if_unlocked). */
 static void remove_stale_new(const char *data_dir, enum db_file f)
 {
     DIR *d = opendir(data_dir);
     struct dirent *de;
-    char prefix[32], path[PATH_MAX];
-    size_t n = (size_t)snprintf(prefix, sizeof(prefix), "%s.new-", names[f]);
+    char path[PATH_MAX];
+    long old_pid;
 
     while (d && (de = readdir(d))) {
-        char *end;
-        long pid;
-
-        if (strncmp(de->d_name, prefix, n) != 0)
-            continue;
-        pid = strtol(de->d_name + n, &end, 10);
-        if (*end != '\0' || pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+        if (!is_new_name(de->d_name, f, &old_pid))
             continue;
         snprintf(path, sizeof(path), "%s/%s", data_dir, de->d_name);
-        remove_db_files(path);
+        remove_if_unlocked(path, old_pid);
     }
     if (d)
         closedir(d);
+}
+
+/* Makes tmp (a mkstemp template) a new empty file under an flock of the returned fd, or -1
+ * with e set. A cleaner may lock the file between its creation and this lock and remove it:
+ * then its name no longer leads to this inode and another name is tried. */
+static int make_locked_tmp(char *tmp, size_t size, const char *path, struct lerr *e)
+{
+    struct stat by_fd, by_path;
+
+    for (int tries = 0; tries < 100; tries++) {
+        int fd;
+
+        if (snprintf(tmp, size, "%s.new-XXXXXX", path) >= (int)size)
+            return lerr_set(e, "cannot create '%s': path too long", path);
+        fd = mkostemp(tmp, O_CLOEXEC);
+        if (fd < 0)
+            return lerr_set(e, "cannot create '%s': %s", tmp, strerror(errno));
+        /* mkstemp's 0600; SQLite makes its files 0644 and copies the mode to -wal and -shm. */
+        if (fchmod(fd, 0644) != 0 || flock(fd, LOCK_EX) != 0 || fstat(fd, &by_fd) != 0) {
+            lerr_set(e, "cannot create '%s': %s", tmp, strerror(errno));
+            close(fd);
+            unlink(tmp);
+            return -1;
+        }
+        if (stat(tmp, &by_path) == 0 && by_fd.st_dev == by_path.st_dev &&
+            by_fd.st_ino == by_path.st_ino)
+            return fd;
+        close(fd);
+    }
+    return lerr_set(e, "cannot create '%s': its temporary files keep disappearing", path);
 }
 
 static int sync_dir(const char *data_dir, struct lerr *e)
@@ -523,22 +584,21 @@ static int sync_dir(const char *data_dir, struct lerr *e)
 }
 
 /* A new file appears at its path whole or not at all: it is made under a name of this process
- * (path.new-<pid>), schema and all, its log copied in and synced, then linked into place and
- * the directory synced. Made at its path, a power loss while its first transactions were on
- * disk left what readers cannot read (an empty file, or page 1 torn beside a journal that only
- * a writer may roll back: lambda-serve answered 503 until the next batch run, lambda-batch
- * refused to start), and a reader could find half its tables. When another process linked the
- * file first, its file stays and this one goes. */
+ * (path.new-XXXXXX, made with O_EXCL and flocked until it is gone), schema and all, its log copied
+ * in and synced, then linked into place and the directory synced. Made at its path, a power loss
+ * while its first transactions were on disk left what readers cannot read (an empty file, or page 1
+ * torn beside a journal that only a writer may roll back: lambda-serve answered 503 until the next
+ * batch run, lambda-batch refused to start), and a reader could find half its tables. When another
+ * process linked the file first, its file stays and this one goes. */
 static int create_db(const char *data_dir, enum db_file f, const char *path, struct lerr *e)
 {
     char tmp[PATH_MAX];
     sqlite3 *db = NULL;
-    int rc = -1;
+    int rc = -1, fd;
 
-    if (snprintf(tmp, sizeof(tmp), "%s.new-%ld", path, (long)getpid()) >= (int)sizeof(tmp))
-        return lerr_set(e, "cannot create '%s': path too long", path);
     remove_stale_new(data_dir, f);
-    remove_db_files(tmp); /* what a killed process of the same pid left */
+    if ((fd = make_locked_tmp(tmp, sizeof(tmp), path, e)) < 0)
+        return -1;
     if (sqlite3_open_v2(tmp, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         NULL) != SQLITE_OK) {
         lerr_set(e, "cannot create '%s': %s", path, db ? sqlite3_errmsg(db) : "out of memory");
@@ -564,6 +624,7 @@ static int create_db(const char *data_dir, enum db_file f, const char *path, str
 out:
     sqlite3_close(db);
     remove_db_files(tmp);
+    close(fd); /* the lock goes after the names: no cleaner finds this file unlocked */
     return rc;
 }
 

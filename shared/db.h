@@ -110,9 +110,9 @@ void db_path(const char *data_dir, enum db_file f, char *out, size_t size);
  * (migrations, tables and stamp in one BEGIN IMMEDIATE transaction, only when the stamp is not
  * this version's; the busy timeout bounds the wait for another writer).
  * A file that does not exist yet appears at its path whole, schema and all, or not at all: it
- * is made as <file>.new-<pid> and linked into place, so a reader or a power loss never finds
- * it empty or half made by this. On error returns -1, *out is untouched and nothing stays
- * open. */
+ * is made as <file>.new-XXXXXX (mkstemp, flocked while it is built) and linked into place, so a
+ * reader or a power loss never finds it empty or half made by this. On error returns -1, *out is
+ * untouched and nothing stays open. */
 int db_open_rw(const char *data_dir, enum db_file f, sqlite3 **out, struct lerr *e);
 
 /* Opens an existing file read-only (query_only, busy timeout). -1 when it is missing or

@@ -1,8 +1,10 @@
 /* test_db.c - shared/db.c: the schemas, the migrations of files made by older layouts, and how a
  * file is made and stamped (whole or not at all, no write lock for an up-to-date one). */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -166,4 +168,82 @@ Test(db, a_reader_never_finds_a_new_file_half_made, .timeout = 60)
     }
     cr_assert_eq(waitpid(child, &status, 0), child);
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the creating process failed");
+}
+
+static void touch(const char *dir, const char *name)
+{
+    char path[700];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    cr_assert((f = fopen(path, "w")), "%s", path);
+    fclose(f);
+}
+
+static bool exists(const char *dir, const char *name)
+{
+    char path[700];
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    return access(path, F_OK) == 0;
+}
+
+/* A process that is gone: its pid, after it was reaped. */
+static pid_t gone_pid(void)
+{
+    pid_t child = fork();
+
+    cr_assert(child >= 0);
+    if (child == 0)
+        _exit(0);
+    cr_assert_eq(waitpid(child, NULL, 0), child);
+    return child;
+}
+
+/* What a creator killed half-way left (its temporary file and journals, or an earlier
+ * version's <file>.new-<pid>) goes when a file is next made, whatever its pid: no flock holds
+ * it. What a live creator holds stays, even under this process's own pid (another pid
+ * namespace on the same data directory): the old names were <file>.new-<pid>, so the two
+ * removed each other's files, or shared one. */
+Test(db, a_new_file_removes_unlocked_leftovers_and_keeps_locked_ones, .timeout = 30)
+{
+    char dir[512], path[700], old[64], mine[64], mine_wal[80];
+    sqlite3 *db = NULL;
+    struct lerr e = {{0}};
+    int held, held_mine;
+
+    it_tmpdir("db-leftovers", dir);
+    snprintf(old, sizeof(old), "speed.db.new-%ld", (long)gone_pid());
+    snprintf(mine, sizeof(mine), "speed.db.new-%ld", (long)getpid());
+    snprintf(mine_wal, sizeof(mine_wal), "%s-wal", mine);
+    touch(dir, "speed.db.new-Ab3xYz");
+    touch(dir, "speed.db.new-Ab3xYz-wal");
+    touch(dir, "speed.db.new-Ab3xYz-journal");
+    touch(dir, old);
+    touch(dir, "speed.db.new-Kept01");
+    touch(dir, "speed.db.new-Kept01-wal");
+    touch(dir, mine);
+    touch(dir, mine_wal);
+    touch(dir, "batch.db.new-Other1");
+    snprintf(path, sizeof(path), "%s/speed.db.new-Kept01", dir);
+    cr_assert((held = open(path, O_RDONLY)) >= 0);
+    cr_assert_eq(flock(held, LOCK_EX), 0);
+    snprintf(path, sizeof(path), "%s/%s", dir, mine);
+    cr_assert((held_mine = open(path, O_RDONLY)) >= 0);
+    cr_assert_eq(flock(held_mine, LOCK_EX), 0);
+
+    cr_assert_eq(db_open_rw(dir, DB_SPEED, &db, &e), 0, "%s", e.msg);
+    sqlite3_close(db);
+    cr_expect_not(exists(dir, "speed.db.new-Ab3xYz"));
+    cr_expect_not(exists(dir, "speed.db.new-Ab3xYz-wal"));
+    cr_expect_not(exists(dir, "speed.db.new-Ab3xYz-journal"));
+    cr_expect_not(exists(dir, old), "%s", old);
+    cr_expect(exists(dir, "speed.db.new-Kept01"));
+    cr_expect(exists(dir, "speed.db.new-Kept01-wal"));
+    cr_expect(exists(dir, mine), "%s: another creator of the same pid holds it", mine);
+    cr_expect(exists(dir, mine_wal), "%s", mine_wal);
+    cr_expect(exists(dir, "batch.db.new-Other1"), "another file's leftovers wait for it");
+    cr_expect(exists(dir, "speed.db"));
+    close(held);
+    close(held_mine);
 }
