@@ -10,6 +10,7 @@
 
 #include "db.h"
 #include "lock.h"
+#include "log.h"
 
 static void copy_text(sqlite3_stmt *st, int col, char *out, size_t size)
 {
@@ -104,6 +105,11 @@ int serve_health_read(const char *data_dir, struct serve_health_facts *f, struct
         goto out;
     rc = 0;
 out:
+    /* In store.h's words, as every other route says it: SQLite's text to the debug log. */
+    if (rc != 0 && db) {
+        log_debug("serve", "health_unreadable file=batch.db err=\"%s\"", e->msg);
+        lerr_set(e, "batch.db unreadable: %s", serve_store_reason(sqlite3_extended_errcode(db)));
+    }
     sqlite3_close(db); /* ends the read transaction */
     return rc;
 }

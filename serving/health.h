@@ -45,7 +45,7 @@ struct serve_health_facts {
 /* Fills f from data_dir: speed.lock probed without taking it, batch.db (read-only, its own
  * short-lived connection) for the last run, the pending cut and the run counters. A missing
  * batch.db, or one from before runs were recorded, leaves those empty. -1 with e when a file
- * that exists cannot be read. */
+ * that exists cannot be read ("batch.db unreadable: not a database", serve_store_reason()). */
 int serve_health_read(const char *data_dir, struct serve_health_facts *f, struct lerr *e);
 
 /* The /health document and its status code: "ok" (200), "degraded" (200) with its reasons,

@@ -247,8 +247,7 @@ static uint64_t hdr_stamp(bool ok, const unsigned char hdr[SHM_HDR_LEN])
     return h ? h : 1;
 }
 
-/* Our words for why SQLite could not read a file; its own text goes to the log. */
-static const char *reason_of(int code)
+const char *serve_store_reason(int code)
 {
     switch (code & 0xff) {
     case SQLITE_NOTADB:
@@ -346,7 +345,7 @@ static enum file_state conn_open(struct serve_store *st, struct conn *c, const c
             *why = "no tables";
             return FILE_ABSENT;
         }
-        *why = reason_of(code);
+        *why = serve_store_reason(code);
         if (c->last_why != *why)
             log_warn("serve", "db_unreadable file=%s err=\"%s\"", db_file_name(c->file), e.msg);
         c->last_why = *why;
@@ -445,7 +444,7 @@ static int fail(sqlite3_stmt *q, struct lerr *e)
 
     log_warn("serve", "read_failed file=%s sql=\"%.50s\" err=\"%s\"", name, sqlite3_sql(q),
              sqlite3_errmsg(db));
-    lerr_set(e, "%s unreadable: %s", name, reason_of(sqlite3_extended_errcode(db)));
+    lerr_set(e, "%s unreadable: %s", name, serve_store_reason(sqlite3_extended_errcode(db)));
     sqlite3_reset(q);
     return -1;
 }
@@ -517,7 +516,7 @@ static int reword(const struct conn *c, struct lerr *e)
 {
     log_warn("serve", "read_failed file=%s err=\"%s\"", db_file_name(c->file), e->msg);
     return lerr_set(e, "%s unreadable: %s", db_file_name(c->file),
-                    reason_of(c->db ? sqlite3_errcode(c->db) : SQLITE_ERROR));
+                    serve_store_reason(c->db ? sqlite3_errcode(c->db) : SQLITE_ERROR));
 }
 
 /* Steps a one-integer statement into *out (kept when there is no row or it is NULL). */
@@ -696,7 +695,7 @@ static void conn_end(struct conn *c, int commit)
 {
     if (c->db && is_file_error(c->db)) {
         log_warn("serve", "db_closed file=%s why=\"%s\"", db_file_name(c->file),
-                 reason_of(sqlite3_errcode(c->db)));
+                 serve_store_reason(sqlite3_errcode(c->db)));
         conn_close(c);
         return;
     }

@@ -147,4 +147,9 @@ int serve_store_counters(struct serve_store *st, serve_counter_fn fn, void *arg,
 int serve_store_speed_counters(struct serve_store *st, const struct serve_view *v,
                                serve_counter_fn fn, void *arg, struct lerr *e);
 
+/* Our words for why SQLite could not read a file, from its (extended) result code: "not a
+ * database", "corrupt", "busy"..., as in "batch.db unreadable: <reason>"; SQLite's own text
+ * goes to the log. The string is static. */
+const char *serve_store_reason(int code);
+
 #endif
