@@ -1,12 +1,16 @@
 #!/bin/sh
 # bench/shards.sh - the router and the shards (issue 14); prints, never fails on a figure.
-#  1. router: GET /query/<random merchant> under wrk through a router in front of two shards
-#     (one holding bench/serve_fixture.c's data, one empty: every answer is asked of both, the
-#     router's worst case), and through a router with partitioner in front of two shards that
-#     each hold the data and tell the topic's 4 partitions (each id asks only its owner: the
-#     common case), against one lambda-serve over the same data, in the same run; and the
-#     keyed router again with router_io = threads (its workers block on their shards, the path
-#     before the event loops), side by side. Goal:
+#  1. router: on data written by the real layers (lambda-devkafka with 4 partitions, lambda-gen
+#     producing SHARDS_BENCH_ORDERS orders of random merchants, a lambda-batch run publishing them
+#     in each data directory, then SHARDS_BENCH_EXTRA more counted by the speed layers): two
+#     shards (0-1 and 2-3, each its own lambda-speed, batch version and lambda-serve) and one
+#     unsharded stack over the same topic. Once every server's /query equals lambda-gen's truth
+#     for 31 merchants: GET /query/<a random merchant that exists> under wrk through a router
+#     without a partitioner (every id asked of both shards, its worst case), through a router
+#     with partitioner = murmur2_random (each id asks only its owner: the common case), and
+#     through the keyed router again with router_io = threads (its workers block on their
+#     shards, the path before the event loops), against the unsharded lambda-serve, side by
+#     side; an answer other than 200 fails the bench. Goal:
 #     the router adds at most one loopback round trip; p99 within 2x of the direct answer.
 #  2. catch-up: SHARDS_BENCH_EVENTS events on 4 partitions read by one lambda-speed (all of
 #     them), then by two shard speed layers (0-1 and 2-3) at once; on a 2-core machine this
@@ -17,6 +21,8 @@
 #     Each router figure is the median of SHARDS_BENCH_ROUNDS rounds, each round measuring the
 #     direct server and the routers one after the other (so a neighbour's load falls on both).
 # Env: BENCH_DURATION (10s), BENCH_CONNECTIONS (32), BENCH_CONNECTIONS_LOW (1), BENCH_MERCHANTS (10000),
+# SHARDS_BENCH_ORDERS (200000), SHARDS_BENCH_EXTRA (20000) (4 partitions of ~5 MiB each in
+# lambda-devkafka: more is lost to its retention, which the truth check would catch),
 # SHARDS_BENCH_EVENTS (400000), SHARDS_BENCH_PHASES ("router catchup"), SHARDS_BENCH_ROUNDS (3),
 # LAMBDA_BIN (bin), SHARDS_BENCH_KEEP (set: keep the work directory and its logs).
 set -eu
@@ -27,6 +33,8 @@ CONNS=${BENCH_CONNECTIONS:-32}
 CONNS_LOW=${BENCH_CONNECTIONS_LOW:-1}
 MERCHANTS=${BENCH_MERCHANTS:-10000}
 N=${SHARDS_BENCH_EVENTS:-400000}
+ORDERS=${SHARDS_BENCH_ORDERS:-200000}
+EXTRA=${SHARDS_BENCH_EXTRA:-20000}
 ROUNDS=${SHARDS_BENCH_ROUNDS:-3}
 PHASES=" ${SHARDS_BENCH_PHASES:-router catchup} "
 OUT=build/bench/shards
@@ -67,7 +75,8 @@ measure() {
         /^ +50%/ { p50 = ms($2) }
         /^ +99%/ { p99 = ms($2) }
         / Non-2xx or 3xx responses:/ { bad = $NF }
-        END { if (bad) { print "non-2xx answers: " bad " from " url > "/dev/stderr"; exit 1 }
+        /^non200 / { non200 = $2; seen = 1 }
+        END { if (bad || non200 || !seen) { print "answers other than 200: " (non200 ? non200 : bad) " from " url > "/dev/stderr"; exit 1 }
               printf "%.0f %.3f %.3f\n", rps, p50, p99 }' "$W/wrk.txt"
 }
 
@@ -81,41 +90,67 @@ median() {
 
 if phase router; then
     command -v wrk >/dev/null || { echo "bench/shards: wrk is not installed" >&2; exit 1; }
+    command -v jq >/dev/null || { echo "bench/shards: jq is not installed" >&2; exit 1; }
     mkdir -p "$OUT"
-    cc -O2 -std=c11 -D_DEFAULT_SOURCE -Wall -Wextra -Werror -Ishared -o "$OUT/serve-fixture" \
-        bench/serve_fixture.c build/rel/liblambda.a -lsqlite3 -lm
-    "$OUT/serve-fixture" "$W/data" "$MERCHANTS"
-    mkdir -p "$W/empty"
-    # Two copies that say the topic has 4 partitions: the keyed router asks one of them per id.
-    sqlite3 "$W/data/speed.db" "INSERT OR REPLACE INTO meta(key, value) VALUES('topic_partitions', 4)"
-    cp -r "$W/data" "$W/copy0"
-    cp -r "$W/data" "$W/copy1"
-    "$BIN/lambda-serve" --port 0 --data-dir "$W/data" 2>"$W/direct.log" &
+    cc -O2 -o "$OUT/speed-wait" bench/speed_wait.c -lsqlite3
+    # The data, written by the real layers as tests/it_shards.c and DEMO_SHARDS=2 run them: one
+    # broker with 4 partitions, ORDERS orders (lz4, lambda-gen's default) published by a
+    # lambda-batch run in each data directory, then EXTRA more that only the speed layers count;
+    # two shards (0-1, 2-3) and one unsharded stack (all) over the same topic.
+    "$BIN/lambda-devkafka" --partitions 4 --bootstrap-file "$W/rbs" >"$W/rdk.out" 2>"$W/rdk.err" &
     PIDS="$PIDS $!"
-    "$BIN/lambda-serve" --port 0 --data-dir "$W/data" --shard-partitions 0-1 2>"$W/shard0.log" &
+    i=0
+    while [ ! -s "$W/rbs" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+    RBS=$(cat "$W/rbs")
+    t0=$(date +%s)
+    "$BIN/lambda-gen" --brokers "$RBS" --count "$ORDERS" --merchants "$MERCHANTS" --seed 1 \
+        --partitioner murmur2_random --compression lz4 --truth "$W/truth1" 2>"$W/gen1.err"
+    for s in "direct all" "s0 0-1" "s1 2-3"; do
+        set -- $s
+        "$BIN/lambda-batch" run --brokers "$RBS" --data-dir "$W/$1" --shard-partitions "$2" \
+            --partitioner murmur2_random >"$W/batch-$1.out" 2>"$W/batch-$1.err"
+    done
+    "$BIN/lambda-gen" --brokers "$RBS" --count "$EXTRA" --merchants "$MERCHANTS" --seed 2 \
+        --partitioner murmur2_random --compression lz4 --truth "$W/truth2" 2>"$W/gen2.err"
+    for s in "direct all" "s0 0-1" "s1 2-3"; do
+        set -- $s
+        "$BIN/lambda-speed" --brokers "$RBS" --data-dir "$W/$1" --shard-partitions "$2" \
+            2>"$W/speed-$1.err" &
+        PIDS="$PIDS $!"
+    done
+    "$OUT/speed-wait" "$W/direct" $((ORDERS + EXTRA)) 600
+    h0=$(sqlite3 "$W/direct/speed.db" "SELECT sum(next_offset) FROM offsets WHERE partition IN (0,1)")
+    "$OUT/speed-wait" "$W/s0" "$h0" 600
+    "$OUT/speed-wait" "$W/s1" $((ORDERS + EXTRA - h0)) 600
+    echo "bench/shards: data written in $(($(date +%s) - t0)) s: $ORDERS + $EXTRA orders of $MERCHANTS merchants, 4 partitions (0-1: $h0); batch: $(cat "$W/batch-direct.out")"
+    # The truth of both lambda-gen runs, per merchant: "id count revenue".
+    awk '$1 == "merchant" { c[$2] += $3; r[$2] += $4 } END { for (m in c) print m, c[m], r[m] }' \
+        "$W/truth1" "$W/truth2" | sort >"$W/truth"
+    "$BIN/lambda-serve" --port 0 --data-dir "$W/direct" 2>"$W/direct.log" &
     PIDS="$PIDS $!"
-    "$BIN/lambda-serve" --port 0 --data-dir "$W/empty" --shard-partitions 2-3 2>"$W/shard1.log" &
+    # The shards' clients are the three routers, all from 127.0.0.1, each keeping connections
+    # alive: max_connections_per_ip's default (64) would refuse some (the routers answer 503).
+    "$BIN/lambda-serve" --port 0 --data-dir "$W/s0" --shard-partitions 0-1 \
+        --max-connections-per-ip 0 2>"$W/shard0.log" &
+    PIDS="$PIDS $!"
+    "$BIN/lambda-serve" --port 0 --data-dir "$W/s1" --shard-partitions 2-3 \
+        --max-connections-per-ip 0 2>"$W/shard1.log" &
     PIDS="$PIDS $!"
     DPORT=$(port_of "$W/direct.log")
     P0=$(port_of "$W/shard0.log")
     P1=$(port_of "$W/shard1.log")
-    "$BIN/lambda-serve" --port 0 --data-dir "$W/none" \
-        --shards "http://127.0.0.1:$P0,http://127.0.0.1:$P1" 2>"$W/router.log" &
+    SH="http://127.0.0.1:$P0,http://127.0.0.1:$P1"
+    # Without a partitioner the router asks both shards for every id; with it, only the owner.
+    "$BIN/lambda-serve" --port 0 --data-dir "$W/none" --shards "$SH" 2>"$W/router.log" &
+    PIDS="$PIDS $!"
+    "$BIN/lambda-serve" --port 0 --data-dir "$W/none" --partitioner murmur2_random \
+        --shards "$SH" 2>"$W/keyed.log" &
+    PIDS="$PIDS $!"
+    "$BIN/lambda-serve" --port 0 --data-dir "$W/none" --partitioner murmur2_random --router-io threads \
+        --shards "$SH" 2>"$W/keyedt.log" &
     PIDS="$PIDS $!"
     RPORT=$(port_of "$W/router.log")
-    "$BIN/lambda-serve" --port 0 --data-dir "$W/copy0" --shard-partitions 0-1 2>"$W/copy0.log" &
-    PIDS="$PIDS $!"
-    "$BIN/lambda-serve" --port 0 --data-dir "$W/copy1" --shard-partitions 2-3 2>"$W/copy1.log" &
-    PIDS="$PIDS $!"
-    C0=$(port_of "$W/copy0.log")
-    C1=$(port_of "$W/copy1.log")
-    "$BIN/lambda-serve" --port 0 --data-dir "$W/none" --partitioner murmur2_random \
-        --shards "http://127.0.0.1:$C0,http://127.0.0.1:$C1" 2>"$W/keyed.log" &
-    PIDS="$PIDS $!"
     KPORT=$(port_of "$W/keyed.log")
-    "$BIN/lambda-serve" --port 0 --data-dir "$W/none" --partitioner murmur2_random --router-io threads \
-        --shards "http://127.0.0.1:$C0,http://127.0.0.1:$C1" 2>"$W/keyedt.log" &
-    PIDS="$PIDS $!"
     TPORT=$(port_of "$W/keyedt.log")
     i=0
     until curl -sf "http://127.0.0.1:$KPORT/health" | grep -q '"routing":"by_key"' &&
@@ -123,17 +158,37 @@ if phase router; then
         i=$((i + 1)); [ $i -gt 100 ] && { echo "bench/shards: the keyed router never routes by key" >&2; exit 1; }
         sleep 0.1
     done
-    cat >"$W/random.lua" <<LUA
-math.randomseed(42)
+    # Before anything is timed: every server's answer for some merchants (the busiest, then 30
+    # at random) equals the truth, and a routed answer's provenance names both shards or its owner.
+    NM=$(wc -l <"$W/truth")
+    { grep '^m-1 ' "$W/truth"; awk 'BEGIN { srand(7) } { print rand(), $0 }' "$W/truth" |
+        sort -k1,1g | head -30 | cut -d' ' -f2-; } >"$W/check"
+    while read -r m c r; do
+        for p in "$DPORT direct 0" "$RPORT both 2" "$KPORT keyed 1" "$TPORT threads 1"; do
+            set -- $p
+            got=$(curl -sf "http://127.0.0.1:$1/query/$m" |
+                jq -r '"\(.order_count) \(.revenue_cents) \(.shards // [] | length)"') || got="no answer"
+            [ "$got" = "$c $r $3" ] || {
+                echo "bench/shards: /query/$m from $2: '$got', truth '$c $r' with $3 shards" >&2; exit 1; }
+        done
+    done <"$W/check"
+    echo "bench/shards: /query of $(wc -l <"$W/check") merchants equals the truth from direct, both asked, keyed, keyed (threads)"
+    # wrk asks for merchants that exist, at random; any answer but 200 fails the bench.
+    { echo "local ids = {"; awk '{ printf "\"%s\",\n", $1 }' "$W/truth"; echo "}"; cat <<'LUA'
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) math.randomseed(42); bad = 0 end
 request = function()
-    return wrk.format("GET", string.format("/query/m-%05d", math.random(0, $MERCHANTS - 1)))
+    return wrk.format("GET", "/query/" .. ids[math.random(1, #ids)])
+end
+function response(status, headers, body) if status ~= 200 then bad = bad + 1 end end
+function done(summary, latency, requests)
+    local n = 0
+    for _, t in ipairs(threads) do n = n + t:get("bad") end
+    io.write(string.format("non200 %d\n", n))
 end
 LUA
-    totals() { sed 's/^{"merchant_id":"m-04242","order_count":\([0-9]*\),"revenue_cents":\([0-9]*\).*/\1 \2/'; }
-    a=$(curl -sf "http://127.0.0.1:$DPORT/query/m-04242" | totals)
-    b=$(curl -sf "http://127.0.0.1:$RPORT/query/m-04242" | totals)
-    c=$(curl -sf "http://127.0.0.1:$KPORT/query/m-04242" | totals)
-    echo "bench/shards: /query/m-04242 direct, routed to both, keyed: '$a', '$b', '$c'"
+    } >"$W/random.lua"
     : >"$W/d.txt"; : >"$W/r.txt"; : >"$W/k.txt"; : >"$W/t.txt"
     i=0
     while [ $i -lt "$ROUNDS" ]; do
@@ -153,7 +208,7 @@ LUA
     K_RPS=$1 K_P50=$2 K_P99=$3
     set -- $(median "$W/t.txt")
     T_RPS=$1 T_P50=$2 T_P99=$3
-    echo "bench/shards: wrk -t1 -c$CONNS -d$DUR, random merchants of $MERCHANTS, GET /query/<id>, medians of $ROUNDS rounds"
+    echo "bench/shards: wrk -t1 -c$CONNS -d$DUR, random merchants of the $NM that exist, GET /query/<id>, medians of $ROUNDS rounds"
     printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "lambda-serve, direct" "$D_RPS" "$D_P50" "$D_P99"
     printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "router -> 2 shards (both asked)" "$R_RPS" "$R_P50" "$R_P99"
     printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "router by key -> its shard" "$K_RPS" "$K_P50" "$K_P99"
