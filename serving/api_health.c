@@ -18,25 +18,40 @@ static void lag_sum(void *arg, const char *merchant_id, int64_t partition,
     *(int64_t *)arg += s->order_count;
 }
 
-/* Sums the key_mismatch counters of both layers: orders whose message key is not their
- * merchant sit in a partition (and so a shard) their merchant does not hash to. */
-static void mismatch_sum(void *arg, const char *layer, const char *name, int64_t value)
+/* Each layer's key_mismatch: orders whose message key is not their merchant sit in a
+ * partition (and so a shard) their merchant does not hash to. */
+struct mismatch {
+    int64_t batch, speed;
+};
+
+static void mismatch_add(void *arg, const char *layer, const char *name, int64_t value)
 {
-    (void)layer;
-    if (!strcmp(name, "key_mismatch"))
-        *(int64_t *)arg += value;
+    struct mismatch *m = arg;
+
+    if (strcmp(name, "key_mismatch") != 0)
+        return;
+    if (!strcmp(layer, "batch"))
+        m->batch = value;
+    else
+        m->speed = value;
 }
 
 /* What a router learns of a shard (DESIGN.md section 7): its set, the topic's partition
- * count, its watermark and key_mismatch. */
-static json_t *shard_doc(const struct call *q, const struct serve_view *v, int64_t mismatch)
+ * count, its watermark and key_mismatch. Each layer counts every message it reads, and both
+ * read the log before the cut (the speed layer from where it started, the batch up to the
+ * cut), so their sum counted those messages twice; which messages both read is not recorded,
+ * so key_mismatch is the larger count: every message once at most, exact while the speed
+ * layer has read the log from its start, and above 0 as soon as either layer saw one. */
+static json_t *shard_doc(const struct call *q, const struct serve_view *v, const struct mismatch *m)
 {
-    return json_pack("{s:s,s:o,s:o,s:o,s:I}", "partitions",
+    return json_pack("{s:s,s:o,s:o,s:o,s:I,s:I,s:I}", "partitions",
                      q->c->shard_partitions ? q->c->shard_partitions : "all", "topic_partitions",
                      v->topic_partitions > 0 ? json_integer(v->topic_partitions) : json_null(),
                      "watermark", v->has_watermark ? api_rfc3339(v->watermark_ms) : json_null(),
                      "watermark_ms", v->has_watermark ? json_integer(v->watermark_ms) : json_null(),
-                     "key_mismatch", (json_int_t)mismatch);
+                     "key_mismatch", (json_int_t)(m->batch > m->speed ? m->batch : m->speed),
+                     "key_mismatch_batch", (json_int_t)m->batch, "key_mismatch_speed",
+                     (json_int_t)m->speed);
 }
 
 void api_handle_health(const struct call *q, struct serve_reply *out)
@@ -45,7 +60,8 @@ void api_handle_health(const struct call *q, struct serve_reply *out)
     struct serve_health_facts facts;
     struct lerr e = {{0}};
     struct serve_view v;
-    int64_t lag = 0, mismatch = 0;
+    struct mismatch mismatch = {0, 0};
+    int64_t lag = 0;
     unsigned status;
     json_t *doc;
 
@@ -63,12 +79,12 @@ void api_handle_health(const struct call *q, struct serve_reply *out)
         return;
     }
     serve_store_end(st);
-    if (serve_store_counters(st, mismatch_sum, &mismatch, &e) != 0) {
+    if (serve_store_counters(st, mismatch_add, &mismatch, &e) != 0) {
         api_db_failed(out, "health", &e);
         return;
     }
     doc = serve_health_judge(&v, &facts, lag, &q->c->health, tm_now_ms(), &status);
-    json_object_set_new(doc, "shard", shard_doc(q, &v, mismatch));
+    json_object_set_new(doc, "shard", shard_doc(q, &v, &mismatch));
     api_reply_json(out, status, doc);
 }
 

@@ -483,7 +483,8 @@ Test(serve, health_reports_ages_and_lag, .timeout = 60)
            "\"last_run\":null,\"pending_cut\":{\"version\":3,\"age_ms\":-2}},"
            "\"speed\":{\"running\":true,\"checkpoint_age_ms\":-1,\"lag\":10,\"lag_age_ms\":-1},"
            "\"shard\":{\"partitions\":\"all\",\"topic_partitions\":null,\"watermark\":\"2026-11-"
-           "21T10:05:30.000Z\",\"watermark_ms\":1795255530000,\"key_mismatch\":1}}");
+           "21T10:05:30.000Z\",\"watermark_ms\":1795255530000,\"key_mismatch\":1,\"key_mismatch_"
+           "batch\":0,\"key_mismatch_speed\":1}}");
     lock_release(fd);
     srv_fini(&s);
 }
@@ -627,7 +628,8 @@ Test(serve, only_speed_counts_every_epoch, .timeout = 60)
            "\"speed\":{\"running\":false,\"checkpoint_age_ms\":-1,\"lag\":null,"
            "\"lag_age_ms\":null},"
            "\"shard\":{\"partitions\":\"all\",\"topic_partitions\":null,\"watermark\":\"2026-11-"
-           "21T10:05:30.000Z\",\"watermark_ms\":1795255530000,\"key_mismatch\":1}}");
+           "21T10:05:30.000Z\",\"watermark_ms\":1795255530000,\"key_mismatch\":1,\"key_mismatch_"
+           "batch\":0,\"key_mismatch_speed\":1}}");
     srv_fini(&s);
 }
 
@@ -649,7 +651,8 @@ Test(serve, only_batch_has_no_checkpoint_age, .timeout = 60)
            "\"speed\":{\"running\":false,\"checkpoint_age_ms\":null,\"lag\":null,"
            "\"lag_age_ms\":null},"
            "\"shard\":{\"partitions\":\"all\",\"topic_partitions\":null,\"watermark\":null,"
-           "\"watermark_ms\":null,\"key_mismatch\":0}}");
+           "\"watermark_ms\":null,\"key_mismatch\":0,\"key_mismatch_batch\":0,\"key_mismatch_"
+           "speed\":0}}");
     /* No watermark: the window ends at the newest minute with data (10:01). */
     expect(&s, "/top?window=2m", 200,
            "{\"window\":\"2m\",\"by\":\"orders\",\"from\":\"2026-11-21T10:00:00.000Z\","
@@ -677,7 +680,8 @@ Test(serve, neither_layer_answers_zeros_and_health_503, .timeout = 60)
            "\"last_run\":null,\"pending_cut\":null},\"speed\":{\"running\":false,"
            "\"checkpoint_age_ms\":null,\"lag\":null,\"lag_age_ms\":null},"
            "\"shard\":{\"partitions\":\"all\",\"topic_partitions\":null,\"watermark\":null,"
-           "\"watermark_ms\":null,\"key_mismatch\":0}}");
+           "\"watermark_ms\":null,\"key_mismatch\":0,\"key_mismatch_batch\":0,\"key_mismatch_"
+           "speed\":0}}");
     /* The layers' files appear while serving: answers read them within a poll. */
     fixture_batch(s.data);
     fixture_speed(&s);
