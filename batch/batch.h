@@ -174,6 +174,17 @@ int batch_publish(struct batch *b, const struct batch_cut *cut, const struct bat
 int batch_is_unchanged(struct batch *b, const struct batch_cut *cut, bool *unchanged,
                        int64_t *version, struct lerr *e);
 
+/* Whether a run that finds nothing new is still due for a full one (--full, full_every, no
+ * baseline): it then proves the published version against the master dataset. */
+int batch_full_due(struct batch *b, bool *due, struct lerr *e);
+
+/* A version that would publish nothing new (its cut and ingests are the published version's,
+ * it opened and closed no row, a full run found no difference) is not published: its pending
+ * cut is deleted, and a full run's proof is recorded as the last full run, of the published
+ * version. *dropped tells. */
+int batch_drop_if_same(struct batch *b, const struct batch_cut *cut, const struct batch_work *w,
+                       bool *dropped, struct lerr *e);
+
 /* Logs "paused at=<where>" and blocks until killed when pause_at (the testing key, may be
  * NULL) names where; returns at once otherwise. */
 void batch_pause(const char *pause_at, const char *where);

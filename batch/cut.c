@@ -245,16 +245,20 @@ static int pick_for_import(struct batch *b, struct batch_cut *cut, struct lerr *
     return cut_offsets(b->bdb, pub.id, add_kafka_offset, cut, e);
 }
 
-/* Records the picked cut, unless it holds nothing new (and no full run was asked for): then
- * nothing is recorded, so no pending cut is left behind. */
+/* Records the picked cut, unless it holds nothing new and no full run is due: then nothing is
+ * recorded, so no pending cut is left behind. A full run that finds nothing new still proves
+ * the published version (run.c drops its pending cut when the proof finds no difference). */
 static int record_if_new(struct batch *b, struct batch_cut *cut, struct lerr *e)
 {
     int64_t version = 0;
-    bool unchanged = false;
+    bool unchanged = false, due = false;
 
-    if (!b->is_full && batch_is_unchanged(b, cut, &unchanged, &version, e) != 0)
+    if (batch_is_unchanged(b, cut, &unchanged, &version, e) != 0 ||
+        (unchanged && batch_full_due(b, &due, e) != 0))
         return -1;
-    if (!unchanged)
+    if (unchanged && due)
+        log_info("batch", "cut_unchanged version=%" PRId64 " full_due=1", version);
+    if (!unchanged || due)
         return record_cut(b, cut, e);
     cut->version = version;
     cut->is_unchanged = true;

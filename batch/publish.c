@@ -293,8 +293,9 @@ static char *phases_json(const struct batch_work *w)
     return s;
 }
 
-/* A full run's outcome, for status and the next run's full_every. */
-static int record_full(struct batch *b, const struct batch_work *w, struct lerr *e)
+/* A full run's outcome, for status and the next run's full_every: of the version it made, or
+ * of the published one it proved (proven, when the run publishes nothing). */
+static int record_full(struct batch *b, const struct batch_work *w, int64_t proven, struct lerr *e)
 {
     sqlite3_stmt *st = NULL;
     int rc;
@@ -307,7 +308,7 @@ static int record_full(struct batch *b, const struct batch_work *w, struct lerr 
                    " ('last_full_first_difference', ?4), ('last_full_why', ?5)",
                    &st, e) != 0)
         return -1;
-    sqlite3_bind_int64(st, 1, w->version);
+    sqlite3_bind_int64(st, 1, proven);
     sqlite3_bind_int64(st, 2, tm_now_ms());
     sqlite3_bind_int64(st, 3, w->differences);
     if (w->differences)
@@ -432,7 +433,8 @@ static int publish_in_txn(struct batch *b, const struct batch_cut *cut, const st
                   e))
         return -1;
     s->merchants = w->prev_merchants + opened - closed;
-    return mark_published(b, w, checks_json, s, e) || record_full(b, w, e) || prune(b, keep, e);
+    return mark_published(b, w, checks_json, s, e) || record_full(b, w, w->version, e) ||
+           prune(b, keep, e);
 }
 
 /* The sums the published version covers are no longer needed (a full run reads the orders). A
@@ -538,4 +540,58 @@ int batch_is_unchanged(struct batch *b, const struct batch_cut *cut, bool *uncha
     *unchanged = true;
     *version = pub.id;
     return 0;
+}
+
+int batch_full_due(struct batch *b, bool *due, struct lerr *e)
+{
+    struct batch_work w;
+
+    *due = false;
+    if (batch_work_start(b, 0, b->is_full, &w, e) != 0)
+        return -1;
+    *due = w.is_full && w.prev != 0;
+    return 0;
+}
+
+int batch_drop_if_same(struct batch *b, const struct batch_cut *cut, const struct batch_work *w,
+                       bool *dropped, struct lerr *e)
+{
+    int64_t pub = 0, changed = 0;
+    bool unchanged = false;
+    char sql[256];
+
+    *dropped = false;
+    if (w->prev == 0 || w->differences != 0)
+        return 0;
+    if (batch_is_unchanged(b, cut, &unchanged, &pub, e) != 0)
+        return -1;
+    if (!unchanged || pub != w->prev)
+        return 0;
+    if (query_int(b->bdb,
+                  "SELECT (SELECT count(*) FROM merchant_totals WHERE valid_from=?1 OR"
+                  " valid_to=?1) + (SELECT count(*) FROM hourly WHERE valid_from=?1 OR"
+                  " valid_to=?1) + (SELECT count(*) FROM minutely WHERE valid_from=?1 OR"
+                  " valid_to=?1)",
+                  w->version, 0, &changed, e) != 0)
+        return -1;
+    if (changed != 0)
+        return 0;
+    snprintf(sql, sizeof(sql),
+             "BEGIN; DELETE FROM cut_offsets WHERE version=%1$" PRId64 ";"
+             " DELETE FROM versions WHERE id=%1$" PRId64 " AND state='pending'",
+             w->version);
+    if (db_exec(b->bdb, sql, e) != 0)
+        goto fail;
+    if (sqlite3_changes(b->bdb) != 1) {
+        lerr_set(e, "version %" PRId64 " is no longer pending", w->version);
+        goto fail;
+    }
+    if (record_full(b, w, w->prev, e) != 0 || db_exec(b->bdb, "COMMIT", e) != 0)
+        goto fail;
+    count_full(b, w);
+    *dropped = true;
+    return 0;
+fail:
+    sqlite3_exec(b->bdb, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
 }

@@ -293,7 +293,7 @@ static int run_locked(struct batch *b, struct run_outcome *o, int64_t *differenc
     struct batch_work w;
     int64_t t0 = tm_mono_ms(), t, ingested = 0;
     char *checks = NULL;
-    bool passed = false;
+    bool passed = false, dropped = false;
     int rc = -1;
 
     /* The consumer is created when a step needs Kafka (an import's run may not). */
@@ -325,6 +325,19 @@ static int run_locked(struct batch *b, struct run_outcome *o, int64_t *differenc
         first_failed(checks, o->failed_check, sizeof(o->failed_check));
         note_failed_checks(b, cut.version, checks);
         goto out; /* e names the first failed check */
+    }
+    if (batch_drop_if_same(b, &cut, &w, &dropped, e) != 0)
+        goto out;
+    if (dropped) {
+        o->version = w.prev;
+        if (!b->is_import)
+            printf("batch unchanged version=%" PRId64 "%s\n", w.prev,
+                   w.is_full ? " mode=full differences=0" : "");
+        fflush(stdout);
+        log_info("batch", "unchanged version=%" PRId64 " dropped=%" PRId64 " mode=%s", w.prev,
+                 cut.version, w.is_full ? "full" : "incremental");
+        rc = 0;
+        goto out;
     }
     batch_pause(b->pause_at, "publish");
     t = tm_mono_ms();

@@ -446,6 +446,11 @@ static const char small_stream[] =
     "m-9|{\"order_id\":\"k4\",\"merchant_id\":\"m-2\",\"amount_cents\":7,"
     "\"event_time\":1795341600000}\n";
 
+/* A second copy of small_stream's m-2 k1: a new offset, no new order. */
+static const char duplicate_line[] =
+    "m-2|{\"order_id\":\"k1\",\"merchant_id\":\"m-2\",\"amount_cents\":5,"
+    "\"event_time\":1795341600000}\n";
+
 Test(batch_run, small_stream_and_an_import_publish_exact_views, .timeout = 90, .fini = fini)
 {
     static struct env v; /* static: fini() reads it after the test returns */
@@ -626,10 +631,13 @@ Test(batch_run, keeps_only_keep_versions, .timeout = 90, .fini = fini)
 
     env_init(&v, "bkeep", 1);
     produce(&v, small_stream);
-    /* Nothing new after the first: only --full publishes, and shares every row. */
+    /* After the first, only a duplicate each time: its offset is new, so --full publishes, and
+     * shares every row (a --full with nothing new would publish nothing). */
     cr_assert_eq(batch(&v, tag, "run", "--keep-versions", "2", NULL), 0);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 3; i++) {
+        produce(&v, duplicate_line);
         cr_assert_eq(batch(&v, tag, "run", "--keep-versions", "2", "--full", NULL), 0);
+    }
     char *s = sql_text(&v, "batch.db",
                        "SELECT (SELECT group_concat(id) FROM versions),"
                        " (SELECT group_concat(DISTINCT valid_from) FROM merchant_totals),"
@@ -648,6 +656,7 @@ Test(batch_run, keeps_only_keep_versions, .timeout = 90, .fini = fini)
                  " merchant_totals WHERE merchant_id = 'm-2' ORDER BY 1");
     cr_assert_str_eq(s, "1 0 3\n5 1 4\n");
     free(s);
+    produce(&v, duplicate_line);
     cr_assert_eq(batch(&v, tag, "run", "--keep-versions", "2", "--full", NULL), 0);
     s = sql_text(&v, "batch.db",
                  "SELECT (SELECT group_concat(id) FROM versions), valid_from, order_count FROM"
@@ -726,10 +735,16 @@ Test(batch_run, a_running_speed_layer_fixes_the_cut_at_its_newest_boundary, .tim
     cr_assert_str_eq(s, "batch unchanged version=2\n");
     free(s);
     cr_assert_eq(sql_int(&v, "batch.db", "SELECT count(*) FROM versions"), 2);
-    /* Epochs never go backwards, even when the wall clock's epoch is smaller (--full publishes
-     * a version with nothing new). */
+    /* Epochs never go backwards, even when the wall clock's epoch is smaller (--full records a
+     * cut with nothing new, proves version 2 against master, then drops the cut). */
     cr_assert_eq(batch(&v, tag, "run", "--full", NULL), 0);
-    cr_assert_eq(sql_int(&v, "batch.db", "SELECT cut_epoch FROM versions WHERE id=3"), 1000000000);
+    s = output(&v, tag, "out");
+    cr_assert_str_eq(s, "batch unchanged version=2 mode=full differences=0\n");
+    free(s);
+    s = output(&v, tag, "err");
+    cr_assert(strstr(s, "msg=cut_recorded version=3 cut_epoch=1000000000 "), "stderr: %s", s);
+    free(s);
+    cr_assert_eq(sql_int(&v, "batch.db", "SELECT count(*) FROM versions"), 2);
 
     /* A speed layer starts again: until it records a boundary from the newest cut on, its
      * old boundaries (behind master) must not become a cut. */
@@ -744,8 +759,11 @@ Test(batch_run, a_running_speed_layer_fixes_the_cut_at_its_newest_boundary, .tim
         0, "%s", e.msg);
     sqlite3_close(speed);
     cr_assert_eq(batch(&v, tag, "run", "--full", NULL), 0);
-    cr_assert_eq(sql_int(&v, "batch.db", "SELECT cut_epoch FROM versions WHERE id=4"), 1000000000);
-    cr_assert_eq(sql_int(&v, "batch.db", "SELECT orders FROM versions WHERE id=4"), 7);
+    s = output(&v, tag, "err");
+    cr_assert(strstr(s, "msg=cut_recorded version=3 cut_epoch=1000000000 "), "stderr: %s", s);
+    free(s);
+    cr_assert_eq(sql_int(&v, "batch.db", "SELECT cut_epoch FROM versions WHERE id=3"), 1000000000);
+    cr_assert_eq(sql_int(&v, "batch.db", "SELECT orders FROM versions WHERE id=3"), 7);
     lock_release(fd);
     env_fini(&v);
 }

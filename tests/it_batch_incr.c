@@ -467,14 +467,13 @@ Test(batch_incr, three_rounds_of_late_orders_over_a_history_stay_exact, .timeout
     cr_assert(sql_int(&v, "batch.db", "SELECT count(*) FROM hourly WHERE valid_from = 4") <
                   sql_int(&v, "batch.db", "SELECT count(*) FROM hourly WHERE valid_from = 1") / 2,
               "version 4 rewrote most hours");
+    /* A full run with nothing new proves version 4 and publishes nothing. */
     cr_assert_eq(run(&v, "--full", &out), 0);
-    cr_assert(strstr(out, "batch published version=5 ") && strstr(out, " mode=full ") &&
-                  strstr(out, " differences=0 "),
-              "%s", out);
+    cr_assert_str_eq(out, "batch unchanged version=4 mode=full differences=0\n");
     free(out);
-    assert_exact(&v, 5);
-    cr_assert_eq(sql_int(&v, "batch.db", "SELECT count(*) FROM hourly WHERE valid_from = 5"), 0);
-    wait_served(&v, 5);
+    cr_assert_eq(sql_int(&v, "batch.db", "SELECT count(*) FROM versions WHERE id > 4"), 0);
+    cr_assert_eq(sql_int(&v, "batch.db", "SELECT count(*) FROM hourly WHERE valid_from > 4"), 0);
+    assert_exact(&v, 4);
     assert_served(&v, "m-1");
     env_fini(&v);
 }
@@ -503,6 +502,8 @@ Test(batch_incr, a_damaged_increment_is_named_repaired_and_exits_3, .timeout = 3
     serve_start(&v);
     wait_served(&v, 2);
 
+    /* Nothing new since version 2: the full run still proves it, finds the damage, and
+     * publishes the corrected answer as version 3. */
     cr_assert_eq(run(&v, "--full", &out), 3);
     cr_assert(strstr(out, "batch published version=3 ") && strstr(out, " differences=1 "), "%s",
               out);
@@ -551,10 +552,26 @@ Test(batch_incr, a_damaged_increment_is_named_repaired_and_exits_3, .timeout = 3
         "%s", body);
     free(body);
 
-    /* The next full run finds nothing to correct. */
+    cr_assert_eq(sql_int(&v, "batch.db", "SELECT count(*) FROM versions WHERE state='published'"),
+                 3);
+
+    /* The next full run finds nothing to correct, and nothing new: it publishes nothing, and
+     * status says it passed. */
     cr_assert_eq(run(&v, "--full", &out), 0);
-    cr_assert(strstr(out, " differences=0 "), "%s", out);
+    cr_assert_str_eq(out, "batch unchanged version=3 mode=full differences=0\n");
     free(out);
+    cr_assert_eq(sql_int(&v, "batch.db", "SELECT count(*) FROM versions"), 3);
+    cr_assert_eq(it_run(v.dir, "status2", argv, NULL, 30000), 0);
+    snprintf(path, sizeof(path), "%s/status2.out", v.dir);
+    st = it_read_file(path, NULL);
+    doc = json_loads(st, 0, NULL);
+    cr_assert(doc, "status: %s", st);
+    full = json_object_get(doc, "last_full");
+    cr_assert_eq(json_integer_value(json_object_get(full, "version")), 3, "%s", st);
+    cr_assert_eq(json_integer_value(json_object_get(full, "differences")), 0, "%s", st);
+    cr_assert_str_eq(json_string_value(json_object_get(full, "outcome")), "passed");
+    json_decref(doc);
+    free(st);
     env_fini(&v);
 }
 
@@ -587,9 +604,28 @@ Test(batch_incr, killed_incremental_runs_resume_exactly, .timeout = 300, .fini =
     free(out);
     assert_exact(&v, 3);
     cr_assert_eq(run(&v, "--full", &out), 0);
-    cr_assert(strstr(out, " differences=0 "), "%s", out);
+    cr_assert_str_eq(out, "batch unchanged version=3 mode=full differences=0\n");
     free(out);
     env_fini(&v);
+}
+
+/* status --json's last_full, as a new reference (NULL when none). */
+static json_t *last_full(struct env *v, const char *tag)
+{
+    char *argv[] = {"lambda-batch", "status", "--data-dir", v->data, "--json", NULL};
+    char path[700];
+    json_t *doc, *full;
+    char *st;
+
+    cr_assert_eq(it_run(v->dir, tag, argv, NULL, 30000), 0);
+    snprintf(path, sizeof(path), "%s/%s.out", v->dir, tag);
+    st = it_read_file(path, NULL);
+    doc = json_loads(st, 0, NULL);
+    cr_assert(doc, "status: %s", st);
+    free(st);
+    full = json_incref(json_object_get(doc, "last_full"));
+    json_decref(doc);
+    return json_is_object(full) ? full : NULL;
 }
 
 Test(batch_incr, nothing_new_publishes_nothing_and_an_import_publishes, .timeout = 300,
@@ -607,12 +643,40 @@ Test(batch_incr, nothing_new_publishes_nothing_and_an_import_publishes, .timeout
     free(out);
     cr_assert_eq(sql_int(&v, "batch.db", "SELECT count(*) FROM versions"), 1);
     cr_assert_eq(sql_int(&v, "batch.db", "SELECT count(*) FROM versions WHERE state='pending'"), 0);
-    /* full_every 0 makes every run full, but still not a run with nothing new. */
+    /* --full with nothing new proves version 1 against master and publishes nothing. */
+    json_t *full = last_full(&v, "status1");
+    cr_assert(full);
+    int64_t first_ms = json_integer_value(json_object_get(full, "ms"));
+    cr_assert_str_eq(json_string_value(json_object_get(full, "why")), "first_version");
+    json_decref(full);
+    cr_assert_eq(run(&v, "--full", &out), 0);
+    cr_assert_str_eq(out, "batch unchanged version=1 mode=full differences=0\n");
+    free(out);
+    cr_assert_eq(sql_int(&v, "batch.db", "SELECT count(*) FROM versions"), 1);
+    cr_assert_eq(sql_int(&v, "batch.db", "SELECT count(*) FROM versions WHERE state='pending'"), 0);
+    cr_assert_eq(sql_int(&v, "batch.db", "SELECT count(*) FROM cut_offsets WHERE version <> 1"), 0);
+    full = last_full(&v, "status2");
+    cr_assert(full);
+    cr_assert_eq(json_integer_value(json_object_get(full, "version")), 1);
+    cr_assert_eq(json_integer_value(json_object_get(full, "differences")), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(full, "outcome")), "passed");
+    cr_assert_str_eq(json_string_value(json_object_get(full, "why")), "requested");
+    cr_assert(json_integer_value(json_object_get(full, "ms")) >= first_ms);
+    json_decref(full);
+    /* A full run that is due (full_every 0: every run) does the same; the default full_every
+     * is not due since the proof, so a plain run is the cheap "unchanged". */
     char *argv[] = {"lambda-batch", "run",          "--data-dir", v.data, "--brokers",
                     v.bs,           "--full-every", "0",          NULL};
     cr_assert_eq(it_run(v.dir, "every0", argv, NULL, 60000), 0);
     snprintf(file, sizeof(file), "%s/every0.out", v.dir);
     out = it_read_file(file, NULL);
+    cr_assert_str_eq(out, "batch unchanged version=1 mode=full differences=0\n");
+    free(out);
+    full = last_full(&v, "status3");
+    cr_assert_str_eq(json_string_value(json_object_get(full, "why")), "full_every_0");
+    json_decref(full);
+    cr_assert_eq(sql_int(&v, "batch.db", "SELECT count(*) FROM versions"), 1);
+    cr_assert_eq(run(&v, NULL, &out), 0);
     cr_assert_str_eq(out, "batch unchanged version=1\n");
     free(out);
     /* An import alone is new. */
@@ -785,7 +849,7 @@ Test(batch_incr, an_old_data_directory_migrates_through_one_full_run, .timeout =
     free(out);
     assert_exact(&v, 4);
     cr_assert_eq(run(&v, "--full", &out), 0);
-    cr_assert(strstr(out, " differences=0 "), "%s", out);
+    cr_assert_str_eq(out, "batch unchanged version=4 mode=full differences=0\n");
     free(out);
     env_fini(&v);
 }
@@ -938,10 +1002,11 @@ Test(batch_incr, a_master_of_one_level_migrates_and_stays_exact, .timeout = 300,
     cr_assert_eq(run(&v, NULL, &out), 0);
     free(out);
     assert_exact(&v, 3);
+    /* Nothing new: the full run merges the levels, proves version 3 and publishes nothing. */
     cr_assert_eq(run(&v, "--full", &out), 0);
-    cr_assert(strstr(out, " mode=full ") && strstr(out, " differences=0 "), "%s", out);
+    cr_assert_str_eq(out, "batch unchanged version=3 mode=full differences=0\n");
     free(out);
-    assert_exact(&v, 4);
+    assert_exact(&v, 3);
     l = levels(&v);
     cr_assert_eq(l.recent, 0);
     cr_assert_eq(l.big, l.all);
