@@ -10,20 +10,29 @@
 #     with partitioner = murmur2_random (each id asks only its owner: the common case), and
 #     through the keyed router again with router_io = threads (its workers block on their
 #     shards, the path before the event loops), against the unsharded lambda-serve, side by
-#     side; an answer other than 200 fails the bench. Goal:
-#     the router adds at most one loopback round trip; p99 within 2x of the direct answer.
+#     side; an answer other than 200 fails the bench. Goal: the router adds at most one
+#     loopback round trip; p99 within 2x of the direct answer. Three ways of asking:
+#     - saturated: CONNS connections, closed loop. On 2 cores shared by wrk, the router and two
+#       shards every answer queues behind others (latency = CONNS / throughput): the figures
+#       say how much CPU the router costs, not what it adds to one answer.
+#     - paced: the same CONNS connections, each waiting a random time (exponential, wrk's
+#       delay()) between an answer and its next request, for an offered load of PACED_RPS in
+#       all, well below the direct server's and the routers' capacity: what routing adds to an
+#       answer at an equal load, with queueing as requests arriving at random cause it.
+#     - one connection (CONNS_LOW), closed loop: what it adds when nothing queues.
+#     The round trip the goal counts in is a direct answer's p50 in the same way of asking (one
+#     loopback HTTP request and its answer, plus the server's work): added p50 <= direct p50.
+#     bench/rtt.c measures the bare loopback TCP round trip (no HTTP) beside it, the floor.
+#     Each router figure is the median of SHARDS_BENCH_ROUNDS rounds, each round measuring the
+#     direct server and the routers one after the other (so a neighbour's load falls on both).
 #  2. catch-up: SHARDS_BENCH_EVENTS events on 4 partitions read by one lambda-speed (all of
 #     them), then by two shard speed layers (0-1 and 2-3) at once; on a 2-core machine this
 #     says whether two shards on one machine contend (they share the cores and the broker).
-#     Under CONNS connections on 2 cores the figures say how much CPU the router costs (every
-#     answer is queued behind others: latency follows throughput); over one connection
-#     (CONNS_LOW) they say what one routed answer adds to a direct one: the round trip.
-#     Each router figure is the median of SHARDS_BENCH_ROUNDS rounds, each round measuring the
-#     direct server and the routers one after the other (so a neighbour's load falls on both).
 # Env: BENCH_DURATION (10s), BENCH_CONNECTIONS (32), BENCH_CONNECTIONS_LOW (1), BENCH_MERCHANTS (10000),
 # SHARDS_BENCH_ORDERS (200000), SHARDS_BENCH_EXTRA (20000) (4 partitions of ~5 MiB each in
 # lambda-devkafka: more is lost to its retention, which the truth check would catch),
 # SHARDS_BENCH_EVENTS (400000), SHARDS_BENCH_PHASES ("router catchup"), SHARDS_BENCH_ROUNDS (3),
+# SHARDS_BENCH_PACED_RPS (3000: the paced measurement's offered load, req/s over all connections),
 # LAMBDA_BIN (bin), SHARDS_BENCH_KEEP (set: keep the work directory and its logs).
 set -eu
 cd "$(dirname "$0")/.."
@@ -36,6 +45,7 @@ N=${SHARDS_BENCH_EVENTS:-400000}
 ORDERS=${SHARDS_BENCH_ORDERS:-200000}
 EXTRA=${SHARDS_BENCH_EXTRA:-20000}
 ROUNDS=${SHARDS_BENCH_ROUNDS:-3}
+PACED_RPS=${SHARDS_BENCH_PACED_RPS:-3000}
 PHASES=" ${SHARDS_BENCH_PHASES:-router catchup} "
 OUT=build/bench/shards
 W=$(mktemp -d "${TMPDIR:-/tmp}/lambda-bench-shards-XXXXXX")
@@ -62,12 +72,13 @@ port_of() {
     echo "bench/shards: no port in $1" >&2; cat "$1" >&2; return 1
 }
 
-# Runs wrk on URL with the random-merchant script over $2 connections (default CONNS);
-# prints "req_per_s p50_ms p99_ms".
+# Runs wrk on URL $1 over $2 connections (default CONNS) with the script $W/$3.lua (default
+# random: the random merchants, closed loop); prints "req_per_s p50_ms p99_ms".
 measure() {
     c=${2:-$CONNS}
-    wrk -t1 -c"$c" -d2s -s "$W/random.lua" "$1" >/dev/null 2>&1 || true # warm-up
-    wrk -t1 -c"$c" -d"$DUR" --latency -s "$W/random.lua" "$1" >"$W/wrk.txt" 2>&1
+    lua="$W/${3:-random}.lua"
+    wrk -t1 -c"$c" -d2s -s "$lua" "$1" >/dev/null 2>&1 || true # warm-up
+    wrk -t1 -c"$c" -d"$DUR" --latency -s "$lua" "$1" >"$W/wrk.txt" 2>&1
     awk -v url="$1" '
         function ms(v,   u) { u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
                              return (u == "us") ? v / 1000 : (u == "s") ? v * 1000 : v }
@@ -80,9 +91,9 @@ measure() {
               printf "%.0f %.3f %.3f\n", rps, p50, p99 }' "$W/wrk.txt"
 }
 
-# The median of each column of the "req_per_s p50_ms p99_ms" lines in file $1.
+# The median of each column of the lines of numbers in file $1 (e.g. "req_per_s p50_ms p99_ms").
 median() {
-    for col in 1 2 3; do
+    for col in $(seq 1 "$(head -1 "$1" | wc -w)"); do
         cut -d' ' -f$col "$1" | sort -g | awk '{ v[NR] = $1 } END { printf "%s ", v[int((NR + 1) / 2)] }'
     done
     echo
@@ -93,6 +104,7 @@ if phase router; then
     command -v jq >/dev/null || { echo "bench/shards: jq is not installed" >&2; exit 1; }
     mkdir -p "$OUT"
     cc -O2 -o "$OUT/speed-wait" bench/speed_wait.c -lsqlite3
+    cc -O2 -o "$OUT/rtt" bench/rtt.c -lm
     # The data, written by the real layers as tests/it_shards.c and DEMO_SHARDS=2 run them: one
     # broker with 4 partitions, ORDERS orders (lz4, lambda-gen's default) published by a
     # lambda-batch run in each data directory, then EXTRA more that only the speed layers count;
@@ -189,71 +201,66 @@ function done(summary, latency, requests)
 end
 LUA
     } >"$W/random.lua"
-    : >"$W/d.txt"; : >"$W/r.txt"; : >"$W/k.txt"; : >"$W/t.txt"
-    i=0
-    while [ $i -lt "$ROUNDS" ]; do
-        measure "http://127.0.0.1:$DPORT" >>"$W/d.txt"
-        measure "http://127.0.0.1:$RPORT" >>"$W/r.txt"
-        measure "http://127.0.0.1:$KPORT" >>"$W/k.txt"
-        measure "http://127.0.0.1:$TPORT" >>"$W/t.txt"
-        echo "bench/shards: round $((i + 1)) -c$CONNS direct, both asked, by key, by key (threads):" \
-            "$(tail -1 "$W/d.txt") | $(tail -1 "$W/r.txt") | $(tail -1 "$W/k.txt") | $(tail -1 "$W/t.txt") (load $(cut -d' ' -f1 /proc/loadavg))"
-        i=$((i + 1))
+    # The paced script: the same requests, each connection waiting between an answer and its
+    # next request an exponentially distributed time of mean CONNS / PACED_RPS seconds (wrk's
+    # delay() takes whole milliseconds: floor(x + U) keeps the mean), so the offered load is
+    # about PACED_RPS in all, arriving at random rather than in step.
+    { cat "$W/random.lua"; awk -v c="$CONNS" -v r="$PACED_RPS" 'BEGIN {
+        printf "local mean_ms = %.6f\n", c * 1000 / r }'; cat <<'LUA'
+function delay() return math.floor(-mean_ms * math.log(1 - math.random()) + math.random()) end
+LUA
+    } >"$W/paced.lua"
+    # Three ways of asking, each ROUNDS rounds of the direct server and the three routers one
+    # after the other; the medians of each, side by side.
+    : >"$W/rtt.txt"; : >"$W/rttg.txt"
+    for way in "sat $CONNS random" "paced $CONNS paced" "one $CONNS_LOW random"; do
+        set -- $way
+        for s in d r k t; do : >"$W/$1-$s.txt"; done
+        i=0
+        while [ $i -lt "$ROUNDS" ]; do
+            "$OUT/rtt" 20000 >>"$W/rtt.txt"
+            "$OUT/rtt" 5000 "$(awk -v r="$PACED_RPS" 'BEGIN { print 1e6 / r }')" >>"$W/rttg.txt"
+            measure "http://127.0.0.1:$DPORT" "$2" "$3" >>"$W/$1-d.txt"
+            measure "http://127.0.0.1:$RPORT" "$2" "$3" >>"$W/$1-r.txt"
+            measure "http://127.0.0.1:$KPORT" "$2" "$3" >>"$W/$1-k.txt"
+            measure "http://127.0.0.1:$TPORT" "$2" "$3" >>"$W/$1-t.txt"
+            echo "bench/shards: round $((i + 1)) $1 -c$2 direct, both asked, by key, by key (threads):" \
+                "$(tail -1 "$W/$1-d.txt") | $(tail -1 "$W/$1-r.txt") | $(tail -1 "$W/$1-k.txt") |" \
+                "$(tail -1 "$W/$1-t.txt") (load $(cut -d' ' -f1 /proc/loadavg))"
+            i=$((i + 1))
+        done
     done
-    set -- $(median "$W/d.txt")
-    D_RPS=$1 D_P50=$2 D_P99=$3
-    set -- $(median "$W/r.txt")
-    R_RPS=$1 R_P50=$2 R_P99=$3
-    set -- $(median "$W/k.txt")
-    K_RPS=$1 K_P50=$2 K_P99=$3
-    set -- $(median "$W/t.txt")
-    T_RPS=$1 T_P50=$2 T_P99=$3
-    echo "bench/shards: wrk -t1 -c$CONNS -d$DUR, random merchants of the $NM that exist, GET /query/<id>, medians of $ROUNDS rounds"
-    printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "lambda-serve, direct" "$D_RPS" "$D_P50" "$D_P99"
-    printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "router -> 2 shards (both asked)" "$R_RPS" "$R_P50" "$R_P99"
-    printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "router by key -> its shard" "$K_RPS" "$K_P50" "$K_P99"
-    printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "same, router_io = threads" "$T_RPS" "$T_P50" "$T_P99"
-    awk -v dr="$D_RPS" -v rr="$R_RPS" -v d50="$D_P50" -v r50="$R_P50" -v d99="$D_P99" -v r99="$R_P99" 'BEGIN {
-        pr = (d99 > 0) ? r99 / d99 : 0
-        printf "  shards.router both_asked throughput_ratio=%.2f added_p50_ms=%.3f added_p99_ms=%.3f p99_ratio=%.2f (goal <= 2.00: %s)\n",
-            rr / dr, r50 - d50, r99 - d99, pr, (pr <= 2.0 ? "met" : "MISSED") }'
-    awk -v dr="$D_RPS" -v rr="$K_RPS" -v d50="$D_P50" -v r50="$K_P50" -v d99="$D_P99" -v r99="$K_P99" 'BEGIN {
-        pr = (d99 > 0) ? r99 / d99 : 0
-        printf "  shards.router by_key     throughput_ratio=%.2f added_p50_ms=%.3f added_p99_ms=%.3f p99_ratio=%.2f (goal <= 2.00: %s)\n",
-            rr / dr, r50 - d50, r99 - d99, pr, (pr <= 2.0 ? "met" : "MISSED") }'
-    awk -v dr="$D_RPS" -v rr="$T_RPS" -v d50="$D_P50" -v r50="$T_P50" -v d99="$D_P99" -v r99="$T_P99" 'BEGIN {
-        pr = (d99 > 0) ? r99 / d99 : 0
-        printf "  shards.router by_key_threads throughput_ratio=%.2f added_p50_ms=%.3f added_p99_ms=%.3f p99_ratio=%.2f\n",
-            rr / dr, r50 - d50, r99 - d99, pr }'
-    # One connection, side by side: what a routed answer adds when nothing queues.
-    : >"$W/ld.txt"; : >"$W/lk.txt"; : >"$W/lt.txt"
-    i=0
-    while [ $i -lt "$ROUNDS" ]; do
-        measure "http://127.0.0.1:$DPORT" "$CONNS_LOW" >>"$W/ld.txt"
-        measure "http://127.0.0.1:$KPORT" "$CONNS_LOW" >>"$W/lk.txt"
-        measure "http://127.0.0.1:$TPORT" "$CONNS_LOW" >>"$W/lt.txt"
-        echo "bench/shards: round $((i + 1)) -c$CONNS_LOW direct, by key, by key (threads):" \
-            "$(tail -1 "$W/ld.txt") | $(tail -1 "$W/lk.txt") | $(tail -1 "$W/lt.txt") (load $(cut -d' ' -f1 /proc/loadavg))"
-        i=$((i + 1))
+    set -- $(median "$W/rtt.txt")
+    RTT50=$1 RTT99=$2
+    set -- $(median "$W/rttg.txt")
+    RTTG50=$1 RTTG99=$2
+    echo "bench/shards: random merchants of the $NM that exist, GET /query/<id>, wrk -t1 -d$DUR, medians of $ROUNDS rounds"
+    echo "  loopback TCP round trip (bench/rtt.c, 128 bytes out, 256 back, no HTTP): back to back p50 $RTT50 ms, p99 $RTT99 ms;" \
+        "at random gaps of mean 1/$PACED_RPS s p50 $RTTG50 ms, p99 $RTTG99 ms"
+    for way in "sat -c$CONNS, closed loop (saturated: latency follows throughput)" \
+        "paced -c$CONNS, offered $PACED_RPS req/s in all" "one -c$CONNS_LOW, closed loop"; do
+        w=${way%% *}
+        rtt=$RTT50
+        [ "$w" = paced ] && rtt=$RTTG50
+        echo "  $w: ${way#* }"
+        set -- $(median "$W/$w-d.txt")
+        D_RPS=$1 D_P50=$2 D_P99=$3
+        printf '    %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "lambda-serve, direct" "$D_RPS" "$D_P50" "$D_P99"
+        for r in "r both_asked router -> 2 shards (both asked)" "k by_key router by key -> its shard" \
+            "t by_key_threads same, router_io = threads"; do
+            set -- $r
+            f=$1 name=$2
+            shift 2
+            set -- "$*" $(median "$W/$w-$f.txt")
+            printf '    %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "$1" "$2" "$3" "$4"
+            awk -v w="$w" -v n="$name" -v dr="$D_RPS" -v d50="$D_P50" -v d99="$D_P99" \
+                -v rr="$2" -v r50="$3" -v r99="$4" -v rtt="$rtt" 'BEGIN {
+                a = r50 - d50; pr = (d99 > 0) ? r99 / d99 : 0
+                printf "    shards.router.%s %-15s throughput_ratio=%.2f added_p50_ms=%.3f (%.2f direct p50s, %.1f tcp round trips; goal <= 1 direct p50: %s) added_p99_ms=%.3f p99_ratio=%.2f (goal <= 2.00: %s)\n",
+                    w, n, (dr > 0) ? rr / dr : 0, a, (d50 > 0) ? a / d50 : 0, (rtt > 0) ? a / rtt : 0,
+                    (a <= d50 ? "met" : "MISSED"), r99 - d99, pr, (pr <= 2.0 ? "met" : "MISSED") }'
+        done
     done
-    set -- $(median "$W/ld.txt")
-    L_D_RPS=$1 L_D_P50=$2 L_D_P99=$3
-    set -- $(median "$W/lk.txt")
-    L_K_RPS=$1 L_K_P50=$2 L_K_P99=$3
-    set -- $(median "$W/lt.txt")
-    L_T_RPS=$1 L_T_P50=$2 L_T_P99=$3
-    echo "bench/shards: wrk -t1 -c$CONNS_LOW -d$DUR, the same requests, medians of $ROUNDS rounds"
-    printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "lambda-serve, direct" "$L_D_RPS" "$L_D_P50" "$L_D_P99"
-    printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "router by key -> its shard" "$L_K_RPS" "$L_K_P50" "$L_K_P99"
-    printf '  %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "same, router_io = threads" "$L_T_RPS" "$L_T_P50" "$L_T_P99"
-    awk -v d50="$L_D_P50" -v r50="$L_K_P50" -v d99="$L_D_P99" -v r99="$L_K_P99" 'BEGIN {
-        pr = (d99 > 0) ? r99 / d99 : 0
-        printf "  shards.router by_key_c1  added_p50_ms=%.3f (round trips of a direct answer: %.1f; goal <= 1) added_p99_ms=%.3f p99_ratio=%.2f (goal <= 2.00: %s)\n",
-            r50 - d50, (d50 > 0) ? (r50 - d50) / d50 : 0, r99 - d99, pr, (pr <= 2.0 ? "met" : "MISSED") }'
-    awk -v d50="$L_D_P50" -v r50="$L_T_P50" -v d99="$L_D_P99" -v r99="$L_T_P99" 'BEGIN {
-        pr = (d99 > 0) ? r99 / d99 : 0
-        printf "  shards.router by_key_threads_c1 added_p50_ms=%.3f added_p99_ms=%.3f p99_ratio=%.2f\n",
-            r50 - d50, r99 - d99, pr }'
     for p in $PIDS; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     PIDS=""
