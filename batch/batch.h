@@ -14,6 +14,7 @@
 #define LAMBDA_BATCH_H
 
 #include <signal.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -42,6 +43,9 @@ struct batch {
     /* An import's run (batch_run_for_import): it holds speed.lock already, and a cut it picks
      * is the newest published one with the import log's end as its offset for partition -1. */
     bool is_import;
+    /* batch.db's log being copied into the file beside the run's last steps (run.c) */
+    pthread_t log_copier;
+    bool is_copying;
 };
 
 /* The import log (master.db's import_log, DESIGN.md section 2 "Imports meet the stream") is
