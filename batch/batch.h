@@ -13,8 +13,8 @@
 #ifndef LAMBDA_BATCH_H
 #define LAMBDA_BATCH_H
 
-#include <signal.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
