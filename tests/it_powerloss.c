@@ -468,7 +468,7 @@ static bool restart_speed(struct run *r)
 /* The script; returns when it is done or the power went out (r->lost). */
 static void script(struct run *r)
 {
-    int expired;
+    int expired, epochs;
 
     gen(r, 1, 2000, NULL, &r->stream);
     gen(r, 9, 600, r->imp_file, &r->imp);
@@ -479,6 +479,13 @@ static void script(struct run *r)
         return;
     gen(r, 2, 2000, NULL, &r->stream);
     if (!wait_exact(r, "the second stream", true) || !batch_import(r, "import"))
+        return;
+    /* The second run must find a newer boundary than the first's cut: when the stream, the
+     * restart and the import all fell inside one epoch, the speed layer's newest boundary is
+     * still the first run's and the run is rightly "unchanged" (no expiry would follow). The
+     * next epoch's start means a boundary covering the second stream and the import is kept. */
+    epochs = it_log_count(&r->speed, "msg=epoch_started");
+    if (!wait_speed_log(r, "msg=epoch_started", epochs))
         return;
     expired = it_log_count(&r->speed, "msg=expired");
     if (!batch_run(r, "batch2") || !wait_speed_log(r, "msg=expired", expired) || !restart_speed(r))
