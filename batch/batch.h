@@ -13,6 +13,7 @@
 #ifndef LAMBDA_BATCH_H
 #define LAMBDA_BATCH_H
 
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -46,6 +47,7 @@ struct batch {
     /* batch.db's log being copied into the file beside the run's last steps (run.c) */
     pthread_t log_copier;
     bool is_copying;
+    char log_copy_path[PATH_MAX]; /* the thread's to read until close_batch() joins it */
 };
 
 /* The import log (master.db's import_log, DESIGN.md section 2 "Imports meet the stream") is

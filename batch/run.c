@@ -152,7 +152,7 @@ static void checkpoint(sqlite3 *db, const char *name)
  * close_batch() waits for it, then copies what the publish added. PASSIVE, as checkpoint(). */
 static void *copy_log(void *arg)
 {
-    char *path = arg;
+    const char *path = arg;
     sqlite3 *db = NULL;
     int frames = 0, copied = 0, rc;
 
@@ -165,22 +165,14 @@ static void *copy_log(void *arg)
     else
         log_debug("batch", "batch_log_copied frames=%d copied=%d", frames, copied);
     sqlite3_close(db);
-    free(path);
     return NULL;
 }
 
 static void start_log_copy(struct batch *b)
 {
-    char *path = malloc(PATH_MAX);
-
-    if (!path)
-        return; /* close_batch() copies it, as before */
-    db_path(b->data_dir, DB_BATCH, path, PATH_MAX);
-    if (pthread_create(&b->log_copier, NULL, copy_log, path) != 0) {
-        free(path);
-        return;
-    }
-    b->is_copying = true;
+    db_path(b->data_dir, DB_BATCH, b->log_copy_path, sizeof(b->log_copy_path));
+    /* Without a thread close_batch() copies it all, as before. */
+    b->is_copying = pthread_create(&b->log_copier, NULL, copy_log, b->log_copy_path) == 0;
 }
 
 static void close_batch(struct batch *b)
