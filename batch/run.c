@@ -157,6 +157,10 @@ static void *copy_log(void *arg)
     int frames = 0, copied = 0, rc;
 
     rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL);
+    /* A connection learns that the file is in WAL mode when it first reads it: until then a
+     * checkpoint does nothing and reports -1 frames (SQLite 3.40). */
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "PRAGMA schema_version", NULL, NULL, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_wal_checkpoint_v2(db, "main", SQLITE_CHECKPOINT_PASSIVE, &frames, &copied);
     if (rc != SQLITE_OK)
