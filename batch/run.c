@@ -179,12 +179,37 @@ static void start_log_copy(struct batch *b)
     b->is_copying = pthread_create(&b->log_copier, NULL, copy_log, b->log_copy_path) == 0;
 }
 
-static void close_batch(struct batch *b)
+/* Waits for the log copier, then copies what the publish added: batch.db's log is then all in
+ * the file, so the next write (record_run()'s) starts it over from its first frame. */
+static void finish_log_copy(struct batch *b)
 {
     if (b->is_copying)
         pthread_join(b->log_copier, NULL);
+    b->is_copying = false;
     checkpoint(b->bdb, "batch");
+}
+
+/* batch.db's log file is kept when the run's connection is the last to close it (as it is
+ * whenever lambda-serve or the speed layer has the file open): a run writes thousands of pages
+ * into it, and a log created afresh each run cost the file system's allocation of them and,
+ * on close, their release (measured in the closing note of issue 13). It was started over by
+ * the run's last write and holds that one frame, which the next open reads back; the pages
+ * past it are the old log's, which fail its checksums and are written over in place. A
+ * journal_size_limit of -1 keeps it at close (else SQLite truncates it to nothing);
+ * journal_size_limit still bounds it at every restart. */
+static void keep_log(sqlite3 *db)
+{
+    int on = 1;
+
+    if (db && sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &on) == SQLITE_OK)
+        sqlite3_exec(db, "PRAGMA journal_size_limit=-1", NULL, NULL, NULL);
+}
+
+static void close_batch(struct batch *b)
+{
+    finish_log_copy(b);
     checkpoint(b->master, "master");
+    keep_log(b->bdb);
     if (b->rk) {
         rd_kafka_consumer_close(b->rk);
         rd_kafka_destroy(b->rk);
@@ -424,6 +449,7 @@ int batch_run_for_import(const struct cfg *c, int64_t *version, struct lerr *e)
         b.is_import = true;
         b.is_full = false;
         rc = run_locked(&b, &o, &differences, e);
+        finish_log_copy(&b);
         record_run(b.bdb, cfg_str(c, "data_dir"), started_ms, &o, rc == 0 ? NULL : e->msg);
         close_batch(&b);
         if (rc == 0)
@@ -456,6 +482,7 @@ int batch_run(const struct cfg *c, bool *skipped, int64_t *differences, struct l
     }
     log_info("batch", "run_started data_dir=%s topic=%s", b.data_dir, b.topic);
     rc = run_locked(&b, &o, differences, e);
+    finish_log_copy(&b);
     record_run(b.bdb, cfg_str(c, "data_dir"), started_ms, &o, rc == 0 ? NULL : e->msg);
     close_batch(&b);
     lock_release(fd);

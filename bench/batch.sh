@@ -138,12 +138,14 @@ if has history; then
             --seed $((100 + r)) --start-time "2026-10-31T0$r:00:00Z" --late-pct 10 \
             --late-days 60 --log-level warn
         for n in $HISTORY; do
-            before=$(sqlite3 "$dir/h$n/batch.db" "PRAGMA page_count")
+            # -readonly: a closing writer connection would checkpoint and delete the log the
+            # batch keeps between runs (as it is kept whenever lambda-serve has the file open).
+            before=$(sqlite3 -readonly "$dir/h$n/batch.db" "PRAGMA page_count")
             t0=$(now)
             "$BIN/lambda-batch" run --data-dir "$dir/h$n" --brokers "$bs2" \
                 --log-level warn >"$dir/run.out"
             t1=$(now)
-            after=$(sqlite3 "$dir/h$n/batch.db" "PRAGMA page_count")
+            after=$(sqlite3 -readonly "$dir/h$n/batch.db" "PRAGMA page_count")
             echo "$(secs "$t0" "$t1")" >>"$dir/inc$n"
             echo $((after - before)) >>"$dir/pages$n"
             field buckets_rewritten <"$dir/run.out" >>"$dir/buckets$n"
