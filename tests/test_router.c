@@ -119,3 +119,104 @@ Test(router, ends_a_span_over_every_shard_at_the_lowest_watermark_or_refuses_it,
         json_decref(docs[i]);
     router_free(r);
 }
+
+/* What router_merge_merchant() and json_dumps() make of shard i's body alone, the answer
+ * before the splice. NULL when the body is not JSON. */
+static char *merged_text(struct router *r, int i, const char *id, const char *body)
+{
+    json_t *docs[ROUTER_SHARDS_MAX] = {0}, *doc;
+    char *text;
+
+    if (!(docs[i] = json_loads(body, 0, NULL)))
+        return NULL;
+    doc = router_merge_merchant(r, id, docs);
+    text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    json_decref(docs[i]);
+    return text;
+}
+
+/* The owner's answer in the shape api_text.c writes is spliced as text into the routed answer,
+ * byte for byte what parsing, merging and json_dumps() wrote; anything else is left to them. */
+Test(router, splices_an_owners_answer_into_exactly_what_the_merge_writes, .timeout = 10)
+{
+    static const char *const same[] = {
+        "{\"merchant_id\":\"m42\",\"order_count\":7,\"revenue_cents\":1234,\"batch\":{\"order_"
+        "count\":5,\"revenue_cents\":1000,\"version\":3,\"cut_epoch\":29938372,\"as_of\":\"2026-"
+        "12-03T12:00:00Z\"},\"speed\":{\"order_count\":2,\"revenue_cents\":234,\"checkpoint_age_"
+        "ms\":812,\"lag\":0,\"watermark\":\"2026-12-03T12:50:00Z\"}}",
+        /* no batch version yet, no checkpoint */
+        "{\"merchant_id\":\"m42\",\"order_count\":0,\"revenue_cents\":0,\"batch\":{\"order_count\""
+        ":0,\"revenue_cents\":0,\"version\":null,\"cut_epoch\":0,\"as_of\":null},\"speed\":{\"order"
+        "_count\":0,\"revenue_cents\":0,\"checkpoint_age_ms\":null,\"lag\":null,\"watermark\":"
+        "null}}",
+        /* escapes jansson writes back as they came, negatives, booleans, an empty object */
+        "{\"merchant_id\":\"other\",\"order_count\":-3,\"revenue_cents\":-900000000000000000,"
+        "\"batch\":{\"as_of\":\"a\\\"b\\\\c\\n\\t\\r\\b\\f\",\"k\\\"\":true,\"x\":false},\"speed\":"
+        "{}}",
+    };
+    static const char *const other[] = {
+        /* a window's echoes, a dimension's attributes: the merge copies them */
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{},\"speed\":{},"
+        "\"from\":\"x\"}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{},\"speed\":{},"
+        "\"merchant\":{\"city\":\"x\"}}",
+        /* what jansson would write back otherwise */
+        "{\"merchant_id\": "
+        "\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{},\"speed\":{}}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{},\"speed\":{}}"
+        " ",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{\"a\":\"\\/\"},"
+        "\"speed\":{}}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{\"a\":"
+        "\"\\u0041\"}"
+        ",\"speed\":{}}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1.0,\"revenue_cents\":1,\"batch\":{},\"speed\":{}"
+        "}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1e3,\"batch\":{},\"speed\":{}"
+        "}",
+        "{\"merchant_id\":\"m42\",\"order_count\":-0,\"revenue_cents\":1,\"batch\":{},\"speed\":{}"
+        "}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{\"a\":1,\"a\":2}"
+        ","
+        "\"speed\":{}}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{\"a\":{}},"
+        "\"speed\":{}}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{\"a\":"
+        "\"\xc3\xa9\"},"
+        "\"speed\":{}}",
+        "{\"merchant_id\":\"m42\",\"order_count\":null,\"revenue_cents\":1,\"batch\":{},\"speed\":{"
+        "}}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"speed\":{},\"batch\":{}}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"speed\":{}}",
+        /* not JSON at all: the merge's path answers 503 */
+        "{\"merchant_id\":\"m42\",\"order_count\":01,\"revenue_cents\":1,\"batch\":{},\"speed\":{}"
+        "}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1234567890123456789012,\"revenue_cents\":1,"
+        "\"batch\":{},\"speed\":{}}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{\"a\":\"\\1,"
+        "\"b\""
+        ":2},\"speed\":{}}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{},\"speed\":{}",
+        "",
+    };
+    /* a URL that JSON must escape */
+    struct router *r = new_router("http://a:1,http://b:2/p\"q\\r", "murmur2_random");
+    size_t len;
+
+    cr_expect_str_eq(r->shards[1].url_json, "\"http://b:2/p\\\"q\\\\r\"");
+    for (size_t k = 0; k < sizeof(same) / sizeof(same[0]); k++)
+        for (int i = 0; i < 2; i++) {
+            char *want = merged_text(r, i, "m42", same[k]);
+            char *got = router_splice_merchant(r, i, "m42", same[k], strlen(same[k]), &len);
+            cr_assert(want && got, "body %zu shard %d: %s", k, i, got ? "not JSON" : "not spliced");
+            cr_expect_str_eq(got, want, "body %zu shard %d", k, i);
+            cr_expect_eq(len, strlen(want));
+            free(want);
+            free(got);
+        }
+    for (size_t k = 0; k < sizeof(other) / sizeof(other[0]); k++)
+        cr_expect_null(router_splice_merchant(r, 0, "m42", other[k], strlen(other[k]), &len),
+                       "body %zu: %s", k, other[k]);
+    router_free(r);
+}
