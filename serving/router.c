@@ -191,6 +191,7 @@ static void answer_release(struct router_answer *a)
 {
     free(a->target);
     free(a->body);
+    free(a->err);
     json_decref(a->doc);
 }
 
@@ -201,11 +202,12 @@ void router_fan_release(struct router_fan *f)
     memset(f, 0, sizeof(*f));
 }
 
-static void setup_easy(CURL *h, struct router_answer *a, char *url, void *private)
+static void setup_easy(CURL *h, struct router_answer *a, char *url, char *err, void *private)
 {
+    err[0] = '\0';
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, a);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, a->err);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, err);
     curl_easy_setopt(h, CURLOPT_PRIVATE, private);
 }
 
@@ -238,7 +240,7 @@ static void fan_block(struct router_client *c, struct router_fan *f)
             urls[i] = NULL;
             continue;
         }
-        setup_easy(c->easy[i], a, urls[i], a);
+        setup_easy(c->easy[i], a, urls[i], c->err[i], a);
         curl_multi_add_handle(c->multi, c->easy[i]);
     }
     do {
@@ -263,6 +265,8 @@ static void fan_block(struct router_client *c, struct router_fan *f)
             continue;
         curl_multi_remove_handle(c->multi, c->easy[i]);
         free(urls[i]);
+        if (a->cc != CURLE_OK && c->err[i][0])
+            a->err = strdup(c->err[i]);
         if (!f->is_lazy)
             answer_parse(a);
         observe(&r->shards[i], a, (done_us[i] ? done_us[i] : mono_us()) - t0);
@@ -282,6 +286,7 @@ struct router_slot {
     struct router_stage *st;
     CURL *h; /* while its transfer runs */
     char *url;
+    char err[CURL_ERROR_SIZE]; /* libcurl's, copied into a.err on a failure */
     int64_t done_us;
 };
 
@@ -377,7 +382,7 @@ static void stage_copy(const struct router_stage *st, struct router_fan *f)
             continue;
         dst->cc = src->cc;
         dst->status = src->status;
-        memcpy(dst->err, src->err, sizeof(dst->err));
+        dst->err = src->err ? strdup(src->err) : NULL; /* NULL: libcurl's code says it */
         if (src->body && !(dst->body = strdup(src->body))) {
             dst->cc = CURLE_OUT_OF_MEMORY;
             continue;
@@ -402,7 +407,7 @@ static bool slot_start(struct router_client *c, struct router_stage *st, int i, 
     }
     if (!(h = c->n_idle ? c->idle[--c->n_idle] : easy_new(c->r)))
         return false;
-    setup_easy(h, &sl->a, sl->url, sl);
+    setup_easy(h, &sl->a, sl->url, sl->err, sl);
     if (curl_multi_add_handle(c->multi, h) != CURLM_OK) {
         idle_put(c, h);
         return false;
@@ -589,6 +594,8 @@ static void take_done(struct router_client *c)
         sl->a.cc = cc;
         if (cc == CURLE_OK)
             curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &sl->a.status);
+        else if (sl->err[0])
+            sl->a.err = strdup(sl->err);
         sl->done_us = mono_us();
         curl_multi_remove_handle(c->multi, h); /* m is gone now */
         idle_put(c, h);
@@ -624,7 +631,7 @@ void router_answer_why(const struct router_answer *a, char *buf, size_t len)
     json_t *msg = a->doc ? json_object_get(a->doc, "error") : NULL;
 
     if (a->cc != CURLE_OK)
-        snprintf(buf, len, "%s", a->err[0] ? a->err : curl_easy_strerror(a->cc));
+        snprintf(buf, len, "%s", a->err ? a->err : curl_easy_strerror(a->cc));
     else if (a->status >= 500)
         snprintf(buf, len, "HTTP %ld: %s", a->status,
                  json_is_string(msg) ? json_string_value(msg) : "no message");

@@ -53,6 +53,7 @@ struct router_client {
     struct router *r;
     CURLM *multi;                  /* owns the connection cache: kept alive between requests */
     CURL *easy[ROUTER_SHARDS_MAX]; /* the blocking client's, one per shard */
+    char err[ROUTER_SHARDS_MAX][CURL_ERROR_SIZE]; /* their error buffers */
     /* The async client's (router_client_new_async): -1 and unused for a blocking one. */
     int ep;         /* epoll of libcurl's sockets */
     int64_t due_us; /* when libcurl's timer expires (monotonic), -1 none */
@@ -69,7 +70,7 @@ struct router_answer {
     long status;
     char *body; /* NUL-terminated, owned */
     size_t len, cap;
-    char err[CURL_ERROR_SIZE];
+    char *err;   /* libcurl's words when the transfer failed, owned; NULL none */
     json_t *doc; /* the body parsed, when it is JSON; NULL while a lazy fan's is unparsed */
 };
 

@@ -659,7 +659,7 @@ static void handle_health(const struct rcall *q, struct serve_reply *out)
         const char *url = q->r->shards[i].url, *st;
         if (a->cc != CURLE_OK || !a->doc) {
             snprintf(why, sizeof(why), "shard %s did not answer: %s", url,
-                     a->cc != CURLE_OK ? (a->err[0] ? a->err : curl_easy_strerror(a->cc))
+                     a->cc != CURLE_OK ? (a->err ? a->err : curl_easy_strerror(a->cc))
                                        : "not JSON");
             json_array_append_new(reasons, json_string(why));
             json_array_append_new(shards, json_pack("{s:s,s:s,s:s}", "url", url, "status",
