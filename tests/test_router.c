@@ -220,3 +220,46 @@ Test(router, splices_an_owners_answer_into_exactly_what_the_merge_writes, .timeo
                        "body %zu: %s", k, other[k]);
     router_free(r);
 }
+
+/* A lazy fan's bodies are parsed only by router_fan_failed(), which still tells a JSON 200 from
+ * a body that is not JSON and a 5xx's message, as it did with every body parsed. */
+Test(router, tells_failures_from_unparsed_answers, .timeout = 10)
+{
+    static const struct {
+        long status;
+        const char *body;
+        unsigned want_status; /* 0: not failed */
+        const char *want;
+    } t[] = {
+        {200, "{\"order_count\":1}", 0, NULL},
+        {200, "{\"order_count\":1", 503,
+         "{\"error\":\"shard http://a:1 did not answer: HTTP 200 with a body that is not JSON\"}"},
+        {500, "{\"error\":\"disk\"}", 503,
+         "{\"error\":\"shard http://a:1 did not answer: HTTP 500: disk\"}"},
+        {400, "{\"error\":\"bad\"}", 400, "{\"error\":\"bad\"}"},
+    };
+    struct router *r = new_router("http://a:1", NULL);
+
+    for (size_t k = 0; k < sizeof(t) / sizeof(t[0]); k++) {
+        struct router_fan f = {.is_lazy = true};
+        struct serve_reply out = {0};
+        f.a[0].target = strdup("/query/m");
+        f.a[0].cc = CURLE_OK;
+        f.a[0].status = t[k].status;
+        f.a[0].body = strdup(t[k].body);
+        f.a[0].len = strlen(t[k].body);
+        cr_assert_null(f.a[0].doc);
+        if (!t[k].want_status) {
+            cr_expect_not(router_fan_failed(r, &f, &out), "%zu", k);
+            cr_expect(json_is_object(f.a[0].doc), "%zu: parsed once it is asked for", k);
+        } else {
+            cr_assert(router_fan_failed(r, &f, &out), "%zu", k);
+            cr_expect_eq(out.status, t[k].want_status, "%zu", k);
+            cr_expect_eq(out.len, strlen(out.body));
+            cr_expect_str_eq(out.body, t[k].want, "%zu", k);
+        }
+        free(out.owned);
+        router_fan_release(&f);
+    }
+    router_free(r);
+}
