@@ -36,7 +36,10 @@
 # lambda-devkafka: more is lost to its retention, which the truth check would catch),
 # SHARDS_BENCH_EVENTS (400000), SHARDS_BENCH_PHASES ("router catchup"), SHARDS_BENCH_ROUNDS (3),
 # SHARDS_BENCH_PACED_RPS (3000: the paced measurement's offered load, req/s over all connections),
-# LAMBDA_BIN (bin), SHARDS_BENCH_KEEP (set: keep the work directory and its logs).
+# LAMBDA_BIN (bin), SHARDS_BENCH_KEEP (set: keep the work directory and its logs),
+# SHARDS_BENCH_BASE_BIN (a directory with another build's lambda-serve, e.g. main's: a keyed
+# event-loop router of it is measured in every round beside this build's, so that a change is
+# judged against its base at the same moment rather than against another run on a busy host).
 set -eu
 cd "$(dirname "$0")/.."
 BIN=${LAMBDA_BIN:-bin}
@@ -50,6 +53,7 @@ EXTRA=${SHARDS_BENCH_EXTRA:-20000}
 ROUNDS=${SHARDS_BENCH_ROUNDS:-3}
 PACED_RPS=${SHARDS_BENCH_PACED_RPS:-3000}
 PHASES=" ${SHARDS_BENCH_PHASES:-router catchup} "
+BASE=${SHARDS_BENCH_BASE_BIN:-}
 OUT=build/bench/shards
 W=$(mktemp -d "${TMPDIR:-/tmp}/lambda-bench-shards-XXXXXX")
 PIDS=""
@@ -173,9 +177,17 @@ if phase router; then
     RPORT=$(port_of "$W/router.log")
     KPORT=$(port_of "$W/keyed.log")
     TPORT=$(port_of "$W/keyedt.log")
+    XPORT=$KPORT SERVERS="d r k t"
+    if [ -n "$BASE" ]; then
+        "$BASE/lambda-serve" --port 0 --data-dir "$W/none" --partitioner murmur2_random \
+            --shards "$SH" 2>"$W/keyedb.log" &
+        PIDS="$PIDS $!"
+        XPORT=$(port_of "$W/keyedb.log") SERVERS="d r k t b"
+    fi
     i=0
     until curl -sf "http://127.0.0.1:$KPORT/health" | grep -q '"routing":"by_key"' &&
-        curl -sf "http://127.0.0.1:$TPORT/health" | grep -q '"routing":"by_key"'; do
+        curl -sf "http://127.0.0.1:$TPORT/health" | grep -q '"routing":"by_key"' &&
+        curl -sf "http://127.0.0.1:$XPORT/health" | grep -q '"routing":"by_key"'; do
         i=$((i + 1)); [ $i -gt 100 ] && { echo "bench/shards: the keyed router never routes by key" >&2; exit 1; }
         sleep 0.1
     done
@@ -185,7 +197,7 @@ if phase router; then
     { grep '^m-1 ' "$W/truth"; awk 'BEGIN { srand(7) } { print rand(), $0 }' "$W/truth" |
         sort -k1,1g | head -30 | cut -d' ' -f2-; } >"$W/check"
     while read -r m c r; do
-        for p in "$DPORT direct 0" "$RPORT both 2" "$KPORT keyed 1" "$TPORT threads 1"; do
+        for p in "$DPORT direct 0" "$RPORT both 2" "$KPORT keyed 1" "$TPORT threads 1" "$XPORT base 1"; do
             set -- $p
             got=$(curl -sf "http://127.0.0.1:$1/query/$m" |
                 jq -r '"\(.order_count) \(.revenue_cents) \(.shards // [] | length)"') || got="no answer"
@@ -229,7 +241,7 @@ LUA
     : >"$W/rtt.txt"; : >"$W/rttg.txt"; : >"$W/hrtt.txt"; : >"$W/hrttg.txt"
     for way in "sat $CONNS random" "paced $CONNS paced" "one $CONNS_LOW random"; do
         set -- $way
-        for s in d r k t; do : >"$W/$1-$s.txt"; done
+        for s in $SERVERS; do : >"$W/$1-$s.txt"; done
         i=0
         while [ $i -lt "$ROUNDS" ]; do
             "$OUT/rtt" 20000 >>"$W/rtt.txt"
@@ -241,9 +253,14 @@ LUA
             measure "http://127.0.0.1:$RPORT" "$2" "$3" >>"$W/$1-r.txt"
             measure "http://127.0.0.1:$KPORT" "$2" "$3" >>"$W/$1-k.txt"
             measure "http://127.0.0.1:$TPORT" "$2" "$3" >>"$W/$1-t.txt"
+            base=""
+            if [ -n "$BASE" ]; then
+                measure "http://127.0.0.1:$XPORT" "$2" "$3" >>"$W/$1-b.txt"
+                base=" | base by key: $(tail -1 "$W/$1-b.txt")"
+            fi
             echo "bench/shards: round $((i + 1)) $1 -c$2 direct, both asked, by key, by key (threads):" \
                 "$(tail -1 "$W/$1-d.txt") | $(tail -1 "$W/$1-r.txt") | $(tail -1 "$W/$1-k.txt") |" \
-                "$(tail -1 "$W/$1-t.txt") (load $(cut -d' ' -f1 /proc/loadavg))"
+                "$(tail -1 "$W/$1-t.txt")$base (load $(cut -d' ' -f1 /proc/loadavg))"
             i=$((i + 1))
         done
     done
@@ -269,8 +286,10 @@ LUA
         set -- $(median "$W/$w-d.txt")
         D_RPS=$1 D_P50=$2 D_P99=$3
         printf '    %-34s %8s req/s   p50 %7s ms   p99 %7s ms\n' "lambda-serve, direct" "$D_RPS" "$D_P50" "$D_P99"
-        for r in "r both_asked router -> 2 shards (both asked)" "k by_key router by key -> its shard" \
-            "t by_key_threads same, router_io = threads"; do
+        routers="r both_asked router -> 2 shards (both asked)|k by_key router by key -> its shard|t by_key_threads same, router_io = threads"
+        [ -n "$BASE" ] && routers="$routers|b by_key_base router by key, base binary"
+        echo "$routers" | tr '|' '\n' >"$W/routers"
+        while read -r r; do
             set -- $r
             f=$1 name=$2
             shift 2
@@ -283,7 +302,7 @@ LUA
                     w, n, (dr > 0) ? rr / dr : 0, a, (d50 > 0) ? a / d50 : 0, (hop > 0) ? a / hop : 0,
                     (rtt > 0) ? a / rtt : 0, (a <= d50 ? "met" : "MISSED"), r99 - d99, pr,
                     (pr <= 2.0 ? "met" : "MISSED") }'
-        done
+        done <"$W/routers"
     done
     for p in $PIDS; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
