@@ -125,13 +125,13 @@ void router_copy_key(json_t *dst, const json_t *src, const char *key);
  * was not asked): the sums, and each shard's batch and speed parts as provenance. */
 json_t *router_merge_merchant(const struct router *r, const char *id, json_t *const docs[]);
 
-/* router_merge_merchant()'s answer, as json_dumps(doc, JSON_COMPACT) writes it, for shard i's
- * answer alone, spliced from its text (len bytes) without parsing it; *out_len its length. NULL
- * unless the text is exactly the shape api_text.c writes (its fields in that order, nothing
- * that jansson would write back otherwise: no white space, reals, \u escapes or duplicate
- * keys, nothing after it), or out of memory: then parse it and merge. */
-char *router_splice_merchant(const struct router *r, int i, const char *id, const char *body,
-                             size_t len, size_t *out_len);
+/* router_merge_merchant()'s answer, as json_dumps(doc, JSON_COMPACT) writes it, for the asked
+ * shards' answers a[] (by shard), spliced from their text without parsing it; *out_len its
+ * length. NULL unless every asked shard answered 200 exactly in the shape api_text.c writes (its
+ * fields in that order, nothing that jansson would write back otherwise: no white space, reals,
+ * \u escapes or duplicate keys, nothing after it), or when out of memory: then parse and merge. */
+char *router_splice_merchant(const struct router *r, const char *id, const struct router_answer a[],
+                             size_t *out_len);
 
 /* Point-wise sums of the shards' series; a point is final only when every shard says so, and
  * the watermark is the lowest. NULL also when their points do not line up. */

@@ -312,16 +312,16 @@ static void copy_keys(json_t *dst, const json_t *src, const struct rspan *sp, ..
     va_end(ap);
 }
 
-/* The owner's JSON 200 answer spliced into the routed one as text (router_splice_merchant):
- * false when it is not one or not in the one shape, and out is untouched. */
-static bool reply_spliced(const struct rcall *q, int owner, const char *id,
-                          const struct router_answer *a, struct serve_reply *out)
+/* The asked shards' JSON 200 answers spliced into the routed one as text
+ * (router_splice_merchant): false when one is not, or not in the one shape, and out is
+ * untouched. */
+static bool reply_spliced(const struct rcall *q, const char *id, const struct router_fan *f,
+                          struct serve_reply *out)
 {
     size_t len;
-    char *text;
+    char *text = router_splice_merchant(q->r, id, f->a, &len);
 
-    if (owner < 0 || a->cc != CURLE_OK || a->status != 200 || !a->body ||
-        !(text = router_splice_merchant(q->r, owner, id, a->body, a->len, &len)))
+    if (!text)
         return false;
     memset(out, 0, sizeof(*out));
     out->status = 200;
@@ -346,8 +346,7 @@ static void handle_query(const struct rcall *q, const char *segment, struct serv
     if (span_resolve(q, owner, TM_MINUTE_MS, 0, &sp, out) != 0)
         return;
     snprintf(path, sizeof(path), "/query/%s", id);
-    if (route_ask(q, path, NULL, &sp, owner, &f, out) &&
-        !reply_spliced(q, owner, id, &f.a[owner < 0 ? 0 : owner], out) &&
+    if (route_ask(q, path, NULL, &sp, owner, &f, out) && !reply_spliced(q, id, &f, out) &&
         !router_fan_failed(q->r, &f, out)) {
         for (int i = 0; i < q->r->n; i++)
             docs[i] = f.a[i].doc;

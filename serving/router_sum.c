@@ -3,6 +3,7 @@
  * JSON in, JSON out, nothing asked: router_merge.c's routes ask the shards and call these. */
 #include "router_int.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -160,28 +161,60 @@ static bool scan_take(struct scan *s, bool (*fn)(struct scan *), struct span_tex
     return true;
 }
 
-char *router_splice_merchant(const struct router *r, int i, const char *id, const char *body,
-                             size_t len, size_t *out_len)
+/* One shard's answer in api_text.c's shape: its sums and the text of its two parts. */
+struct merchant_text {
+    int64_t orders, revenue;
+    struct span_text batch, speed;
+};
+
+static bool scan_merchant(const char *body, size_t len, struct merchant_text *m)
 {
     struct scan s = {body, body + len};
-    struct span_text orders, revenue, batch, speed;
-    const char *url = r->shards[i].url_json;
-    size_t id_len = strlen(id), n;
+    struct span_text orders, revenue;
+
+    if (!body || !scan_lit(&s, "{\"merchant_id\":") || !scan_string(&s) ||
+        !scan_lit(&s, ",\"order_count\":") || !scan_take(&s, scan_int, &orders) ||
+        !scan_lit(&s, ",\"revenue_cents\":") || !scan_take(&s, scan_int, &revenue) ||
+        !scan_lit(&s, ",\"batch\":") || !scan_take(&s, scan_flat_object, &m->batch) ||
+        !scan_lit(&s, ",\"speed\":") || !scan_take(&s, scan_flat_object, &m->speed) ||
+        !scan_lit(&s, "}") || s.p != s.end)
+        return false;
+    m->orders = strtoll(orders.p, NULL, 10); /* at most 18 digits: in range */
+    m->revenue = strtoll(revenue.p, NULL, 10);
+    return true;
+}
+
+#define SPLICE_HEAD  "{\"merchant_id\":\"\",\"order_count\":,\"revenue_cents\":,\"shards\":[]}"
+#define SPLICE_SHARD "{\"url\":,\"batch\":,\"speed\":},"
+
+char *router_splice_merchant(const struct router *r, const char *id, const struct router_answer a[],
+                             size_t *out_len)
+{
+    struct merchant_text m[ROUTER_SHARDS_MAX];
+    int64_t orders = 0, revenue = 0;
+    char sums[2][24];
+    size_t id_len = strlen(id), n = strlen(SPLICE_HEAD) + id_len;
+    bool any = false;
     char *text, *p;
 
     for (const unsigned char *c = (const unsigned char *)id; *c; c++) /* validated: no escapes */
         if (*c < 0x20 || *c > 0x7e || *c == '"' || *c == '\\')
             return NULL;
-    if (!url || !scan_lit(&s, "{\"merchant_id\":") || !scan_string(&s) ||
-        !scan_lit(&s, ",\"order_count\":") || !scan_take(&s, scan_int, &orders) ||
-        !scan_lit(&s, ",\"revenue_cents\":") || !scan_take(&s, scan_int, &revenue) ||
-        !scan_lit(&s, ",\"batch\":") || !scan_take(&s, scan_flat_object, &batch) ||
-        !scan_lit(&s, ",\"speed\":") || !scan_take(&s, scan_flat_object, &speed) ||
-        !scan_lit(&s, "}") || s.p != s.end)
+    for (int i = 0; i < r->n; i++) {
+        if (!a[i].target)
+            continue;
+        if (a[i].cc != CURLE_OK || a[i].status != 200 || !r->shards[i].url_json ||
+            !scan_merchant(a[i].body, a[i].len, &m[i]) ||
+            __builtin_add_overflow(orders, m[i].orders, &orders) ||
+            __builtin_add_overflow(revenue, m[i].revenue, &revenue))
+            return NULL; /* a failure, another shape, or sums the merge would wrap */
+        n += strlen(SPLICE_SHARD) + strlen(r->shards[i].url_json) + m[i].batch.len + m[i].speed.len;
+        any = true;
+    }
+    if (!any)
         return NULL;
-    n = strlen("{\"merchant_id\":\"\",\"order_count\":,\"revenue_cents\":,\"shards\":[{\"url\":"
-               ",\"batch\":,\"speed\":}]}") +
-        id_len + orders.len + revenue.len + strlen(url) + batch.len + speed.len;
+    n += (size_t)snprintf(sums[0], sizeof(sums[0]), "%" PRId64, orders);
+    n += (size_t)snprintf(sums[1], sizeof(sums[1]), "%" PRId64, revenue);
     if (!(p = text = malloc(n + 1)))
         return NULL;
 #define PUT(s, l) (memcpy(p, (s), (l)), p += (l))
@@ -189,16 +222,26 @@ char *router_splice_merchant(const struct router *r, int i, const char *id, cons
     PUTS("{\"merchant_id\":\"");
     PUT(id, id_len);
     PUTS("\",\"order_count\":");
-    PUT(orders.p, orders.len);
+    PUTS(sums[0]);
     PUTS(",\"revenue_cents\":");
-    PUT(revenue.p, revenue.len);
-    PUTS(",\"shards\":[{\"url\":");
-    PUTS(url);
-    PUTS(",\"batch\":");
-    PUT(batch.p, batch.len);
-    PUTS(",\"speed\":");
-    PUT(speed.p, speed.len);
-    PUTS("}]}");
+    PUTS(sums[1]);
+    PUTS(",\"shards\":[");
+    any = false;
+    for (int i = 0; i < r->n; i++) {
+        if (!a[i].target)
+            continue;
+        if (any)
+            PUTS(",");
+        any = true;
+        PUTS("{\"url\":");
+        PUTS(r->shards[i].url_json);
+        PUTS(",\"batch\":");
+        PUT(m[i].batch.p, m[i].batch.len);
+        PUTS(",\"speed\":");
+        PUT(m[i].speed.p, m[i].speed.len);
+        PUTS("}");
+    }
+    PUTS("]}");
 #undef PUTS
 #undef PUT
     *p = '\0';

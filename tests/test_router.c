@@ -120,19 +120,45 @@ Test(router, ends_a_span_over_every_shard_at_the_lowest_watermark_or_refuses_it,
     router_free(r);
 }
 
-/* What router_merge_merchant() and json_dumps() make of shard i's body alone, the answer
- * before the splice. NULL when the body is not JSON. */
-static char *merged_text(struct router *r, int i, const char *id, const char *body)
+/* What router_merge_merchant() and json_dumps() make of the shards' bodies (NULL: not asked),
+ * the answer before the splice. NULL when one is not JSON. */
+static char *merged_text(struct router *r, const char *id, const char *const body[])
 {
     json_t *docs[ROUTER_SHARDS_MAX] = {0}, *doc;
+    char *text = NULL;
+    bool is_json = true;
+
+    for (int i = 0; i < r->n; i++)
+        if (body[i] && !(docs[i] = json_loads(body[i], 0, NULL)))
+            is_json = false;
+    if (is_json) {
+        doc = router_merge_merchant(r, id, docs);
+        text = json_dumps(doc, JSON_COMPACT);
+        json_decref(doc);
+    }
+    for (int i = 0; i < r->n; i++)
+        json_decref(docs[i]);
+    return text;
+}
+
+/* router_splice_merchant() of the same bodies, as the shards' answers with the given status. */
+static char *spliced_text(struct router *r, const char *id, const char *const body[], long status,
+                          size_t *len)
+{
+    struct router_fan f = {0};
     char *text;
 
-    if (!(docs[i] = json_loads(body, 0, NULL)))
-        return NULL;
-    doc = router_merge_merchant(r, id, docs);
-    text = json_dumps(doc, JSON_COMPACT);
-    json_decref(doc);
-    json_decref(docs[i]);
+    for (int i = 0; i < r->n; i++) {
+        if (!body[i])
+            continue;
+        f.a[i].target = strdup("/query/m42");
+        f.a[i].cc = CURLE_OK;
+        f.a[i].status = status;
+        f.a[i].body = strdup(body[i]);
+        f.a[i].len = strlen(body[i]);
+    }
+    text = router_splice_merchant(r, id, f.a, len);
+    router_fan_release(&f);
     return text;
 }
 
@@ -205,19 +231,28 @@ Test(router, splices_an_owners_answer_into_exactly_what_the_merge_writes, .timeo
     size_t len;
 
     cr_expect_str_eq(r->shards[1].url_json, "\"http://b:2/p\\\"q\\\\r\"");
+    /* the owner alone (either shard), and both shards asked (every pair: sums and both parts) */
     for (size_t k = 0; k < sizeof(same) / sizeof(same[0]); k++)
-        for (int i = 0; i < 2; i++) {
-            char *want = merged_text(r, i, "m42", same[k]);
-            char *got = router_splice_merchant(r, i, "m42", same[k], strlen(same[k]), &len);
-            cr_assert(want && got, "body %zu shard %d: %s", k, i, got ? "not JSON" : "not spliced");
-            cr_expect_str_eq(got, want, "body %zu shard %d", k, i);
+        for (size_t j = 0; j < sizeof(same) / sizeof(same[0]) + 2; j++) {
+            const char *body[2] = {j == 0 ? NULL : same[k],
+                                   j == 1 ? NULL : same[j < 2 ? k : j - 2]};
+            char *want = merged_text(r, "m42", body);
+            char *got = spliced_text(r, "m42", body, 200, &len);
+            cr_assert(want && got, "bodies %zu/%zu: %s", k, j, got ? "not JSON" : "not spliced");
+            cr_expect_str_eq(got, want, "bodies %zu/%zu", k, j);
             cr_expect_eq(len, strlen(want));
             free(want);
             free(got);
         }
-    for (size_t k = 0; k < sizeof(other) / sizeof(other[0]); k++)
-        cr_expect_null(router_splice_merchant(r, 0, "m42", other[k], strlen(other[k]), &len),
-                       "body %zu: %s", k, other[k]);
+    for (size_t k = 0; k < sizeof(other) / sizeof(other[0]); k++) {
+        const char *alone[2] = {other[k], NULL}, *mixed[2] = {same[0], other[k]};
+        cr_expect_null(spliced_text(r, "m42", alone, 200, &len), "body %zu: %s", k, other[k]);
+        cr_expect_null(spliced_text(r, "m42", mixed, 200, &len), "beside %zu: %s", k, other[k]);
+    }
+    {
+        const char *body[2] = {same[0], NULL};
+        cr_expect_null(spliced_text(r, "m42", body, 503, &len), "only 200s are spliced");
+    }
     router_free(r);
 }
 
