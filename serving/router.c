@@ -24,6 +24,15 @@ static int64_t mono_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+static char *url_json(const char *url)
+{
+    json_t *v = json_string(url);
+    char *text = v ? json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+
+    json_decref(v);
+    return text;
+}
+
 /* Splits "URL,URL" into r->shards; each URL is http:// or https:// and loses a final '/'. */
 static int parse_shards(struct router *r, const char *list, struct lerr *e)
 {
@@ -44,6 +53,9 @@ static int parse_shards(struct router *r, const char *list, struct lerr *e)
             return lerr_set(e, "bad shards: '%.*s' is not an http:// URL", (int)len, p);
         if (!(r->shards[r->n].url = strndup(p, len)))
             return lerr_set(e, "out of memory");
+        /* Escaped once here, not per answer; NULL (not UTF-8): the answers that name it are
+         * merged through jansson, which refuses it there as it always did. */
+        r->shards[r->n].url_json = url_json(r->shards[r->n].url);
         for (int i = 0; i < r->n; i++)
             if (!strcmp(r->shards[i].url, r->shards[r->n].url))
                 return lerr_set(e, "bad shards: '%s' is listed twice", r->shards[i].url);
@@ -89,8 +101,10 @@ void router_free(struct router *r)
         pthread_join(r->refresher, NULL);
     }
     pthread_cond_destroy(&r->cv);
-    for (int i = 0; i < r->n; i++)
+    for (int i = 0; i < r->n; i++) {
         free(r->shards[i].url);
+        free(r->shards[i].url_json);
+    }
     pthread_mutex_destroy(&r->mu);
     free(r);
 }
@@ -166,10 +180,18 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
+/* Parses a's body when it came and is not parsed yet; doc stays NULL when it is not JSON. */
+static void answer_parse(struct router_answer *a)
+{
+    if (a->cc == CURLE_OK && a->body && !a->doc)
+        a->doc = json_loadb(a->body, a->len, 0, NULL);
+}
+
 static void answer_release(struct router_answer *a)
 {
     free(a->target);
     free(a->body);
+    free(a->err);
     json_decref(a->doc);
 }
 
@@ -180,11 +202,12 @@ void router_fan_release(struct router_fan *f)
     memset(f, 0, sizeof(*f));
 }
 
-static void setup_easy(CURL *h, struct router_answer *a, char *url, void *private)
+static void setup_easy(CURL *h, struct router_answer *a, char *url, char *err, void *private)
 {
+    err[0] = '\0';
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, a);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, a->err);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, err);
     curl_easy_setopt(h, CURLOPT_PRIVATE, private);
 }
 
@@ -217,7 +240,7 @@ static void fan_block(struct router_client *c, struct router_fan *f)
             urls[i] = NULL;
             continue;
         }
-        setup_easy(c->easy[i], a, urls[i], a);
+        setup_easy(c->easy[i], a, urls[i], c->err[i], a);
         curl_multi_add_handle(c->multi, c->easy[i]);
     }
     do {
@@ -242,8 +265,10 @@ static void fan_block(struct router_client *c, struct router_fan *f)
             continue;
         curl_multi_remove_handle(c->multi, c->easy[i]);
         free(urls[i]);
-        if (a->cc == CURLE_OK && a->body)
-            a->doc = json_loadb(a->body, a->len, 0, NULL);
+        if (a->cc != CURLE_OK && c->err[i][0])
+            a->err = strdup(c->err[i]);
+        if (!f->is_lazy)
+            answer_parse(a);
         observe(&r->shards[i], a, (done_us[i] ? done_us[i] : mono_us()) - t0);
     }
 }
@@ -261,13 +286,15 @@ struct router_slot {
     struct router_stage *st;
     CURL *h; /* while its transfer runs */
     char *url;
+    char err[CURL_ERROR_SIZE]; /* libcurl's, copied into a.err on a failure */
     int64_t done_us;
 };
 
 struct router_stage {
     struct router *r;
     struct router_call *call;
-    int left; /* transfers still running */
+    int left;     /* transfers still running */
+    bool is_lazy; /* its fan's: the bodies are not parsed here */
     int64_t t0_us;
     struct router_slot s[]; /* r->n, by shard */
 };
@@ -355,7 +382,7 @@ static void stage_copy(const struct router_stage *st, struct router_fan *f)
             continue;
         dst->cc = src->cc;
         dst->status = src->status;
-        memcpy(dst->err, src->err, sizeof(dst->err));
+        dst->err = src->err ? strdup(src->err) : NULL; /* NULL: libcurl's code says it */
         if (src->body && !(dst->body = strdup(src->body))) {
             dst->cc = CURLE_OUT_OF_MEMORY;
             continue;
@@ -380,7 +407,7 @@ static bool slot_start(struct router_client *c, struct router_stage *st, int i, 
     }
     if (!(h = c->n_idle ? c->idle[--c->n_idle] : easy_new(c->r)))
         return false;
-    setup_easy(h, &sl->a, sl->url, sl);
+    setup_easy(h, &sl->a, sl->url, sl->err, sl);
     if (curl_multi_add_handle(c->multi, h) != CURLM_OK) {
         idle_put(c, h);
         return false;
@@ -400,8 +427,8 @@ static void stage_done(struct router_stage *st)
         struct router_answer *a = &st->s[i].a;
         if (!a->target)
             continue;
-        if (a->cc == CURLE_OK && a->body)
-            a->doc = json_loadb(a->body, a->len, 0, NULL);
+        if (!st->is_lazy)
+            answer_parse(a);
         observe(&st->r->shards[i], a, (st->s[i].done_us ? st->s[i].done_us : now) - st->t0_us);
     }
     call->done[call->n_done++] = st;
@@ -432,6 +459,7 @@ static bool fan_staged(struct router_client *c, struct router_fan *f)
     }
     st->r = c->r;
     st->call = call;
+    st->is_lazy = f->is_lazy;
     st->t0_us = mono_us();
     for (int i = 0; i < c->r->n; i++)
         if (f->a[i].target && slot_start(c, st, i, f->a[i].target))
@@ -566,6 +594,8 @@ static void take_done(struct router_client *c)
         sl->a.cc = cc;
         if (cc == CURLE_OK)
             curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &sl->a.status);
+        else if (sl->err[0])
+            sl->a.err = strdup(sl->err);
         sl->done_us = mono_us();
         curl_multi_remove_handle(c->multi, h); /* m is gone now */
         idle_put(c, h);
@@ -601,7 +631,7 @@ void router_answer_why(const struct router_answer *a, char *buf, size_t len)
     json_t *msg = a->doc ? json_object_get(a->doc, "error") : NULL;
 
     if (a->cc != CURLE_OK)
-        snprintf(buf, len, "%s", a->err[0] ? a->err : curl_easy_strerror(a->cc));
+        snprintf(buf, len, "%s", a->err ? a->err : curl_easy_strerror(a->cc));
     else if (a->status >= 500)
         snprintf(buf, len, "HTTP %ld: %s", a->status,
                  json_is_string(msg) ? json_string_value(msg) : "no message");
@@ -609,12 +639,12 @@ void router_answer_why(const struct router_answer *a, char *buf, size_t len)
         snprintf(buf, len, "HTTP %ld with a body that is not JSON", a->status);
 }
 
-bool router_fan_failed(const struct router *r, const struct router_fan *f, struct serve_reply *out)
+bool router_fan_failed(const struct router *r, struct router_fan *f, struct serve_reply *out)
 {
     char why[256];
 
     for (int i = 0; i < r->n; i++) {
-        const struct router_answer *a = &f->a[i];
+        struct router_answer *a = &f->a[i];
         if (!a->target)
             continue;
         if (a->cc == CURLE_OK && a->status >= 400 && a->status < 500) {
@@ -627,6 +657,7 @@ bool router_fan_failed(const struct router *r, const struct router_fan *f, struc
             out->len = strlen(out->body);
             return true;
         }
+        answer_parse(a); /* a lazy fan's; a 5xx's message too */
         if (a->cc == CURLE_OK && a->status == 200 && a->doc)
             continue;
         router_answer_why(a, why, sizeof(why));

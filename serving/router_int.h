@@ -18,7 +18,8 @@
 #include "shard.h"
 
 struct router_shard {
-    char *url; /* base URL, no final '/' */
+    char *url;      /* base URL, no final '/' */
+    char *url_json; /* url as a JSON string, quoted and escaped as json_dumps() writes it */
     /* what its /health told, under router.mu */
     bool has_set;
     struct shard_set set;
@@ -52,6 +53,7 @@ struct router_client {
     struct router *r;
     CURLM *multi;                  /* owns the connection cache: kept alive between requests */
     CURL *easy[ROUTER_SHARDS_MAX]; /* the blocking client's, one per shard */
+    char err[ROUTER_SHARDS_MAX][CURL_ERROR_SIZE]; /* their error buffers */
     /* The async client's (router_client_new_async): -1 and unused for a blocking one. */
     int ep;         /* epoll of libcurl's sockets */
     int64_t due_us; /* when libcurl's timer expires (monotonic), -1 none */
@@ -68,12 +70,15 @@ struct router_answer {
     long status;
     char *body; /* NUL-terminated, owned */
     size_t len, cap;
-    char err[CURL_ERROR_SIZE];
-    json_t *doc; /* the body parsed, when it is JSON */
+    char *err;   /* libcurl's words when the transfer failed, owned; NULL none */
+    json_t *doc; /* the body parsed, when it is JSON; NULL while a lazy fan's is unparsed */
 };
 
 struct router_fan {
     struct router_answer a[ROUTER_SHARDS_MAX]; /* by shard */
+    /* Set before router_fan_out(): the bodies stay text (doc NULL) until router_fan_failed()
+     * parses those it must, so an answer spliced as text is never parsed at all. */
+    bool is_lazy;
 };
 
 /* Asks every shard with a target at once. A blocking client returns true when all answered
@@ -84,8 +89,9 @@ bool router_fan_out(struct router_client *c, struct router_fan *f);
 void router_fan_release(struct router_fan *f);
 
 /* True after filling out when an asked shard failed: its 4xx passed on, a timeout, a 5xx or
- * a body that is not JSON as 503 naming it. */
-bool router_fan_failed(const struct router *r, const struct router_fan *f, struct serve_reply *out);
+ * a body that is not JSON as 503 naming it. False when every asked shard answered a JSON 200:
+ * then each asked answer's doc is its body parsed (a lazy fan's are parsed here). */
+bool router_fan_failed(const struct router *r, struct router_fan *f, struct serve_reply *out);
 
 /* What a failed answer says, for a 503 and the logs: libcurl's error, the shard's HTTP
  * status and message, or that its body is not JSON. */
@@ -118,6 +124,14 @@ void router_copy_key(json_t *dst, const json_t *src, const char *key);
 /* One merchant's answer from the shards' answers for it (docs by shard, NULL where a shard
  * was not asked): the sums, and each shard's batch and speed parts as provenance. */
 json_t *router_merge_merchant(const struct router *r, const char *id, json_t *const docs[]);
+
+/* router_merge_merchant()'s answer, as json_dumps(doc, JSON_COMPACT) writes it, for the asked
+ * shards' answers a[] (by shard), spliced from their text without parsing it; *out_len its
+ * length. NULL unless every asked shard answered 200 exactly in the shape api_text.c writes (its
+ * fields in that order, nothing that jansson would write back otherwise: no white space, reals,
+ * \u escapes or duplicate keys, nothing after it), or when out of memory: then parse and merge. */
+char *router_splice_merchant(const struct router *r, const char *id, const struct router_answer a[],
+                             size_t *out_len);
 
 /* Point-wise sums of the shards' series; a point is final only when every shard says so, and
  * the watermark is the lowest. NULL also when their points do not line up. */

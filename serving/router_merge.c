@@ -254,10 +254,9 @@ static bool ask(const struct rcall *q, struct router_fan *f, char *target, int o
 
 /* One route's fan-out: path with the request's parameters named in names (NULL-ended, as
  * given) and the span, asked of shard `only` or of every shard (only < 0). true once every
- * asked shard answered JSON 200; false after filling out: a shard's 4xx as it came, 503 naming
- * the first shard that failed, 500 out of memory; or, out untouched, while the fan-out runs
- * (router_fan_out). The caller releases f either way. */
-static bool route_fan(const struct rcall *q, const char *path, const char *const names[],
+ * asked shard answered (or did not, in time); false after a 500 out of memory, or, out
+ * untouched, while the fan-out runs (router_fan_out). The caller releases f either way. */
+static bool route_ask(const struct rcall *q, const char *path, const char *const names[],
                       const struct rspan *sp, int only, struct router_fan *f,
                       struct serve_reply *out)
 {
@@ -274,7 +273,16 @@ static bool route_fan(const struct rcall *q, const char *path, const char *const
         serve_api_error(out, 500, "out of memory");
         return false;
     }
-    return router_fan_out(q->c, f) && !router_fan_failed(q->r, f, out);
+    return router_fan_out(q->c, f);
+}
+
+/* route_ask(), then true once every asked shard answered JSON 200; false also after filling
+ * out with a shard's 4xx as it came or a 503 naming the first shard that failed. */
+static bool route_fan(const struct rcall *q, const char *path, const char *const names[],
+                      const struct rspan *sp, int only, struct router_fan *f,
+                      struct serve_reply *out)
+{
+    return route_ask(q, path, names, sp, only, f, out) && !router_fan_failed(q->r, f, out);
 }
 
 /* The first asked shard's answer: what the merged answer copies its echoes from. */
@@ -304,10 +312,30 @@ static void copy_keys(json_t *dst, const json_t *src, const struct rspan *sp, ..
     va_end(ap);
 }
 
+/* The asked shards' JSON 200 answers spliced into the routed one as text
+ * (router_splice_merchant): false when one is not, or not in the one shape, and out is
+ * untouched. */
+static bool reply_spliced(const struct rcall *q, const char *id, const struct router_fan *f,
+                          struct serve_reply *out)
+{
+    size_t len;
+    char *text = router_splice_merchant(q->r, id, f->a, &len);
+
+    if (!text)
+        return false;
+    memset(out, 0, sizeof(*out));
+    out->status = 200;
+    out->content_type = "application/json";
+    out->owned = text;
+    out->body = text;
+    out->len = len;
+    return true;
+}
+
 static void handle_query(const struct rcall *q, const char *segment, struct serve_reply *out)
 {
     char id[EV_ID_MAX + 1], path[EV_ID_MAX + 16];
-    struct router_fan f = {0};
+    struct router_fan f = {.is_lazy = true}; /* parsed only when not spliced */
     json_t *docs[ROUTER_SHARDS_MAX] = {0};
     struct rspan sp;
     int owner;
@@ -318,7 +346,8 @@ static void handle_query(const struct rcall *q, const char *segment, struct serv
     if (span_resolve(q, owner, TM_MINUTE_MS, 0, &sp, out) != 0)
         return;
     snprintf(path, sizeof(path), "/query/%s", id);
-    if (route_fan(q, path, NULL, &sp, owner, &f, out)) {
+    if (route_ask(q, path, NULL, &sp, owner, &f, out) && !reply_spliced(q, id, &f, out) &&
+        !router_fan_failed(q->r, &f, out)) {
         for (int i = 0; i < q->r->n; i++)
             docs[i] = f.a[i].doc;
         reply_json(out, router_merge_merchant(q->r, id, docs));
@@ -629,7 +658,7 @@ static void handle_health(const struct rcall *q, struct serve_reply *out)
         const char *url = q->r->shards[i].url, *st;
         if (a->cc != CURLE_OK || !a->doc) {
             snprintf(why, sizeof(why), "shard %s did not answer: %s", url,
-                     a->cc != CURLE_OK ? (a->err[0] ? a->err : curl_easy_strerror(a->cc))
+                     a->cc != CURLE_OK ? (a->err ? a->err : curl_easy_strerror(a->cc))
                                        : "not JSON");
             json_array_append_new(reasons, json_string(why));
             json_array_append_new(shards, json_pack("{s:s,s:s,s:s}", "url", url, "status",

@@ -3,6 +3,7 @@
  * JSON in, JSON out, nothing asked: router_merge.c's routes ask the shards and call these. */
 #include "router_int.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +50,203 @@ json_t *router_merge_merchant(const struct router *r, const char *id, json_t *co
     router_copy_key(doc, first, "dimension");
     json_object_set_new(doc, "shards", shards);
     return doc;
+}
+
+/* A strict reader of a shard's merchant answer as api_text.c writes it, for the splice: it
+ * takes only what json_loadb() then json_dumps(JSON_COMPACT) would give back byte for byte. */
+struct scan {
+    const char *p, *end;
+};
+
+static bool scan_lit(struct scan *s, const char *text)
+{
+    size_t n = strlen(text);
+
+    if ((size_t)(s->end - s->p) < n || memcmp(s->p, text, n) != 0)
+        return false;
+    s->p += n;
+    return true;
+}
+
+/* Printable ASCII, and only the escapes jansson writes the same way back (\u and \/ it does
+ * not: it decodes them). */
+static bool scan_string(struct scan *s)
+{
+    const char *q = s->p;
+
+    if (q == s->end || *q != '"')
+        return false;
+    for (q++; q < s->end; q++) {
+        unsigned char c = (unsigned char)*q;
+        if (c == '"') {
+            s->p = q + 1; /* only a whole string moves on: scan_scalar tries the others */
+            return true;
+        }
+        if (c == '\\') {
+            if (++q == s->end || !*q || !strchr("\"\\bfnrt", *q))
+                return false;
+        } else if (c < 0x20 || c > 0x7e) {
+            return false;
+        }
+    }
+    return false;
+}
+
+/* An integer as jansson writes it: no leading zero, no -0, no fraction or exponent, and at
+ * most 18 digits, so never out of json_int_t's range. */
+static bool scan_int(struct scan *s)
+{
+    const char *q = s->p, *digits;
+
+    if (q < s->end && *q == '-')
+        q++;
+    for (digits = q; q < s->end && *q >= '0' && *q <= '9'; q++)
+        ;
+    if (q == digits || q - digits > 18 || (*digits == '0' && (q - digits > 1 || digits != s->p)))
+        return false;
+    if (q < s->end && (*q == '.' || *q == 'e' || *q == 'E'))
+        return false;
+    s->p = q;
+    return true;
+}
+
+static bool scan_scalar(struct scan *s)
+{
+    return scan_string(s) || scan_int(s) || scan_lit(s, "null") || scan_lit(s, "true") ||
+           scan_lit(s, "false");
+}
+
+/* An object of scalars with distinct keys (raw bytes compare as the strings do: each character
+ * has one way to be written here), at most 16 of them. */
+static bool scan_flat_object(struct scan *s)
+{
+    const char *key[16];
+    size_t key_len[16];
+    int n = 0;
+
+    if (!scan_lit(s, "{"))
+        return false;
+    if (scan_lit(s, "}"))
+        return true;
+    do {
+        const char *k = s->p;
+        if (n == 16 || !scan_string(s))
+            return false;
+        key[n] = k;
+        key_len[n] = (size_t)(s->p - k);
+        for (int j = 0; j < n; j++)
+            if (key_len[j] == key_len[n] && !memcmp(key[j], key[n], key_len[n]))
+                return false;
+        n++;
+        if (!scan_lit(s, ":") || !scan_scalar(s))
+            return false;
+    } while (scan_lit(s, ","));
+    return scan_lit(s, "}");
+}
+
+/* Where the last scan_* began: the span it read. */
+struct span_text {
+    const char *p;
+    size_t len;
+};
+
+static bool scan_take(struct scan *s, bool (*fn)(struct scan *), struct span_text *t)
+{
+    const char *from = s->p;
+
+    if (!fn(s))
+        return false;
+    t->p = from;
+    t->len = (size_t)(s->p - from);
+    return true;
+}
+
+/* One shard's answer in api_text.c's shape: its sums and the text of its two parts. */
+struct merchant_text {
+    int64_t orders, revenue;
+    struct span_text batch, speed;
+};
+
+static bool scan_merchant(const char *body, size_t len, struct merchant_text *m)
+{
+    struct scan s = {body, body + len};
+    struct span_text orders, revenue;
+
+    if (!body || !scan_lit(&s, "{\"merchant_id\":") || !scan_string(&s) ||
+        !scan_lit(&s, ",\"order_count\":") || !scan_take(&s, scan_int, &orders) ||
+        !scan_lit(&s, ",\"revenue_cents\":") || !scan_take(&s, scan_int, &revenue) ||
+        !scan_lit(&s, ",\"batch\":") || !scan_take(&s, scan_flat_object, &m->batch) ||
+        !scan_lit(&s, ",\"speed\":") || !scan_take(&s, scan_flat_object, &m->speed) ||
+        !scan_lit(&s, "}") || s.p != s.end)
+        return false;
+    m->orders = strtoll(orders.p, NULL, 10); /* at most 18 digits: in range */
+    m->revenue = strtoll(revenue.p, NULL, 10);
+    return true;
+}
+
+#define SPLICE_HEAD  "{\"merchant_id\":\"\",\"order_count\":,\"revenue_cents\":,\"shards\":[]}"
+#define SPLICE_SHARD "{\"url\":,\"batch\":,\"speed\":},"
+
+char *router_splice_merchant(const struct router *r, const char *id, const struct router_answer a[],
+                             size_t *out_len)
+{
+    struct merchant_text m[ROUTER_SHARDS_MAX];
+    int64_t orders = 0, revenue = 0;
+    char sums[2][24];
+    size_t id_len = strlen(id), n = strlen(SPLICE_HEAD) + id_len;
+    bool any = false;
+    char *text, *p;
+
+    for (const unsigned char *c = (const unsigned char *)id; *c; c++) /* validated: no escapes */
+        if (*c < 0x20 || *c > 0x7e || *c == '"' || *c == '\\')
+            return NULL;
+    for (int i = 0; i < r->n; i++) {
+        if (!a[i].target)
+            continue;
+        if (a[i].cc != CURLE_OK || a[i].status != 200 || !r->shards[i].url_json ||
+            !scan_merchant(a[i].body, a[i].len, &m[i]) ||
+            __builtin_add_overflow(orders, m[i].orders, &orders) ||
+            __builtin_add_overflow(revenue, m[i].revenue, &revenue))
+            return NULL; /* a failure, another shape, or sums the merge would wrap */
+        n += strlen(SPLICE_SHARD) + strlen(r->shards[i].url_json) + m[i].batch.len + m[i].speed.len;
+        any = true;
+    }
+    if (!any)
+        return NULL;
+    n += (size_t)snprintf(sums[0], sizeof(sums[0]), "%" PRId64, orders);
+    n += (size_t)snprintf(sums[1], sizeof(sums[1]), "%" PRId64, revenue);
+    if (!(p = text = malloc(n + 1)))
+        return NULL;
+#define PUT(s, l) (memcpy(p, (s), (l)), p += (l))
+#define PUTS(s)   PUT((s), strlen(s))
+    PUTS("{\"merchant_id\":\"");
+    PUT(id, id_len);
+    PUTS("\",\"order_count\":");
+    PUTS(sums[0]);
+    PUTS(",\"revenue_cents\":");
+    PUTS(sums[1]);
+    PUTS(",\"shards\":[");
+    any = false;
+    for (int i = 0; i < r->n; i++) {
+        if (!a[i].target)
+            continue;
+        if (any)
+            PUTS(",");
+        any = true;
+        PUTS("{\"url\":");
+        PUTS(r->shards[i].url_json);
+        PUTS(",\"batch\":");
+        PUT(m[i].batch.p, m[i].batch.len);
+        PUTS(",\"speed\":");
+        PUT(m[i].speed.p, m[i].speed.len);
+        PUTS("}");
+    }
+    PUTS("]}");
+#undef PUTS
+#undef PUT
+    *p = '\0';
+    *out_len = (size_t)(p - text);
+    return text;
 }
 
 /* Point-wise sums of the shards' series; a point is final only when every shard says so, and

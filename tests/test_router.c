@@ -119,3 +119,182 @@ Test(router, ends_a_span_over_every_shard_at_the_lowest_watermark_or_refuses_it,
         json_decref(docs[i]);
     router_free(r);
 }
+
+/* What router_merge_merchant() and json_dumps() make of the shards' bodies (NULL: not asked),
+ * the answer before the splice. NULL when one is not JSON. */
+static char *merged_text(struct router *r, const char *id, const char *const body[])
+{
+    json_t *docs[ROUTER_SHARDS_MAX] = {0}, *doc;
+    char *text = NULL;
+    bool is_json = true;
+
+    for (int i = 0; i < r->n; i++)
+        if (body[i] && !(docs[i] = json_loads(body[i], 0, NULL)))
+            is_json = false;
+    if (is_json) {
+        doc = router_merge_merchant(r, id, docs);
+        text = json_dumps(doc, JSON_COMPACT);
+        json_decref(doc);
+    }
+    for (int i = 0; i < r->n; i++)
+        json_decref(docs[i]);
+    return text;
+}
+
+/* router_splice_merchant() of the same bodies, as the shards' answers with the given status. */
+static char *spliced_text(struct router *r, const char *id, const char *const body[], long status,
+                          size_t *len)
+{
+    struct router_fan f = {0};
+    char *text;
+
+    for (int i = 0; i < r->n; i++) {
+        if (!body[i])
+            continue;
+        f.a[i].target = strdup("/query/m42");
+        f.a[i].cc = CURLE_OK;
+        f.a[i].status = status;
+        f.a[i].body = strdup(body[i]);
+        f.a[i].len = strlen(body[i]);
+    }
+    text = router_splice_merchant(r, id, f.a, len);
+    router_fan_release(&f);
+    return text;
+}
+
+/* The owner's answer in the shape api_text.c writes is spliced as text into the routed answer,
+ * byte for byte what parsing, merging and json_dumps() wrote; anything else is left to them. */
+Test(router, splices_an_owners_answer_into_exactly_what_the_merge_writes, .timeout = 10)
+{
+    static const char *const same[] = {
+        "{\"merchant_id\":\"m42\",\"order_count\":7,\"revenue_cents\":1234,\"batch\":{\"order_"
+        "count\":5,\"revenue_cents\":1000,\"version\":3,\"cut_epoch\":29938372,\"as_of\":\"2026-"
+        "12-03T12:00:00Z\"},\"speed\":{\"order_count\":2,\"revenue_cents\":234,\"checkpoint_age_"
+        "ms\":812,\"lag\":0,\"watermark\":\"2026-12-03T12:50:00Z\"}}",
+        /* no batch version yet, no checkpoint */
+        "{\"merchant_id\":\"m42\",\"order_count\":0,\"revenue_cents\":0,\"batch\":{\"order_count\""
+        ":0,\"revenue_cents\":0,\"version\":null,\"cut_epoch\":0,\"as_of\":null},\"speed\":{\"order"
+        "_count\":0,\"revenue_cents\":0,\"checkpoint_age_ms\":null,\"lag\":null,\"watermark\":"
+        "null}}",
+        /* escapes jansson writes back as they came, negatives, booleans, an empty object */
+        "{\"merchant_id\":\"other\",\"order_count\":-3,\"revenue_cents\":-900000000000000000,"
+        "\"batch\":{\"as_of\":\"a\\\"b\\\\c\\n\\t\\r\\b\\f\",\"k\\\"\":true,\"x\":false},\"speed\":"
+        "{}}",
+    };
+    static const char *const other[] = {
+        /* a window's echoes, a dimension's attributes: the merge copies them */
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{},\"speed\":{},"
+        "\"from\":\"x\"}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{},\"speed\":{},"
+        "\"merchant\":{\"city\":\"x\"}}",
+        /* what jansson would write back otherwise */
+        "{\"merchant_id\": "
+        "\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{},\"speed\":{}}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{},\"speed\":{}}"
+        " ",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{\"a\":\"\\/\"},"
+        "\"speed\":{}}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{\"a\":"
+        "\"\\u0041\"}"
+        ",\"speed\":{}}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1.0,\"revenue_cents\":1,\"batch\":{},\"speed\":{}"
+        "}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1e3,\"batch\":{},\"speed\":{}"
+        "}",
+        "{\"merchant_id\":\"m42\",\"order_count\":-0,\"revenue_cents\":1,\"batch\":{},\"speed\":{}"
+        "}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{\"a\":1,\"a\":2}"
+        ","
+        "\"speed\":{}}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{\"a\":{}},"
+        "\"speed\":{}}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{\"a\":"
+        "\"\xc3\xa9\"},"
+        "\"speed\":{}}",
+        "{\"merchant_id\":\"m42\",\"order_count\":null,\"revenue_cents\":1,\"batch\":{},\"speed\":{"
+        "}}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"speed\":{},\"batch\":{}}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"speed\":{}}",
+        /* not JSON at all: the merge's path answers 503 */
+        "{\"merchant_id\":\"m42\",\"order_count\":01,\"revenue_cents\":1,\"batch\":{},\"speed\":{}"
+        "}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1234567890123456789012,\"revenue_cents\":1,"
+        "\"batch\":{},\"speed\":{}}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{\"a\":\"\\1,"
+        "\"b\""
+        ":2},\"speed\":{}}",
+        "{\"merchant_id\":\"m42\",\"order_count\":1,\"revenue_cents\":1,\"batch\":{},\"speed\":{}",
+        "",
+    };
+    /* a URL that JSON must escape */
+    struct router *r = new_router("http://a:1,http://b:2/p\"q\\r", "murmur2_random");
+    size_t len;
+
+    cr_expect_str_eq(r->shards[1].url_json, "\"http://b:2/p\\\"q\\\\r\"");
+    /* the owner alone (either shard), and both shards asked (every pair: sums and both parts) */
+    for (size_t k = 0; k < sizeof(same) / sizeof(same[0]); k++)
+        for (size_t j = 0; j < sizeof(same) / sizeof(same[0]) + 2; j++) {
+            const char *body[2] = {j == 0 ? NULL : same[k],
+                                   j == 1 ? NULL : same[j < 2 ? k : j - 2]};
+            char *want = merged_text(r, "m42", body);
+            char *got = spliced_text(r, "m42", body, 200, &len);
+            cr_assert(want && got, "bodies %zu/%zu: %s", k, j, got ? "not JSON" : "not spliced");
+            cr_expect_str_eq(got, want, "bodies %zu/%zu", k, j);
+            cr_expect_eq(len, strlen(want));
+            free(want);
+            free(got);
+        }
+    for (size_t k = 0; k < sizeof(other) / sizeof(other[0]); k++) {
+        const char *alone[2] = {other[k], NULL}, *mixed[2] = {same[0], other[k]};
+        cr_expect_null(spliced_text(r, "m42", alone, 200, &len), "body %zu: %s", k, other[k]);
+        cr_expect_null(spliced_text(r, "m42", mixed, 200, &len), "beside %zu: %s", k, other[k]);
+    }
+    {
+        const char *body[2] = {same[0], NULL};
+        cr_expect_null(spliced_text(r, "m42", body, 503, &len), "only 200s are spliced");
+    }
+    router_free(r);
+}
+
+/* A lazy fan's bodies are parsed only by router_fan_failed(), which still tells a JSON 200 from
+ * a body that is not JSON and a 5xx's message, as it did with every body parsed. */
+Test(router, tells_failures_from_unparsed_answers, .timeout = 10)
+{
+    static const struct {
+        long status;
+        const char *body;
+        unsigned want_status; /* 0: not failed */
+        const char *want;
+    } t[] = {
+        {200, "{\"order_count\":1}", 0, NULL},
+        {200, "{\"order_count\":1", 503,
+         "{\"error\":\"shard http://a:1 did not answer: HTTP 200 with a body that is not JSON\"}"},
+        {500, "{\"error\":\"disk\"}", 503,
+         "{\"error\":\"shard http://a:1 did not answer: HTTP 500: disk\"}"},
+        {400, "{\"error\":\"bad\"}", 400, "{\"error\":\"bad\"}"},
+    };
+    struct router *r = new_router("http://a:1", NULL);
+
+    for (size_t k = 0; k < sizeof(t) / sizeof(t[0]); k++) {
+        struct router_fan f = {.is_lazy = true};
+        struct serve_reply out = {0};
+        f.a[0].target = strdup("/query/m");
+        f.a[0].cc = CURLE_OK;
+        f.a[0].status = t[k].status;
+        f.a[0].body = strdup(t[k].body);
+        f.a[0].len = strlen(t[k].body);
+        cr_assert_null(f.a[0].doc);
+        if (!t[k].want_status) {
+            cr_expect_not(router_fan_failed(r, &f, &out), "%zu", k);
+            cr_expect(json_is_object(f.a[0].doc), "%zu: parsed once it is asked for", k);
+        } else {
+            cr_assert(router_fan_failed(r, &f, &out), "%zu", k);
+            cr_expect_eq(out.status, t[k].want_status, "%zu", k);
+            cr_expect_eq(out.len, strlen(out.body));
+            cr_expect_str_eq(out.body, t[k].want, "%zu", k);
+        }
+        free(out.owned);
+        router_fan_release(&f);
+    }
+    router_free(r);
+}
