@@ -40,19 +40,27 @@ static const char *param(const struct rcall *q, const char *name)
     return q->arg(q->req, name);
 }
 
-static void reply_json(struct serve_reply *out, json_t *doc)
+/* A 200 whose body is text the reply now owns. */
+static void reply_owned(struct serve_reply *out, const char *content_type, char *text, size_t len)
 {
     memset(out, 0, sizeof(*out));
-    out->owned = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    out->status = 200;
+    out->content_type = content_type;
+    out->owned = text;
+    out->body = text;
+    out->len = len;
+}
+
+static void reply_json(struct serve_reply *out, json_t *doc)
+{
+    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+
     json_decref(doc);
-    if (!out->owned) {
+    if (!text) {
         serve_api_error(out, 500, "out of memory");
         return;
     }
-    out->status = 200;
-    out->content_type = "application/json";
-    out->body = out->owned;
-    out->len = strlen(out->body);
+    reply_owned(out, "application/json", text, strlen(text));
 }
 
 /* A request target being built: path, then ?name=value&... percent-encoded. */
@@ -323,12 +331,7 @@ static bool reply_spliced(const struct rcall *q, const char *id, const struct ro
 
     if (!text)
         return false;
-    memset(out, 0, sizeof(*out));
-    out->status = 200;
-    out->content_type = "application/json";
-    out->owned = text;
-    out->body = text;
-    out->len = len;
+    reply_owned(out, "application/json", text, len);
     return true;
 }
 
@@ -721,12 +724,7 @@ static void handle_metrics(const struct rcall *q, struct serve_reply *out)
     serve_metrics_render(q->ctx->metrics, route_label, f);
     router_render_metrics(q->r, f);
     fclose(f);
-    memset(out, 0, sizeof(*out));
-    out->status = 200;
-    out->content_type = "text/plain; version=0.0.4; charset=utf-8";
-    out->owned = buf;
-    out->body = buf;
-    out->len = len;
+    reply_owned(out, "text/plain; version=0.0.4; charset=utf-8", buf, len);
 }
 
 /* The newest event, as JSON, for a page that cannot stream. */
