@@ -374,7 +374,7 @@ int batch_recompute(struct batch *b, struct batch_work *w, struct lerr *e)
            db_exec(b->bdb, "COMMIT", e) == 0;
     if (!done)
         sqlite3_exec(b->bdb, "ROLLBACK", NULL, NULL, NULL);
-    if (db_exec(b->bdb, "PRAGMA synchronous=FULL", done ? e : &ignored) != 0 || !done)
+    if (db_exec(b->bdb, db_sync_pragma(DB_BATCH), done ? e : &ignored) != 0 || !done)
         goto out;
     log_info("batch",
              "recompute_done version=%" PRId64 " mode=%s merchants_rewritten=%" PRId64

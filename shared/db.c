@@ -409,7 +409,7 @@ static int migrate_batch(sqlite3 *db, struct lerr *e)
  * rolled back commits already acted on (it_powerloss: an import that returned, lost at the next
  * run's first sync; a pending cut taken at a speed boundary that was not yet on disk, so the
  * restarted speed layer skipped to the cut and undercounted until the next publish). */
-static const char *sync_pragma(enum db_file f)
+const char *db_sync_pragma(enum db_file f)
 {
     (void)f;
     return "PRAGMA synchronous=FULL";
@@ -468,7 +468,7 @@ static int apply_schema(sqlite3 *db, enum db_file f, struct lerr *e)
 static int set_up_rw(sqlite3 *db, enum db_file f, struct lerr *e)
 {
     sqlite3_busy_timeout(db, 5000);
-    if (db_exec(db, "PRAGMA journal_mode=WAL", e) != 0 || db_exec(db, sync_pragma(f), e) != 0 ||
+    if (db_exec(db, "PRAGMA journal_mode=WAL", e) != 0 || db_exec(db, db_sync_pragma(f), e) != 0 ||
         apply_schema(db, f, e) != 0)
         return -1;
     return 0;

@@ -115,6 +115,10 @@ void db_path(const char *data_dir, enum db_file f, char *out, size_t size);
  * untouched and nothing stays open. */
 int db_open_rw(const char *data_dir, enum db_file f, sqlite3 **out, struct lerr *e);
 
+/* The PRAGMA that sets a writer's synchronous level for file f (db.c says why), for a
+ * connection that lowered it for one commit to set it back. */
+const char *db_sync_pragma(enum db_file f);
+
 /* Opens an existing file read-only (query_only, busy timeout). -1 when it is missing or
  * unreadable; nothing stays open then. */
 int db_open_ro(const char *data_dir, enum db_file f, sqlite3 **out, struct lerr *e);
