@@ -48,6 +48,9 @@ struct batch {
     pthread_t log_copier;
     bool is_copying;
     char log_copy_path[PATH_MAX]; /* the thread's to read until close_batch() joins it */
+    /* the consumer closed beside the recompute once ingest is done with it (run.c) */
+    pthread_t kafka_closer;
+    bool is_closing;
 };
 
 /* The import log (master.db's import_log, DESIGN.md section 2 "Imports meet the stream") is
