@@ -110,6 +110,7 @@ void router_free(struct router *r)
 }
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg);
+static int on_close(void *arg, curl_socket_t fd);
 
 /* What stays the same for every request of a handle is set once, at its creation. */
 static CURL *easy_new(const struct router *r)
@@ -155,9 +156,8 @@ void router_client_free(struct router_client *c)
         curl_easy_cleanup(c->idle[i]);
     free(c->idle);
     if (c->multi)
-        curl_multi_cleanup(c->multi);
-    if (c->ep >= 0)
-        close(c->ep);
+        curl_multi_cleanup(c->multi); /* closes the kept-alive sockets through on_close */
+    free(c->fds);
     free(c);
 }
 
@@ -405,8 +405,16 @@ static bool slot_start(struct router_client *c, struct router_stage *st, int i, 
         sl->url = NULL;
         return false;
     }
-    if (!(h = c->n_idle ? c->idle[--c->n_idle] : easy_new(c->r)))
+    if (c->n_idle) {
+        h = c->idle[--c->n_idle];
+    } else if ((h = easy_new(c->r))) {
+        /* A connection keeps the callback of the handle that opened it: every one of this
+         * client's is told of (on_close keeps the socket table right). */
+        curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, on_close);
+        curl_easy_setopt(h, CURLOPT_CLOSESOCKETDATA, c);
+    } else {
         return false;
+    }
     setup_easy(h, &sl->a, sl->url, sl->err, sl);
     if (curl_multi_add_handle(c->multi, h) != CURLM_OK) {
         idle_put(c, h);
@@ -507,25 +515,73 @@ bool router_handle_call(struct router_client *c, struct router_call *call,
     return false;
 }
 
+/* What the loop's epoll knows of a socket of libcurl's (c->fds): registered in it, watched
+ * for libcurl now (else parked: a kept-alive connection between transfers, still registered
+ * for input, so that its next transfer and its end cost no epoll_ctl), and for what. */
+enum { ROUTER_FD_IN_EP = 1, ROUTER_FD_WATCHED = 2, ROUTER_FD_IN = 4, ROUTER_FD_OUT = 8 };
+
+/* Socket fd's entry, the table grown to hold it; NULL when out of memory (then every change
+ * is an epoll_ctl, as if nothing were known). */
+static uint8_t *fd_state(struct router_client *c, curl_socket_t fd)
+{
+    if (fd < 0)
+        return NULL;
+    if (fd >= c->n_fds) {
+        int n = fd + 64;
+        uint8_t *fds = realloc(c->fds, (size_t)n);
+        if (!fds)
+            return NULL;
+        memset(fds + c->n_fds, 0, (size_t)(n - c->n_fds));
+        c->fds = fds;
+        c->n_fds = n;
+    }
+    return &c->fds[fd];
+}
+
 static int on_socket(CURL *h, curl_socket_t fd, int what, void *arg, void *known)
 {
     struct router_client *c = arg;
-    struct epoll_event ev = {.data.fd = fd};
+    struct epoll_event ev = {.data.u64 = ROUTER_EPOLL_TAG | (uint32_t)fd};
+    uint8_t *st = fd_state(c, fd), want;
 
-    (void)h;
+    (void)h, (void)known;
     if (what == CURL_POLL_REMOVE) {
+        if (st && (*st & ROUTER_FD_IN_EP) && !(*st & ROUTER_FD_OUT)) {
+            *st &= (uint8_t)~ROUTER_FD_WATCHED; /* parked: input on it is seen (and dropped) */
+            return 0;
+        }
         epoll_ctl(c->ep, EPOLL_CTL_DEL, fd, NULL);
+        if (st)
+            *st = 0;
+        return 0;
+    }
+    want = (uint8_t)(((what & CURL_POLL_IN) ? ROUTER_FD_IN : 0) |
+                     ((what & CURL_POLL_OUT) ? ROUTER_FD_OUT : 0));
+    if (st && (*st & ROUTER_FD_IN_EP) && (*st & (ROUTER_FD_IN | ROUTER_FD_OUT)) == want) {
+        *st |= ROUTER_FD_WATCHED; /* registered for just that already */
         return 0;
     }
     ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
-    if (!known) {
-        if (epoll_ctl(c->ep, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
-            epoll_ctl(c->ep, EPOLL_CTL_MOD, fd, &ev);
-        curl_multi_assign(c->multi, fd, c);
-    } else if (epoll_ctl(c->ep, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT) {
-        epoll_ctl(c->ep, EPOLL_CTL_ADD, fd, &ev);
+    if (st && (*st & ROUTER_FD_IN_EP)) {
+        if (epoll_ctl(c->ep, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT)
+            epoll_ctl(c->ep, EPOLL_CTL_ADD, fd, &ev);
+    } else if (epoll_ctl(c->ep, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST) {
+        epoll_ctl(c->ep, EPOLL_CTL_MOD, fd, &ev);
     }
+    if (st)
+        *st = (uint8_t)(ROUTER_FD_IN_EP | ROUTER_FD_WATCHED | want);
     return 0;
+}
+
+/* libcurl closes one of its sockets: closing it takes it out of the epoll; its entry goes, so
+ * that a socket given the same number later is registered afresh. */
+static int on_close(void *arg, curl_socket_t fd)
+{
+    struct router_client *c = arg;
+
+    if (fd >= 0 && fd < c->n_fds)
+        c->fds[fd] = 0;
+    return close(fd);
 }
 
 static int on_timer(CURLM *m, long ms, void *arg)
@@ -537,7 +593,7 @@ static int on_timer(CURLM *m, long ms, void *arg)
     return 0;
 }
 
-struct router_client *router_client_new_async(struct router *r)
+struct router_client *router_client_new_async(struct router *r, int ep)
 {
     struct router_client *c = calloc(1, sizeof(*c));
 
@@ -545,10 +601,12 @@ struct router_client *router_client_new_async(struct router *r)
         return NULL;
     c->r = r;
     c->due_us = -1;
-    if ((c->ep = epoll_create1(EPOLL_CLOEXEC)) < 0 || !(c->multi = curl_multi_init())) {
+    c->ep = -1;
+    if (!(c->multi = curl_multi_init())) {
         router_client_free(c);
         return NULL;
     }
+    c->ep = ep;
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_timer);
@@ -563,9 +621,23 @@ struct router_client *router_client_new_async(struct router *r)
     return c;
 }
 
-int router_client_fd(const struct router_client *c)
+void router_client_event(struct router_client *c, uint64_t data, uint32_t events)
 {
-    return c->ep;
+    curl_socket_t fd = (curl_socket_t)(uint32_t)data;
+    int running;
+
+    if (fd < c->n_fds && (c->fds[fd] & ROUTER_FD_IN_EP) && !(c->fds[fd] & ROUTER_FD_WATCHED)) {
+        /* A parked connection the shard closed (or wrote to unasked): no longer watched, so
+         * it cannot wake the loop again; libcurl finds it dead when it would reuse it. */
+        epoll_ctl(c->ep, EPOLL_CTL_DEL, fd, NULL);
+        c->fds[fd] = 0;
+        return;
+    }
+    curl_multi_socket_action(c->multi, fd,
+                             ((events & EPOLLIN) ? CURL_CSELECT_IN : 0) |
+                                 ((events & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
+                                 ((events & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0),
+                             &running);
 }
 
 int router_client_timeout_ms(const struct router_client *c)
@@ -607,18 +679,8 @@ static void take_done(struct router_client *c)
 
 void router_client_run(struct router_client *c)
 {
-    struct epoll_event ev[64];
-    int n, running;
+    int running;
 
-    do {
-        n = epoll_wait(c->ep, ev, 64, 0);
-        for (int k = 0; k < n; k++) {
-            int flags = ((ev[k].events & EPOLLIN) ? CURL_CSELECT_IN : 0) |
-                        ((ev[k].events & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
-                        ((ev[k].events & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
-            curl_multi_socket_action(c->multi, ev[k].data.fd, flags, &running);
-        }
-    } while (n == 64);
     if (c->due_us >= 0 && mono_us() >= c->due_us) {
         c->due_us = -1;
         curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);

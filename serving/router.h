@@ -96,15 +96,21 @@ void router_client_free(struct router_client *c);
 void router_handle(struct router_client *c, const struct serve_ctx *ctx, enum serve_route r,
                    const char *path, serve_arg_fn arg, void *req, struct serve_reply *out);
 
-/* An event loop's connections to the shards: its transfers run only in router_client_run(),
- * which the loop calls when router_client_fd() is readable or router_client_timeout_ms() has
- * passed. One thread uses it. NULL when out of memory or out of descriptors. */
-struct router_client *router_client_new_async(struct router *r);
-int router_client_fd(const struct router_client *c);
-/* Milliseconds until router_client_run() is due whatever the descriptor says; -1: none. */
+/* An event loop's connections to the shards, their sockets watched by the loop's own epoll ep
+ * (borrowed: it outlives the client), each registered with data.u64 = ROUTER_EPOLL_TAG | fd,
+ * so the loop waits on one epoll rather than on a second one nested in it. A kept-alive
+ * connection stays registered between its transfers (no epoll_ctl per request). Its transfers
+ * run only in router_client_event() and router_client_run(). One thread uses it. NULL when out
+ * of memory. */
+#define ROUTER_EPOLL_TAG (UINT64_C(1) << 32)
+struct router_client *router_client_new_async(struct router *r, int ep);
+/* One event of ep whose data.u64 has ROUTER_EPOLL_TAG: moves that socket's transfer on (the
+ * loop then calls router_client_run()). */
+void router_client_event(struct router_client *c, uint64_t data, uint32_t events);
+/* Milliseconds until router_client_run() is due whatever the sockets say; -1: none. */
 int router_client_timeout_ms(const struct router_client *c);
-/* Moves the transfers on and, for every request whose fan-out is now complete, calls its
- * on_ready (in this thread, before returning). */
+/* Runs libcurl's timer when it is due and, for every request whose fan-out is now complete,
+ * calls its on_ready (in this thread, before returning). */
 void router_client_run(struct router_client *c);
 
 /* One routed request on an async client: the shards' answers gathered so far, kept between

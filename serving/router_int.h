@@ -55,7 +55,9 @@ struct router_client {
     CURL *easy[ROUTER_SHARDS_MAX]; /* the blocking client's, one per shard */
     char err[ROUTER_SHARDS_MAX][CURL_ERROR_SIZE]; /* their error buffers */
     /* The async client's (router_client_new_async): -1 and unused for a blocking one. */
-    int ep;         /* epoll of libcurl's sockets */
+    int ep;       /* the loop's epoll, borrowed: libcurl's sockets are watched there */
+    uint8_t *fds; /* by socket: ROUTER_FD_* bits, what ep knows of it */
+    int n_fds;
     int64_t due_us; /* when libcurl's timer expires (monotonic), -1 none */
     CURL **idle;    /* easy handles between transfers, reused: any shard, any request */
     int n_idle, cap_idle;

@@ -35,7 +35,7 @@ struct serve_loop {
     struct serve *s;
     struct MHD_Daemon *d;
     struct router_client *rc;
-    int ep;      /* watches the daemon's epoll, the client's, and stop_fd */
+    int ep;      /* watches the daemon's epoll, the client's sockets, wake_fd and stop_fd */
     int stop_fd; /* eventfd: serve_stop() asks the loop to finish */
     int wake_fd; /* eventfd: another thread resumed one of the daemon's connections */
     pthread_t thread;
@@ -438,7 +438,7 @@ static bool wake_taken(int fd)
     return true;
 }
 
-enum { LOOP_MHD = 1, LOOP_CURL, LOOP_WAKE, LOOP_STOP };
+enum { LOOP_MHD = 1, LOOP_WAKE, LOOP_STOP }; /* the client's sockets: ROUTER_EPOLL_TAG */
 
 /* serve_events_waker: the loop that owns conn's daemon runs it next (its resume is not seen
  * otherwise: a daemon without an internal thread has no inter-thread channel). */
@@ -459,7 +459,7 @@ static void loop_wake(void *arg, struct MHD_Connection *conn)
 static void *loop_main(void *arg)
 {
     struct serve_loop *l = arg;
-    struct epoll_event ev[8];
+    struct epoll_event ev[64];
     int64_t stop_by_us = -1;
 
     this_loop = l;
@@ -476,22 +476,26 @@ static void *loop_main(void *arg)
             t = 50;
         if (l->resumed) /* the daemon has a request to answer: it does not wake us for it */
             t = 0;
-        n = epoll_wait(l->ep, ev, 8, t);
+        n = epoll_wait(l->ep, ev, 64, t);
         for (int k = 0; k < n; k++) {
-            if (ev[k].data.u32 == LOOP_MHD)
-                has_mhd = true;
-            else if (ev[k].data.u32 == LOOP_CURL)
+            uint64_t tag = ev[k].data.u64;
+            if (tag & ROUTER_EPOLL_TAG) { /* a shard's socket: its transfer moves on */
+                router_client_event(l->rc, tag, ev[k].events);
                 has_curl = true;
-            else if (ev[k].data.u32 == LOOP_WAKE)
+            } else if (tag == LOOP_MHD) {
+                has_mhd = true;
+            } else if (tag == LOOP_WAKE) {
                 l->resumed = wake_taken(l->wake_fd);
-            else if (stop_by_us < 0 && wake_taken(l->stop_fd)) { /* LOOP_STOP, read once */
+            } else if (stop_by_us < 0 && wake_taken(l->stop_fd)) { /* LOOP_STOP, read once */
                 stop_by_us = mono_us() + 3 * (l->s->router_timeout_ms + 1000) * 1000;
                 MHD_quiesce_daemon(l->d); /* serve_stop() closes the shared socket */
             }
         }
         if (has_curl || router_client_timeout_ms(l->rc) == 0)
             router_client_run(l->rc); /* answers in: their requests resume */
-        if (has_mhd || l->resumed || n == 0 || (MHD_get_timeout(l->d, &mt) == MHD_YES && mt == 0)) {
+        /* The daemon runs for its sockets, a resumed request or its own timeout; not when
+         * only libcurl's timer woke the loop. */
+        if (has_mhd || l->resumed || (MHD_get_timeout(l->d, &mt) == MHD_YES && mt == 0)) {
             l->resumed = false;
             MHD_run(l->d); /* requests in, answers out; new fan-outs start below */
         }
@@ -507,7 +511,7 @@ static void *loop_main(void *arg)
 
 static int loop_watch(int ep, int fd, uint32_t tag)
 {
-    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = tag};
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = tag};
 
     return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
 }
@@ -526,17 +530,16 @@ static int loop_open(struct serve *s, const struct serve_opts *o, int k, unsigne
                         o->bind, o->port);
     if (s->listen_fd < 0 && (info = MHD_get_daemon_info(l->d, MHD_DAEMON_INFO_LISTEN_FD)))
         s->listen_fd = info->listen_fd; /* the other loops accept on it too */
-    if (!(l->rc = router_client_new_async(s->router)))
-        return lerr_set(e, "cannot make the shards' client: %s", strerror(errno));
     info = MHD_get_daemon_info(l->d, MHD_DAEMON_INFO_EPOLL_FD);
     if ((l->ep = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
         (l->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0 ||
         (l->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0 || !info ||
         loop_watch(l->ep, l->wake_fd, LOOP_WAKE) != 0 ||
         loop_watch(l->ep, info->epoll_fd, LOOP_MHD) != 0 ||
-        loop_watch(l->ep, router_client_fd(l->rc), LOOP_CURL) != 0 ||
         loop_watch(l->ep, l->stop_fd, LOOP_STOP) != 0)
         return lerr_set(e, "cannot make an event loop: %s", strerror(errno));
+    if (!(l->rc = router_client_new_async(s->router, l->ep)))
+        return lerr_set(e, "cannot make the shards' client: %s", strerror(errno));
     return 0;
 }
 
