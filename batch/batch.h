@@ -51,6 +51,7 @@ struct batch {
     /* the consumer closed beside the recompute once ingest is done with it (run.c) */
     pthread_t kafka_closer;
     bool is_closing;
+    int64_t cache_rows; /* the work the page caches are sized for (batch_size_caches) */
 };
 
 /* The import log (master.db's import_log, DESIGN.md section 2 "Imports meet the stream") is
@@ -80,6 +81,10 @@ void batch_cut_release(struct batch_cut *cut);
  * previous version keeps serving and a recorded pending cut stays for the next run. A full run
  * that found the increments wrong published the full result and sets *differences. */
 int batch_run(const struct cfg *c, bool *skipped, int64_t *differences, struct lerr *e);
+
+/* Grows master.db's and batch.db's page caches (and master's memory map) for a step that
+ * reads or writes about rows orders; they never shrink within a run. */
+int batch_size_caches(struct batch *b, int64_t rows, struct lerr *e);
 
 /* Creates the consumer (not yet assigned) in b->rk. */
 int batch_kafka_open(struct batch *b, struct lerr *e);

@@ -369,6 +369,8 @@ int batch_imports_move(struct batch *b, const struct batch_cut *cut, struct lerr
         return -1;
     if (from >= to)
         return 0;
+    if (batch_size_caches(b, to - from, e) != 0)
+        return -1;
     if (step <= 0)
         step = 1;
     if (open_speed(b->data_dir, im.is_take_in, &im.sdb, &has_dups, e) != 0)

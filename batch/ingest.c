@@ -475,7 +475,7 @@ int batch_ingest(struct batch *b, const struct batch_cut *cut, int64_t *ingested
     in.is_tty = isatty(STDERR_FILENO);
     in.start_ms = in.shown_ms = t0;
     if (prepare(&in, e) != 0 || begin(&in, e) != 0 || load_positions(&in, cut, e) != 0 ||
-        commit(&in, e) != 0)
+        commit(&in, e) != 0 || batch_size_caches(b, in.todo, e) != 0)
         goto out;
     log_info("batch", "ingest_started version=%" PRId64 " partitions=%d messages=%" PRId64,
              cut->version, in.nparts, in.todo);
